@@ -1,0 +1,232 @@
+"""`bucketreel-broker`: serve, migrate, make secrets, and operator commands.
+
+Exit codes: 0 success, 1 the command failed, 2 usage error, 78 configuration refused
+(a missing or weak secret, an unreadable env file), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from broker import admin
+from broker.errors import BrokerError, ConfigError
+from broker.settings import PREFIX, Settings, generate_secrets, load_env_file
+from shared import version
+
+EX_CONFIG = 78
+log = logging.getLogger("broker")
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    """The environment, filled in from --env-file where a variable is not already set."""
+    values = load_env_file(Path(args.env_file)) if args.env_file else {}
+    return {**values, **os.environ}
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(_environment(args))
+
+
+def _read_secret(label: str) -> str:
+    """A secret from the terminal (not echoed), or the first line of standard input."""
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{label}: ")
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise BrokerError(f"no {label} given on standard input")
+    return value
+
+
+def _print_json(data: Mapping[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from broker import logs
+    from broker.app import create_app
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    log.info("serving on http://%s:%s", args.host, args.port)
+    web.run_app(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log_class=logs.AccessLogger,
+        print=None,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from broker.db import migrate
+    from broker.db.engine import create_engine
+
+    settings = _settings(args)
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate.upgrade(engine)
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    _print_json({"revision": asyncio.run(run())})
+    return 0
+
+
+def cmd_gen_secrets(_args: argparse.Namespace) -> int:
+    sys.stdout.write(
+        "# bucketreel broker secrets: keep this file private (chmod 600), never commit it.\n"
+    )
+    for key, value in generate_secrets().items():
+        sys.stdout.write(f"{key}={value}\n")
+    return 0
+
+
+def _admin(
+    action: Callable[[admin.AdminContext, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        settings = _settings(args)
+
+        async def go() -> dict[str, Any]:
+            async with admin.context(settings) as ctx:
+                return await action(ctx, args)
+
+        _print_json(asyncio.run(go()))
+        return 0
+
+    return run
+
+
+async def _create_tenant(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    return await admin.create_tenant(ctx, args.name)
+
+
+async def _create_user(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    password = _read_secret("password")
+    return await admin.create_user(
+        ctx, tenant=args.tenant, email=args.email, role=args.role, password=password
+    )
+
+
+async def _set_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    secret = _read_secret("secret access key")
+    return await admin.set_storage(
+        ctx,
+        tenant=args.tenant,
+        bucket=args.bucket,
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        prefix=args.prefix,
+        access_key_id=args.access_key_id,
+        secret_access_key=secret,
+    )
+
+
+async def _enrollment_code(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    return await admin.enrollment_code(ctx, tenant=args.tenant, user=args.user)
+
+
+async def _view_url(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    return await admin.view_url(ctx, tenant=args.tenant, recording=args.recording, seq=args.seq)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bucketreel-broker",
+        description=(
+            "The bucketreel broker: login, metadata and URL signing for recordings that live "
+            "in the customer's own S3 bucket. Settings come from BUCKETREEL_* environment "
+            "variables (and --env-file)."
+        ),
+        epilog="First setup: bucketreel-broker gen-secrets > broker.env && chmod 600 broker.env",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="read KEY=value settings from this file (mode 600); the environment wins",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (applies migrations first)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser(
+        "migrate", help=f"apply database migrations ({PREFIX}DATABASE_URL)"
+    ).set_defaults(func=cmd_migrate)
+    sub.add_parser(
+        "gen-secrets", help="print an env file with fresh random values for every secret"
+    ).set_defaults(func=cmd_gen_secrets)
+
+    adm = sub.add_parser("admin", help="operator commands; each prints JSON")
+    adm_sub = adm.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+
+    p = adm_sub.add_parser("create-tenant", help="create a tenant")
+    p.add_argument("name")
+    p.set_defaults(func=_admin(_create_tenant))
+
+    p = adm_sub.add_parser("create-user", help="create a user (password on standard input)")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--email", required=True)
+    p.add_argument("--role", required=True, choices=["employee", "manager", "admin"])
+    p.set_defaults(func=_admin(_create_user))
+
+    p = adm_sub.add_parser(
+        "set-storage", help="set the tenant's bucket and credentials (secret on standard input)"
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--region", required=True)
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS)")
+    p.add_argument("--prefix", default="", help="key prefix inside the bucket")
+    p.add_argument("--access-key-id", required=True)
+    p.set_defaults(func=_admin(_set_storage))
+
+    p = adm_sub.add_parser("enrollment-code", help="issue a one-time code to enroll an agent")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--user", required=True, help="user id or email the device records")
+    p.set_defaults(func=_admin(_enrollment_code))
+
+    p = adm_sub.add_parser("view-url", help="print a short-lived GET URL for one segment")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--recording", required=True)
+    p.add_argument("--seq", required=True, type=int)
+    p.set_defaults(func=_admin(_view_url))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"bucketreel-broker: {exc.message}", file=sys.stderr)
+        return EX_CONFIG
+    except BrokerError as exc:
+        print(f"bucketreel-broker: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Tenants and users: creation by an operator (the admin CLI)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.accounts.passwords import hash_password
+from broker.audit import log as audit
+from broker.db.schema import tenants, users
+from broker.db.scope import TenantScope
+from broker.errors import Conflict, InvalidInput, NotFound
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+
+
+class Role(StrEnum):
+    EMPLOYEE = "employee"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+async def create_tenant(conn: AsyncConnection, *, name: str, now: datetime) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise InvalidInput("tenant name must be 1 to 200 characters long")
+    tenant_id = str(uuid.uuid4())
+    try:
+        async with conn.begin_nested():
+            await conn.execute(insert(tenants).values(id=tenant_id, name=name, created_at=now))
+    except IntegrityError:
+        raise Conflict(f"a tenant named {name!r} exists already") from None
+    await audit.record(
+        TenantScope(conn, tenant_id),
+        at=now,
+        actor="operator",
+        action="tenant.create",
+        target=tenant_id,
+        details={"name": name},
+    )
+    return tenant_id
+
+
+async def resolve_tenant(conn: AsyncConnection, ref: str) -> str:
+    """A tenant id from an id or a name (operator input on the CLI)."""
+    row = (
+        await conn.execute(
+            select(tenants.c.id).where((tenants.c.id == ref) | (tenants.c.name == ref))
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no tenant {ref!r}")
+    return str(row.id)
+
+
+async def create_user(
+    scope: TenantScope, *, email: str, role: str, password: str, now: datetime, actor: str
+) -> str:
+    email = email.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise InvalidInput(f"{email!r} is not an email address")
+    try:
+        role = Role(role).value
+    except ValueError:
+        raise InvalidInput(f"role must be one of {', '.join(r.value for r in Role)}") from None
+    user_id = str(uuid.uuid4())
+    password_hash = hash_password(password)
+    try:
+        async with scope.conn.begin_nested():
+            await scope.insert(
+                users,
+                id=user_id,
+                email=email,
+                role=role,
+                password_hash=password_hash,
+                session_version=1,
+                created_at=now,
+            )
+    except IntegrityError:
+        raise Conflict(f"a user {email!r} exists already in this tenant") from None
+    await audit.record(
+        scope,
+        at=now,
+        actor=actor,
+        action="user.create",
+        target=user_id,
+        details={"email": email, "role": role},
+    )
+    return user_id
+
+
+async def resolve_user(scope: TenantScope, ref: str) -> str:
+    """A user id of this tenant from an id or an email."""
+    row = await scope.one(users, (users.c.id == ref) | (users.c.email == ref.strip().lower()))
+    if row is None:
+        raise NotFound(f"no user {ref!r} in this tenant")
+    return str(row.id)

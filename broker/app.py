@@ -1,0 +1,79 @@
+"""The app factory: settings in, a wired aiohttp application out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from broker.auth.devices import DeviceAuth
+from broker.auth.tokens import TokenSigner
+from broker.clock import Clock, utcnow
+from broker.db import migrate
+from broker.db.database import Database
+from broker.recordings.service import RecordingService
+from broker.settings import Settings
+from broker.storage.s3 import BucketClients
+from broker.web import appkeys as keys
+from broker.web import middleware, openapi, routes
+
+
+def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
+    # The body limit is structural (G1): no route can take a segment's worth of bytes.
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[middleware.errors])
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    app[keys.OPENAPI] = openapi.document(routes.ROUTES)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_services)
+    app.on_response_prepare.append(middleware.security_headers)
+    routes.install(app)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    db = Database.from_url(settings.database_url)
+    try:
+        if settings.migrate_on_start:
+            await migrate.upgrade(db.engine)
+        app[keys.DATABASE] = db
+        yield
+    finally:
+        await db.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    app[keys.SIGNER], app[keys.DEVICES], app[keys.RECORDINGS] = build_services(
+        app[keys.SETTINGS], app[keys.DATABASE], app[keys.CLOCK]
+    )
+    yield
+
+
+def build_services(
+    settings: Settings, db: Database, clock: Clock
+) -> tuple[TokenSigner, DeviceAuth, RecordingService]:
+    """The plain services, wired; the CLI's admin commands use the same ones."""
+    signer = TokenSigner(
+        current=settings.secret_key,
+        previous=settings.secret_key_previous,
+        ttl=settings.access_token_ttl,
+        clock=clock,
+    )
+    devices = DeviceAuth(
+        db=db,
+        signer=signer,
+        hmac_key=settings.hmac_key,
+        refresh_ttl=settings.device_refresh_ttl,
+        code_ttl=settings.enrollment_code_ttl,
+        clock=clock,
+    )
+    recordings = RecordingService(
+        db=db,
+        keys=settings.master_keys,
+        buckets=BucketClients(),
+        upload_ttl=settings.upload_url_ttl,
+        view_ttl=settings.view_url_ttl,
+        clock=clock,
+    )
+    return signer, devices, recordings

@@ -1,0 +1,196 @@
+"""Devices (agents): one-time enrollment codes, rotating refresh tokens, access tokens.
+
+A refresh token works once. Presenting one that was already used means a copy exists
+somewhere else: the whole family is revoked and the event is audited (theft detection).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from broker.audit import log as audit
+from broker.auth.secrets import new_token, token_hash
+from broker.auth.tokens import Principal, TokenSigner
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
+from broker.db.scope import TenantScope
+from broker.errors import NotFound, Unauthenticated
+from broker.settings import Secret
+from shared.errors import ErrorCode
+from shared.wire import TokenPair
+
+CODE_PURPOSE = "enrollment-code"
+REFRESH_PURPOSE = "device-refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentCode:
+    code: str
+    expires_at: datetime
+
+
+class DeviceAuth:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        signer: TokenSigner,
+        hmac_key: Secret,
+        refresh_ttl: int,
+        code_ttl: int,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._signer = signer
+        self._hmac_key = hmac_key
+        self._refresh_ttl = timedelta(seconds=refresh_ttl)
+        self._code_ttl = timedelta(seconds=code_ttl)
+        self._clock = clock
+
+    async def issue_enrollment_code(
+        self, tenant_id: str, user_id: str, *, actor: str
+    ) -> EnrollmentCode:
+        now = self._clock()
+        code = new_token("bre_", 24)
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            if await scope.one(users, users.c.id == user_id) is None:
+                raise NotFound("no such user in this tenant")
+            await scope.insert(
+                enrollment_codes,
+                id=str(uuid.uuid4()),
+                user_id=user_id,
+                code_hash=token_hash(self._hmac_key, CODE_PURPOSE, code),
+                created_at=now,
+                expires_at=now + self._code_ttl,
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor=actor,
+                action="device.enrollment_code",
+                target=user_id,
+                details={"expires_at": (now + self._code_ttl).isoformat()},
+            )
+        return EnrollmentCode(code, now + self._code_ttl)
+
+    async def enroll(self, code: str, name: str) -> TokenPair:
+        now = self._clock()
+        code_hash = token_hash(self._hmac_key, CODE_PURPOSE, code)
+        async with self._db.transaction() as conn:
+            # The code itself names the tenant: this is the one lookup made before a tenant
+            # is known, by an unguessable value, and it claims the code in the same statement.
+            claimed = await conn.execute(
+                update(enrollment_codes)
+                .where(
+                    enrollment_codes.c.code_hash == code_hash,
+                    enrollment_codes.c.used_at.is_(None),
+                    enrollment_codes.c.expires_at > now,
+                )
+                .values(used_at=now)
+                .returning(enrollment_codes.c.tenant_id, enrollment_codes.c.user_id)
+            )
+            row = claimed.first()
+            if row is None:
+                raise Unauthenticated(
+                    "enrollment code is unknown, already used or expired",
+                    code=ErrorCode.INVALID_ENROLLMENT_CODE,
+                )
+            scope = TenantScope(conn, row.tenant_id)
+            device_id = str(uuid.uuid4())
+            await scope.insert(
+                devices, id=device_id, user_id=row.user_id, name=name, created_at=now
+            )
+            refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
+            await audit.record(
+                scope,
+                at=now,
+                actor=f"device:{device_id}",
+                action="device.enroll",
+                target=row.user_id,
+                details={"device_name": name},
+            )
+            return self._pair(row.tenant_id, row.user_id, device_id, refresh)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        now = self._clock()
+        digest = token_hash(self._hmac_key, REFRESH_PURPOSE, refresh_token)
+        async with self._db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    select(device_refresh_tokens).where(
+                        device_refresh_tokens.c.token_hash == digest
+                    )
+                )
+            ).first()
+            if row is None:
+                raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+            scope = TenantScope(conn, row.tenant_id)
+            claimed = await scope.update(
+                device_refresh_tokens,
+                device_refresh_tokens.c.id == row.id,
+                device_refresh_tokens.c.used_at.is_(None),
+                device_refresh_tokens.c.revoked_at.is_(None),
+                device_refresh_tokens.c.expires_at > now,
+                used_at=now,
+            )
+            device = await scope.one(devices, devices.c.id == row.device_id)
+            if claimed == 1 and device is not None and device.revoked_at is None:
+                refresh = await self._new_refresh(scope, row.device_id, row.family_id, now)
+                return self._pair(row.tenant_id, device.user_id, row.device_id, refresh)
+            # Not claimed although neither revoked nor expired: it was used before.
+            reused = claimed == 0 and row.revoked_at is None and row.expires_at > now
+            if reused:
+                await scope.update(
+                    device_refresh_tokens,
+                    device_refresh_tokens.c.family_id == row.family_id,
+                    device_refresh_tokens.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"device:{row.device_id}",
+                    action="device.refresh_reuse",
+                    target=row.device_id,
+                    details={"family": row.family_id},
+                )
+        # Reached only on failure; the transaction above has committed the revocation.
+        raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+
+    async def check_device(self, scope: TenantScope, principal: Principal) -> None:
+        """A device's access token works only while the device is not revoked."""
+        device = await scope.one(devices, devices.c.id == principal.subject)
+        if device is None or device.revoked_at is not None or device.user_id != principal.user_id:
+            raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+
+    async def _new_refresh(
+        self, scope: TenantScope, device_id: str, family_id: str, now: datetime
+    ) -> str:
+        token = new_token("brd_", 32)
+        await scope.insert(
+            device_refresh_tokens,
+            id=str(uuid.uuid4()),
+            device_id=device_id,
+            family_id=family_id,
+            token_hash=token_hash(self._hmac_key, REFRESH_PURPOSE, token),
+            created_at=now,
+            expires_at=now + self._refresh_ttl,
+        )
+        return token
+
+    def _pair(self, tenant_id: str, user_id: str, device_id: str, refresh: str) -> TokenPair:
+        principal = Principal(
+            kind="device", subject=device_id, tenant_id=tenant_id, user_id=user_id, role="device"
+        )
+        return TokenPair(
+            device_id=device_id,
+            access_token=self._signer.issue(principal),
+            refresh_token=refresh,
+            expires_in=self._signer.ttl,
+        )

@@ -1,0 +1,21 @@
+"""HTTP handlers for device enrollment and token refresh: parse, call the service, reply."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.web.appkeys import DEVICES
+from broker.web.http import read_json, reply
+from shared.wire import EnrollRequest, RefreshRequest
+
+
+async def enroll(request: web.Request) -> web.Response:
+    body = EnrollRequest.from_json(await read_json(request))
+    pair = await request.app[DEVICES].enroll(body.code, body.name)
+    return reply(pair.to_json(), status=201)
+
+
+async def refresh(request: web.Request) -> web.Response:
+    body = RefreshRequest.from_json(await read_json(request))
+    pair = await request.app[DEVICES].refresh(body.refresh_token)
+    return reply(pair.to_json())

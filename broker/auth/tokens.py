@@ -1,0 +1,95 @@
+"""Signed access tokens (JWT, HS256) with a current and a previous key.
+
+The `kid` header names the key; verification pins the algorithm to HS256 and accepts only
+the keys the settings hold, so `alg: none`, RS/HS confusion and unknown keys all fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+
+from broker.clock import Clock
+from broker.errors import Unauthenticated
+from broker.settings import Secret
+from shared.errors import ErrorCode
+
+ALGORITHM = "HS256"
+ISSUER = "bucketreel"
+Audience = Literal["device", "user"]
+
+
+def key_id(key: Secret) -> str:
+    return "k" + hashlib.sha256(b"bucketreel-kid\x00" + key.reveal().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who is calling, as the verified token says: the only source of tenant and role."""
+
+    kind: Audience
+    subject: str  # device id or user id
+    tenant_id: str
+    user_id: str
+    role: str
+
+
+class TokenSigner:
+    def __init__(self, *, current: Secret, previous: Secret | None, ttl: int, clock: Clock) -> None:
+        self._current = current
+        self._keys = {key_id(current): current}
+        if previous is not None:
+            self._keys[key_id(previous)] = previous
+        self.ttl = ttl
+        self._clock = clock
+
+    def issue(self, principal: Principal) -> str:
+        now = int(self._clock().timestamp())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "aud": principal.kind,
+            "sub": principal.subject,
+            "tid": principal.tenant_id,
+            "uid": principal.user_id,
+            "role": principal.role,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(
+            claims,
+            self._current.reveal(),
+            algorithm=ALGORITHM,
+            headers={"kid": key_id(self._current)},
+        )
+
+    def verify(self, token: str, audience: Audience) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(str(header.get("kid")))
+            if key is None or header.get("alg") != ALGORITHM:
+                raise jwt.InvalidTokenError("unknown key or algorithm")
+            claims = jwt.decode(
+                token,
+                key.reveal(),
+                algorithms=[ALGORITHM],
+                audience=audience,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"]},
+                leeway=5,
+            )
+            return Principal(
+                kind=audience,
+                subject=str(claims["sub"]),
+                tenant_id=str(claims["tid"]),
+                user_id=str(claims["uid"]),
+                role=str(claims["role"]),
+            )
+        except (jwt.InvalidTokenError, KeyError):
+            raise Unauthenticated(
+                "access token is invalid or expired", code=ErrorCode.INVALID_TOKEN
+            ) from None

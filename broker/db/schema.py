@@ -1,0 +1,198 @@
+"""The broker's tables (SQLAlchemy Core). Migrations in `broker/migrations` create them.
+
+Every table that holds tenant data has a `tenant_id` column; queries reach it only through
+`broker.db.scope.TenantScope`, which adds the tenant filter in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(36)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("session_version", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
+)
+
+enrollment_codes = Table(
+    "enrollment_codes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+device_refresh_tokens = Table(
+    "device_refresh_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("device_id", ID, ForeignKey("devices.id"), nullable=False),
+    Column("family_id", ID, nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+storage_configs = Table(
+    "storage_configs",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id"), primary_key=True),
+    Column("bucket", String(63), nullable=False),
+    Column("region", String(40), nullable=False),
+    Column("endpoint_url", String(500), nullable=True),
+    Column("prefix", String(200), nullable=False, default=""),
+    Column("access_key_id", String(128), nullable=False),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("kek_version", String(8), nullable=False),
+    Column("credential_version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("device_id", ID, ForeignKey("devices.id"), nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_recordings_tenant_user", "tenant_id", "user_id"),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("recording_id", ID, ForeignKey("recordings.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("object_key", String(1024), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("verified_at", UTCDateTime(), nullable=True),
+    UniqueConstraint("recording_id", "seq", name="uq_segments_recording_seq"),
+)
+
+upload_grants = Table(
+    "upload_grants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("segment_id", ID, ForeignKey("segments.id"), nullable=False, index=True),
+    Column("credential_version", Integer, nullable=False),
+    Column("issued_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("client_hmac", String(64), nullable=True),
+    UniqueConstraint("tenant_id", "seq", name="uq_audit_log_tenant_seq"),
+)

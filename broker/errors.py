@@ -1,0 +1,57 @@
+"""The broker's one exception root and its domain errors.
+
+Each error carries the HTTP status and the wire code it maps to; the error middleware
+(`broker.web.middleware`) and the CLI's top-level handler are the only places that turn
+them into replies or exit codes.
+"""
+
+from __future__ import annotations
+
+from shared.errors import ErrorCode
+
+
+class BrokerError(Exception):
+    status = 500
+    code = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(BrokerError):
+    """Settings are missing or unsafe; the broker refuses to start."""
+
+
+class InvalidInput(BrokerError):
+    status = 400
+    code = ErrorCode.INVALID_FIELD
+
+
+class Unauthenticated(BrokerError):
+    status = 401
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Forbidden(BrokerError):
+    status = 403
+    code = ErrorCode.FORBIDDEN
+
+
+class NotFound(BrokerError):
+    status = 404
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(BrokerError):
+    status = 409
+    code = ErrorCode.CONFLICT
+
+
+class StorageUnavailable(BrokerError):
+    """The customer's bucket did not answer, or refused the broker's credentials."""
+
+    status = 503
+    code = ErrorCode.STORAGE_UNAVAILABLE

@@ -1,0 +1,339 @@
+"""Recordings and their segments: start, upload grants, verified completion, finish, read.
+
+The broker chooses every object key (DESIGN G4) and never touches a segment's bytes (G1):
+it signs a PUT for the agent and later checks the object's metadata with `HeadObject`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, select
+
+from broker.audit import log as audit
+from broker.auth.tokens import Principal
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.db.schema import recordings, segments, upload_grants
+from broker.db.scope import TenantScope
+from broker.errors import Conflict, NotFound
+from broker.settings import MasterKeys
+from broker.storage import config as storage_config
+from broker.storage.s3 import BucketClient, BucketClients, ObjectHead
+from shared.errors import ErrorCode
+from shared.keys import segment_key
+from shared.wire import RecordingInfo, SegmentInfo, UploadGrant, UploadRequest, format_timestamp
+
+RECORDING = "recording"
+FINISHED = "finished"
+PENDING = "pending"
+VERIFIED = "verified"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewUrl:
+    url: str
+    expires_at: datetime
+
+
+class RecordingService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keys: MasterKeys,
+        buckets: BucketClients,
+        upload_ttl: int,
+        view_ttl: int,
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._keys = keys
+        self._buckets = buckets
+        self._upload_ttl = upload_ttl
+        self._view_ttl = view_ttl
+        self._clock = clock
+
+    async def start(self, principal: Principal, started_at: datetime) -> str:
+        now = self._clock()
+        recording_id = str(uuid.uuid4())
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            await scope.insert(
+                recordings,
+                id=recording_id,
+                user_id=principal.user_id,
+                device_id=principal.subject,
+                state=RECORDING,
+                started_at=started_at,
+                created_at=now,
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor=_actor(principal),
+                action="recording.start",
+                target=recording_id,
+            )
+        return recording_id
+
+    async def grant_upload(
+        self, principal: Principal, recording_id: str, seq: int, declared: UploadRequest
+    ) -> UploadGrant:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            recording = await _own_recording(scope, principal, recording_id)
+            segment = await scope.one(
+                segments, segments.c.recording_id == recording_id, segments.c.seq == seq
+            )
+            if segment is None:
+                if recording.state != RECORDING:
+                    raise Conflict(
+                        "the recording is finished; it takes no new segments",
+                        code=ErrorCode.RECORDING_FINISHED,
+                    )
+                segment = await self._declare(scope, recording, seq, declared, now)
+            elif segment.state == VERIFIED:
+                raise Conflict(f"segment {seq} is complete already")
+            elif (segment.size, segment.sha256, segment.md5) != (
+                declared.size,
+                declared.sha256,
+                declared.md5,
+            ):
+                raise Conflict(f"segment {seq} was declared with other content before")
+            bucket = await self._bucket(scope)
+            put = await asyncio.to_thread(
+                bucket.presign_put,
+                segment.object_key,
+                size=segment.size,
+                sha256_b64=segment.sha256,
+                md5_b64=segment.md5,
+                ttl=self._upload_ttl,
+            )
+            expires_at = now + timedelta(seconds=self._upload_ttl)
+            await scope.insert(
+                upload_grants,
+                id=str(uuid.uuid4()),
+                segment_id=segment.id,
+                credential_version=bucket.config.credential_version,
+                issued_at=now,
+                expires_at=expires_at,
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor=_actor(principal),
+                action="segment.grant",
+                target=segment.object_key,
+                details={"size": segment.size},
+            )
+        return UploadGrant(
+            url=put.url, method="PUT", headers=put.headers, expires_at=format_timestamp(expires_at)
+        )
+
+    async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            await _own_recording(scope, principal, recording_id)
+            segment = await _segment(scope, recording_id, seq)
+            if segment.state == VERIFIED:
+                return VERIFIED
+            bucket = await self._bucket(scope)
+        head = await asyncio.to_thread(bucket.head, segment.object_key)
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            if head is None:
+                raise Conflict(
+                    f"the bucket has no object for segment {seq}: upload it first",
+                    code=ErrorCode.SEGMENT_NOT_UPLOADED,
+                )
+            problem = _mismatch(segment, head)
+            if problem:
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="segment.mismatch",
+                    target=segment.object_key,
+                    details={"problem": problem},
+                )
+            else:
+                await scope.update(
+                    segments, segments.c.id == segment.id, state=VERIFIED, verified_at=now
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="segment.verified",
+                    target=segment.object_key,
+                    details={"size": head.size},
+                )
+        if problem:  # raised after the audit entry has committed
+            raise Conflict(
+                f"the object for segment {seq} does not match what was declared: {problem}",
+                code=ErrorCode.SEGMENT_MISMATCH,
+            )
+        return VERIFIED
+
+    async def finish(self, principal: Principal, recording_id: str) -> RecordingInfo:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            recording = await _own_recording(scope, principal, recording_id)
+            if recording.state != FINISHED:
+                await scope.update(
+                    recordings, recordings.c.id == recording_id, state=FINISHED, finished_at=now
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="recording.finish",
+                    target=recording_id,
+                )
+            return await _info(scope, recording_id)
+
+    async def get(self, principal: Principal, recording_id: str) -> RecordingInfo:
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            await _own_recording(scope, principal, recording_id)
+            return await _info(scope, recording_id)
+
+    async def operator_view_url(self, tenant_id: str, recording_id: str, seq: int) -> ViewUrl:
+        """A short-lived GET URL for one verified segment, for an operator at the CLI."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            if await scope.one(recordings, recordings.c.id == recording_id) is None:
+                raise NotFound("no such recording in this tenant")
+            segment = await _segment(scope, recording_id, seq)
+            if segment.state != VERIFIED:
+                raise Conflict(f"segment {seq} has not been verified in the bucket yet")
+            bucket = await self._bucket(scope)
+            url = await asyncio.to_thread(
+                bucket.presign_get, segment.object_key, ttl=self._view_ttl
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor="operator",
+                action="segment.view_url",
+                target=segment.object_key,
+                details={"ttl": self._view_ttl},
+            )
+        return ViewUrl(url, now + timedelta(seconds=self._view_ttl))
+
+    async def _declare(
+        self,
+        scope: TenantScope,
+        recording: Row[Any],
+        seq: int,
+        declared: UploadRequest,
+        now: datetime,
+    ) -> Row[Any]:
+        config_prefix = (await storage_config.load(scope, self._keys)).prefix
+        key = segment_key(config_prefix, scope.tenant_id, recording.user_id, recording.id, seq)
+        segment_id = str(uuid.uuid4())
+        await scope.insert(
+            segments,
+            id=segment_id,
+            recording_id=recording.id,
+            seq=seq,
+            object_key=key,
+            state=PENDING,
+            size=declared.size,
+            sha256=declared.sha256,
+            md5=declared.md5,
+            started_at=declared.started_at,
+            duration_ms=declared.duration_ms,
+            created_at=now,
+        )
+        return await _segment(scope, recording.id, seq)
+
+    async def _bucket(self, scope: TenantScope) -> BucketClient:
+        config = await storage_config.load(scope, self._keys)
+        return await asyncio.to_thread(self._buckets.get, config)
+
+
+def _actor(principal: Principal) -> str:
+    return f"{principal.kind}:{principal.subject}"
+
+
+async def _own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:
+    """The recording, if the calling device made it; otherwise it does not exist for them."""
+    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    if recording is None or recording.device_id != principal.subject:
+        raise NotFound("no such recording")
+    return recording
+
+
+async def _segment(scope: TenantScope, recording_id: str, seq: int) -> Row[Any]:
+    segment = await scope.one(
+        segments, segments.c.recording_id == recording_id, segments.c.seq == seq
+    )
+    if segment is None:
+        raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
+    return segment
+
+
+def _mismatch(segment: Row[Any], head: ObjectHead) -> str | None:
+    """Why the stored object is not the declared segment, or None when it is."""
+    if head.size != segment.size:
+        return f"size {head.size} instead of {segment.size}"
+    if head.sha256 is not None:
+        return None if head.sha256 == segment.sha256 else "SHA-256 differs"
+    # No stored checksum returned: fall back to the ETag, which is the MD5 of a single-part
+    # upload unless the object is encrypted with KMS.
+    etag = (head.etag or "").strip('"')
+    if head.server_side_encryption == "aws:kms" or len(etag) != 32:
+        return None
+    return None if etag == base64.b64decode(segment.md5).hex() else "MD5 differs"
+
+
+async def _info(scope: TenantScope, recording_id: str) -> RecordingInfo:
+    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    if recording is None:
+        raise NotFound("no such recording")
+    grant_counts: dict[str, int] = dict(
+        (
+            await scope.conn.execute(
+                select(upload_grants.c.segment_id, func.count())
+                .where(upload_grants.c.tenant_id == scope.tenant_id)
+                .join(segments, segments.c.id == upload_grants.c.segment_id)
+                .where(segments.c.recording_id == recording_id)
+                .group_by(upload_grants.c.segment_id)
+            )
+        ).all()
+    )
+    rows = await scope.all(
+        segments, segments.c.recording_id == recording_id, order_by=[segments.c.seq]
+    )
+    return RecordingInfo(
+        recording_id=recording.id,
+        user_id=recording.user_id,
+        device_id=recording.device_id,
+        state=recording.state,
+        started_at=format_timestamp(recording.started_at),
+        finished_at=format_timestamp(recording.finished_at) if recording.finished_at else None,
+        segments=[
+            SegmentInfo(
+                seq=r.seq,
+                key=r.object_key,
+                state=r.state,
+                size=r.size,
+                sha256=r.sha256,
+                started_at=format_timestamp(r.started_at),
+                duration_ms=r.duration_ms,
+                grants=int(grant_counts.get(r.id, 0)),
+            )
+            for r in rows
+        ],
+    )

@@ -1,0 +1,202 @@
+"""Broker settings: one frozen object, filled from environment variables.
+
+Secrets are never given defaults. The broker refuses to start when one is missing or too
+weak and names it; `bucketreel-broker gen-secrets` prints a complete set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.errors import ConfigError
+
+PREFIX = "BUCKETREEL_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///bucketreel-broker.db"
+MIN_SECRET_CHARS = 32
+MASTER_KEY_BYTES = 32
+_MASTER_KEY_RE = re.compile(r"^v(\d{1,4}):(.+)$")
+
+
+class Secret:
+    """A secret string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MasterKeys:
+    """Versioned key-encryption keys; the highest version seals, every version unseals."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    current: str
+
+    def get(self, version: str) -> bytes:
+        try:
+            return self.keys[version]
+        except KeyError:
+            raise ConfigError(
+                f"master key {version} is not in {PREFIX}MASTER_KEYS; it is needed to unseal "
+                "data sealed under it"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    secret_key: Secret
+    secret_key_previous: Secret | None = None
+    hmac_key: Secret
+    master_keys: MasterKeys
+    access_token_ttl: int = 900
+    device_refresh_ttl: int = 90 * 86_400
+    upload_url_ttl: int = 300
+    view_url_ttl: int = 60
+    enrollment_code_ttl: int = 86_400
+    max_body_bytes: int = 64 * 1024
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def secret(name: str, *, required: bool = True) -> Secret | None:
+            value = env.get(PREFIX + name, "")
+            if not value:
+                if required:
+                    problems.append(f"{PREFIX}{name} is missing")
+                return None
+            if len(value) < MIN_SECRET_CHARS:
+                problems.append(
+                    f"{PREFIX}{name} is too short ({len(value)} characters; at least "
+                    f"{MIN_SECRET_CHARS} random characters are required)"
+                )
+                return None
+            return Secret(value)
+
+        def number(name: str, default: int, lo: int, hi: int) -> int:
+            raw = env.get(PREFIX + name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{PREFIX}{name} must be a whole number, not {raw!r}")
+                return default
+            if not lo <= value <= hi:
+                problems.append(f"{PREFIX}{name} must be between {lo} and {hi}, not {value}")
+            return value
+
+        secret_key = secret("SECRET_KEY")
+        previous = secret("SECRET_KEY_PREVIOUS", required=False)
+        hmac_key = secret("HMAC_KEY")
+        master_keys = _parse_master_keys(env.get(PREFIX + "MASTER_KEYS", ""), problems)
+        if secret_key and hmac_key and secret_key == hmac_key:
+            problems.append(f"{PREFIX}SECRET_KEY and {PREFIX}HMAC_KEY must differ")
+        settings_kwargs = {
+            "database_url": env.get(PREFIX + "DATABASE_URL") or DEFAULT_DATABASE_URL,
+            "access_token_ttl": number("ACCESS_TOKEN_TTL", 900, 60, 900),
+            "device_refresh_ttl": number("DEVICE_REFRESH_TTL", 90 * 86_400, 3600, 365 * 86_400),
+            "upload_url_ttl": number("UPLOAD_URL_TTL", 300, 30, 300),
+            "view_url_ttl": number("VIEW_URL_TTL", 60, 10, 120),
+            "enrollment_code_ttl": number("ENROLLMENT_CODE_TTL", 86_400, 300, 30 * 86_400),
+            "max_body_bytes": number("MAX_BODY_BYTES", 64 * 1024, 1024, 1024 * 1024),
+            "migrate_on_start": env.get(PREFIX + "MIGRATE_ON_START", "1").lower()
+            not in {"0", "false", "no"},
+            "log_level": env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
+        }
+        if problems or secret_key is None or hmac_key is None or master_keys is None:
+            raise ConfigError(
+                "refusing to start: "
+                + "; ".join(problems)
+                + ". Run `bucketreel-broker gen-secrets > broker.env` to make a complete set."
+            )
+        return cls(
+            secret_key=secret_key,
+            secret_key_previous=previous,
+            hmac_key=hmac_key,
+            master_keys=master_keys,
+            **settings_kwargs,  # type: ignore[arg-type]
+        )
+
+
+def _parse_master_keys(raw: str, problems: list[str]) -> MasterKeys | None:
+    if not raw:
+        problems.append(f"{PREFIX}MASTER_KEYS is missing")
+        return None
+    keys: dict[str, bytes] = {}
+    for item in raw.split(","):
+        match = _MASTER_KEY_RE.match(item.strip())
+        if not match:
+            problems.append(f"{PREFIX}MASTER_KEYS entries must look like v1:<base64 of 32 bytes>")
+            return None
+        version = f"v{int(match.group(1))}"
+        try:
+            key = base64.b64decode(match.group(2), validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != MASTER_KEY_BYTES:
+            problems.append(f"{PREFIX}MASTER_KEYS {version} must be the base64 of 32 random bytes")
+            return None
+        keys[version] = key
+    current = max(keys, key=lambda v: int(v[1:]))
+    return MasterKeys(keys=keys, current=current)
+
+
+def generate_secrets() -> dict[str, str]:
+    """A complete, fresh set of the broker's secrets, as environment variables."""
+    master = base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
+    return {
+        PREFIX + "SECRET_KEY": secrets.token_urlsafe(48),
+        PREFIX + "HMAC_KEY": secrets.token_urlsafe(48),
+        PREFIX + "MASTER_KEYS": f"v1:{master}",
+    }
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines from a file only its owner can read (as gen-secrets writes them)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"env file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}`"
+        )
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"env file {path}, line {number}: expected KEY=value")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values

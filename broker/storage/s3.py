@@ -1,0 +1,133 @@
+"""The broker's only door to a customer's bucket.
+
+It presigns (a local computation) and reads object metadata (`HeadObject`). It has no method
+that lists, deletes or reads object content (DESIGN G1–G3). botocore's errors are translated
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from broker.errors import StorageUnavailable
+from broker.storage.config import StorageConfig
+from shared.keys import SEGMENT_CONTENT_TYPE
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPut:
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectHead:
+    size: int
+    sha256: str | None  # base64, when the endpoint returns the stored checksum
+    etag: str | None
+    server_side_encryption: str | None
+
+
+class BucketClient:
+    def __init__(self, config: StorageConfig) -> None:
+        self.config = config
+        botocore_config = Config(
+            signature_version="s3v4",  # never SigV2, whatever the region
+            region_name=config.region,
+            s3={"addressing_style": "path" if config.endpoint_url else "virtual"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=10,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            region_name=config.region,
+            endpoint_url=config.endpoint_url,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=config.secret_access_key.reveal(),
+            config=botocore_config,
+        )
+
+    def presign_put(
+        self, key: str, *, size: int, sha256_b64: str, md5_b64: str, ttl: int
+    ) -> PresignedPut:
+        """A PUT for exactly these bytes, once: every header below is part of the signature."""
+        params = {
+            "Bucket": self.config.bucket,
+            "Key": key,
+            "IfNoneMatch": "*",
+            "ContentLength": size,
+            "ContentMD5": md5_b64,
+            "ChecksumAlgorithm": "SHA256",
+            "ChecksumSHA256": sha256_b64,
+            "ContentType": SEGMENT_CONTENT_TYPE,
+        }
+        url = self._client.generate_presigned_url(
+            "put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT"
+        )
+        headers = {
+            "Content-Length": str(size),
+            "Content-MD5": md5_b64,
+            "Content-Type": SEGMENT_CONTENT_TYPE,
+            "If-None-Match": "*",
+            "x-amz-checksum-sha256": sha256_b64,
+            "x-amz-sdk-checksum-algorithm": "SHA256",
+        }
+        return PresignedPut(url=url, headers=headers)
+
+    def presign_get(self, key: str, *, ttl: int) -> str:
+        params = {
+            "Bucket": self.config.bucket,
+            "Key": key,
+            "ResponseCacheControl": "no-store",
+        }
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=ttl, HttpMethod="GET"
+        )
+        return url
+
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's size and stored checksum, or None when there is no such object."""
+        try:
+            reply = self._client.head_object(
+                Bucket=self.config.bucket, Key=key, ChecksumMode="ENABLED"
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404:
+                return None
+            raise StorageUnavailable(
+                f"the bucket refused HeadObject with HTTP {status}; check the broker's credentials"
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"the bucket did not answer: {type(exc).__name__}") from None
+        return ObjectHead(
+            size=int(reply["ContentLength"]),
+            sha256=reply.get("ChecksumSHA256"),
+            etag=reply.get("ETag"),
+            server_side_encryption=reply.get("ServerSideEncryption"),
+        )
+
+
+class BucketClients:
+    """One client per tenant and credential version; a new version replaces the old client."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, BucketClient] = {}
+
+    def get(self, config: StorageConfig) -> BucketClient:
+        with self._lock:
+            client = self._clients.get(config.tenant_id)
+            if client is None or client.config != config:
+                client = BucketClient(config)
+                self._clients[config.tenant_id] = client
+            return client

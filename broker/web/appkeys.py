@@ -1,0 +1,22 @@
+"""Typed keys of everything the app holds; resources are opened in `broker.app`'s cleanup_ctx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.auth.devices import DeviceAuth
+from broker.auth.tokens import TokenSigner
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.recordings.service import RecordingService
+from broker.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+DATABASE = web.AppKey("database", Database)
+SIGNER = web.AppKey("signer", TokenSigner)
+DEVICES = web.AppKey("devices", DeviceAuth)
+RECORDINGS = web.AppKey("recordings", RecordingService)
+OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -1,0 +1,23 @@
+"""Health and the API description."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy import text
+
+from broker.errors import BrokerError
+from broker.web.appkeys import DATABASE, OPENAPI
+from broker.web.http import reply
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with request.app[DATABASE].transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # a health probe reports, it does not raise
+        raise BrokerError(f"database unreachable: {type(exc).__name__}") from None
+    return reply({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return reply(request.app[OPENAPI])

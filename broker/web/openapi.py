@@ -1,0 +1,133 @@
+"""The API as an OpenAPI 3.1 document, rendered from the route table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from broker.web.routes import Route
+from shared import version
+from shared.errors import ErrorCode
+from shared.keys import SEQ_MAX
+from shared.wire import MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS
+
+_TIME = {"type": "string", "format": "date-time"}
+_B64_SHA256 = {"type": "string", "contentEncoding": "base64", "minLength": 44, "maxLength": 44}
+_B64_MD5 = {"type": "string", "contentEncoding": "base64", "minLength": 24, "maxLength": 24}
+
+
+def _obj(required: Sequence[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": _obj(
+        ["error", "message"],
+        error={"type": "string", "enum": [c.value for c in ErrorCode]},
+        message={"type": "string"},
+    ),
+    "Health": _obj(["status"], status={"type": "string"}),
+    "EnrollRequest": _obj(
+        ["code", "name"],
+        code={"type": "string", "maxLength": 200},
+        name={"type": "string", "maxLength": 200},
+    ),
+    "RefreshRequest": _obj(["refresh_token"], refresh_token={"type": "string"}),
+    "TokenPair": _obj(
+        ["device_id", "access_token", "refresh_token", "expires_in"],
+        device_id={"type": "string"},
+        access_token={"type": "string"},
+        refresh_token={"type": "string"},
+        expires_in={"type": "integer"},
+    ),
+    "StartRecording": _obj(["started_at"], started_at=_TIME),
+    "RecordingCreated": _obj(["recording_id"], recording_id={"type": "string"}),
+    "UploadRequest": _obj(
+        ["size", "sha256", "md5", "started_at", "duration_ms"],
+        size={"type": "integer", "minimum": 1, "maximum": MAX_SEGMENT_BYTES},
+        sha256=_B64_SHA256,
+        md5=_B64_MD5,
+        started_at=_TIME,
+        duration_ms={"type": "integer", "minimum": 1, "maximum": MAX_SEGMENT_DURATION_MS},
+    ),
+    "UploadGrant": _obj(
+        ["url", "method", "headers", "expires_at"],
+        url={"type": "string", "format": "uri"},
+        method={"type": "string", "enum": ["PUT"]},
+        headers={"type": "object", "additionalProperties": {"type": "string"}},
+        expires_at=_TIME,
+    ),
+    "SegmentState": _obj(["state"], state={"type": "string", "enum": ["verified"]}),
+    "SegmentInfo": _obj(
+        ["seq", "key", "state", "size", "sha256", "started_at", "duration_ms", "grants"],
+        seq={"type": "integer"},
+        key={"type": "string"},
+        state={"type": "string", "enum": ["pending", "verified"]},
+        size={"type": "integer"},
+        sha256=_B64_SHA256,
+        started_at=_TIME,
+        duration_ms={"type": "integer"},
+        grants={"type": "integer"},
+    ),
+    "RecordingInfo": _obj(
+        ["recording_id", "user_id", "device_id", "state", "started_at", "finished_at", "segments"],
+        recording_id={"type": "string"},
+        user_id={"type": "string"},
+        device_id={"type": ["string", "null"]},
+        state={"type": "string", "enum": ["recording", "finished"]},
+        started_at=_TIME,
+        finished_at={"type": ["string", "null"], "format": "date-time"},
+        segments={"type": "array", "items": {"$ref": "#/components/schemas/SegmentInfo"}},
+    ),
+}
+
+_PARAMS = {
+    "recording_id": {"type": "string"},
+    "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    error = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
+    responses: dict[str, Any] = {}
+    for status, schema in route.responses.items():
+        content = {"application/json": {"schema": _ref(schema) if schema else {"type": "object"}}}
+        responses[str(status)] = {"description": "success", "content": content}
+    responses["4XX"] = error
+    responses["5XX"] = error
+    operation: dict[str, Any] = {"summary": route.summary, "responses": responses}
+    params = re.findall(r"{(\w+)}", route.path)
+    if params:
+        operation["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": _PARAMS[p]} for p in params
+        ]
+    if route.request_schema:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(route.request_schema)}},
+        }
+    if route.auth == "device":
+        operation["security"] = [{"deviceBearer": []}]
+    return operation
+
+
+def document(routes: Sequence[Route]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bucketreel broker", "version": version()},
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "deviceBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+        },
+    }
