@@ -15,12 +15,14 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from broker import admin
 from broker.errors import BrokerError, ConfigError
 from broker.settings import PREFIX, Settings, generate_secrets, load_env_file
 from shared import version
+
+if TYPE_CHECKING:
+    from broker import admin
 
 EX_CONFIG = 78
 log = logging.getLogger("broker")
@@ -101,6 +103,8 @@ def _admin(
     action: Callable[[admin.AdminContext, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
 ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from broker import admin  # imported here so --help and --version stay quick
+
         settings = _settings(args)
 
         async def go() -> dict[str, Any]:
@@ -114,10 +118,14 @@ def _admin(
 
 
 async def _create_tenant(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
     return await admin.create_tenant(ctx, args.name)
 
 
 async def _create_user(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
     password = _read_secret("password")
     return await admin.create_user(
         ctx, tenant=args.tenant, email=args.email, role=args.role, password=password
@@ -125,6 +133,8 @@ async def _create_user(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
 
 
 async def _set_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
     secret = _read_secret("secret access key")
     return await admin.set_storage(
         ctx,
@@ -139,10 +149,14 @@ async def _set_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
 
 
 async def _enrollment_code(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
     return await admin.enrollment_code(ctx, tenant=args.tenant, user=args.user)
 
 
 async def _view_url(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
     return await admin.view_url(ctx, tenant=args.tenant, recording=args.recording, seq=args.seq)
 
 

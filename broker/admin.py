@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.accounts import service as accounts
-from broker.app import build_services
 from broker.auth.devices import DeviceAuth
 from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.scope import TenantScope
 from broker.recordings.service import RecordingService
+from broker.services import build_services
 from broker.settings import Settings
 from broker.storage import config as storage_config
 from shared.wire import format_timestamp

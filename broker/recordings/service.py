@@ -285,17 +285,22 @@ async def _segment(scope: TenantScope, recording_id: str, seq: int) -> Row[Any]:
 
 
 def _mismatch(segment: Row[Any], head: ObjectHead) -> str | None:
-    """Why the stored object is not the declared segment, or None when it is."""
+    """Why the stored object is not the declared segment, or None when it is.
+
+    S3 itself refuses a PUT whose bytes do not match the signed Content-MD5 and SHA-256, so
+    on S3 these checks only confirm. They matter on endpoints that store whatever they get:
+    every digest the endpoint returns must agree with the declaration.
+    """
     if head.size != segment.size:
         return f"size {head.size} instead of {segment.size}"
-    if head.sha256 is not None:
-        return None if head.sha256 == segment.sha256 else "SHA-256 differs"
-    # No stored checksum returned: fall back to the ETag, which is the MD5 of a single-part
-    # upload unless the object is encrypted with KMS.
+    if head.sha256 is not None and head.sha256 != segment.sha256:
+        return "SHA-256 differs"
+    # The ETag of a single-part upload is the MD5 of its bytes, unless encrypted with KMS.
     etag = (head.etag or "").strip('"')
-    if head.server_side_encryption == "aws:kms" or len(etag) != 32:
-        return None
-    return None if etag == base64.b64decode(segment.md5).hex() else "MD5 differs"
+    etag_is_md5 = head.server_side_encryption != "aws:kms" and len(etag) == 32
+    if etag_is_md5 and etag != base64.b64decode(segment.md5).hex():
+        return "MD5 differs"
+    return None
 
 
 async def _info(scope: TenantScope, recording_id: str) -> RecordingInfo:

@@ -1,0 +1,165 @@
+"""Screen capture with mss on a fixed, monotonic tick schedule.
+
+Tick k is due at t0 + k/fps (monotonic clock). A frame grabbed late keeps the tick it was
+due for; when the loop falls more than one tick behind it skips to the current tick instead
+of firing the missed ones back to back. Each frame carries its tick, so the encoder can set
+pts = tick and the video's timeline stays true to wall time, gaps included.
+
+mss is not thread safe: a `ScreenCapture` opens its own mss instance inside `frames()`, in
+the thread that iterates it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import mss
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import CaptureError
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """One captured image: BGRA pixels, shape (height, width, 4), no row padding."""
+
+    pixels: npt.NDArray[np.uint8] = field(repr=False)
+    tick: int
+    captured_at: datetime  # UTC wall clock at the grab
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class TickSchedule:
+    """Tick k is due at `t0 + k / fps` on the monotonic clock."""
+
+    fps: float
+    t0: float
+
+    def __post_init__(self) -> None:
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise ValueError("fps must be a positive number")
+
+    @property
+    def period(self) -> float:
+        return 1.0 / self.fps
+
+    def due(self, tick: int) -> float:
+        return self.t0 + tick / self.fps
+
+    def ticks_within(self, duration: float) -> int:
+        """How many ticks are due in [t0, t0 + duration)."""
+        return max(0, math.ceil(duration * self.fps - 1e-9))
+
+    def current(self, now: float) -> int:
+        """The latest tick due at or before `now` (0 before t0)."""
+        return max(0, math.floor((now - self.t0) * self.fps))
+
+    def catch_up(self, tick: int, now: float) -> int:
+        """The tick to grab at `now` when `tick` is the next one planned.
+
+        Still `tick` when we are less than one period late; otherwise the current tick, so
+        missed ticks are skipped rather than grabbed in a burst.
+        """
+        if now - self.due(tick) > self.period:
+            return max(tick, self.current(now))
+        return tick
+
+
+def monitor_region(monitors: list[dict[str, Any]], index: int) -> dict[str, int]:
+    """The region of monitor `index` as mss numbers them (0 = all monitors as one canvas)."""
+    if not 0 <= index < len(monitors):
+        available = ", ".join(
+            f"{i} ({m['width']}x{m['height']}{' all' if i == 0 else ''})"
+            for i, m in enumerate(monitors)
+        )
+        raise CaptureError(f"there is no monitor {index}; available: {available}")
+    mon = monitors[index]
+    return {k: int(mon[k]) for k in ("left", "top", "width", "height")}
+
+
+def _open_mss() -> mss.MSS:
+    try:
+        return mss.MSS()
+    except mss.ScreenShotError as exc:
+        raise CaptureError(f"cannot open the display: {exc}") from exc
+
+
+def probe_monitor(index: int) -> dict[str, int]:
+    """Check now, from the calling thread, that the display opens and the monitor exists."""
+    sct = _open_mss()
+    try:
+        return monitor_region(sct.monitors, index)
+    finally:
+        sct.close()
+
+
+class ScreenCapture:
+    """Grabs one monitor (or all, `monitor=0`) at `fps` frames per second."""
+
+    def __init__(self, *, monitor: int = 1, fps: float = 1.0, clock: Clock = time.monotonic):
+        if monitor < 0:
+            raise CaptureError("the monitor number must be 0 (all) or more")
+        self.monitor = monitor
+        self.fps = fps
+        self._clock = clock
+        self.skipped = 0  # ticks skipped because a grab (or the consumer) ran late
+
+    def frames(
+        self,
+        stop: threading.Event,
+        *,
+        duration: float | None = None,
+        t0: float | None = None,
+    ) -> Iterator[Frame]:
+        """Frames until `stop` is set or `duration` seconds of ticks have been covered.
+
+        With a duration, exactly the ticks due in [t0, t0 + duration) are candidates
+        (ceil(duration * fps) of them, fewer if some are skipped). `t0` is the monotonic
+        time of tick 0 (default: once the display is open). mss is opened in the iterating
+        thread.
+        """
+        sct = _open_mss()
+        try:
+            region = monitor_region(sct.monitors, self.monitor)
+            # tick 0 is now, after the (sometimes slow) connection to the display
+            schedule = TickSchedule(self.fps, self._clock() if t0 is None else t0)
+            end_tick = None if duration is None else schedule.ticks_within(duration)
+            tick = 0
+            while not stop.is_set() and (end_tick is None or tick < end_tick):
+                wait = schedule.due(tick) - self._clock()
+                if wait > 0 and stop.wait(wait):
+                    break
+                planned, tick = tick, schedule.catch_up(tick, self._clock())
+                if end_tick is not None and tick >= end_tick:
+                    self.skipped += end_tick - planned
+                    break
+                self.skipped += tick - planned
+                try:
+                    shot = sct.grab(region)
+                except mss.ScreenShotError as exc:
+                    raise CaptureError(f"screen capture failed: {exc}") from exc
+                captured_at = datetime.now(UTC)
+                pixels = np.frombuffer(shot.raw, dtype=np.uint8).reshape(
+                    shot.height, shot.width, 4
+                )
+                yield Frame(pixels=pixels, tick=tick, captured_at=captured_at)
+                tick += 1
+        finally:
+            sct.close()

@@ -1,0 +1,214 @@
+"""The device credential: which broker, which device, and its rotating tokens.
+
+Stored as JSON in `<config dir>/device.json`, mode 0600 in a 0700 directory, replaced
+atomically (temp file in the same directory, fsync, `os.replace`, fsync of the directory) so a
+crash leaves either the old or the new file, never a torn one. A file readable or writable by
+anyone but its owner is refused: it holds a refresh token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import stat
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.errors import CredentialError
+from shared.wire import TokenPair, WireError, format_timestamp, parse_timestamp
+
+FORMAT_VERSION = 1
+_MAX_FILE_BYTES = 64 * 1024
+_POSIX = os.name == "posix"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceCredential:
+    """What an enrolled agent holds. The tokens never appear in `repr`."""
+
+    broker_url: str
+    device_id: str
+    refresh_token: str = field(repr=False)
+    access_token: str = field(repr=False)
+    access_expires_at: datetime  # UTC
+
+    @classmethod
+    def from_token_pair(
+        cls, broker_url: str, pair: TokenPair, *, now: datetime | None = None
+    ) -> DeviceCredential:
+        issued = now or _now()
+        return cls(
+            broker_url=broker_url,
+            device_id=pair.device_id,
+            refresh_token=pair.refresh_token,
+            access_token=pair.access_token,
+            access_expires_at=issued + timedelta(seconds=pair.expires_in),
+        )
+
+    def rotated(self, pair: TokenPair, *, now: datetime | None = None) -> DeviceCredential:
+        """This credential after a refresh: the new pair replaces both tokens."""
+        if pair.device_id != self.device_id:
+            raise CredentialError(
+                f"the broker refreshed the token of device {pair.device_id!r}, "
+                f"but this agent is device {self.device_id!r}"
+            )
+        issued = now or _now()
+        return replace(
+            self,
+            refresh_token=pair.refresh_token,
+            access_token=pair.access_token,
+            access_expires_at=issued + timedelta(seconds=pair.expires_in),
+        )
+
+    def expires_within(self, seconds: float, *, now: datetime | None = None) -> bool:
+        """True when the access token expires in less than `seconds`."""
+        return self.access_expires_at - (now or _now()) < timedelta(seconds=seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": FORMAT_VERSION,
+            "broker_url": self.broker_url,
+            "device_id": self.device_id,
+            "refresh_token": self.refresh_token,
+            "access_token": self.access_token,
+            "access_expires_at": format_timestamp(self.access_expires_at),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> DeviceCredential:
+        if not isinstance(data, dict):
+            raise CredentialError("the credential file does not hold a JSON object")
+        if data.get("version") != FORMAT_VERSION:
+            raise CredentialError(
+                f"the credential file has format version {data.get('version')!r}, "
+                f"this agent reads version {FORMAT_VERSION}"
+            )
+        values: dict[str, str] = {}
+        for name in ("broker_url", "device_id", "refresh_token", "access_token"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise CredentialError(f"the credential file lacks {name!r}")
+            values[name] = value
+        try:
+            expires = parse_timestamp(data.get("access_expires_at"), "access_expires_at")
+        except WireError as exc:
+            raise CredentialError(f"the credential file has a bad {exc}") from None
+        return cls(**values, access_expires_at=expires.astimezone(UTC))
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) and make sure the directory itself is mode 0700."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if _POSIX:
+            st = path.lstat()
+            if not stat.S_ISDIR(st.st_mode):
+                raise CredentialError(f"{path} is not a directory")
+            if stat.S_IMODE(st.st_mode) != 0o700:
+                path.chmod(0o700)
+    except OSError as exc:
+        raise CredentialError(f"cannot create the directory {path}: {exc.strerror}") from exc
+
+
+def save(path: Path, credential: DeviceCredential) -> None:
+    """Write the credential atomically with mode 0600 (directory 0700)."""
+    ensure_private_dir(path.parent)
+    payload = (json.dumps(credential.to_json(), indent=2) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            if _POSIX:
+                os.fchmod(fd, 0o600)  # whatever the umask did
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CredentialError(f"cannot write {path}: {exc.strerror}") from exc
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    if not _POSIX:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still done
+    finally:
+        os.close(fd)
+
+
+def load(path: Path) -> DeviceCredential:
+    """Read the credential; refuse a symlink or a file others may read or write."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise CredentialError(
+            f"this device is not enrolled ({path} does not exist); "
+            "run 'bucketreel-agent enroll --broker URL --code CODE' first"
+        ) from None
+    except OSError as exc:
+        raise CredentialError(f"cannot open {path}: {exc.strerror}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CredentialError(f"{path} is not a regular file")
+        if _POSIX:
+            mode = stat.S_IMODE(st.st_mode)
+            if mode & 0o077:
+                raise CredentialError(
+                    f"{path} has mode {mode:04o}; it holds a device token and must not be "
+                    f"accessible to others: run 'chmod 600 {path}'"
+                )
+            if st.st_uid != os.geteuid():
+                raise CredentialError(f"{path} belongs to another user (uid {st.st_uid})")
+        if st.st_size > _MAX_FILE_BYTES:
+            raise CredentialError(f"{path} is too large to be a credential file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CredentialError(f"cannot read {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CredentialError(f"{path} is not valid JSON") from None
+    return DeviceCredential.from_json(data)
+
+
+class CredentialStore:
+    """The credential file at one path: `load()` and `save()`; `save` is the rotation hook."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.exists() or self.path.is_symlink()
+
+    def load(self) -> DeviceCredential:
+        return load(self.path)
+
+    def save(self, credential: DeviceCredential) -> None:
+        save(self.path, credential)

@@ -1,0 +1,258 @@
+"""H.264 encoding of frames into self-contained MP4 segments, entirely in memory (G7).
+
+Each segment is a new container and a new encoder, so it starts with a keyframe and plays on
+its own. The MP4 is written with `movflags=faststart` (moov before mdat) so a browser can
+start playing before the whole object has arrived. The time base is 1/fps and a frame's pts
+is its capture tick minus the segment's first tick: a skipped tick leaves a gap in the
+timeline instead of speeding the video up.
+
+Segments are cut on a fixed grid of ticks: with `segment_seconds * fps = N` ticks per
+segment, tick t belongs to slot t // N. A segment ends when a frame of a later slot arrives,
+when the frame size changes (monitor resolution change), or at `flush()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from agent.capture import Frame
+from agent.errors import EncodeError
+from shared.wire import MAX_SEGMENT_DURATION_MS, UploadRequest
+
+DEFAULT_PRESET = "veryfast"
+DEFAULT_TUNE = "stillimage"
+DEFAULT_CRF = 28
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    """One encoded MP4 segment, held in memory."""
+
+    seq: int
+    data: bytes = field(repr=False)
+    started_at: datetime  # UTC wall clock of the first frame
+    duration_ms: int
+    frames: int
+    width: int
+    height: int
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def sha256_b64(self) -> str:
+        """Base64 SHA-256 of the bytes, as the `x-amz-checksum-sha256` header carries it."""
+        return base64.b64encode(hashlib.sha256(self.data).digest()).decode("ascii")
+
+    def md5_b64(self) -> str:
+        """Base64 MD5 of the bytes, as the `Content-MD5` header carries it."""
+        digest = hashlib.md5(self.data, usedforsecurity=False).digest()
+        return base64.b64encode(digest).decode("ascii")
+
+    def upload_request(self) -> UploadRequest:
+        """What the agent declares to the broker before uploading this segment."""
+        return UploadRequest(
+            size=self.size,
+            sha256=self.sha256_b64(),
+            md5=self.md5_b64(),
+            started_at=self.started_at,
+            duration_ms=self.duration_ms,
+        )
+
+
+def frame_rate(fps: float) -> Fraction:
+    """`fps` as an exact fraction (29.97 -> 2997/100); the time base is its inverse."""
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError("fps must be a positive number")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The largest even size that fits (yuv420p needs even dimensions)."""
+    even_w, even_h = width - width % 2, height - height % 2
+    if even_w < 2 or even_h < 2:
+        raise EncodeError(f"a {width}x{height} image is too small to encode")
+    return even_w, even_h
+
+
+class SegmentEncoder:
+    """Encodes the frames of one segment into an in-memory MP4."""
+
+    def __init__(
+        self,
+        *,
+        seq: int,
+        fps: float,
+        width: int,
+        height: int,
+        first_tick: int,
+        started_at: datetime,
+        preset: str = DEFAULT_PRESET,
+        tune: str | None = DEFAULT_TUNE,
+        crf: int = DEFAULT_CRF,
+    ) -> None:
+        self.seq = seq
+        self.fps = fps
+        self.width, self.height = width, height  # of the incoming frames
+        self.first_tick = first_tick
+        self.last_tick: int | None = None
+        self.frames = 0
+        self.started_at = started_at.astimezone(UTC)
+        self._time_base = 1 / frame_rate(fps)
+        out_w, out_h = even_size(width, height)
+        self._buffer = io.BytesIO()
+        options: dict[str, object] = {"preset": preset, "crf": str(crf)}
+        if tune:
+            options["tune"] = tune
+        try:
+            # faststart rewrites the file at close; on a BytesIO it needs `io_open` to reopen
+            # the output for reading: hand it a snapshot of what has been written so far.
+            self._container = av.open(
+                self._buffer,
+                mode="w",
+                format="mp4",
+                options={"movflags": "faststart"},
+                io_open=self._reopen,
+            )
+            self._stream = self._container.add_stream("libx264", rate=frame_rate(fps))
+            self._stream.width = out_w
+            self._stream.height = out_h
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.codec_context.time_base = self._time_base
+            self._stream.options = options
+        except av.FFmpegError as exc:
+            raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
+
+    def _reopen(self, url: Any, flags: Any, options: Any) -> io.BytesIO:
+        return io.BytesIO(self._buffer.getvalue())
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        return self._stream.width, self._stream.height
+
+    def add(self, pixels: npt.NDArray[np.uint8], tick: int) -> None:
+        """Encode one BGRA image (height, width, 4) captured at `tick`."""
+        if pixels.shape != (self.height, self.width, 4):
+            raise EncodeError(
+                f"frame of shape {pixels.shape} in a {self.width}x{self.height} segment"
+            )
+        if tick < self.first_tick or (self.last_tick is not None and tick <= self.last_tick):
+            raise EncodeError(f"tick {tick} is not after the previous frame's tick")
+        out_w, out_h = self.out_size
+        if (out_w, out_h) != (self.width, self.height):
+            pixels = pixels[:out_h, :out_w]
+        try:
+            frame = av.VideoFrame.from_ndarray(pixels, format="bgra")
+            frame.pts = tick - self.first_tick
+            frame.time_base = self._time_base
+            for packet in self._stream.encode(frame.reformat(format="yuv420p")):
+                self._container.mux(packet)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"encoding segment {self.seq} failed: {exc}") from exc
+        self.last_tick = tick
+        self.frames += 1
+
+    def finish(self) -> Segment:
+        """Flush the encoder, close the container and return the segment."""
+        if self.last_tick is None:
+            self.abort()
+            raise EncodeError(f"segment {self.seq} has no frame")
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except av.FFmpegError as exc:
+            raise EncodeError(f"finishing segment {self.seq} failed: {exc}") from exc
+        ticks = self.last_tick + 1 - self.first_tick
+        duration_ms = max(1, round(ticks * 1000 / self.fps))
+        out_w, out_h = self.out_size
+        data = self._buffer.getvalue()
+        self._buffer = io.BytesIO()
+        return Segment(
+            seq=self.seq,
+            data=data,
+            started_at=self.started_at,
+            duration_ms=duration_ms,
+            frames=self.frames,
+            width=out_w,
+            height=out_h,
+        )
+
+    def abort(self) -> None:
+        """Drop the segment (e.g. on shutdown after an error)."""
+        with contextlib.suppress(av.FFmpegError, ValueError):
+            self._container.close()
+        self._buffer = io.BytesIO()
+
+
+class Segmenter:
+    """Cuts a stream of frames into segments of `segment_seconds`, numbered from `first_seq`."""
+
+    def __init__(
+        self,
+        *,
+        fps: float,
+        segment_seconds: float,
+        first_seq: int = 0,
+        preset: str = DEFAULT_PRESET,
+        tune: str | None = DEFAULT_TUNE,
+        crf: int = DEFAULT_CRF,
+    ) -> None:
+        frame_rate(fps)  # validates
+        if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
+            raise ValueError("segment_seconds must be a positive number")
+        if segment_seconds * 1000 > MAX_SEGMENT_DURATION_MS:
+            raise ValueError(f"segments last at most {MAX_SEGMENT_DURATION_MS // 1000} s")
+        self.fps = fps
+        self.ticks_per_segment = max(1, round(segment_seconds * fps))
+        self.next_seq = first_seq
+        self._options: dict[str, Any] = {"preset": preset, "tune": tune, "crf": crf}
+        self._current: SegmentEncoder | None = None
+        self._slot = -1
+
+    def push(self, frame: Frame) -> list[Segment]:
+        """Encode `frame`; returns the segment it closed, if any."""
+        done: list[Segment] = []
+        slot = frame.tick // self.ticks_per_segment
+        current = self._current
+        if current is not None and (
+            slot != self._slot or (frame.width, frame.height) != (current.width, current.height)
+        ):
+            done.append(current.finish())
+            self._current = current = None
+        if current is None:
+            current = SegmentEncoder(
+                seq=self.next_seq,
+                fps=self.fps,
+                width=frame.width,
+                height=frame.height,
+                first_tick=frame.tick,
+                started_at=frame.captured_at,
+                **self._options,
+            )
+            self.next_seq += 1
+            self._current, self._slot = current, slot
+        current.add(frame.pixels, frame.tick)
+        return done
+
+    def flush(self) -> Segment | None:
+        """Close the segment in progress (end of recording); None if there is none."""
+        current, self._current = self._current, None
+        return current.finish() if current is not None else None
+
+    def abort(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            current.abort()

@@ -1,0 +1,191 @@
+"""Encoding synthetic BGRA frames into MP4 segments, decoded back with PyAV (no display)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import struct
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from agent.capture import Frame
+from agent.encode import Segment, SegmentEncoder, Segmenter, even_size, frame_rate
+from agent.errors import EncodeError
+
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def bgra(width: int, height: int, value: int) -> np.ndarray:
+    """A solid grey BGRA image (opaque)."""
+    img = np.full((height, width, 4), value, dtype=np.uint8)
+    img[..., 3] = 255
+    return img
+
+
+def frame(tick: int, width: int = 64, height: int = 48, value: int | None = None) -> Frame:
+    grey = (tick * 37) % 200 + 20 if value is None else value
+    return Frame(
+        pixels=bgra(width, height, grey), tick=tick, captured_at=T0 + timedelta(seconds=tick)
+    )
+
+
+def top_level_boxes(data: bytes) -> list[str]:
+    boxes, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8 : pos + 16])[0]
+        boxes.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        pos += size
+    return boxes
+
+
+def decode(data: bytes) -> list[av.VideoFrame]:
+    with av.open(io.BytesIO(data)) as container:
+        return list(container.decode(video=0))
+
+
+def encode(ticks: list[int], *, fps: float = 1.0, width: int = 64, height: int = 48) -> Segment:
+    enc = SegmentEncoder(
+        seq=7, fps=fps, width=width, height=height, first_tick=ticks[0], started_at=T0
+    )
+    for t in ticks:
+        enc.add(frame(t, width, height).pixels, t)
+    return enc.finish()
+
+
+def test_segment_decodes_with_right_count_size_and_metadata() -> None:
+    seg = encode([0, 1, 2, 3, 4])
+    frames = decode(seg.data)
+    assert len(frames) == seg.frames == 5
+    assert {(f.width, f.height) for f in frames} == {(64, 48)}
+    assert (seg.width, seg.height) == (64, 48)
+    assert seg.seq == 7
+    assert seg.started_at == T0
+    assert seg.duration_ms == 5000
+    assert seg.size == len(seg.data) > 0
+    assert frames[0].key_frame
+
+
+def test_moov_is_before_mdat() -> None:
+    boxes = top_level_boxes(encode([0, 1, 2]).data)
+    assert boxes[0] == "ftyp"
+    assert "moov" in boxes
+    assert "mdat" in boxes
+    assert boxes.index("moov") < boxes.index("mdat")
+
+
+def test_decoded_images_follow_the_input() -> None:
+    ticks = [0, 1, 2, 3]
+    seg = encode(ticks)
+    for t, decoded in zip(ticks, decode(seg.data), strict=True):
+        expected = frame(t).pixels[0, 0, 0]
+        got = decoded.to_ndarray(format="bgr24")
+        assert abs(float(got.mean()) - float(expected)) < 4
+
+
+def test_pts_follows_ticks_and_a_skipped_tick_leaves_a_gap() -> None:
+    seg = encode([10, 11, 13, 14], fps=2.0)  # tick 12 was skipped
+    times = [float(f.time) for f in decode(seg.data)]
+    assert times == pytest.approx([0.0, 0.5, 1.5, 2.0])
+    # duration covers first tick to the end of the last one: ticks 10..14 at 2 fps
+    assert seg.duration_ms == 2500
+
+
+@pytest.mark.parametrize(("fps", "expected"), [(1.0, 1), (0.5, 2.0), (29.97, 1 / 29.97)])
+def test_fractional_frame_rates(fps: float, expected: float) -> None:
+    seg = encode([0, 1, 2], fps=fps)
+    times = [float(f.time) for f in decode(seg.data)]
+    assert times == pytest.approx([0.0, expected, 2 * expected], rel=1e-3)
+
+
+def test_frame_rate_is_exact() -> None:
+    assert frame_rate(1.0) == 1
+    assert frame_rate(0.5) == Fraction(1, 2)
+    assert frame_rate(29.97) == Fraction(2997, 100)
+    with pytest.raises(ValueError, match="positive"):
+        frame_rate(0)
+
+
+def test_odd_width_and_height_are_cropped_to_even() -> None:
+    seg = encode([0, 1], width=65, height=49)
+    assert (seg.width, seg.height) == (64, 48)
+    assert {(f.width, f.height) for f in decode(seg.data)} == {(64, 48)}
+    assert even_size(3, 5) == (2, 4)
+    with pytest.raises(EncodeError):
+        even_size(1, 10)
+
+
+def test_digest_helpers_match_hashlib() -> None:
+    seg = encode([0])
+    assert seg.sha256_b64() == base64.b64encode(hashlib.sha256(seg.data).digest()).decode()
+    md5 = hashlib.md5(seg.data, usedforsecurity=False).digest()
+    assert seg.md5_b64() == base64.b64encode(md5).decode()
+    req = seg.upload_request()
+    assert (req.size, req.sha256, req.md5, req.duration_ms) == (
+        seg.size, seg.sha256_b64(), seg.md5_b64(), seg.duration_ms
+    )
+    assert "data" not in repr(seg)
+
+
+def test_encoder_rejects_wrong_shape_and_ticks_going_back() -> None:
+    enc = SegmentEncoder(seq=0, fps=1, width=64, height=48, first_tick=5, started_at=T0)
+    with pytest.raises(EncodeError, match="shape"):
+        enc.add(bgra(32, 32, 0), 5)
+    enc.add(bgra(64, 48, 0), 5)
+    with pytest.raises(EncodeError, match="not after"):
+        enc.add(bgra(64, 48, 0), 5)
+    enc.abort()
+
+
+def test_empty_segment_is_an_error() -> None:
+    enc = SegmentEncoder(seq=0, fps=1, width=64, height=48, first_tick=0, started_at=T0)
+    with pytest.raises(EncodeError, match="no frame"):
+        enc.finish()
+
+
+def test_segmenter_cuts_on_the_tick_grid_and_each_segment_stands_alone() -> None:
+    seg = Segmenter(fps=2.0, segment_seconds=2.0)  # 4 ticks per segment
+    assert seg.ticks_per_segment == 4
+    done: list[Segment] = []
+    for t in [0, 1, 2, 3, 4, 5, 7, 9, 10]:  # 6 and 8 skipped
+        done += seg.push(frame(t))
+    last = seg.flush()
+    assert last is not None
+    done.append(last)
+    assert seg.flush() is None
+    assert [s.seq for s in done] == [0, 1, 2]
+    assert [s.frames for s in done] == [4, 3, 2]
+    assert [s.duration_ms for s in done] == [2000, 2000, 1000]
+    assert [s.started_at for s in done] == [frame(t).captured_at for t in (0, 4, 9)]
+    expected_times = [[0, 0.5, 1.0, 1.5], [0, 0.5, 1.5], [0, 0.5]]
+    for s, times in zip(done, expected_times, strict=True):
+        frames = decode(s.data)  # each segment decodes on its own ...
+        assert frames[0].key_frame  # ... and starts with a keyframe
+        assert frames[0].pict_type == av.video.frame.PictureType.I
+        assert [float(f.time) for f in frames] == pytest.approx(times)
+
+
+def test_segmenter_starts_a_new_segment_when_the_size_changes() -> None:
+    seg = Segmenter(fps=1.0, segment_seconds=60.0, first_seq=5)
+    assert seg.push(frame(0, 64, 48)) == []
+    assert seg.push(frame(1, 64, 48)) == []
+    done = seg.push(frame(2, 32, 32))
+    assert [(s.seq, s.width, s.height, s.frames) for s in done] == [(5, 64, 48, 2)]
+    last = seg.flush()
+    assert last is not None
+    assert (last.seq, last.width, last.height, last.frames) == (6, 32, 32, 1)
+
+
+def test_segmenter_validates_settings() -> None:
+    with pytest.raises(ValueError, match="segment_seconds"):
+        Segmenter(fps=1, segment_seconds=0)
+    with pytest.raises(ValueError, match="at most"):
+        Segmenter(fps=1, segment_seconds=10 * 3600)

@@ -1,0 +1,36 @@
+"""Where the agent keeps its files (pure path arithmetic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import paths
+from agent.errors import ConfigError
+
+
+def test_home_env_wins() -> None:
+    env = {"BUCKETREEL_AGENT_HOME": "/srv/agent", "XDG_CONFIG_HOME": "/x"}
+    assert paths.config_dir(env) == Path("/srv/agent")
+    assert paths.credential_path(env) == Path("/srv/agent/device.json")
+    assert paths.spool_dir(env) == Path("/srv/agent/spool")
+
+
+def test_xdg_then_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert paths.config_dir({"XDG_CONFIG_HOME": "/x"}) == Path("/x/bucketreel")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert paths.config_dir({}) == tmp_path / ".config" / "bucketreel"
+    # a relative XDG_CONFIG_HOME is ignored, as the XDG spec says
+    assert paths.config_dir({"XDG_CONFIG_HOME": "rel"}) == tmp_path / ".config" / "bucketreel"
+
+
+def test_spool_env() -> None:
+    env = {"BUCKETREEL_AGENT_HOME": "/srv/agent", "BUCKETREEL_AGENT_SPOOL": "/run/spool"}
+    assert paths.spool_dir(env) == Path("/run/spool")
+
+
+@pytest.mark.parametrize("name", ["BUCKETREEL_AGENT_HOME", "BUCKETREEL_AGENT_SPOOL"])
+def test_relative_overrides_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        paths.spool_dir({"BUCKETREEL_AGENT_HOME": "/a", name: "relative/dir"})

@@ -1,0 +1,150 @@
+"""Upload grants (DESIGN G4) against the real broker and a real S3 endpoint over HTTP."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from tests.support.api import (
+    Api,
+    Device,
+    put_with_grant,
+    random_segment,
+    start_recording,
+)
+from tests.support.s3 import S3Endpoint
+
+SIGNED = {"content-length", "content-md5", "host", "if-none-match", "x-amz-checksum-sha256"}
+
+
+def grant(api: Api, device: Device, recording_id: str, seq: int, declared: dict) -> dict:
+    reply = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/{seq}/upload", declared,
+        token=device.access_token,
+    )
+    assert reply.status == 200, reply.body
+    return reply.body
+
+
+def complete(api: Api, device: Device, recording_id: str, seq: int):
+    return api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/{seq}/complete",
+        token=device.access_token,
+    )
+
+
+def test_grant_is_a_sigv4_put_with_every_constraint_signed(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    segment = random_segment()
+    body = grant(api, device, recording_id, 0, segment.declaration())
+    query = parse_qs(urlsplit(body["url"]).query)
+    assert body["method"] == "PUT"
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert int(query["X-Amz-Expires"][0]) <= 300
+    assert set(query["X-Amz-SignedHeaders"][0].split(";")) >= SIGNED
+    assert body["headers"]["If-None-Match"] == "*"
+    assert body["headers"]["Content-Length"] == str(len(segment.data))
+    expected_key = (
+        f"rec/{device.tenant.tenant_id}/{device.user_id}/{recording_id}/000000.mp4"
+    )
+    assert urlsplit(body["url"]).path == f"/{device.tenant.bucket}/{expected_key}"
+
+
+def test_upload_lands_exactly_the_segment_and_the_url_works_once(
+    api: Api, device: Device, s3_endpoint: S3Endpoint
+) -> None:
+    recording_id = start_recording(api, device)
+    segment = random_segment(300_000)
+    body = grant(api, device, recording_id, 0, segment.declaration())
+
+    first = put_with_grant(body, segment.data)
+    second = put_with_grant(body, segment.data)
+
+    assert first.status == 200
+    assert second.status == 412, "If-None-Match: * must make the grant single-use"
+    key = urlsplit(body["url"]).path.split("/", 2)[2]
+    stored = s3_endpoint.client().get_object(Bucket=device.tenant.bucket, Key=key)["Body"].read()
+    assert stored == segment.data
+    reply = complete(api, device, recording_id, 0)
+    assert (reply.status, reply.body) == (200, {"state": "verified"})
+
+
+def test_completion_of_a_segment_never_uploaded_is_refused(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    grant(api, device, recording_id, 3, random_segment().declaration())
+
+    reply = complete(api, device, recording_id, 3)
+
+    assert reply.status == 409
+    assert reply.body["error"] == "segment_not_uploaded"
+    info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
+    assert [s["state"] for s in info.body["segments"]] == ["pending"]
+
+
+def test_completion_of_an_undeclared_segment_is_refused(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    reply = complete(api, device, recording_id, 0)
+    assert (reply.status, reply.body["error"]) == (404, "not_found")
+
+
+def test_bytes_that_differ_from_the_declaration_are_not_verified(
+    api: Api, device: Device
+) -> None:
+    """The endpoint here stores what it gets; the broker still refuses to verify it."""
+    recording_id = start_recording(api, device)
+    declared, sent = random_segment(), random_segment()
+    body = grant(api, device, recording_id, 0, declared.declaration())
+    put_with_grant(body, sent.data)
+
+    reply = complete(api, device, recording_id, 0)
+
+    assert (reply.status, reply.body["error"]) == (409, "segment_mismatch")
+
+
+def test_regrant_keeps_the_key_and_is_counted(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    segment = random_segment()
+    declaration = segment.declaration()
+    first = grant(api, device, recording_id, 1, declaration)
+    again = grant(api, device, recording_id, 1, declaration)
+    assert urlsplit(first["url"]).path == urlsplit(again["url"]).path
+
+    assert put_with_grant(again, segment.data).status == 200
+    assert put_with_grant(first, segment.data).status == 412
+    assert complete(api, device, recording_id, 1).status == 200
+    info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
+    assert info.body["segments"][0]["grants"] == 2
+
+
+def test_regrant_with_other_content_is_refused(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    grant(api, device, recording_id, 0, random_segment().declaration())
+    reply = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/0/upload",
+        random_segment().declaration(), token=device.access_token,
+    )
+    assert (reply.status, reply.body["error"]) == (409, "conflict")
+
+
+def test_a_verified_segment_gets_no_new_grant(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    segment = random_segment()
+    put_with_grant(grant(api, device, recording_id, 0, segment.declaration()), segment.data)
+    assert complete(api, device, recording_id, 0).status == 200
+    reply = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/0/upload",
+        segment.declaration(), token=device.access_token,
+    )
+    assert reply.status == 409
+
+
+def test_finished_recording_takes_no_new_segment(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    finished = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/finish", token=device.access_token
+    )
+    assert (finished.status, finished.body["state"]) == (200, "finished")
+    reply = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/0/upload",
+        random_segment().declaration(), token=device.access_token,
+    )
+    assert (reply.status, reply.body["error"]) == (409, "recording_finished")
