@@ -21,10 +21,13 @@ def create_engine(url: str) -> AsyncEngine:
             + ", ".join(sorted(SUPPORTED_DRIVERS))
         )
     if parsed.drivername.startswith("sqlite"):
-        engine = create_async_engine(parsed, connect_args={"timeout": 30})
+        engine = create_async_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # hide_parameters: a failing statement's values (hashes, sealed secrets) never reach a log.
+    return create_async_engine(
+        parsed, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

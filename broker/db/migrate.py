@@ -7,7 +7,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.errors import BrokerError
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -21,8 +24,15 @@ def alembic_config(connection: Connection) -> Config:
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Bring the schema to the newest version; a no-op when it is already there."""
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head"))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head")
+            )
+    except (OSError, DBAPIError) as exc:
+        # The message names the failure, never the URL (which may carry a password).
+        reason = getattr(exc, "orig", None) or exc
+        raise BrokerError(f"cannot open the database: {type(reason).__name__}: {reason}") from None
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -120,3 +120,16 @@ def test_enrollment_code_expires_in_a_day(broker: BrokerProcess, device: Device)
     left = datetime.fromisoformat(issued["expires_at"]) - datetime.now(UTC)
     assert 23.9 * 3600 < left.total_seconds() <= 24 * 3600
     assert issued["code"].startswith("bre_")
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(
+    broker: BrokerProcess,
+) -> None:
+    from tests.support.procs import free_port
+
+    url = f"postgresql+asyncpg://app:hunter2-secret@127.0.0.1:{free_port()}/nothing"
+    result = run("migrate", env={**broker.env, "BUCKETREEL_DATABASE_URL": url})
+    assert result.returncode == 1
+    assert "cannot open the database" in result.stderr
+    assert "hunter2-secret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
