@@ -1,0 +1,1 @@
+"""bucketreel test suite."""
