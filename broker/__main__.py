@@ -99,6 +99,23 @@ def cmd_gen_secrets(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_iam_policy(args: argparse.Namespace) -> int:
+    """Print the identity, bucket and trust policies for a customer's bucket (no settings)."""
+    from broker.storage import policy
+
+    _print_json(
+        policy.policies(
+            args.bucket,
+            args.prefix,
+            principal_arn=args.principal_arn,
+            assumer_arn=args.assumer_arn,
+            external_id=args.external_id,
+            max_signature_age_ms=args.max_signature_age_ms,
+        )
+    )
+    return 0
+
+
 def _admin(
     action: Callable[[admin.AdminContext, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
 ) -> Callable[[argparse.Namespace], int]:
@@ -160,6 +177,37 @@ async def _view_url(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[s
     return await admin.view_url(ctx, tenant=args.tenant, recording=args.recording, seq=args.seq)
 
 
+async def _assign(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.assign(ctx, tenant=args.tenant, manager=args.manager, employee=args.employee)
+
+
+async def _devices(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.devices(ctx, tenant=args.tenant)
+
+
+async def _revoke_device(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.revoke_device(ctx, tenant=args.tenant, device=args.device)
+
+
+def cmd_rotate_session_key(args: argparse.Namespace) -> int:
+    from broker import admin
+
+    lines = admin.rotate_session_key(_settings(args))
+    sys.stdout.write(
+        "# Set both on every broker replica (env or --env-file) and restart them. Tokens signed\n"
+        "# with the old key keep working until the next rotation drops it.\n"
+    )
+    for key, value in lines.items():
+        sys.stdout.write(f"{key}={value}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bucketreel-broker",
@@ -189,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "gen-secrets", help="print an env file with fresh random values for every secret"
     ).set_defaults(func=cmd_gen_secrets)
+
+    iam = sub.add_parser(
+        "iam-policy",
+        help="print the IAM identity, bucket and trust policies for the broker (JSON)",
+    )
+    iam.add_argument("--bucket", required=True)
+    iam.add_argument("--prefix", default="", help="key prefix the broker writes under")
+    iam.add_argument("--principal-arn", help="ARN of the IAM user or role the broker signs as")
+    iam.add_argument("--assumer-arn", help="role option: ARN allowed to assume the role")
+    iam.add_argument("--external-id", help="role option: the tenant's external ID")
+    iam.add_argument("--max-signature-age-ms", type=int, default=600_000,
+                     help="deny signatures older than this (default 600000)")
+    iam.set_defaults(func=cmd_iam_policy)
 
     adm = sub.add_parser("admin", help="operator commands; each prints JSON")
     adm_sub = adm.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
@@ -224,6 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording", required=True)
     p.add_argument("--seq", required=True, type=int)
     p.set_defaults(func=_admin(_view_url))
+
+    p = adm_sub.add_parser("assign", help="let a manager see an employee's recordings")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--manager", required=True, help="manager's user id or email")
+    p.add_argument("--employee", required=True, help="employee's user id or email")
+    p.set_defaults(func=_admin(_assign))
+
+    p = adm_sub.add_parser("devices", help="list the tenant's devices")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.set_defaults(func=_admin(_devices))
+
+    p = adm_sub.add_parser("revoke-device", help="revoke a device; its tokens stop at once")
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--device", required=True, help="device id")
+    p.set_defaults(func=_admin(_revoke_device))
+
+    adm_sub.add_parser(
+        "rotate-session-key",
+        help="print env lines promoting a new token-signing key (current becomes previous)",
+    ).set_defaults(func=cmd_rotate_session_key)
     return parser
 
 

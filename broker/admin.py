@@ -3,12 +3,14 @@ each returning the JSON-able result the CLI prints."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from broker.accounts import service as accounts
+from broker.accounts.passwords import Passwords
 from broker.auth.devices import DeviceAuth
 from broker.clock import Clock, utcnow
 from broker.db import migrate
@@ -16,7 +18,7 @@ from broker.db.database import Database
 from broker.db.scope import TenantScope
 from broker.recordings.service import RecordingService
 from broker.services import build_services
-from broker.settings import Settings
+from broker.settings import PREFIX, Settings
 from broker.storage import config as storage_config
 from shared.wire import format_timestamp
 
@@ -27,6 +29,7 @@ class AdminContext:
     db: Database
     devices: DeviceAuth
     recordings: RecordingService
+    passwords: Passwords
     clock: Clock
 
 
@@ -36,8 +39,10 @@ async def context(settings: Settings, clock: Clock = utcnow) -> AsyncIterator[Ad
     try:
         if settings.migrate_on_start:
             await migrate.upgrade(db.engine)
-        _signer, devices, recordings = build_services(settings, db, clock)
-        yield AdminContext(settings, db, devices, recordings, clock)
+        services = build_services(settings, db, clock)
+        yield AdminContext(
+            settings, db, services.devices, services.recordings, services.passwords, clock
+        )
     finally:
         await db.close()
 
@@ -53,7 +58,13 @@ async def create_user(
     async with ctx.db.transaction() as conn:
         scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
         user_id = await accounts.create_user(
-            scope, email=email, role=role, password=password, now=ctx.clock(), actor="operator"
+            scope,
+            email=email,
+            role=role,
+            password=password,
+            passwords=ctx.passwords,
+            now=ctx.clock(),
+            actor="operator",
         )
     return {"user_id": user_id}
 
@@ -103,3 +114,45 @@ async def view_url(ctx: AdminContext, *, tenant: str, recording: str, seq: int) 
         tenant_id = await accounts.resolve_tenant(conn, tenant)
     view = await ctx.recordings.operator_view_url(tenant_id, recording, seq)
     return {"url": view.url, "expires_at": format_timestamp(view.expires_at)}
+
+
+async def assign(ctx: AdminContext, *, tenant: str, manager: str, employee: str) -> dict[str, Any]:
+    async with ctx.db.transaction() as conn:
+        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+        manager_id = await accounts.resolve_user(scope, manager)
+        employee_id = await accounts.resolve_user(scope, employee)
+        created = await accounts.assign(
+            scope,
+            manager_id=manager_id,
+            employee_id=employee_id,
+            now=ctx.clock(),
+            actor="operator",
+        )
+    return {"manager_id": manager_id, "employee_id": employee_id, "created": created}
+
+
+async def devices(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return {"devices": await ctx.devices.list_devices(tenant_id)}
+
+
+async def revoke_device(ctx: AdminContext, *, tenant: str, device: str) -> dict[str, Any]:
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    await ctx.devices.revoke(tenant_id, device, actor="operator")
+    return {"device_id": device, "state": "revoked"}
+
+
+def rotate_session_key(settings: Settings) -> dict[str, str]:
+    """The env lines that promote a fresh signing key and keep the current one for verifying.
+
+    Tokens signed with the current key keep working (it becomes the previous key) until the
+    previous key is dropped at the next rotation; by then, with access tokens living at most
+    15 minutes, none signed with it is still alive. The broker never writes its own env:
+    the operator sets these on every replica and restarts them.
+    """
+    return {
+        PREFIX + "SECRET_KEY": secrets.token_urlsafe(48),
+        PREFIX + "SECRET_KEY_PREVIOUS": settings.secret_key.reveal(),
+    }

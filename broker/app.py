@@ -41,7 +41,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    app[keys.SIGNER], app[keys.DEVICES], app[keys.RECORDINGS] = build_services(
-        app[keys.SETTINGS], app[keys.DATABASE], app[keys.CLOCK]
-    )
+    services = build_services(app[keys.SETTINGS], app[keys.DATABASE], app[keys.CLOCK])
+    app[keys.SIGNER] = services.signer
+    app[keys.DEVICES] = services.devices
+    app[keys.RECORDINGS] = services.recordings
+    app[keys.SESSIONS] = services.sessions
+    app[keys.LOGIN] = services.login
+    app[keys.VIEWING] = services.viewing
     yield

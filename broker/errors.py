@@ -55,3 +55,21 @@ class StorageUnavailable(BrokerError):
 
     status = 503
     code = ErrorCode.STORAGE_UNAVAILABLE
+
+
+class RateLimited(BrokerError):
+    """Too many failed attempts; the reply carries `Retry-After` (seconds)."""
+
+    status = 429
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class ServiceUnavailable(BrokerError):
+    """A dependency the request needs (the database) did not answer; nothing was decided."""
+
+    status = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from broker.accounts.passwords import Passwords
 from broker.auth.devices import DeviceAuth
+from broker.auth.login import LoginService
+from broker.auth.ratelimit import LoginLimiter
+from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.recordings.service import RecordingService
+from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
 from broker.storage.s3 import BucketClients
 
 
-def build_services(
-    settings: Settings, db: Database, clock: Clock
-) -> tuple[TokenSigner, DeviceAuth, RecordingService]:
+@dataclass(frozen=True, slots=True)
+class Services:
+    signer: TokenSigner
+    devices: DeviceAuth
+    recordings: RecordingService
+    passwords: Passwords
+    sessions: UserSessions
+    login: LoginService
+    viewing: ViewingService
+
+
+def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     """The plain services, wired; the CLI's admin commands use the same ones."""
     signer = TokenSigner(
         current=settings.secret_key,
@@ -29,12 +45,42 @@ def build_services(
         code_ttl=settings.enrollment_code_ttl,
         clock=clock,
     )
+    buckets = BucketClients()
     recordings = RecordingService(
         db=db,
         keys=settings.master_keys,
-        buckets=BucketClients(),
+        buckets=buckets,
         upload_ttl=settings.upload_url_ttl,
         view_ttl=settings.view_url_ttl,
         clock=clock,
     )
-    return signer, devices, recordings
+    passwords = Passwords(
+        time_cost=settings.argon2_time_cost,
+        memory_kib=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+    sessions = UserSessions(
+        db=db,
+        signer=signer,
+        hmac_key=settings.hmac_key,
+        refresh_ttl=settings.user_refresh_ttl,
+        clock=clock,
+    )
+    limiter = LoginLimiter(
+        hmac_key=settings.hmac_key,
+        window=settings.login_window,
+        account_limit=settings.login_max_failures,
+        client_limit=settings.login_client_max_failures,
+    )
+    login = LoginService(
+        db=db,
+        passwords=passwords,
+        limiter=limiter,
+        sessions=sessions,
+        keys=settings.master_keys,
+        hmac_key=settings.hmac_key,
+        challenge_ttl=settings.mfa_challenge_ttl,
+        clock=clock,
+    )
+    viewing = ViewingService(db=db, recordings=recordings, clock=clock)
+    return Services(signer, devices, recordings, passwords, sessions, login, viewing)

@@ -80,6 +80,23 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     migrate_on_start: bool = True
     log_level: str = "INFO"
+    # Identity: Argon2id parameters (never below OWASP's m=19456 KiB, t=2, p=1).
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19_456
+    argon2_parallelism: int = 1
+    user_refresh_ttl: int = 14 * 86_400
+    mfa_challenge_ttl: int = 300
+    # Failed logins (password or code) allowed per window, per account and per client address.
+    login_window: int = 900
+    login_max_failures: int = 5
+    login_client_max_failures: int = 50
+    # Header a trusted reverse proxy sets to the client address (its last value is used);
+    # None: the peer address of the connection.
+    client_address_header: str | None = None
+    # The public URL is https (TLS ends at a proxy): send HSTS.
+    behind_tls: bool = False
+    # Development only: cookies lose `Secure` for requests to http://localhost.
+    dev_mode: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,10 +130,18 @@ class Settings:
                 problems.append(f"{PREFIX}{name} must be between {lo} and {hi}, not {value}")
             return value
 
+        def flag(name: str) -> bool:
+            raw = env.get(PREFIX + name, "").lower()
+            if raw not in {"", "0", "1", "true", "false", "yes", "no"}:
+                problems.append(f"{PREFIX}{name} must be 1 or 0, not {raw!r}")
+            return raw in {"1", "true", "yes"}
+
         secret_key = secret("SECRET_KEY")
         previous = secret("SECRET_KEY_PREVIOUS", required=False)
         hmac_key = secret("HMAC_KEY")
         master_keys = _parse_master_keys(env.get(PREFIX + "MASTER_KEYS", ""), problems)
+        if secret_key and previous and secret_key == previous:
+            problems.append(f"{PREFIX}SECRET_KEY_PREVIOUS must differ from {PREFIX}SECRET_KEY")
         if secret_key and hmac_key and secret_key == hmac_key:
             problems.append(f"{PREFIX}SECRET_KEY and {PREFIX}HMAC_KEY must differ")
         settings_kwargs = {
@@ -130,6 +155,17 @@ class Settings:
             "migrate_on_start": env.get(PREFIX + "MIGRATE_ON_START", "1").lower()
             not in {"0", "false", "no"},
             "log_level": env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
+            "argon2_time_cost": number("ARGON2_TIME_COST", 2, 2, 20),
+            "argon2_memory_kib": number("ARGON2_MEMORY_KIB", 19_456, 19_456, 4 * 1024 * 1024),
+            "argon2_parallelism": number("ARGON2_PARALLELISM", 1, 1, 16),
+            "user_refresh_ttl": number("USER_REFRESH_TTL", 14 * 86_400, 900, 90 * 86_400),
+            "mfa_challenge_ttl": number("MFA_CHALLENGE_TTL", 300, 30, 300),
+            "login_window": number("LOGIN_WINDOW", 900, 10, 86_400),
+            "login_max_failures": number("LOGIN_MAX_FAILURES", 5, 1, 100),
+            "login_client_max_failures": number("LOGIN_CLIENT_MAX_FAILURES", 50, 1, 10_000),
+            "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
+            "behind_tls": flag("BEHIND_TLS"),
+            "dev_mode": flag("DEV_MODE"),
         }
         if problems or secret_key is None or hmac_key is None or master_keys is None:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""Tenants and users: creation by an operator (the admin CLI)."""
+"""Tenants and users: creation by an operator (the admin CLI), roles and manager assignments."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.accounts.passwords import hash_password
+from broker.accounts.passwords import Passwords
 from broker.audit import log as audit
-from broker.db.schema import tenants, users
+from broker.db.schema import manager_assignments, tenants, users
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, InvalidInput, NotFound
 
@@ -60,7 +60,14 @@ async def resolve_tenant(conn: AsyncConnection, ref: str) -> str:
 
 
 async def create_user(
-    scope: TenantScope, *, email: str, role: str, password: str, now: datetime, actor: str
+    scope: TenantScope,
+    *,
+    email: str,
+    role: str,
+    password: str,
+    passwords: Passwords,
+    now: datetime,
+    actor: str,
 ) -> str:
     email = email.strip().lower()
     if not _EMAIL_RE.match(email):
@@ -70,7 +77,7 @@ async def create_user(
     except ValueError:
         raise InvalidInput(f"role must be one of {', '.join(r.value for r in Role)}") from None
     user_id = str(uuid.uuid4())
-    password_hash = hash_password(password)
+    password_hash = passwords.hash(password)
     try:
         async with scope.conn.begin_nested():
             await scope.insert(
@@ -101,3 +108,36 @@ async def resolve_user(scope: TenantScope, ref: str) -> str:
     if row is None:
         raise NotFound(f"no user {ref!r} in this tenant")
     return str(row.id)
+
+
+async def assign(
+    scope: TenantScope, *, manager_id: str, employee_id: str, now: datetime, actor: str
+) -> bool:
+    """Let a manager see an employee's recordings; False when the pair existed already."""
+    manager = await scope.one(users, users.c.id == manager_id)
+    employee = await scope.one(users, users.c.id == employee_id)
+    if manager is None or employee is None:
+        raise NotFound("no such manager or employee in this tenant")
+    if manager.role != Role.MANAGER:
+        raise InvalidInput(f"{manager.email} is a {manager.role}, not a manager")
+    if employee.role != Role.EMPLOYEE:
+        raise InvalidInput(f"{employee.email} is a {employee.role}, not an employee")
+    exists = await scope.one(
+        manager_assignments,
+        manager_assignments.c.manager_id == manager_id,
+        manager_assignments.c.employee_id == employee_id,
+    )
+    if exists is not None:
+        return False
+    await scope.insert(
+        manager_assignments, manager_id=manager_id, employee_id=employee_id, created_at=now
+    )
+    await audit.record(
+        scope,
+        at=now,
+        actor=actor,
+        action="role.assign",
+        target=employee_id,
+        details={"manager": manager_id},
+    )
+    return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -22,7 +23,7 @@ from broker.db.scope import TenantScope
 from broker.errors import NotFound, Unauthenticated
 from broker.settings import Secret
 from shared.errors import ErrorCode
-from shared.wire import TokenPair
+from shared.wire import TokenPair, format_timestamp
 
 CODE_PURPOSE = "enrollment-code"
 REFRESH_PURPOSE = "device-refresh"
@@ -162,6 +163,58 @@ class DeviceAuth:
                 )
         # Reached only on failure; the transaction above has committed the revocation.
         raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+
+    async def enroll_user(self, principal: Principal, name: str) -> TokenPair:
+        """A device for the signed-in person (login with 2FA instead of an enrollment code)."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            device_id = str(uuid.uuid4())
+            await scope.insert(
+                devices, id=device_id, user_id=principal.user_id, name=name, created_at=now
+            )
+            refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
+            await audit.record(
+                scope,
+                at=now,
+                actor=f"user:{principal.user_id}",
+                action="device.enroll",
+                target=principal.user_id,
+                details={"device_name": name, "device": device_id, "by": "login"},
+            )
+            return self._pair(principal.tenant_id, principal.user_id, device_id, refresh)
+
+    async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with self._db.transaction() as conn:
+            rows = await TenantScope(conn, tenant_id).all(devices, order_by=[devices.c.created_at])
+        return [
+            {
+                "device_id": r.id,
+                "user_id": r.user_id,
+                "name": r.name,
+                "created_at": format_timestamp(r.created_at),
+                "revoked_at": format_timestamp(r.revoked_at) if r.revoked_at else None,
+            }
+            for r in rows
+        ]
+
+    async def revoke(self, tenant_id: str, device_id: str, *, actor: str) -> None:
+        """The device's access and refresh tokens stop working at once."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            if await scope.one(devices, devices.c.id == device_id) is None:
+                raise NotFound("no such device")
+            await scope.update(
+                devices, devices.c.id == device_id, devices.c.revoked_at.is_(None), revoked_at=now
+            )
+            await scope.update(
+                device_refresh_tokens,
+                device_refresh_tokens.c.device_id == device_id,
+                device_refresh_tokens.c.revoked_at.is_(None),
+                revoked_at=now,
+            )
+            await audit.record(scope, at=now, actor=actor, action="device.revoke", target=device_id)
 
     async def check_device(self, scope: TenantScope, principal: Principal) -> None:
         """A device's access token works only while the device is not revoked."""

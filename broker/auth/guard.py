@@ -1,4 +1,8 @@
-"""Who is calling: the bearer token, verified, and the device checked against the database."""
+"""Who is calling: the token verified (algorithm pinned), then checked against the database.
+
+Devices send `Authorization: Bearer`; people send it too, or (browsers) the HttpOnly session
+cookie, in which case a state-changing request must also carry the session's CSRF token.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from aiohttp import web
 
 from broker.auth.tokens import Principal
 from broker.db.scope import TenantScope
-from broker.errors import Unauthenticated
-from broker.web.appkeys import DATABASE, DEVICES, SIGNER
+from broker.errors import Forbidden, Unauthenticated
+from broker.web import cookies
+from broker.web.appkeys import DATABASE, DEVICES, SESSIONS, SIGNER
+from shared.errors import ErrorCode
 
 
 def bearer_token(request: web.Request) -> str:
@@ -22,3 +28,31 @@ async def device_principal(request: web.Request) -> Principal:
     async with request.app[DATABASE].transaction() as conn:
         await request.app[DEVICES].check_device(TenantScope(conn, principal.tenant_id), principal)
     return principal
+
+
+async def user_principal(request: web.Request) -> Principal:
+    from_cookie = "Authorization" not in request.headers and cookies.access_cookie(request)
+    token = from_cookie or bearer_token(request)
+    principal = request.app[SIGNER].verify(token, "user")
+    sessions = request.app[SESSIONS]
+    if (
+        from_cookie
+        and request.method not in cookies.SAFE_METHODS
+        and not sessions.csrf_ok(principal.session_id, cookies.csrf_header(request))
+    ):
+        raise Forbidden(
+            f"a request made with the session cookie needs the {cookies.CSRF_HEADER} header",
+            code=ErrorCode.CSRF_FAILED,
+        )
+    async with request.app[DATABASE].transaction() as conn:
+        await sessions.check(TenantScope(conn, principal.tenant_id), principal)
+    return principal
+
+
+async def device_or_user_principal(request: web.Request) -> Principal:
+    """A device or a person: the token's claimed audience picks which full verification runs."""
+    if "Authorization" in request.headers:
+        audience = request.app[SIGNER].audience_of(bearer_token(request))
+        if audience == "device":
+            return await device_principal(request)
+    return await user_principal(request)

@@ -36,6 +36,9 @@ class Principal:
     tenant_id: str
     user_id: str
     role: str
+    # User sessions only: the session (refresh family) and the user's session version.
+    session_id: str = ""
+    session_version: int = 0
 
 
 class TokenSigner:
@@ -60,12 +63,25 @@ class TokenSigner:
             "exp": now + self.ttl,
             "jti": uuid.uuid4().hex,
         }
+        if principal.kind == "user":
+            claims["sid"] = principal.session_id
+            claims["sv"] = principal.session_version
         return jwt.encode(
             claims,
             self._current.reveal(),
             algorithm=ALGORITHM,
             headers={"kid": key_id(self._current)},
         )
+
+    @staticmethod
+    def audience_of(token: str) -> str | None:
+        """The audience a token claims, unverified: only to choose how to verify it."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            return None
+        audience = claims.get("aud")
+        return audience if isinstance(audience, str) else None
 
     def verify(self, token: str, audience: Audience) -> Principal:
         try:
@@ -82,12 +98,17 @@ class TokenSigner:
                 options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"]},
                 leeway=5,
             )
+            session_version = claims["sv"] if audience == "user" else 0
+            if isinstance(session_version, bool) or not isinstance(session_version, int):
+                raise jwt.InvalidTokenError("session version is not an integer")
             return Principal(
                 kind=audience,
                 subject=str(claims["sub"]),
                 tenant_id=str(claims["tid"]),
                 user_id=str(claims["uid"]),
                 role=str(claims["role"]),
+                session_id=str(claims["sid"]) if audience == "user" else "",
+                session_version=session_version,
             )
         except (jwt.InvalidTokenError, KeyError):
             raise Unauthenticated(

@@ -78,7 +78,85 @@ users = Table(
     Column("password_hash", String(200), nullable=False),
     Column("session_version", Integer, nullable=False, default=1),
     Column("created_at", UTCDateTime(), nullable=False),
+    # TOTP (RFC 6238): the secret sealed (AD: tenant and user), and the last time step
+    # accepted, so a code works once, ever.
+    Column("totp_sealed", LargeBinary, nullable=True),
+    Column("totp_kek_version", String(8), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("totp_enrolled_at", UTCDateTime(), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
+)
+
+mfa_challenges = Table(
+    "mfa_challenges",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("challenge_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(10), nullable=False),  # "totp" or "enroll"
+    # For "enroll": the new TOTP secret, sealed exactly as it will sit on the user row.
+    Column("pending_sealed", LargeBinary, nullable=True),
+    Column("pending_kek_version", String(8), nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False, index=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+)
+
+user_sessions = Table(
+    "user_sessions",
+    metadata,
+    Column("id", ID, primary_key=True),  # also the refresh-token family
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+user_refresh_tokens = Table(
+    "user_refresh_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("session_id", ID, ForeignKey("user_sessions.id"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("used_at", UTCDateTime(), nullable=True),
+)
+
+manager_assignments = Table(
+    "manager_assignments",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("manager_id", ID, ForeignKey("users.id"), primary_key=True),
+    Column("employee_id", ID, ForeignKey("users.id"), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Failed login attempts, keyed by an HMAC of the account or of the client address (never the
+# address itself). Not tenant data: the limiter counts before any tenant is trusted.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("key_hash", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index("ix_login_failures_key_at", "key_hash", "at"),
 )
 
 enrollment_codes = Table(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.auth.tokens import Principal
-from broker.web.appkeys import RECORDINGS
+from broker.web.appkeys import RECORDINGS, VIEWING
 from broker.web.http import read_json, reply
-from shared.wire import StartRecording, UploadRequest, parse_seq
+from shared.wire import StartRecording, UploadRequest, format_timestamp, parse_seq
 
 
 async def start(request: web.Request, principal: Principal) -> web.Response:
@@ -39,5 +39,25 @@ async def finish(request: web.Request, principal: Principal) -> web.Response:
 
 
 async def get(request: web.Request, principal: Principal) -> web.Response:
-    info = await request.app[RECORDINGS].get(principal, request.match_info["recording_id"])
+    """The device that made it, or a person allowed to see its employee."""
+    recording_id = request.match_info["recording_id"]
+    if principal.kind == "device":
+        info = await request.app[RECORDINGS].get(principal, recording_id)
+    else:
+        info = await request.app[VIEWING].recording(principal, recording_id)
     return reply(info.to_json())
+
+
+async def employees(request: web.Request, principal: Principal) -> web.Response:
+    return reply({"employees": await request.app[VIEWING].employees(principal)})
+
+
+async def employee_recordings(request: web.Request, principal: Principal) -> web.Response:
+    listed = await request.app[VIEWING].recordings_of(principal, request.match_info["user_id"])
+    return reply({"recordings": listed})
+
+
+async def view(request: web.Request, principal: Principal) -> web.Response:
+    seq = parse_seq(request.match_info["seq"])
+    url = await request.app[VIEWING].view_url(principal, request.match_info["recording_id"], seq)
+    return reply({"url": url.url, "expires_at": format_timestamp(url.expires_at)})

@@ -199,36 +199,41 @@ class RecordingService:
                     action="recording.finish",
                     target=recording_id,
                 )
-            return await _info(scope, recording_id)
+            return await recording_info(scope, recording_id)
 
     async def get(self, principal: Principal, recording_id: str) -> RecordingInfo:
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
             await _own_recording(scope, principal, recording_id)
-            return await _info(scope, recording_id)
+            return await recording_info(scope, recording_id)
 
     async def operator_view_url(self, tenant_id: str, recording_id: str, seq: int) -> ViewUrl:
         """A short-lived GET URL for one verified segment, for an operator at the CLI."""
-        now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
             if await scope.one(recordings, recordings.c.id == recording_id) is None:
                 raise NotFound("no such recording in this tenant")
-            segment = await _segment(scope, recording_id, seq)
-            if segment.state != VERIFIED:
-                raise Conflict(f"segment {seq} has not been verified in the bucket yet")
-            bucket = await self._bucket(scope)
-            url = await asyncio.to_thread(
-                bucket.presign_get, segment.object_key, ttl=self._view_ttl
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor="operator",
-                action="segment.view_url",
-                target=segment.object_key,
-                details={"ttl": self._view_ttl},
-            )
+            return await self.mint_view_url(scope, recording_id, seq, actor="operator")
+
+    async def mint_view_url(
+        self, scope: TenantScope, recording_id: str, seq: int, *, actor: str
+    ) -> ViewUrl:
+        """Sign a GET for one verified segment and audit it. The caller has authorized it
+        (`broker.recordings.access`) in the same transaction."""
+        now = self._clock()
+        segment = await _segment(scope, recording_id, seq)
+        if segment.state != VERIFIED:
+            raise Conflict(f"segment {seq} has not been verified in the bucket yet")
+        bucket = await self._bucket(scope)
+        url = await asyncio.to_thread(bucket.presign_get, segment.object_key, ttl=self._view_ttl)
+        await audit.record(
+            scope,
+            at=now,
+            actor=actor,
+            action="segment.view_url",
+            target=segment.object_key,
+            details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
+        )
         return ViewUrl(url, now + timedelta(seconds=self._view_ttl))
 
     async def _declare(
@@ -303,7 +308,7 @@ def _mismatch(segment: Row[Any], head: ObjectHead) -> str | None:
     return None
 
 
-async def _info(scope: TenantScope, recording_id: str) -> RecordingInfo:
+async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo:
     recording = await scope.one(recordings, recordings.c.id == recording_id)
     if recording is None:
         raise NotFound("no such recording")

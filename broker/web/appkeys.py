@@ -7,10 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from broker.auth.devices import DeviceAuth
+from broker.auth.login import LoginService
+from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.recordings.service import RecordingService
+from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,4 +22,7 @@ DATABASE = web.AppKey("database", Database)
 SIGNER = web.AppKey("signer", TokenSigner)
 DEVICES = web.AppKey("devices", DeviceAuth)
 RECORDINGS = web.AppKey("recordings", RecordingService)
+SESSIONS = web.AppKey("sessions", UserSessions)
+LOGIN = web.AppKey("login", LoginService)
+VIEWING = web.AppKey("viewing", ViewingService)
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from broker.errors import InvalidInput
 from shared.errors import ErrorCode
+from shared.wire import WireError
 
 
 async def read_json(request: web.Request) -> Any:
@@ -20,6 +21,22 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidInput("the body is not valid JSON", code=ErrorCode.MALFORMED_JSON) from None
+
+
+def json_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise WireError("body", "must be a JSON object")
+    return data
+
+
+def text_field(data: dict[str, Any], name: str, max_len: int) -> str:
+    """A required, non-empty string field of a JSON object."""
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise WireError(name, "must be a non-empty string")
+    if len(value) > max_len:
+        raise WireError(name, f"must be at most {max_len} characters long")
+    return value
 
 
 def reply(data: Any, status: int = 200) -> web.Response:

@@ -7,7 +7,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from broker.errors import BrokerError
+from broker.errors import BrokerError, RateLimited
+from broker.web.appkeys import SETTINGS
 from broker.web.http import error_reply
 from shared.errors import ErrorCode
 from shared.wire import WireError
@@ -32,7 +33,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except BrokerError as exc:
         if exc.status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc.message)
-        return error_reply(exc.status, exc.code, exc.message)
+        response = error_reply(exc.status, exc.code, exc.message)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except WireError as exc:
         return error_reply(400, ErrorCode.INVALID_FIELD, str(exc))
     except web.HTTPException as exc:
@@ -49,10 +53,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_reply(500, ErrorCode.INTERNAL, "internal error")
 
 
-async def security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
+    if request.secure or request.app[SETTINGS].behind_tls:
+        headers.setdefault("Strict-Transport-Security", HSTS)
     headers.setdefault("Cache-Control", "no-store")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+    headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Frame-Options", "DENY")

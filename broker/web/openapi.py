@@ -80,10 +80,93 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         finished_at={"type": ["string", "null"], "format": "date-time"},
         segments={"type": "array", "items": {"$ref": "#/components/schemas/SegmentInfo"}},
     ),
+    "LoginRequest": _obj(
+        ["tenant", "email", "password"],
+        tenant={"type": "string", "description": "tenant name or id"},
+        email={"type": "string", "maxLength": 320},
+        password={"type": "string", "maxLength": 1024},
+    ),
+    "LoginStep": _obj(
+        ["mfa", "challenge", "expires_in"],
+        mfa={"type": "string", "enum": ["totp", "enroll"]},
+        challenge={"type": "string"},
+        expires_in={"type": "integer"},
+        provisioning_uri={"type": "string", "description": "otpauth:// URI (enroll only)"},
+    ),
+    "MfaRequest": _obj(
+        ["challenge", "code"],
+        challenge={"type": "string"},
+        code={"type": "string", "description": "6-digit TOTP code or a recovery code"},
+        cookie={"type": "boolean", "description": "browser: set the session cookie instead"},
+    ),
+    "Session": _obj(
+        ["expires_in"],
+        access_token={"type": "string"},
+        refresh_token={"type": "string"},
+        token_type={"type": "string", "enum": ["Bearer"]},
+        expires_in={"type": "integer"},
+        csrf_token={"type": "string", "description": "cookie sessions only"},
+        recovery_codes={"type": "array", "items": {"type": "string"}},
+    ),
+    "SignedOut": _obj(["status"], status={"type": "string"}),
+    "RegisterDevice": _obj(["name"], name={"type": "string", "maxLength": 200}),
+    "Employees": _obj(
+        ["employees"],
+        employees={
+            "type": "array",
+            "items": _obj(
+                ["user_id", "email", "role"],
+                user_id={"type": "string"},
+                email={"type": "string"},
+                role={"type": "string"},
+            ),
+        },
+    ),
+    "Recordings": _obj(
+        ["recordings"],
+        recordings={
+            "type": "array",
+            "items": _obj(
+                ["recording_id", "device_id", "state", "started_at", "finished_at"],
+                recording_id={"type": "string"},
+                device_id={"type": ["string", "null"]},
+                state={"type": "string"},
+                started_at=_TIME,
+                finished_at={"type": ["string", "null"], "format": "date-time"},
+            ),
+        },
+    ),
+    "ViewUrl": _obj(
+        ["url", "expires_at"], url={"type": "string", "format": "uri"}, expires_at=_TIME
+    ),
+    "Assignment": _obj(
+        ["manager_id", "employee_id"],
+        manager_id={"type": "string"},
+        employee_id={"type": "string"},
+    ),
+    "Devices": _obj(
+        ["devices"],
+        devices={
+            "type": "array",
+            "items": _obj(
+                ["device_id", "user_id", "name", "created_at", "revoked_at"],
+                device_id={"type": "string"},
+                user_id={"type": "string"},
+                name={"type": "string"},
+                created_at=_TIME,
+                revoked_at={"type": ["string", "null"], "format": "date-time"},
+            ),
+        },
+    ),
+    "DeviceRevoked": _obj(
+        ["device_id", "state"], device_id={"type": "string"}, state={"type": "string"}
+    ),
 }
 
 _PARAMS = {
     "recording_id": {"type": "string"},
+    "user_id": {"type": "string"},
+    "device_id": {"type": "string"},
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
 }
 
@@ -111,8 +194,15 @@ def _operation(route: Route) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": _ref(route.request_schema)}},
         }
-    if route.auth == "device":
-        operation["security"] = [{"deviceBearer": []}]
+    security: dict[str, list[dict[str, list[str]]]] = {
+        "device": [{"deviceBearer": []}],
+        "user": [{"userBearer": []}, {"sessionCookie": []}],
+        "device_or_user": [{"deviceBearer": []}, {"userBearer": []}, {"sessionCookie": []}],
+    }
+    if route.auth in security:
+        operation["security"] = security[route.auth]
+    if route.roles:
+        operation["description"] = "Roles: " + ", ".join(sorted(route.roles))
     return operation
 
 
@@ -128,6 +218,8 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
             "schemas": SCHEMAS,
             "securitySchemes": {
                 "deviceBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "userBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "bucketreel_session"},
             },
         },
     }

@@ -1,0 +1,89 @@
+"""HTTP handlers for people: login (two steps), token refresh, logout, sign out everywhere,
+and enrolling this person's own workstation. Parse, call the service, reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.auth.tokens import Principal
+from broker.web import cookies
+from broker.web.appkeys import DEVICES, LOGIN, SESSIONS, SETTINGS
+from broker.web.http import json_object, read_json, reply, text_field
+from shared.wire import MAX_DEVICE_NAME, WireError
+
+MAX_EMAIL = 320
+MAX_PASSWORD = 1024
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: from the trusted proxy's header when one is configured."""
+    header = request.app[SETTINGS].client_address_header
+    if header:
+        forwarded = request.headers.get(header, "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()[:100]
+    return request.remote or "unknown"
+
+
+async def login(request: web.Request) -> web.Response:
+    body = json_object(await read_json(request))
+    step = await request.app[LOGIN].login(
+        text_field(body, "tenant", 200),
+        text_field(body, "email", MAX_EMAIL),
+        text_field(body, "password", MAX_PASSWORD),
+        client_address(request),
+    )
+    return reply(step.to_json())
+
+
+async def mfa(request: web.Request) -> web.Response:
+    body = json_object(await read_json(request))
+    use_cookie = body.get("cookie", False)
+    if not isinstance(use_cookie, bool):
+        raise WireError("cookie", "must be true or false")
+    result = await request.app[LOGIN].mfa(
+        text_field(body, "challenge", 200), text_field(body, "code", 40), client_address(request)
+    )
+    tokens = result.tokens
+    data: dict[str, Any]
+    if use_cookie:  # the browser keeps the token where scripts cannot read it
+        data = {"csrf_token": tokens.csrf_token, "expires_in": tokens.expires_in}
+    else:
+        data = tokens.to_json()
+    if result.recovery_codes:
+        data["recovery_codes"] = result.recovery_codes
+    response = reply(data)
+    if use_cookie:
+        cookies.set_session(response, request, request.app[SETTINGS], tokens)
+    return response
+
+
+async def refresh(request: web.Request) -> web.Response:
+    body = json_object(await read_json(request))
+    tokens = await request.app[SESSIONS].refresh(text_field(body, "refresh_token", 200))
+    return reply(tokens.to_json())
+
+
+async def logout(request: web.Request, principal: Principal) -> web.Response:
+    await request.app[SESSIONS].logout(principal)
+    response = reply({"status": "signed_out"})
+    cookies.clear_session(response)
+    return response
+
+
+async def sign_out_everywhere(request: web.Request, principal: Principal) -> web.Response:
+    await request.app[SESSIONS].sign_out_everywhere(principal)
+    response = reply({"status": "signed_out"})
+    cookies.clear_session(response)
+    return response
+
+
+async def register_device(request: web.Request, principal: Principal) -> web.Response:
+    """A signed-in person enrolls their own workstation (`bucketreel-agent enroll --email`)."""
+    body = json_object(await read_json(request))
+    pair = await request.app[DEVICES].enroll_user(
+        principal, text_field(body, "name", MAX_DEVICE_NAME)
+    )
+    return reply(pair.to_json(), status=201)

@@ -1,0 +1,46 @@
+"""Who may see whose recordings: the one place that decides it.
+
+Admins see every user of their tenant; managers see the employees assigned to them; employees
+and devices see nobody else's. The tenant comes from the verified token through the scope, so
+nobody ever sees across tenants. Every human read and every view URL goes through
+`visible_users` or `require_visible`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, false, select, true
+
+from broker.accounts.service import Role
+from broker.auth.tokens import Principal
+from broker.db.schema import manager_assignments, users
+from broker.db.scope import TenantScope
+from broker.errors import NotFound
+
+
+def _visible(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
+    """A condition on `users`: the rows this principal may see recordings of."""
+    if principal.kind != "user" or principal.tenant_id != scope.tenant_id:
+        return false()
+    if principal.role == Role.ADMIN:
+        return true()
+    if principal.role == Role.MANAGER:
+        assigned = select(manager_assignments.c.employee_id).where(
+            manager_assignments.c.tenant_id == scope.tenant_id,
+            manager_assignments.c.manager_id == principal.user_id,
+        )
+        return users.c.id.in_(assigned) & (users.c.role == Role.EMPLOYEE)
+    return false()
+
+
+async def visible_users(scope: TenantScope, principal: Principal) -> list[Row[Any]]:
+    return await scope.all(users, _visible(scope, principal), order_by=[users.c.email])
+
+
+async def require_visible(scope: TenantScope, principal: Principal, user_id: str) -> Row[Any]:
+    """The user, when the principal may see them; otherwise they do not exist for the caller."""
+    row = await scope.one(users, _visible(scope, principal), users.c.id == user_id)
+    if row is None:
+        raise NotFound("no such employee")
+    return row

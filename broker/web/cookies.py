@@ -1,0 +1,60 @@
+"""Browser sessions: the access token in an HttpOnly cookie, and CSRF protection for it.
+
+Cookies are `HttpOnly; Secure; SameSite=Lax; Path=/api`. `Secure` is dropped only in explicit
+development mode (`BUCKETREEL_DEV_MODE=1`) for a request to http://localhost, where browsers
+would not send it back. A state-changing request authenticated by the cookie must carry the
+session's CSRF token in `X-CSRF-Token` (the token is handed to the page at login and is also
+in the readable `bucketreel_csrf` cookie); bearer-token requests need none, since a browser
+never attaches those by itself.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.auth.sessions import SessionTokens
+from broker.settings import Settings
+
+ACCESS_COOKIE = "bucketreel_session"
+CSRF_COOKIE = "bucketreel_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def secure_cookies(request: web.Request, settings: Settings) -> bool:
+    host = (request.url.host or "").lower()
+    local_http = request.scheme == "http" and host in _LOCAL_HOSTS
+    return not (settings.dev_mode and local_http)
+
+
+def set_session(
+    response: web.StreamResponse, request: web.Request, settings: Settings, tokens: SessionTokens
+) -> None:
+    secure = secure_cookies(request, settings)
+    for name, value, httponly in (
+        (ACCESS_COOKIE, tokens.access_token, True),
+        (CSRF_COOKIE, tokens.csrf_token, False),
+    ):
+        response.set_cookie(
+            name,
+            value,
+            path="/api",
+            secure=secure,
+            httponly=httponly,
+            samesite="Lax",
+            max_age=tokens.expires_in,
+        )
+
+
+def clear_session(response: web.StreamResponse) -> None:
+    for name in (ACCESS_COOKIE, CSRF_COOKIE):
+        response.del_cookie(name, path="/api")
+
+
+def access_cookie(request: web.Request) -> str | None:
+    return request.cookies.get(ACCESS_COOKIE) or None
+
+
+def csrf_header(request: web.Request) -> str:
+    return request.headers.get(CSRF_HEADER, "")

@@ -1,0 +1,129 @@
+"""Every route of the route table, called by every kind of caller it must refuse.
+
+Built from `broker.web.routes.ROUTES`, so a new route is covered without editing this file
+(a new path parameter or request body needs a value below, and the test says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from broker.db.engine import create_engine
+from broker.db.schema import metadata
+from broker.web.routes import ROUTES, Route
+from tests.identity.people import Org
+from tests.support.api import now_iso, random_segment
+from tests.support.broker import BrokerProcess
+
+GUARDED = [r for r in ROUTES if r.auth != "public"]
+# Routes that end the caller's own session go last, so the outsider's token lives until then.
+ENDS_SESSION = ("/logout", "/sign-out-everywhere")
+ORDERED = sorted(GUARDED, key=lambda r: r.path.endswith(ENDS_SESSION))
+
+
+def path_of(route: Route, org: Org) -> str:
+    values = {
+        "recording_id": org.recording_id,
+        "seq": "0",
+        "user_id": org.employee.user_id,
+        "device_id": org.device.device_id,
+    }
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            pytest.fail(f"{route.path}: give the matrix a value for {{{name}}}")
+        return values[name]
+
+    return re.sub(r"{(\w+)}", fill, route.path)
+
+
+def body_of(route: Route, org: Org) -> Any:
+    bodies: dict[str | None, Any] = {
+        None: None,
+        "StartRecording": {"started_at": now_iso()},
+        "UploadRequest": random_segment(1024).declaration(),
+        "RegisterDevice": {"name": "matrix"},
+        "Assignment": {"manager_id": org.manager.user_id, "employee_id": org.employee.user_id},
+    }
+    if route.request_schema not in bodies:
+        pytest.fail(f"{route.path}: give the matrix a body for {route.request_schema}")
+    return bodies[route.request_schema]
+
+
+def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    async def read() -> dict[str, list[tuple[Any, ...]]]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return {
+                    t.name: sorted(
+                        (tuple(r) for r in (await conn.execute(
+                            select(t).where(t.c.tenant_id == tenant_id)
+                        )).all()),
+                        key=repr,
+                    )
+                    for t in metadata.sorted_tables
+                    if "tenant_id" in t.c
+                }
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_nobody_without_a_token_gets_in(org: Org) -> None:
+    for route in ORDERED:
+        reply = org.api.call(route.method, path_of(route, org), body_of(route, org))
+        assert reply.status == 401, f"{route.method} {route.path}"
+        assert reply.body["error"] in {"unauthenticated", "invalid_token"}
+
+
+def test_wrong_kind_of_caller_and_missing_role_are_refused(org: Org) -> None:
+    people = {"employee": org.employee, "manager": org.manager, "admin": org.admin}
+    checked = 0
+    for route in ORDERED:
+        path, body = path_of(route, org), body_of(route, org)
+        if route.auth == "user":
+            reply = org.api.call(route.method, path, body, token=org.device.access_token)
+            assert reply.status == 401, f"device on {route.method} {route.path}"
+            for role, person in people.items():
+                if route.roles and role not in route.roles:
+                    reply = org.api.call(route.method, path, body, token=person.access_token)
+                    assert reply.status == 403, f"{role} on {route.method} {route.path}"
+                    checked += 1
+        if route.auth == "device":
+            for role, person in people.items():
+                reply = org.api.call(route.method, path, body, token=person.access_token)
+                assert reply.status == 401, f"{role} on {route.method} {route.path}"
+                checked += 1
+    assert checked > 0
+
+
+def test_no_route_reads_or_writes_across_tenants(org: Org, broker: BrokerProcess) -> None:
+    before = tenant_rows(broker.database_url, org.tenant.tenant_id)
+    secrets_of_a = {
+        org.tenant.tenant_id, org.recording_id, org.other_recording_id, org.employee.user_id,
+        org.other_employee.user_id, org.manager.user_id, org.admin.user_id, org.device.device_id,
+    }
+    for caller, token in (
+        ("device of another tenant", org.outsider_device.access_token),
+        ("admin of another tenant", org.outsider.access_token),
+    ):
+        for route in ORDERED:
+            reply = org.api.call(route.method, path_of(route, org), body_of(route, org),
+                                 token=token)
+            where = f"{caller}: {route.method} {route.path} -> {reply.status}"
+            assert reply.status < 500, where
+            if reply.status < 300:
+                leaked = [s for s in secrets_of_a if s.encode() in reply.raw]
+                assert not leaked, where
+            else:
+                assert reply.status in {401, 403, 404}, where
+
+    assert tenant_rows(broker.database_url, org.tenant.tenant_id) == before

@@ -1,0 +1,99 @@
+"""Failed logins are limited per account and per client address, in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from broker.db.database import Database
+from broker.db.schema import login_failures
+from broker.services import Services
+from tests.identity.conftest import IDENTITY_ENV
+from tests.identity.people import Client, in_process, login, make_person, mfa
+from tests.support.api import PASSWORD, Tenant, make_tenant
+from tests.support.broker import BrokerProcess
+from tests.support.s3 import S3Endpoint
+
+ACCOUNT_LIMIT = 5  # BUCKETREEL_LOGIN_MAX_FAILURES default
+CLIENT_LIMIT = int(IDENTITY_ENV["BUCKETREEL_LOGIN_CLIENT_MAX_FAILURES"])
+WINDOW = 900
+
+
+@pytest.fixture(scope="module")
+def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
+    return make_tenant(broker, s3_endpoint)
+
+
+def test_account_limit_engages_with_429_and_retry_after_and_releases(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    person = make_person(broker, tenant)
+    for _ in range(ACCOUNT_LIMIT):  # each from another address: this is the account's limit
+        assert login(Client(broker.url), person, "not the password!").status == 401
+
+    limited = login(Client(broker.url), person)  # even the right password
+
+    assert (limited.status, limited.body["error"]) == (429, "rate_limited")
+    assert 0 < int(limited.headers["Retry-After"]) <= WINDOW + 1
+
+    async def later(services: Services) -> str:
+        step = await services.login.login(tenant.name, person.email, PASSWORD, "10.9.9.9")
+        return step.mfa
+
+    released = datetime.now(UTC) + timedelta(seconds=WINDOW + 1)
+    assert in_process(broker, lambda: released, later) == "enroll"
+
+
+def test_wrong_codes_count_against_the_account_too(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    person = make_person(broker, tenant)
+    for _ in range(ACCOUNT_LIMIT):
+        client = Client(broker.url)
+        step = login(client, person)
+        assert step.status == 200
+        assert mfa(client, step.body["challenge"], "000000").status == 401
+
+    assert login(Client(broker.url), person).status == 429
+
+
+def test_client_limit_engages_across_accounts(broker: BrokerProcess, tenant: Tenant) -> None:
+    client = Client(broker.url)
+    for i in range(CLIENT_LIMIT):
+        reply = client.call(
+            "POST", "/api/v1/auth/login",
+            {"tenant": tenant.name, "email": f"guess{i}@example.test", "password": "x" * 12},
+        )
+        assert reply.status == 401
+
+    person = make_person(broker, tenant)
+    limited = login(client, person)
+    elsewhere = login(Client(broker.url), person)
+
+    assert limited.status == 429
+    assert int(limited.headers["Retry-After"]) > 0
+    assert elsewhere.status == 200, "another address is not affected"
+
+
+def test_client_addresses_are_kept_only_as_hmacs(broker: BrokerProcess, tenant: Tenant) -> None:
+    client = Client(broker.url)
+    person = make_person(broker, tenant)
+    assert login(client, person, "not the password!").status == 401
+
+    async def rows() -> list[str]:
+        db = Database.from_url(broker.database_url)
+        try:
+            async with db.transaction() as conn:
+                result = await conn.execute(select(login_failures.c.key_hash))
+                return [r.key_hash for r in result]
+        finally:
+            await db.close()
+
+    hashes = asyncio.run(rows())
+    assert hashes
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes)
+    assert not any(client.address in h or person.email in h for h in hashes)
