@@ -1,0 +1,68 @@
+"""DESIGN G2/G3: over a whole flow, the broker's key performs or authorises only PutObject,
+GetObject and HeadObject — nothing that lists, nothing that deletes.
+
+The tests' own set-up uses another key than the broker's, so the gate's per-key log tells the
+two apart. (The session-wide counterpart is in tests/storage/conftest.py: at the end of the
+session every request any broker key authorised is checked the same way.)
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import urllib3
+
+from broker import admin
+from tests.storage.factory import BROKER_OPERATIONS, make_gate_tenant
+from tests.support.api import (
+    Api,
+    Operator,
+    enroll,
+    put_with_grant,
+    random_segment,
+    start_recording,
+)
+from tests.support.broker import BrokerProcess
+from tests.support.s3gate import AccessKey, S3Gate
+
+
+def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
+    broker: BrokerProcess, s3_gate: S3Gate, setup_key: AccessKey
+) -> None:
+    api = Api(broker.url)
+    tenant = make_gate_tenant(broker, s3_gate, setup_key)
+    device = enroll(api, broker, tenant)
+    recording_id = start_recording(api, device)
+    segments = [random_segment(16 * 1024) for _ in range(2)]
+
+    for seq, segment in enumerate(segments):
+        path = f"/api/v1/recordings/{recording_id}/segments/{seq}"
+        grant = api.call("POST", f"{path}/upload", segment.declaration(),
+                         token=device.access_token)
+        assert grant.status == 200, grant.body
+        assert put_with_grant(grant.body, segment.data).status == 200
+        done = api.call("POST", f"{path}/complete", token=device.access_token)
+        assert (done.status, done.body) == (200, {"state": "verified"})
+    finished = api.call("POST", f"/api/v1/recordings/{recording_id}/finish",
+                        token=device.access_token)
+    assert finished.status == 200
+    operator = Operator(broker)
+    for seq, segment in enumerate(segments):
+        view = operator.run(admin.view_url, tenant=tenant.tenant_id, recording=recording_id,
+                            seq=seq)
+        got = urllib3.PoolManager(retries=False).request("GET", view["url"])
+        assert (got.status, got.data) == (200, segment.data)
+
+    broker_entries = s3_gate.log.entries(tenant.key.key_id)
+    performed = {entry.name for entry in broker_entries}
+    assert performed <= BROKER_OPERATIONS, f"the broker's key did {performed}"
+    assert performed == {"PutObject", "HeadObject", "GetObject"}, "the log saw the whole flow"
+    assert all(entry.signed_ok and entry.error is None for entry in broker_entries)
+    assert [e.name for e in broker_entries].count("PutObject") == len(segments)
+    # Only the HeadObject requests were the broker's own (header-signed) calls; each names a
+    # segment's object under the tenant's prefix, never the bucket itself.
+    prefix = f"/{tenant.bucket}/{tenant.prefix}/{tenant.tenant_id}/"
+    assert all(urlsplit(e.path).path.startswith(prefix) for e in broker_entries)
+    setup_ops = s3_gate.log.operations(setup_key.key_id)
+    assert "CreateBucket" in setup_ops, "the set-up key is told apart from the broker's"
+    assert tenant.key.key_id != setup_key.key_id
