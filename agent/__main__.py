@@ -1,12 +1,14 @@
 """`bucketreel-agent`: enroll this workstation, then record its screen into the bucket.
 
 Exit status: 0 on success, 1 on an error (`bucketreel-agent: error: <message>` on stderr),
-2 on a usage error, 130 when interrupted.
+2 on a usage error, 75 when another agent already runs for this user, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import math
 import sys
@@ -16,17 +18,22 @@ from collections.abc import Callable, Sequence
 from agent import paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
+from agent.delivery import DEFAULT_DRAIN_SECONDS
 from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
 from agent.errors import AgentError
+from agent.instance import AlreadyRunning, InstanceLock
 from agent.logs import redact, setup_logging
 from agent.recorder import Recorder, RecorderConfig, install_stop_signals
+from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
 from shared import version
 from shared.wire import MAX_SEGMENT_DURATION_MS
 
 PROG = "bucketreel-agent"
 MAX_FPS = 60.0
+EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,20 @@ def _number(
 def _int(lo: int, hi: int) -> Callable[[str], int]:
     parse = _number(int, lo=lo, hi=hi)
     return lambda text: int(parse(text))
+
+
+def parse_size(text: str) -> int:
+    """A byte count: `2G`, `500M`, `64K`, `1048576` (binary units, an optional `B`/`iB`)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)].strip()
+    try:
+        amount = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M)") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M)")
+    return int(amount * _SIZE_UNITS[unit])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf", type=_int(0, 51), default=DEFAULT_CRF,
         help=f"H.264 quality, lower is better and larger (default {DEFAULT_CRF})",
     )
+    p_run.add_argument(
+        "--spool-limit", type=parse_size, default=spool.DEFAULT_LIMIT, metavar="SIZE",
+        help="most disk the encrypted spool may use while uploads fail, e.g. 500M "
+        "(default 2G); at the limit the oldest segments are dropped and reported as gaps",
+    )
+    p_run.add_argument(
+        "--drain-seconds", type=_number(float, lo=0, hi=86400), default=DEFAULT_DRAIN_SECONDS,
+        metavar="S", help="on stop, how long to keep trying to upload what is pending "
+        f"(default {DEFAULT_DRAIN_SECONDS:g})",
+    )
     p_run.set_defaults(func=cmd_run)
+
+    p_status = commands.add_parser(
+        "status",
+        help="show what the agent of this user is doing",
+        description="Show whether the agent runs, its recording, spool, last upload and "
+        "errors, from the status file the running agent keeps in its config directory. "
+        "Exit status 0 when an agent runs, 3 when none does.",
+    )
+    p_status.add_argument("--json", action="store_true", help="print the status as JSON")
+    p_status.set_defaults(func=cmd_status)
     return parser
 
 
@@ -124,25 +165,85 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     store = CredentialStore(paths.credential_path())
-    broker = BrokerClient.from_store(store)
-    spool.wipe(paths.spool_dir())
-    uploader = Uploader(broker)
-    config = RecorderConfig(
-        fps=args.fps,
-        segment_seconds=args.segment_seconds,
-        duration=args.duration,
-        monitor=args.monitor,
-        crf=args.crf,
-    )
-    stop = threading.Event()
-    restore = install_stop_signals(stop)
+    lock = InstanceLock(paths.config_dir())
+    lock.acquire()  # before anything touches the spool or rotates the device's tokens
     try:
-        Recorder(config, uploader).run(stop)
+        broker = BrokerClient.from_store(store)
+        spool_dir = paths.spool_dir()
+        wiped = spool.wipe(spool_dir)
+        if wiped:
+            log.warning(
+                "spool: wiped %d entries a previous run left (sealed under a key that died "
+                "with that process: unreadable, so unrecoverable)", wiped,
+            )
+        uploader = Uploader(broker)
+        status = StatusFile(paths.config_dir())
+        status.update(state="starting")
+        config = RecorderConfig(
+            fps=args.fps,
+            segment_seconds=args.segment_seconds,
+            duration=args.duration,
+            monitor=args.monitor,
+            crf=args.crf,
+            drain_seconds=args.drain_seconds,
+        )
+        stop = threading.Event()
+        restore = install_stop_signals(stop)
+        try:
+            Recorder(
+                config, uploader, spool.Spool(spool_dir, limit=args.spool_limit), status=status
+            ).run(stop)
+        except BaseException as exc:
+            status.error(redact(str(exc)) or type(exc).__name__)
+            raise
+        finally:
+            status.update(state="exited", spool_bytes=0, spool_segments=0)
+            restore()
+            uploader.close()
+            broker.close()
+            with contextlib.suppress(AgentError):
+                spool.wipe(spool_dir)  # nothing should be left; make sure
     finally:
-        restore()
-        uploader.close()
-        broker.close()
+        lock.release()
     return 0
+
+
+EXIT_NOT_RUNNING = 3
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config_dir = paths.config_dir()
+    probe = InstanceLock(config_dir)
+    try:
+        probe.acquire()
+    except AlreadyRunning:
+        running = True
+    else:
+        running = False
+        probe.release()
+    data = read_status(config_dir) or {}
+    if args.json:
+        print(json.dumps({"running": running, **data}, indent=2, sort_keys=True))
+        return 0 if running else EXIT_NOT_RUNNING
+    if not running:
+        print("agent: not running")
+        if data:
+            print(f"last seen: {data.get('updated_at')} ({data.get('state')})")
+    else:
+        print(f"agent: running (pid {data.get('pid')}), {data.get('state', 'unknown')}")
+    if data:
+        last = data.get("last_upload") or {}
+        error = data.get("last_error") or {}
+        print(f"recording: {data.get('recording_id') or '-'}")
+        print(f"segments uploaded: {data.get('uploaded', 0)}"
+              + (f", last seq {last.get('seq')} at {last.get('at')}" if last else ""))
+        print(f"spool: {data.get('spool_segments', 0)} segment(s), "
+              f"{data.get('spool_bytes', 0)} bytes")
+        gaps = data.get("gaps") or []
+        print(f"gaps: {', '.join(map(str, gaps)) if gaps else 'none'}")
+        print(f"errors: {data.get('errors', 0)}"
+              + (f", last at {error.get('at')}: {error.get('message')}" if error else ""))
+    return 0 if running else EXIT_NOT_RUNNING
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except AlreadyRunning as exc:
+        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
     except AgentError as exc:
         print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
         return 1

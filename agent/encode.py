@@ -9,6 +9,15 @@ timeline instead of speeding the video up.
 Segments are cut on a fixed grid of ticks: with `segment_seconds * fps = N` ticks per
 segment, tick t belongs to slot t // N. A segment ends when a frame of a later slot arrives,
 when the frame size changes (monitor resolution change), or at `flush()`.
+
+Unchanged frames are not encoded. The `Segmenter` compares each frame with the previous one
+(a `memcmp` of the raw capture buffers: under a millisecond for 1920x1080, no colour
+conversion, no encoder work) and drops it when identical, so the MP4 has a variable frame
+rate: each encoded frame carries its real tick as pts and stays on screen until the next
+one. The first frame of every segment is always encoded (a segment starts with a keyframe),
+and when the last frames of a segment were unchanged the last image is encoded once more at
+the last tick seen, so the segment's playback ends exactly when its wall-clock span does.
+A static screen costs two tiny frames per segment.
 """
 
 from __future__ import annotations
@@ -197,8 +206,37 @@ class SegmentEncoder:
         self._buffer = io.BytesIO()
 
 
+def _raw_buffer(pixels: npt.NDArray[np.uint8]) -> bytes | bytearray | None:
+    """The bytes object `pixels` views in full (as mss's captures do), else None."""
+    base: object = pixels
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, memoryview) and base.c_contiguous and base.nbytes == pixels.nbytes:
+        base = base.obj
+    if (
+        isinstance(base, bytes | bytearray)
+        and len(base) == pixels.nbytes
+        and pixels.flags.c_contiguous
+    ):
+        return base
+    return None
+
+
+def same_image(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> bool:
+    """Whether two captures are identical, byte for byte (a memcmp when possible)."""
+    if a.shape != b.shape:
+        return False
+    raw_a, raw_b = _raw_buffer(a), _raw_buffer(b)
+    if raw_a is not None and raw_b is not None:
+        return raw_a == raw_b
+    return bool(np.array_equal(a, b))
+
+
 class Segmenter:
-    """Cuts a stream of frames into segments of `segment_seconds`, numbered from `first_seq`."""
+    """Cuts a stream of frames into segments of `segment_seconds`, numbered from `first_seq`.
+
+    Frames identical to the previous one are skipped (counted in `unchanged`), see above.
+    """
 
     def __init__(
         self,
@@ -221,6 +259,9 @@ class Segmenter:
         self._options: dict[str, Any] = {"preset": preset, "tune": tune, "crf": crf}
         self._current: SegmentEncoder | None = None
         self._slot = -1
+        self._last: Frame | None = None  # the last frame encoded in the current segment
+        self._held_tick: int | None = None  # last tick of an unchanged frame not encoded
+        self.unchanged = 0  # frames skipped because identical to the previous one
 
     def push(self, frame: Frame) -> list[Segment]:
         """Encode `frame`; returns the segment it closed, if any."""
@@ -230,8 +271,16 @@ class Segmenter:
         if current is not None and (
             slot != self._slot or (frame.width, frame.height) != (current.width, current.height)
         ):
-            done.append(current.finish())
-            self._current = current = None
+            done.append(self._close(current))
+            current = None
+        elif (
+            current is not None
+            and self._last is not None
+            and same_image(frame.pixels, self._last.pixels)
+        ):
+            self._held_tick = frame.tick
+            self.unchanged += 1
+            return done
         if current is None:
             current = SegmentEncoder(
                 seq=self.next_seq,
@@ -245,14 +294,25 @@ class Segmenter:
             self.next_seq += 1
             self._current, self._slot = current, slot
         current.add(frame.pixels, frame.tick)
+        self._last, self._held_tick = frame, None
         return done
+
+    def _close(self, current: SegmentEncoder) -> Segment:
+        self._current = None
+        last, held = self._last, self._held_tick
+        self._last = self._held_tick = None
+        if last is not None and held is not None:
+            # the screen did not change since `last`: show it until the last tick seen
+            current.add(last.pixels, held)
+        return current.finish()
 
     def flush(self) -> Segment | None:
         """Close the segment in progress (end of recording); None if there is none."""
-        current, self._current = self._current, None
-        return current.finish() if current is not None else None
+        current = self._current
+        return self._close(current) if current is not None else None
 
     def abort(self) -> None:
         current, self._current = self._current, None
+        self._last = self._held_tick = None
         if current is not None:
             current.abort()

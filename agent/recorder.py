@@ -3,15 +3,18 @@
 - The capture thread grabs frames on the tick schedule and never waits for the encoder: when
   the frame queue is full the frame is dropped (and counted).
 - The encoder thread cuts frames into segments (in memory) and hands them to the uploader.
-- The uploader thread uploads segments one at a time, in order.
+- The upload thread delivers segments one at a time, in order (agent.delivery): from memory
+  while uploads succeed, through the encrypted spool while they fail, retried until they pass.
 
 Stopping (the `stop` event, set by a signal handler, by `duration` running out, or by a fatal
-error) ends capture; the encoder then closes the last, partial segment, the uploader uploads
-everything queued, and the recording is finished at the broker.
+error) ends capture; the encoder then closes the last, partial segment, the upload thread
+delivers everything queued or spooled (for at most `drain_seconds` more), and the recording
+is finished at the broker.
 
-A segment that cannot be uploaded is reported and the recording goes on; at the end the run
-fails with a count. A fatal error (display lost, device revoked, recording closed) stops the
-whole run and is raised once the threads have wound down.
+A segment that is refused for good, dropped at the spool limit or still unsent at exit is
+reported at once and the recording goes on; at the end the run fails naming every gap. A
+fatal error (display lost, device revoked, recording closed) stops the whole run and is
+raised once the threads have wound down.
 """
 
 from __future__ import annotations
@@ -29,9 +32,12 @@ from types import FrameType
 from typing import Any
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
+from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
-from agent.errors import AgentError, UploadError
-from agent.uploader import Uploader, UploadResult
+from agent.errors import AgentError
+from agent.spool import Spool
+from agent.status import StatusFile
+from agent.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +59,17 @@ class RecorderConfig:
     crf: int = DEFAULT_CRF
     frame_queue: int = 8  # frames waiting for the encoder before capture drops frames
     segment_queue: int = 32  # encoded segments waiting for upload (held in RAM)
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS  # at stop, how long to wait for uploads
 
 
 @dataclass(slots=True, kw_only=True)
 class RunSummary:
     recording_id: str
-    uploaded: list[UploadResult] = field(default_factory=list)
-    failed: list[UploadError] = field(default_factory=list)
+    delivery: DeliveryOutcome = field(default_factory=DeliveryOutcome)
     frames: int = 0  # frames captured
+    unchanged_frames: int = 0  # captured, identical to the previous one: not encoded
     dropped_frames: int = 0  # captured but dropped because the encoder lagged
     skipped_ticks: int = 0  # ticks not captured because capture ran late
-
-
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 class Recorder:
@@ -81,13 +79,17 @@ class Recorder:
         self,
         config: RecorderConfig,
         uploader: Uploader,
+        spool: Spool,
         *,
         capture: ScreenCapture | None = None,
         report: Report = report_to_stderr,
+        status: StatusFile | None = None,
     ) -> None:
         self.config = config
         self.uploader = uploader
         self.broker = uploader.broker
+        self.spool = spool
+        self.status = status
         self.capture = capture or ScreenCapture(monitor=config.monitor, fps=config.fps)
         self._report = report
         self._errors: list[BaseException] = []
@@ -111,6 +113,8 @@ class Recorder:
         started_at = datetime.now(UTC)
         recording_id = self.broker.start_recording(started_at)
         summary = RunSummary(recording_id=recording_id)
+        if self.status is not None:
+            self.status.update(state="recording", recording_id=recording_id)
         self._report(
             f"recording {recording_id} started: monitor {config.monitor} "
             f"({region['width']}x{region['height']}), {config.fps:g} fps, "
@@ -126,7 +130,7 @@ class Recorder:
                 name="bucketreel-capture", daemon=True,
             ),
             threading.Thread(
-                target=self._encode_loop, args=(stop, frames, segments),
+                target=self._encode_loop, args=(stop, frames, segments, summary),
                 name="bucketreel-encode", daemon=True,
             ),
             threading.Thread(
@@ -142,6 +146,10 @@ class Recorder:
 
         with self._errors_lock:
             errors = list(self._errors)
+        if self.status is not None:
+            self.status.update(state="stopped")
+            if errors:
+                self.status.error(str(errors[0]))
         try:
             self.broker.finish_recording(recording_id)
         except AgentError as exc:
@@ -149,20 +157,21 @@ class Recorder:
                 raise
             log.warning("could not finish recording %s: %s", recording_id, exc)
         else:
+            outcome = summary.delivery
+            missing = len(outcome.failed) + len(outcome.dropped) + len(outcome.unsent)
             self._report(
-                f"recording {recording_id} finished: {len(summary.uploaded)} segment(s) "
-                f"uploaded, {len(summary.failed)} failed, {summary.frames} frame(s) captured"
+                f"recording {recording_id} finished: {len(outcome.uploaded)} segment(s) "
+                f"uploaded, {missing} missing, {summary.frames} frame(s) captured"
+                + (f", {summary.unchanged_frames} unchanged" if summary.unchanged_frames else "")
                 + (f", {summary.dropped_frames} dropped" if summary.dropped_frames else "")
                 + (f", {summary.skipped_ticks} tick(s) skipped" if summary.skipped_ticks else "")
+                + (f", {outcome.spooled} went through the spool" if outcome.spooled else "")
             )
         if errors:
             raise errors[0]
-        if summary.failed:
-            seqs = ", ".join(str(e.seq) for e in summary.failed)
-            raise AgentError(
-                f"{len(summary.failed)} segment(s) of recording {recording_id} could not be "
-                f"uploaded (seq {seqs})"
-            )
+        gaps = gap_summary(summary.delivery)
+        if gaps is not None:
+            raise AgentError(f"recording {recording_id}: {gaps}")
         return summary
 
     def _capture_loop(
@@ -183,6 +192,8 @@ class Recorder:
             self._fail(exc, stop)
         finally:
             summary.skipped_ticks = self.capture.skipped
+            if self.status is not None:
+                self.status.update(state="stopping")
             frames.put(None)  # the encoder always drains the queue, so this cannot hang
 
     def _encode_loop(
@@ -190,6 +201,7 @@ class Recorder:
         stop: threading.Event,
         frames: queue.Queue[Frame | None],
         segments: queue.Queue[Segment | None],
+        summary: RunSummary,
     ) -> None:
         config = self.config
         segmenter = Segmenter(
@@ -218,6 +230,7 @@ class Recorder:
         except Exception as exc:
             self._fail(exc, stop)
         finally:
+            summary.unchanged_frames = segmenter.unchanged
             segments.put(None)  # the uploader always drains the queue
 
     @staticmethod
@@ -237,27 +250,22 @@ class Recorder:
         recording_id: str,
         summary: RunSummary,
     ) -> None:
-        fatal = False
-        while (segment := segments.get()) is not None:
-            if fatal:
+        delivery = Delivery(
+            self.uploader,
+            self.spool,
+            recording_id,
+            report=self._report,
+            drain_seconds=self.config.drain_seconds,
+            status=self.status,
+        )
+        summary.delivery = delivery.outcome
+        try:
+            delivery.run(segments)
+        except Exception as exc:
+            self._fail(exc, stop)
+            # keep draining so the encoder never blocks; nothing more can be uploaded
+            while (segment := segments.get()) is not None:
                 log.error("segment %d dropped after a fatal error", segment.seq)
-                continue
-            try:
-                result = self.uploader.upload(recording_id, segment)
-            except UploadError as exc:
-                summary.failed.append(exc)
-                log.error("%s", exc)
-                self._report(f"segment {segment.seq} NOT uploaded: {exc}")
-            except Exception as exc:
-                fatal = True
-                self._fail(exc, stop)
-            else:
-                summary.uploaded.append(result)
-                self._report(
-                    f"segment {result.seq} uploaded: {_human_size(result.size)}, "
-                    f"{result.duration_ms / 1000:.1f} s, {segment.frames} frame(s), "
-                    f"{segment.width}x{segment.height} -> {result.key_path}"
-                )
 
 
 def install_stop_signals(

@@ -59,9 +59,21 @@ class UploadResult:
 
 
 @dataclass(slots=True)
-class _Progress:
+class UploadProgress:
+    """What the attempts on one segment achieved so far."""
+
     key_path: str | None = None
     stored: bool = False  # the PUT succeeded (or found the object there): only complete
+    attempts: int = 0
+
+
+class UploadDeferred(Exception):
+    """This attempt failed in a way a later one may cure (no reply, 5xx, expired URL, ...)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class _TryAgain(Exception):
@@ -100,27 +112,43 @@ class Uploader:
         self._http.clear()
 
     def upload(self, recording_id: str, segment: Segment) -> UploadResult:
-        """Store `segment` in the bucket and have the broker verify it."""
-        progress = _Progress()
-        attempt = 0
+        """Store `segment` in the bucket and have the broker verify it (bounded retries)."""
+        progress = UploadProgress()
         while True:
-            attempt += 1
             try:
-                return self._attempt(recording_id, segment, attempt, progress)
-            except _TryAgain as again:
-                if attempt >= self.policy.attempts:
+                return self.try_once(recording_id, segment, progress)
+            except UploadDeferred as again:
+                if progress.attempts >= self.policy.attempts:
                     raise UploadError(
-                        segment.seq, f"gave up after {attempt} attempts: {again.reason}"
+                        segment.seq, f"gave up after {progress.attempts} attempts: {again.reason}"
                     ) from None
-                delay = self.policy.delay(attempt, self._rng, retry_after=again.retry_after)
+                delay = self.policy.delay(
+                    progress.attempts, self._rng, retry_after=again.retry_after
+                )
                 log.warning(
                     "segment %d: %s; trying again in %.1f s (attempt %d of %d)",
-                    segment.seq, again.reason, delay, attempt + 1, self.policy.attempts,
+                    segment.seq, again.reason, delay, progress.attempts + 1, self.policy.attempts,
                 )
                 self._sleep(delay)
 
+    def try_once(
+        self, recording_id: str, segment: Segment, progress: UploadProgress
+    ) -> UploadResult:
+        """One attempt: grant, PUT and completion (only completion once the PUT succeeded).
+
+        Raises `UploadDeferred` for a failure that a later attempt may cure (the caller
+        decides when), `UploadError` for a refusal no attempt can pass, and the `BrokerError`
+        itself for a refusal that condemns the whole recording. `progress` carries what
+        earlier attempts achieved; pass the same object for every attempt on a segment.
+        """
+        progress.attempts += 1
+        try:
+            return self._attempt(recording_id, segment, progress.attempts, progress)
+        except _TryAgain as again:
+            raise UploadDeferred(again.reason, again.retry_after) from None
+
     def _attempt(
-        self, recording_id: str, segment: Segment, attempt: int, progress: _Progress
+        self, recording_id: str, segment: Segment, attempt: int, progress: UploadProgress
     ) -> UploadResult:
         if not progress.stored:
             try:

@@ -285,7 +285,8 @@ def test_a_segment_s3_refuses_is_reported_and_the_run_fails_at_the_end(
     assert fake_broker.recordings[rid]["finished"]
     assert "segment 0 NOT uploaded" in done.stderr
     assert done.stderr.splitlines()[-1] == (
-        f"bucketreel-agent: error: 1 segment(s) of recording {rid} could not be uploaded (seq 0)"
+        f"bucketreel-agent: error: recording {rid}: 1 segment(s) could not be uploaded "
+        "(seq 0: refused)"
     )
 
 

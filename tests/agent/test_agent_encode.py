@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from agent.capture import Frame
-from agent.encode import Segment, SegmentEncoder, Segmenter, even_size, frame_rate
+from agent.encode import (
+    Segment,
+    SegmentEncoder,
+    Segmenter,
+    even_size,
+    frame_rate,
+    same_image,
+)
 from agent.errors import EncodeError
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -189,3 +196,58 @@ def test_segmenter_validates_settings() -> None:
         Segmenter(fps=1, segment_seconds=0)
     with pytest.raises(ValueError, match="at most"):
         Segmenter(fps=1, segment_seconds=10 * 3600)
+
+
+# -- unchanged frames ---------------------------------------------------------------------
+
+
+def test_same_image_compares_raw_capture_buffers_and_arrays() -> None:
+    raw = bytearray(bgra(8, 4, 50).tobytes())
+    a = np.frombuffer(raw, dtype=np.uint8).reshape(4, 8, 4)  # as capture.py builds frames
+    b = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(4, 8, 4)
+    assert same_image(a, b)
+    raw[-1] ^= 1
+    assert not same_image(a, b)
+    assert same_image(bgra(8, 4, 50), bgra(8, 4, 50))
+    assert not same_image(bgra(8, 4, 50), bgra(8, 4, 51))
+    assert not same_image(bgra(8, 4, 50), bgra(4, 8, 50))
+
+
+def test_unchanged_frames_are_skipped_and_time_stays_true() -> None:
+    seg = Segmenter(fps=2.0, segment_seconds=4.0)  # 8 ticks per segment
+    values = [10, 10, 10, 90, 90, 90, 90, 10,  # segment 0: changes at ticks 3 and 7
+              10, 10, 10, 10, 10, 10, 10, 10,  # segment 1: a static screen
+              50, 50, 50]                      # segment 2: partial, static
+    done: list[Segment] = []
+    for t, v in enumerate(values):
+        done += seg.push(frame(t, value=v))
+    last = seg.flush()
+    assert last is not None
+    done.append(last)
+    assert [s.duration_ms for s in done] == [4000, 4000, 1500]
+    assert seg.unchanged == 2 + 3 + 7 + 2  # identical to the frame before, not first
+    # encoded: changes, plus each segment's first frame and the image repeated at its end
+    expected_times = [[0, 1.5, 3.5], [0, 3.5], [0, 1.0]]
+    expected_grey = [[10, 90, 10], [10, 10], [50, 50]]
+    for s, times, greys in zip(done, expected_times, expected_grey, strict=True):
+        frames = decode(s.data)
+        assert s.frames == len(frames)
+        assert frames[0].key_frame
+        assert [float(f.time) for f in frames] == pytest.approx(times)
+        luma = [int(f.to_ndarray(format="gray")[10, 10]) for f in frames]
+        assert [round(v / 10) * 10 for v in luma] == greys  # limited-range luma, roughly
+    # a static screen costs next to nothing: the repeated frame is a tiny P-frame
+    assert done[1].size < done[0].size
+
+
+def test_the_first_frame_of_a_segment_is_encoded_even_when_unchanged() -> None:
+    seg = Segmenter(fps=1.0, segment_seconds=2.0)
+    done: list[Segment] = []
+    for t in range(6):
+        done += seg.push(frame(t, value=100))
+    last = seg.flush()
+    assert last is not None
+    done.append(last)
+    assert [s.frames for s in done] == [2, 2, 2]
+    assert [s.duration_ms for s in done] == [2000, 2000, 2000]
+    assert seg.unchanged == 3
