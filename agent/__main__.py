@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import logging
 import math
@@ -18,17 +19,21 @@ from collections.abc import Callable, Sequence
 from agent import paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
+from agent.custody import DeviceKey, key_path
 from agent.delivery import DEFAULT_DRAIN_SECONDS
 from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
-from agent.errors import AgentError
+from agent.errors import AgentError, BrokerError, ConfigError
+from agent.heartbeat import DEFAULT_INTERVAL, HeartbeatSender
 from agent.instance import AlreadyRunning, InstanceLock
+from agent.login import enroll_by_login
 from agent.logs import redact, setup_logging
+from agent.memory import tune_malloc
 from agent.recorder import Recorder, RecorderConfig, install_stop_signals
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
 from shared import version
-from shared.wire import MAX_SEGMENT_DURATION_MS
+from shared.wire import MAX_SEGMENT_DURATION_MS, GapReport
 
 PROG = "bucketreel-agent"
 MAX_FPS = 60.0
@@ -87,15 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_enroll = commands.add_parser(
         "enroll",
-        help="enroll this workstation with a one-time code",
+        help="enroll this workstation (one-time code, or sign in as the employee)",
         description="Enroll this workstation with the broker, using a one-time code from an "
-        "admin. The device credential is stored in the agent's config directory "
+        "admin (--code), or by signing in as the employee (--email and --tenant: the password "
+        "and the authenticator code are asked for at the terminal). The device credential is "
+        "stored in the agent's config directory "
         f"(${paths.HOME_ENV}, else $XDG_CONFIG_HOME/bucketreel or ~/.config/bucketreel).",
     )
     p_enroll.add_argument("--broker", required=True, metavar="URL", help="the broker's URL")
-    p_enroll.add_argument(
-        "--code", required=True, metavar="CODE", help="the enrollment code ('-' reads stdin)"
-    )
+    how = p_enroll.add_mutually_exclusive_group(required=True)
+    how.add_argument("--code", metavar="CODE", help="the enrollment code ('-' reads stdin)")
+    how.add_argument("--email", metavar="EMAIL", help="sign in as this employee instead")
+    p_enroll.add_argument("--tenant", metavar="NAME", help="the organisation (with --email)")
     p_enroll.add_argument("--name", help="the device name shown to admins (default: host name)")
     p_enroll.add_argument(
         "--force", action="store_true", help="replace an existing enrollment of this workstation"
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S", help="on stop, how long to keep trying to upload what is pending "
         f"(default {DEFAULT_DRAIN_SECONDS:g})",
     )
+    p_run.add_argument(
+        "--heartbeat-seconds", type=_number(float, lo=1, hi=3600), default=DEFAULT_INTERVAL,
+        metavar="S", help="how often to report status to the broker (default "
+        f"{DEFAULT_INTERVAL:g}); the broker shows a device silent after three missed beats",
+    )
     p_run.set_defaults(func=cmd_run)
 
     p_status = commands.add_parser(
@@ -153,22 +166,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ask(prompt: str) -> str:
+    """A secret from the terminal, not echoed; a line of standard input when there is none."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _tell(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
-    code: str = args.code
-    if code == "-":
-        code = sys.stdin.readline().strip()
     store = CredentialStore(paths.credential_path())
-    credential = enroll(args.broker, code, store, name=args.name, force=args.force)
+    if args.email is not None:
+        if not args.tenant:
+            raise ConfigError("--email needs --tenant (the organisation's name)")
+        credential = enroll_by_login(
+            args.broker, args.tenant, args.email, store, ask=_ask, tell=_tell,
+            name=args.name, force=args.force,
+        )
+    else:
+        code: str = args.code
+        if code == "-":
+            code = sys.stdin.readline().strip()
+        credential = enroll(args.broker, code, store, name=args.name, force=args.force)
     print(f"enrolled: device {credential.device_id} at {credential.broker_url}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    tune_malloc()  # before the threads start: they would get arenas of their own
     store = CredentialStore(paths.credential_path())
     lock = InstanceLock(paths.config_dir())
     lock.acquire()  # before anything touches the spool or rotates the device's tokens
     try:
         broker = BrokerClient.from_store(store)
+        key = DeviceKey.load(key_path(store.path))
+        if key is None:
+            log.warning(
+                "this device was enrolled without a signing key: its segments carry no "
+                "chain-of-custody record (enroll again with --force to get one)"
+            )
         spool_dir = paths.spool_dir()
         wiped = spool.wipe(spool_dir)
         if wiped:
@@ -177,8 +216,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "with that process: unreadable, so unrecoverable)", wiped,
             )
         uploader = Uploader(broker)
+        close_dead_recording(broker, read_status(paths.config_dir()))
         status = StatusFile(paths.config_dir())
         status.update(state="starting")
+        heartbeat = HeartbeatSender(broker, status, args.heartbeat_seconds)
+        heartbeat.start()
         config = RecorderConfig(
             fps=args.fps,
             segment_seconds=args.segment_seconds,
@@ -191,13 +233,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         restore = install_stop_signals(stop)
         try:
             Recorder(
-                config, uploader, spool.Spool(spool_dir, limit=args.spool_limit), status=status
+                config, uploader, spool.Spool(spool_dir, limit=args.spool_limit), status=status,
+                key=key,
             ).run(stop)
         except BaseException as exc:
             status.error(redact(str(exc)) or type(exc).__name__)
             raise
         finally:
             status.update(state="exited", spool_bytes=0, spool_segments=0)
+            heartbeat.stop()
             restore()
             uploader.close()
             broker.close()
@@ -206,6 +250,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     return 0
+
+
+def close_dead_recording(broker: BrokerClient, stale: dict[str, object] | None) -> None:
+    """Finish the recording a killed run left open, reporting the gap as `agent_died`.
+
+    Called with the instance lock held, so the status file is a dead run's: an agent that
+    exits in any orderly way leaves state "exited".
+    """
+    if not stale or stale.get("state") == "exited":
+        return
+    recording_id = stale.get("recording_id")
+    if not isinstance(recording_id, str) or not recording_id:
+        return
+    gaps = stale.get("gaps")
+    seqs = sorted({s for s in gaps if isinstance(s, int) and s >= 0}) if isinstance(
+        gaps, list) else []
+    try:
+        broker.report_gap(recording_id, GapReport(seqs=seqs, reason="agent_died"))
+        broker.finish_recording(recording_id)
+    except BrokerError as exc:
+        log.warning("could not close recording %s of a previous run: %s", recording_id, exc)
+        return
+    print(
+        f"a previous run (pid {stale.get('pid')}) died with recording {recording_id} open: "
+        "finished it, with a gap reported as agent_died", file=sys.stderr, flush=True,
+    )
 
 
 EXIT_NOT_RUNNING = 3

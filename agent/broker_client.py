@@ -35,6 +35,8 @@ from agent.retry import RetryPolicy, parse_retry_after
 from shared import version
 from shared.wire import (
     EnrollRequest,
+    GapReport,
+    Heartbeat,
     RefreshRequest,
     StartRecording,
     TokenPair,
@@ -51,8 +53,13 @@ DEFAULT_TIMEOUT = urllib3.Timeout(connect=10.0, read=30.0)
 _MAX_MESSAGE = 500
 
 ENROLL_PATH = "/api/v1/devices/enroll"
+LOGIN_PATH = "/api/v1/auth/login"
+MFA_PATH = "/api/v1/auth/mfa"
+REGISTER_PATH = "/api/v1/devices/register"
+LOGOUT_PATH = "/api/v1/auth/logout"
 TOKEN_PATH = "/api/v1/devices/token"  # noqa: S105 (a URL path)
 RECORDINGS_PATH = "/api/v1/recordings"
+HEARTBEAT_PATH = "/api/v1/devices/heartbeat"
 
 
 def normalize_broker_url(url: str) -> str:
@@ -146,11 +153,34 @@ class BrokerClient:
 
     # -- device lifecycle ---------------------------------------------------------------
 
-    def enroll(self, code: str, name: str) -> TokenPair:
+    def enroll(self, code: str, name: str, public_key: str | None = None) -> TokenPair:
         """Trade a one-time enrollment code for the device's first token pair."""
-        body = EnrollRequest(code=code, name=name).to_json()
+        body = EnrollRequest(code=code, name=name, public_key=public_key).to_json()
         reply = self._send("POST", ENROLL_PATH, body, token=None, idempotent=False)
         return self._parse(TokenPair.from_json, reply, "enroll")
+
+    # -- a person's session, only to enroll their own workstation (`enroll --email`) -------
+
+    def login(self, tenant: str, email: str, password: str) -> dict[str, Any]:
+        """Step one of a person's sign-in: `{"mfa", "challenge", "provisioning_uri"?}`."""
+        body = {"tenant": tenant, "email": email, "password": password}
+        return self._send("POST", LOGIN_PATH, body, token=None, idempotent=False, attempts=1)
+
+    def mfa(self, challenge: str, code: str) -> dict[str, Any]:
+        """Step two: the session tokens (and recovery codes on first enrollment)."""
+        body = {"challenge": challenge, "code": code}
+        return self._send("POST", MFA_PATH, body, token=None, idempotent=False, attempts=1)
+
+    def register(self, user_token: str, name: str, public_key: str | None) -> TokenPair:
+        """Enroll this workstation for the signed-in person."""
+        body: dict[str, Any] = {"name": name}
+        if public_key is not None:
+            body["public_key"] = public_key
+        reply = self._send("POST", REGISTER_PATH, body, token=user_token, idempotent=False)
+        return self._parse(TokenPair.from_json, reply, "register")
+
+    def logout(self, user_token: str) -> None:
+        self._send("POST", LOGOUT_PATH, None, token=user_token, idempotent=False, attempts=1)
 
     def refresh(self) -> DeviceCredential:
         """Rotate the token pair now; the new credential is persisted before it is returned."""
@@ -186,6 +216,16 @@ class BrokerClient:
     def finish_recording(self, recording_id: str) -> None:
         """Close the recording: no more segments will come."""
         self._call("POST", f"{self._recording_path(recording_id)}/finish", None, idempotent=True)
+
+    def report_gap(self, recording_id: str, gap: GapReport) -> None:
+        """Tell the broker which segments of a recording will never arrive, and why."""
+        self._call(
+            "POST", f"{self._recording_path(recording_id)}/gaps", gap.to_json(), idempotent=False
+        )
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        """Report this agent's status; tried once (the next heartbeat is the retry)."""
+        self._call("POST", HEARTBEAT_PATH, beat.to_json(), idempotent=True, attempts=1)
 
     # -- machinery ------------------------------------------------------------------------
 
@@ -253,18 +293,29 @@ class BrokerClient:
         return rotated
 
     def _call(
-        self, method: str, path: str, body: dict[str, Any] | None, *, idempotent: bool
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        idempotent: bool,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
         """An authenticated device call: proactive refresh, and one refresh+retry on 401."""
         token = self._access_token()
         try:
-            return self._send(method, path, body, token=token, idempotent=idempotent)
+            return self._send(
+                method, path, body, token=token, idempotent=idempotent, attempts=attempts
+            )
         except BrokerError as exc:
             if exc.status != 401:
                 raise
             log.info("%s %s: access token refused, refreshing it once", method, path)
         self._refresh_after_401(token)
-        return self._send(method, path, body, token=self._access_token(), idempotent=idempotent)
+        return self._send(
+            method, path, body, token=self._access_token(), idempotent=idempotent,
+            attempts=attempts,
+        )
 
     def _send(
         self,
@@ -274,20 +325,22 @@ class BrokerClient:
         *,
         token: str | None,
         idempotent: bool,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
         """One call with the retry policy applied to transient failures."""
         retry = 0
+        limit = self.policy.attempts if attempts is None else attempts
         while True:
             try:
                 return self._once(method, path, body, token)
             except BrokerError as exc:
-                if not _may_retry(exc, idempotent=idempotent) or retry + 1 >= self.policy.attempts:
+                if not _may_retry(exc, idempotent=idempotent) or retry + 1 >= limit:
                     raise
                 retry += 1
                 delay = self.policy.delay(retry, self._rng, retry_after=exc.retry_after)
                 log.warning(
                     "%s %s failed (%s); retry %d of %d in %.1f s",
-                    method, path, exc, retry, self.policy.attempts - 1, delay,
+                    method, path, exc, retry, limit - 1, delay,
                 )
                 self._sleep(delay)
 

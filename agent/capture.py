@@ -7,10 +7,17 @@ pts = tick and the video's timeline stays true to wall time, gaps included.
 
 mss is not thread safe: a `ScreenCapture` opens its own mss instance inside `frames()`, in
 the thread that iterates it.
+
+Display changes: the monitor layout is read again every `refresh_ticks` ticks (the recorder
+passes one segment's worth) and whenever a grab fails. When the chosen monitor's region has
+changed (a new resolution, a monitor plugged or unplugged) the frames take the new size, and
+the encoder starts a new segment for them; when the chosen monitor is gone, the whole screen
+is recorded until it returns. Nothing crashes on a display change short of losing the display.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -25,7 +32,18 @@ import numpy.typing as npt
 
 from agent.errors import CaptureError
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], float]
+Monitors = list[dict[str, Any]]
+Layout = Callable[[mss.MSS], Monitors]
+
+
+def current_layout(sct: mss.MSS) -> Monitors:
+    """The monitors as the display reports them now (mss caches them: drop its copy)."""
+    if hasattr(sct, "_monitors"):
+        sct._monitors = None  # mss re-enumerates on the next access
+    return list(sct.monitors)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,13 +131,61 @@ def probe_monitor(index: int) -> dict[str, int]:
 class ScreenCapture:
     """Grabs one monitor (or all, `monitor=0`) at `fps` frames per second."""
 
-    def __init__(self, *, monitor: int = 1, fps: float = 1.0, clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        *,
+        monitor: int = 1,
+        fps: float = 1.0,
+        clock: Clock = time.monotonic,
+        refresh_ticks: int | None = None,
+        layout: Layout = current_layout,
+    ):
         if monitor < 0:
             raise CaptureError("the monitor number must be 0 (all) or more")
         self.monitor = monitor
         self.fps = fps
         self._clock = clock
+        self.refresh_ticks = refresh_ticks  # re-read the monitor layout this often
+        self._layout = layout
         self.skipped = 0  # ticks skipped because a grab (or the consumer) ran late
+        self.layout_changes = 0  # times the recorded region changed mid-recording
+
+    def _region(self, sct: mss.MSS, old: dict[str, int] | None) -> dict[str, int]:
+        """The chosen monitor's region now; the whole screen while that monitor is gone."""
+        monitors = self._layout(sct)
+        try:
+            region = monitor_region(monitors, self.monitor)
+        except CaptureError:
+            if old is None or not monitors:
+                raise
+            region = monitor_region(monitors, 0)
+            if region != old:
+                log.warning("monitor %d is gone: recording the whole screen", self.monitor)
+        if old is not None and region != old:
+            self.layout_changes += 1
+            log.warning(
+                "display changed: now %dx%d at %d,%d (was %dx%d): starting a new segment",
+                region["width"], region["height"], region["left"], region["top"],
+                old["width"], old["height"],
+            )
+        return region
+
+    def _grab(self, sct: mss.MSS, region: dict[str, int]) -> tuple[Any, dict[str, int]]:
+        """Grab `region`; when that fails, read the layout again and grab what is there now."""
+        try:
+            return sct.grab(region), region
+        except mss.ScreenShotError as exc:
+            first = exc
+        try:
+            fresh = self._region(sct, region)
+        except mss.ScreenShotError as exc:
+            raise CaptureError(f"screen capture failed: {exc}") from exc
+        if fresh == region:
+            raise CaptureError(f"screen capture failed: {first}") from first
+        try:
+            return sct.grab(fresh), fresh
+        except mss.ScreenShotError as exc:
+            raise CaptureError(f"screen capture failed: {exc}") from exc
 
     def frames(
         self,
@@ -137,7 +203,8 @@ class ScreenCapture:
         """
         sct = _open_mss()
         try:
-            region = monitor_region(sct.monitors, self.monitor)
+            region = self._region(sct, None)
+            last_refresh = 0
             # tick 0 is now, after the (sometimes slow) connection to the display
             schedule = TickSchedule(self.fps, self._clock() if t0 is None else t0)
             end_tick = None if duration is None else schedule.ticks_within(duration)
@@ -151,10 +218,13 @@ class ScreenCapture:
                     self.skipped += end_tick - planned
                     break
                 self.skipped += tick - planned
-                try:
-                    shot = sct.grab(region)
-                except mss.ScreenShotError as exc:
-                    raise CaptureError(f"screen capture failed: {exc}") from exc
+                if self.refresh_ticks and tick - last_refresh >= self.refresh_ticks:
+                    last_refresh = tick
+                    try:
+                        region = self._region(sct, region)
+                    except (CaptureError, mss.ScreenShotError) as exc:
+                        log.warning("could not read the monitor layout: %s", exc)
+                shot, region = self._grab(sct, region)
                 captured_at = datetime.now(UTC)
                 pixels = np.frombuffer(shot.raw, dtype=np.uint8).reshape(
                     shot.height, shot.width, 4

@@ -121,7 +121,11 @@ def ensure_private_dir(path: Path) -> None:
 def save(path: Path, credential: DeviceCredential) -> None:
     """Write the credential atomically with mode 0600 (directory 0700)."""
     ensure_private_dir(path.parent)
-    payload = (json.dumps(credential.to_json(), indent=2) + "\n").encode()
+    write_private(path, (json.dumps(credential.to_json(), indent=2) + "\n").encode())
+
+
+def write_private(path: Path, payload: bytes) -> None:
+    """Replace `path` atomically with `payload`, mode 0600, fsynced with its directory."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:

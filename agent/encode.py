@@ -38,11 +38,21 @@ import numpy.typing as npt
 
 from agent.capture import Frame
 from agent.errors import EncodeError
-from shared.wire import MAX_SEGMENT_DURATION_MS, UploadRequest
+from shared.wire import MAX_SEGMENT_DURATION_MS, CustodyProof, UploadRequest
 
 DEFAULT_PRESET = "veryfast"
 DEFAULT_TUNE = "stillimage"
 DEFAULT_CRF = 28
+# Measured at 1920x1080, 1 fps (scripts/bench.sh): libx264's defaults run one encoding thread
+# per ~0.7 core, each with its own lookahead and reference frames (agent steady RSS 355 MB).
+# At 1 fps one thread keeps up with ease; without frame lookahead and B-frames x264 holds
+# only the frames it references: steady RSS about 200 MB, bytes/hour still below ffmpeg's.
+# (subme=0 saved no resident memory in the benchmark and cost 25 % more bytes: not used.)
+LOW_MEMORY_X264: dict[str, str] = {
+    "threads": "1",
+    "bframes": "0",
+    "x264-params": "threads=1:rc-lookahead=0:sync-lookahead=0",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +66,7 @@ class Segment:
     frames: int
     width: int
     height: int
+    custody: CustodyProof | None = None  # its signed chain-of-custody record (agent.custody)
 
     @property
     def size(self) -> int:
@@ -78,6 +89,7 @@ class Segment:
             md5=self.md5_b64(),
             started_at=self.started_at,
             duration_ms=self.duration_ms,
+            custody=self.custody,
         )
 
 
@@ -122,18 +134,22 @@ class SegmentEncoder:
         self._time_base = 1 / frame_rate(fps)
         out_w, out_h = even_size(width, height)
         self._buffer = io.BytesIO()
-        options: dict[str, object] = {"preset": preset, "crf": str(crf)}
+        options: dict[str, object] = {"preset": preset, "crf": str(crf), **LOW_MEMORY_X264}
         if tune:
             options["tune"] = tune
         try:
             # faststart rewrites the file at close; on a BytesIO it needs `io_open` to reopen
             # the output for reading: hand it a snapshot of what has been written so far.
+            # The callback must not hold `self`: container -> callback -> self -> container
+            # is a reference cycle that keeps the whole x264 context (over 100 MB at 1080p)
+            # alive until the cyclic garbage collector happens to run.
+            buffer = self._buffer
             self._container = av.open(
-                self._buffer,
+                buffer,
                 mode="w",
                 format="mp4",
                 options={"movflags": "faststart"},
-                io_open=self._reopen,
+                io_open=lambda url, flags, options: io.BytesIO(buffer.getvalue()),
             )
             self._stream = self._container.add_stream("libx264", rate=frame_rate(fps))
             self._stream.width = out_w
@@ -143,9 +159,6 @@ class SegmentEncoder:
             self._stream.options = options
         except av.FFmpegError as exc:
             raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
-
-    def _reopen(self, url: Any, flags: Any, options: Any) -> io.BytesIO:
-        return io.BytesIO(self._buffer.getvalue())
 
     @property
     def out_size(self) -> tuple[int, int]:

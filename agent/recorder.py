@@ -32,12 +32,14 @@ from types import FrameType
 from typing import Any
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
+from agent.custody import CustodyChain, DeviceKey
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
 from agent.errors import AgentError
 from agent.spool import Spool
 from agent.status import StatusFile
 from agent.uploader import Uploader
+from shared.wire import GapReport
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +86,22 @@ class Recorder:
         capture: ScreenCapture | None = None,
         report: Report = report_to_stderr,
         status: StatusFile | None = None,
+        key: DeviceKey | None = None,
     ) -> None:
         self.config = config
+        self.key = key  # signs each segment's chain-of-custody record, when enrolled with one
+        self._chain: CustodyChain | None = None
         self.uploader = uploader
         self.broker = uploader.broker
         self.spool = spool
         self.status = status
-        self.capture = capture or ScreenCapture(monitor=config.monitor, fps=config.fps)
+        self.capture = capture or ScreenCapture(
+            monitor=config.monitor,
+            fps=config.fps,
+            # read the monitor layout again at each segment: a display change mid-recording
+            # then starts a new segment at the new size instead of failing
+            refresh_ticks=max(1, round(config.segment_seconds * config.fps)),
+        )
         self._report = report
         self._errors: list[BaseException] = []
         self._errors_lock = threading.Lock()
@@ -112,6 +123,7 @@ class Recorder:
         Segmenter(fps=config.fps, segment_seconds=config.segment_seconds)
         started_at = datetime.now(UTC)
         recording_id = self.broker.start_recording(started_at)
+        self._chain = None if self.key is None else CustodyChain(self.key, recording_id)
         summary = RunSummary(recording_id=recording_id)
         if self.status is not None:
             self.status.update(state="recording", recording_id=recording_id)
@@ -150,6 +162,7 @@ class Recorder:
             self.status.update(state="stopped")
             if errors:
                 self.status.error(str(errors[0]))
+        self._report_gaps(recording_id, summary.delivery)
         try:
             self.broker.finish_recording(recording_id)
         except AgentError as exc:
@@ -173,6 +186,21 @@ class Recorder:
         if gaps is not None:
             raise AgentError(f"recording {recording_id}: {gaps}")
         return summary
+
+    def _report_gaps(self, recording_id: str, outcome: DeliveryOutcome) -> None:
+        """Tell the broker which segments will never arrive, by reason (best effort)."""
+        for seqs, reason in (
+            ([e.seq for e in outcome.failed], "refused"),
+            (outcome.dropped, "spool_limit"),
+            (outcome.unsent, "unsent_at_exit"),
+        ):
+            if not seqs:
+                continue
+            try:
+                self.broker.report_gap(recording_id, GapReport(seqs=sorted(seqs), reason=reason))
+            except AgentError as exc:
+                log.warning("could not report the gap (%s: %s) to the broker: %s",
+                            reason, seqs, exc)
 
     def _capture_loop(
         self, stop: threading.Event, frames: queue.Queue[Frame | None], summary: RunSummary
@@ -233,8 +261,9 @@ class Recorder:
             summary.unchanged_frames = segmenter.unchanged
             segments.put(None)  # the uploader always drains the queue
 
-    @staticmethod
-    def _hand_over(segment: Segment, segments: queue.Queue[Segment | None]) -> None:
+    def _hand_over(self, segment: Segment, segments: queue.Queue[Segment | None]) -> None:
+        if self._chain is not None:
+            segment = self._chain.seal(segment)
         log.info(
             "segment %d encoded: %d bytes, %d frame(s), %d ms",
             segment.seq, segment.size, segment.frames, segment.duration_ms,

@@ -50,6 +50,10 @@ class StatusFile:
             self._data["updated_at"] = now_iso()
             self._write(json.dumps(self._data, indent=2, sort_keys=True) + "\n")
 
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._data)
+
     def error(self, message: str) -> None:
         with self._lock:
             errors = int(self._data["errors"]) + 1

@@ -152,7 +152,9 @@ async def _create_user(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
 async def _set_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
     from broker import admin
 
-    secret = _read_secret("secret access key")
+    if (args.access_key_id is None) == (args.role_arn is None):
+        raise BrokerError("give either --access-key-id (secret on standard input) or --role-arn")
+    secret = _read_secret("secret access key") if args.access_key_id else None
     return await admin.set_storage(
         ctx,
         tenant=args.tenant,
@@ -162,7 +164,21 @@ async def _set_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
         prefix=args.prefix,
         access_key_id=args.access_key_id,
         secret_access_key=secret,
+        role_arn=args.role_arn,
+        accept_risk=args.accept_risk,
     )
+
+
+async def _check_storage(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.check_storage(ctx, tenant=args.tenant)
+
+
+async def _storage_status(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.storage_status(ctx, tenant=args.tenant)
 
 
 async def _enrollment_code(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +191,21 @@ async def _view_url(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[s
     from broker import admin
 
     return await admin.view_url(ctx, tenant=args.tenant, recording=args.recording, seq=args.seq)
+
+
+def cmd_verify_recording(args: argparse.Namespace) -> int:
+    """Print the custody report; exit 1 when any segment is missing, altered or reordered."""
+    from broker import admin
+
+    settings = _settings(args)
+
+    async def go() -> dict[str, Any]:
+        async with admin.context(settings) as ctx:
+            return await admin.verify_recording(ctx, tenant=args.tenant, recording=args.recording)
+
+    report = asyncio.run(go())
+    _print_json(report)
+    return 0 if report["ok"] else 1
 
 
 async def _assign(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -193,6 +224,30 @@ async def _revoke_device(ctx: admin.AdminContext, args: argparse.Namespace) -> d
     from broker import admin
 
     return await admin.revoke_device(ctx, tenant=args.tenant, device=args.device)
+
+
+async def _rotate_master_key(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.rotate_master_key(ctx, batch_size=args.batch_size)
+
+
+async def _audit_verify(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    """Check the tenant's hash chain; a broken chain is an error (exit 1) naming each break."""
+    from broker.accounts import service as accounts
+    from broker.audit import log as audit
+    from broker.db.scope import TenantScope
+
+    async with ctx.db.transaction() as conn:
+        scope = TenantScope(conn, await accounts.resolve_tenant(conn, args.tenant))
+        problems = await audit.verify_chain(scope)
+        count = len(await audit.entries(scope))
+    if problems:
+        raise BrokerError(
+            f"the audit log of tenant {args.tenant} is BROKEN ({len(problems)} problems "
+            f"in {count} entries): " + "; ".join(problems)
+        )
+    return {"tenant_id": scope.tenant_id, "entries": count, "intact": True}
 
 
 def cmd_rotate_session_key(args: argparse.Namespace) -> int:
@@ -272,8 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", required=True)
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS)")
     p.add_argument("--prefix", default="", help="key prefix inside the bucket")
-    p.add_argument("--access-key-id", required=True)
+    p.add_argument("--access-key-id", help="static keys: the IAM access key id")
+    p.add_argument("--role-arn", help="role option: the role the broker assumes (see "
+                   "`admin storage` for the tenant's external ID)")
+    p.add_argument("--accept-risk", action="store_true",
+                   help="save even when the self-check finds rights the broker must not have "
+                   "(audited)")
     p.set_defaults(func=_admin(_set_storage))
+
+    p = adm_sub.add_parser(
+        "check-storage", help="run the storage self-check now (probes: see the admin guide)"
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.set_defaults(func=_admin(_check_storage))
+
+    p = adm_sub.add_parser(
+        "storage", help="show the tenant's storage, access state, external ID, last check"
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.set_defaults(func=_admin(_storage_status))
 
     p = adm_sub.add_parser("enrollment-code", help="issue a one-time code to enroll an agent")
     p.add_argument("--tenant", required=True, help="tenant id or name")
@@ -285,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recording", required=True)
     p.add_argument("--seq", required=True, type=int)
     p.set_defaults(func=_admin(_view_url))
+
+    p = adm_sub.add_parser(
+        "verify-recording",
+        help="re-check a recording's chain of custody against the bucket (exit 1 on findings)",
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("recording", metavar="ID", help="recording id")
+    p.set_defaults(func=cmd_verify_recording)
 
     p = adm_sub.add_parser("assign", help="let a manager see an employee's recordings")
     p.add_argument("--tenant", required=True, help="tenant id or name")
@@ -301,10 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", required=True, help="device id")
     p.set_defaults(func=_admin(_revoke_device))
 
+    p = adm_sub.add_parser(
+        "audit-verify", help="verify the tenant's hash-chained audit log (exit 1 when broken)"
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.set_defaults(func=_admin(_audit_verify))
+
     adm_sub.add_parser(
         "rotate-session-key",
         help="print env lines promoting a new token-signing key (current becomes previous)",
     ).set_defaults(func=cmd_rotate_session_key)
+
+    p = adm_sub.add_parser(
+        "rotate-master-key",
+        help="re-seal every stored secret under the highest BUCKETREEL_MASTER_KEYS version",
+    )
+    p.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
+    p.set_defaults(func=_admin(_rotate_master_key))
     return parser
 
 

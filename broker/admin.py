@@ -19,7 +19,7 @@ from broker.db.scope import TenantScope
 from broker.recordings.service import RecordingService
 from broker.services import build_services
 from broker.settings import PREFIX, Settings
-from broker.storage import config as storage_config
+from broker.storage.service import StorageAccess
 from shared.wire import format_timestamp
 
 
@@ -31,6 +31,7 @@ class AdminContext:
     recordings: RecordingService
     passwords: Passwords
     clock: Clock
+    storage: StorageAccess
 
 
 @asynccontextmanager
@@ -41,7 +42,8 @@ async def context(settings: Settings, clock: Clock = utcnow) -> AsyncIterator[Ad
             await migrate.upgrade(db.engine)
         services = build_services(settings, db, clock)
         yield AdminContext(
-            settings, db, services.devices, services.recordings, services.passwords, clock
+            settings, db, services.devices, services.recordings, services.passwords, clock,
+            services.storage,
         )
     finally:
         await db.close()
@@ -77,24 +79,34 @@ async def set_storage(
     region: str,
     endpoint_url: str | None,
     prefix: str,
-    access_key_id: str,
-    secret_access_key: str,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    role_arn: str | None = None,
+    accept_risk: bool = False,
 ) -> dict[str, Any]:
+    """Save the tenant's bucket with static keys or a role; the self-check runs first and its
+    findings refuse the save unless `accept_risk` (audited)."""
     async with ctx.db.transaction() as conn:
-        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-        version = await storage_config.save(
-            scope,
-            ctx.settings.master_keys,
-            bucket=bucket,
-            region=region,
-            endpoint_url=endpoint_url,
-            prefix=prefix,
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            now=ctx.clock(),
-            actor="operator",
-        )
-    return {"tenant_id": scope.tenant_id, "bucket": bucket, "credential_version": version}
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return await ctx.storage.save(
+        tenant_id, bucket=bucket, region=region, endpoint_url=endpoint_url, prefix=prefix,
+        access_key_id=access_key_id, secret_access_key=secret_access_key, role_arn=role_arn,
+        accept_risk=accept_risk, actor="operator",
+    )
+
+
+async def check_storage(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
+    """Run the storage self-check now; returns the storage status with its result."""
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return await ctx.storage.check(tenant_id, actor="operator")
+
+
+async def storage_status(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
+    """The tenant's storage, access state, external ID and last self-check (no secrets)."""
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return await ctx.storage.status(tenant_id)
 
 
 async def enrollment_code(ctx: AdminContext, *, tenant: str, user: str) -> dict[str, Any]:
@@ -114,6 +126,15 @@ async def view_url(ctx: AdminContext, *, tenant: str, recording: str, seq: int) 
         tenant_id = await accounts.resolve_tenant(conn, tenant)
     view = await ctx.recordings.operator_view_url(tenant_id, recording, seq)
     return {"url": view.url, "expires_at": format_timestamp(view.expires_at)}
+
+
+async def verify_recording(ctx: AdminContext, *, tenant: str, recording: str) -> dict[str, Any]:
+    """Re-check a recording's chain of custody and every object's stored SHA-256 (HeadObject
+    with checksum mode, never the content). `ok` is false when anything was found."""
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    report = await ctx.recordings.verify_custody(tenant_id, recording)
+    return report.to_json()
 
 
 async def assign(ctx: AdminContext, *, tenant: str, manager: str, employee: str) -> dict[str, Any]:
@@ -156,3 +177,10 @@ def rotate_session_key(settings: Settings) -> dict[str, str]:
         PREFIX + "SECRET_KEY": secrets.token_urlsafe(48),
         PREFIX + "SECRET_KEY_PREVIOUS": settings.secret_key.reveal(),
     }
+
+
+async def rotate_master_key(ctx: AdminContext, *, batch_size: int = 200) -> dict[str, Any]:
+    """Re-seal every sealed value under the highest version in BUCKETREEL_MASTER_KEYS."""
+    from broker.storage import rekey
+
+    return await rekey.reseal_all(ctx.db, ctx.settings.master_keys, batch_size=batch_size)

@@ -48,4 +48,5 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.SESSIONS] = services.sessions
     app[keys.LOGIN] = services.login
     app[keys.VIEWING] = services.viewing
+    app[keys.STORAGE] = services.storage
     yield

@@ -15,7 +15,9 @@ from broker.db.database import Database
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
+from broker.storage.credentials import BrokerIdentity
 from broker.storage.s3 import BucketClients
+from broker.storage.service import StorageAccess
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,7 @@ class Services:
     sessions: UserSessions
     login: LoginService
     viewing: ViewingService
+    storage: StorageAccess
 
 
 def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
@@ -45,7 +48,8 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         code_ttl=settings.enrollment_code_ttl,
         clock=clock,
     )
-    buckets = BucketClients()
+    buckets = BucketClients(BrokerIdentity.from_settings(settings))
+    storage = StorageAccess(db=db, keys=settings.master_keys, buckets=buckets, clock=clock)
     recordings = RecordingService(
         db=db,
         keys=settings.master_keys,
@@ -53,6 +57,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         upload_ttl=settings.upload_url_ttl,
         view_ttl=settings.view_url_ttl,
         clock=clock,
+        storage=storage,
     )
     passwords = Passwords(
         time_cost=settings.argon2_time_cost,
@@ -83,4 +88,4 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         clock=clock,
     )
     viewing = ViewingService(db=db, recordings=recordings, clock=clock)
-    return Services(signer, devices, recordings, passwords, sessions, login, viewing)
+    return Services(signer, devices, recordings, passwords, sessions, login, viewing, storage)

@@ -97,6 +97,11 @@ class Settings:
     behind_tls: bool = False
     # Development only: cookies lose `Secure` for requests to http://localhost.
     dev_mode: bool = False
+    # Role option: the broker's own AWS credentials for STS AssumeRole (both or neither; with
+    # neither, boto3's default chain), and an STS endpoint other than AWS's (tests).
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: Secret | None = None
+    sts_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +172,17 @@ class Settings:
             "behind_tls": flag("BEHIND_TLS"),
             "dev_mode": flag("DEV_MODE"),
         }
+        aws_key_id = env.get(PREFIX + "AWS_ACCESS_KEY_ID") or None
+        aws_secret_raw = env.get(PREFIX + "AWS_SECRET_ACCESS_KEY") or None
+        if (aws_key_id is None) != (aws_secret_raw is None):
+            problems.append(
+                f"{PREFIX}AWS_ACCESS_KEY_ID and {PREFIX}AWS_SECRET_ACCESS_KEY go together"
+            )
+        settings_kwargs["aws_access_key_id"] = aws_key_id
+        settings_kwargs["aws_secret_access_key"] = (
+            Secret(aws_secret_raw) if aws_secret_raw else None
+        )
+        settings_kwargs["sts_endpoint_url"] = env.get(PREFIX + "STS_ENDPOINT_URL") or None
         if problems or secret_key is None or hmac_key is None or master_keys is None:
             raise ConfigError(
                 "refusing to start: "

@@ -130,6 +130,7 @@ def main() -> int:
             "bucketreel",
             "--access-key-id",
             s3.access_key_id,
+            "--accept-risk",  # a local dev bucket (moto, no IAM): every right, knowingly
             stdin=s3.secret_access_key + "\n",
         )
         code = broker.admin("enrollment-code", "--tenant", "demo", "--user", user)["code"]

@@ -2,7 +2,8 @@
 # Install what bucketreel needs to run and test, idempotently:
 #   1. Debian packages (only those missing): Python 3 with venv, Xvfb, xsetroot, xdotool,
 #      PostgreSQL (the tests start their own throwaway server; the system service is not used),
-#      ffmpeg (ffprobe, to check recordings independently of PyAV);
+#      ffmpeg (ffprobe, to check recordings independently of PyAV), chromium (headless, for
+#      the manager pages' browser tests; Playwright drives Debian's build, never its own);
 #   2. .venv in the repository root (Python >= 3.11) from requirements.lock (hashes pinned);
 #   3. bucketreel itself, editable, without touching the locked dependencies.
 # Quiet on success; on failure it prints the failing step's output.
@@ -11,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg)
+DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     SEGMENT_NOT_UPLOADED = "segment_not_uploaded"
     SEGMENT_MISMATCH = "segment_mismatch"
     RECORDING_FINISHED = "recording_finished"
+    CUSTODY_REJECTED = "custody_rejected"
     STORAGE_NOT_CONFIGURED = "storage_not_configured"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     RATE_LIMITED = "rate_limited"

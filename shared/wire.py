@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.custody import CustodyFormatError, decode_public_key, is_record_hash
 from shared.keys import SEQ_MAX
 
 MAX_SEGMENT_BYTES = 512 * 1024 * 1024
@@ -93,10 +94,24 @@ def parse_seq(raw: str) -> int:
     return seq
 
 
+def optional_public_key(data: dict[str, Any], name: str = "public_key") -> str | None:
+    """The device's Ed25519 public key (base64 of 32 bytes), when the request carries one."""
+    if data.get(name) is None:
+        return None
+    value = _str(data, name, max_len=100)
+    try:
+        decode_public_key(value)
+    except CustodyFormatError as exc:
+        raise WireError(name, str(exc)) from None
+    return value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnrollRequest:
     code: str
     name: str
+    # the device's Ed25519 public key (chain of custody); optional for older agents
+    public_key: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> EnrollRequest:
@@ -104,10 +119,14 @@ class EnrollRequest:
         return cls(
             code=_str(d, "code", max_len=MAX_CODE),
             name=_str(d, "name", max_len=MAX_DEVICE_NAME),
+            public_key=optional_public_key(d),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        body: dict[str, Any] = {"code": self.code, "name": self.name}
+        if self.public_key is not None:
+            body["public_key"] = self.public_key
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +175,36 @@ class StartRecording:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CustodyProof:
+    """The chain-of-custody part of an upload request (see `shared.custody`).
+
+    The record itself is rebuilt by the broker from the path and the declaration; the agent
+    names only the previous record's hash and signs the whole.
+    """
+
+    prev: str  # hex SHA-256 of the previous segment's record, or custody.GENESIS
+    signature: str  # base64 Ed25519 signature of the record's canonical bytes
+
+    @classmethod
+    def from_json(cls, data: object) -> CustodyProof:
+        d = _obj(data)
+        prev = d.get("prev")
+        if not is_record_hash(prev):
+            raise WireError("custody.prev", "must be 64 lowercase hex digits")
+        signature = _str(d, "signature", max_len=100)
+        try:
+            raw = base64.b64decode(signature, validate=True)
+        except binascii.Error:
+            raise WireError("custody.signature", "must be base64") from None
+        if len(raw) != 64:
+            raise WireError("custody.signature", "must be the base64 of a 64-byte signature")
+        return cls(prev=str(prev), signature=signature)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prev": self.prev, "signature": self.signature}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UploadRequest:
     """What the agent declares about a segment before it may upload it."""
 
@@ -164,26 +213,32 @@ class UploadRequest:
     md5: str  # base64, as the Content-MD5 header carries it
     started_at: datetime
     duration_ms: int
+    custody: CustodyProof | None = None  # required once the device registered a key
 
     @classmethod
     def from_json(cls, data: object) -> UploadRequest:
         d = _obj(data)
+        custody = d.get("custody")
         return cls(
             size=_int(d, "size", lo=1, hi=MAX_SEGMENT_BYTES),
             sha256=_digest(d, "sha256", nbytes=32),
             md5=_digest(d, "md5", nbytes=16),
             started_at=parse_timestamp(d.get("started_at"), "started_at"),
             duration_ms=_int(d, "duration_ms", lo=1, hi=MAX_SEGMENT_DURATION_MS),
+            custody=None if custody is None else CustodyProof.from_json(custody),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "size": self.size,
             "sha256": self.sha256,
             "md5": self.md5,
             "started_at": format_timestamp(self.started_at),
             "duration_ms": self.duration_ms,
         }
+        if self.custody is not None:
+            body["custody"] = self.custody.to_json()
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +279,101 @@ class SegmentInfo:
     started_at: str
     duration_ms: int
     grants: int
+    record_hash: str | None = None  # the segment's chain-of-custody record, when signed
+
+
+GAP_REASONS = ("spool_limit", "unsent_at_exit", "refused", "agent_died")
+MAX_GAP_SEQS = 10_000
+MAX_STATE = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GapInfo:
+    seqs: list[int]
+    reason: str
+    reported_at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GapReport:
+    """Segments of a recording that will never arrive, and why (reported by its agent).
+
+    `seqs` may be empty: for `agent_died`, whatever follows the last verified segment.
+    """
+
+    seqs: list[int]
+    reason: str
+
+    @classmethod
+    def from_json(cls, data: object) -> GapReport:
+        d = _obj(data)
+        seqs = d.get("seqs")
+        if not isinstance(seqs, list) or len(seqs) > MAX_GAP_SEQS:
+            raise WireError("seqs", f"must be a list of at most {MAX_GAP_SEQS} integers")
+        for seq in seqs:
+            if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
+                raise WireError("seqs", f"must hold integers between 0 and {SEQ_MAX}")
+        reason = d.get("reason")
+        if reason not in GAP_REASONS:
+            raise WireError("reason", f"must be one of {', '.join(GAP_REASONS)}")
+        return cls(seqs=sorted(set(seqs)), reason=str(reason))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seqs": list(self.seqs), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """What a running agent reports about itself every minute (and at start and stop)."""
+
+    state: str
+    recording_id: str | None = None
+    spool_bytes: int = 0
+    spool_segments: int = 0
+    last_upload: dict[str, Any] | None = None  # {"at", "seq", "size"}
+    errors: int = 0
+    last_error: dict[str, Any] | None = None  # {"at", "message"}
+    interval: int = 60  # seconds until the next heartbeat is due
+
+    @classmethod
+    def from_json(cls, data: object) -> Heartbeat:
+        d = _obj(data)
+        recording_id = d.get("recording_id")
+        if recording_id is not None:
+            recording_id = _str(d, "recording_id", max_len=100)
+        return cls(
+            state=_str(d, "state", max_len=MAX_STATE),
+            recording_id=recording_id,
+            spool_bytes=_int(d, "spool_bytes", lo=0, hi=2**62),
+            spool_segments=_int(d, "spool_segments", lo=0, hi=2**31),
+            last_upload=_small_obj(d, "last_upload", {"at": str, "seq": int, "size": int}),
+            errors=_int(d, "errors", lo=0, hi=2**31),
+            last_error=_small_obj(d, "last_error", {"at": str, "message": str}),
+            interval=_int(d, "interval", lo=1, hi=86_400) if "interval" in d else 60,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _small_obj(d: dict[str, Any], name: str, fields: dict[str, type]) -> dict[str, Any] | None:
+    """An optional object with only these fields (strings at most 300 characters)."""
+    value = d.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise WireError(name, "must be an object or null")
+    out: dict[str, Any] = {}
+    for key, kind in fields.items():
+        item = value.get(key)
+        if item is None:
+            continue
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+            raise WireError(f"{name}.{key}", "must be an integer")
+        if kind is str and (not isinstance(item, str) or len(item) > 300):
+            raise WireError(f"{name}.{key}", "must be a string of at most 300 characters")
+        out[key] = item
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +385,7 @@ class RecordingInfo:
     started_at: str
     finished_at: str | None
     segments: list[SegmentInfo] = field(default_factory=list)
+    gaps: list[GapInfo] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
+from broker.devices import heartbeat
 from broker.errors import NotFound, Unauthenticated
 from broker.settings import Secret
 from shared.errors import ErrorCode
@@ -80,7 +81,7 @@ class DeviceAuth:
             )
         return EnrollmentCode(code, now + self._code_ttl)
 
-    async def enroll(self, code: str, name: str) -> TokenPair:
+    async def enroll(self, code: str, name: str, public_key: str | None = None) -> TokenPair:
         now = self._clock()
         code_hash = token_hash(self._hmac_key, CODE_PURPOSE, code)
         async with self._db.transaction() as conn:
@@ -105,7 +106,12 @@ class DeviceAuth:
             scope = TenantScope(conn, row.tenant_id)
             device_id = str(uuid.uuid4())
             await scope.insert(
-                devices, id=device_id, user_id=row.user_id, name=name, created_at=now
+                devices,
+                id=device_id,
+                user_id=row.user_id,
+                name=name,
+                created_at=now,
+                public_key=public_key,
             )
             refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
             await audit.record(
@@ -114,7 +120,7 @@ class DeviceAuth:
                 actor=f"device:{device_id}",
                 action="device.enroll",
                 target=row.user_id,
-                details={"device_name": name},
+                details={"device_name": name, "custody_key": public_key is not None},
             )
             return self._pair(row.tenant_id, row.user_id, device_id, refresh)
 
@@ -164,14 +170,21 @@ class DeviceAuth:
         # Reached only on failure; the transaction above has committed the revocation.
         raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
 
-    async def enroll_user(self, principal: Principal, name: str) -> TokenPair:
+    async def enroll_user(
+        self, principal: Principal, name: str, public_key: str | None = None
+    ) -> TokenPair:
         """A device for the signed-in person (login with 2FA instead of an enrollment code)."""
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
             device_id = str(uuid.uuid4())
             await scope.insert(
-                devices, id=device_id, user_id=principal.user_id, name=name, created_at=now
+                devices,
+                id=device_id,
+                user_id=principal.user_id,
+                name=name,
+                created_at=now,
+                public_key=public_key,
             )
             refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
             await audit.record(
@@ -180,13 +193,19 @@ class DeviceAuth:
                 actor=f"user:{principal.user_id}",
                 action="device.enroll",
                 target=principal.user_id,
-                details={"device_name": name, "device": device_id, "by": "login"},
+                details={
+                    "device_name": name,
+                    "device": device_id,
+                    "by": "login",
+                    "custody_key": public_key is not None,
+                },
             )
             return self._pair(principal.tenant_id, principal.user_id, device_id, refresh)
 
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:
             rows = await TenantScope(conn, tenant_id).all(devices, order_by=[devices.c.created_at])
+        now = self._clock()
         return [
             {
                 "device_id": r.id,
@@ -194,6 +213,7 @@ class DeviceAuth:
                 "name": r.name,
                 "created_at": format_timestamp(r.created_at),
                 "revoked_at": format_timestamp(r.revoked_at) if r.revoked_at else None,
+                **heartbeat.status_fields(r, now),
             }
             for r in rows
         ]

@@ -11,7 +11,7 @@ from shared.wire import EnrollRequest, RefreshRequest
 
 async def enroll(request: web.Request) -> web.Response:
     body = EnrollRequest.from_json(await read_json(request))
-    pair = await request.app[DEVICES].enroll(body.code, body.name)
+    pair = await request.app[DEVICES].enroll(body.code, body.name, body.public_key)
     return reply(pair.to_json(), status=201)
 
 

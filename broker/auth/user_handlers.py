@@ -11,7 +11,7 @@ from broker.auth.tokens import Principal
 from broker.web import cookies
 from broker.web.appkeys import DEVICES, LOGIN, SESSIONS, SETTINGS
 from broker.web.http import json_object, read_json, reply, text_field
-from shared.wire import MAX_DEVICE_NAME, WireError
+from shared.wire import MAX_DEVICE_NAME, WireError, optional_public_key
 
 MAX_EMAIL = 320
 MAX_PASSWORD = 1024
@@ -84,6 +84,6 @@ async def register_device(request: web.Request, principal: Principal) -> web.Res
     """A signed-in person enrolls their own workstation (`bucketreel-agent enroll --email`)."""
     body = json_object(await read_json(request))
     pair = await request.app[DEVICES].enroll_user(
-        principal, text_field(body, "name", MAX_DEVICE_NAME)
+        principal, text_field(body, "name", MAX_DEVICE_NAME), optional_public_key(body)
     )
     return reply(pair.to_json(), status=201)

@@ -181,6 +181,11 @@ devices = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    # 0004: the device's Ed25519 public key (base64), registered at enrollment, verifying
+    # its segments' chain-of-custody records; and its last heartbeat (JSON) with its interval.
+    Column("public_key", String(64), nullable=True),
+    Column("last_status", Text, nullable=True),
+    Column("heartbeat_interval", Integer, nullable=True),
 )
 
 device_refresh_tokens = Table(
@@ -205,11 +210,33 @@ storage_configs = Table(
     Column("region", String(40), nullable=False),
     Column("endpoint_url", String(500), nullable=True),
     Column("prefix", String(200), nullable=False, default=""),
-    Column("access_key_id", String(128), nullable=False),
-    Column("secret_sealed", LargeBinary, nullable=False),
-    Column("kek_version", String(8), nullable=False),
+    # Static keys: the access key id and the sealed secret (AD: tenant and credential
+    # version). Role option: all three are NULL and `role_arn` is set (migration 0003).
+    Column("access_key_id", String(128), nullable=True),
+    Column("secret_sealed", LargeBinary, nullable=True),
+    Column("kek_version", String(8), nullable=True),
     Column("credential_version", Integer, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("auth_mode", String(8), nullable=False, server_default="keys"),  # "keys" | "role"
+    Column("role_arn", String(2048), nullable=True),
+)
+
+# Per tenant, independent of the storage row (an admin needs the external ID before the role
+# exists): the role option's external ID, whether the broker's access works, and the last
+# self-check. `canary_key` is an object the self-check created, known to exist: a HeadObject
+# on it tells "credentials revoked" (403) from "no such object" without a list right.
+storage_access = Table(
+    "storage_access",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id"), primary_key=True),
+    Column("external_id", String(64), nullable=False),
+    Column("state", String(20), nullable=False),  # "ok" | "access_revoked"
+    Column("state_reason", String(300), nullable=True),
+    Column("state_changed_at", UTCDateTime(), nullable=True),
+    Column("canary_key", String(1024), nullable=True),
+    Column("checked_at", UTCDateTime(), nullable=True),
+    Column("check_result", Text, nullable=True),  # JSON of the last self-check
+    Column("created_at", UTCDateTime(), nullable=False),
 )
 
 recordings = Table(
@@ -242,7 +269,24 @@ segments = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("verified_at", UTCDateTime(), nullable=True),
+    # 0004: the chain-of-custody record (shared.custody): the previous record's hash, this
+    # record's hash and the device's signature of it.
+    Column("record_prev", String(64), nullable=True),
+    Column("record_hash", String(64), nullable=True),
+    Column("record_signature", String(100), nullable=True),
     UniqueConstraint("recording_id", "seq", name="uq_segments_recording_seq"),
+)
+
+# 0004: segments of a recording its agent reports will never arrive, and why.
+recording_gaps = Table(
+    "recording_gaps",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("recording_id", ID, ForeignKey("recordings.id"), nullable=False, index=True),
+    Column("seqs", Text, nullable=False),  # JSON list of ints
+    Column("reason", String(20), nullable=False),
+    Column("reported_at", UTCDateTime(), nullable=False),
 )
 
 upload_grants = Table(

@@ -8,6 +8,7 @@ nobody ever sees across tenants. Every human read and every view URL goes throug
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, false, select, true
@@ -17,6 +18,8 @@ from broker.auth.tokens import Principal
 from broker.db.schema import manager_assignments, users
 from broker.db.scope import TenantScope
 from broker.errors import NotFound
+
+log = logging.getLogger("broker.access")
 
 
 def _visible(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
@@ -42,5 +45,27 @@ async def require_visible(scope: TenantScope, principal: Principal, user_id: str
     """The user, when the principal may see them; otherwise they do not exist for the caller."""
     row = await scope.one(users, _visible(scope, principal), users.c.id == user_id)
     if row is None:
+        _denied(scope, principal, "recordings", user_id)
         raise NotFound("no such employee")
     return row
+
+
+async def require_receipts(scope: TenantScope, principal: Principal, user_id: str) -> Row[Any]:
+    """Whose view receipts (who watched their recordings, when) the principal may read:
+    a person their own, an admin anyone's in the tenant. Nobody else's, and never a device."""
+    own = principal.kind == "user" and principal.user_id == user_id
+    admin = principal.kind == "user" and principal.role == Role.ADMIN
+    row = None
+    if (own or admin) and principal.tenant_id == scope.tenant_id:
+        row = await scope.one(users, users.c.id == user_id)
+    if row is None:
+        _denied(scope, principal, "receipts", user_id)
+        raise NotFound("no such person")
+    return row
+
+
+def _denied(scope: TenantScope, principal: Principal, what: str, user_id: str) -> None:
+    log.info(
+        "access denied: %s %s (%s) to the %s of user %s in tenant %s",
+        principal.kind, principal.user_id, principal.role, what, user_id, scope.tenant_id,
+    )

@@ -7,7 +7,7 @@ from aiohttp import web
 from broker.auth.tokens import Principal
 from broker.web.appkeys import RECORDINGS, VIEWING
 from broker.web.http import read_json, reply
-from shared.wire import StartRecording, UploadRequest, format_timestamp, parse_seq
+from shared.wire import GapReport, StartRecording, UploadRequest, format_timestamp, parse_seq
 
 
 async def start(request: web.Request, principal: Principal) -> web.Response:
@@ -36,6 +36,15 @@ async def complete(request: web.Request, principal: Principal) -> web.Response:
 async def finish(request: web.Request, principal: Principal) -> web.Response:
     info = await request.app[RECORDINGS].finish(principal, request.match_info["recording_id"])
     return reply(info.to_json())
+
+
+async def gaps(request: web.Request, principal: Principal) -> web.Response:
+    """The recording's own device reports segments that will never arrive."""
+    body = GapReport.from_json(await read_json(request))
+    info = await request.app[RECORDINGS].report_gap(
+        principal, request.match_info["recording_id"], body
+    )
+    return reply(info.to_json(), status=201)
 
 
 async def get(request: web.Request, principal: Principal) -> web.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,15 +20,26 @@ from broker.audit import log as audit
 from broker.auth.tokens import Principal
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import recordings, segments, upload_grants
+from broker.db.schema import recording_gaps, recordings, segments, upload_grants
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
+from broker.recordings import custody
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
+from broker.storage.credentials import StorageAccessDenied
 from broker.storage.s3 import BucketClient, BucketClients, ObjectHead
+from broker.storage.service import StorageAccess
 from shared.errors import ErrorCode
 from shared.keys import segment_key
-from shared.wire import RecordingInfo, SegmentInfo, UploadGrant, UploadRequest, format_timestamp
+from shared.wire import (
+    GapInfo,
+    GapReport,
+    RecordingInfo,
+    SegmentInfo,
+    UploadGrant,
+    UploadRequest,
+    format_timestamp,
+)
 
 RECORDING = "recording"
 FINISHED = "finished"
@@ -51,7 +63,9 @@ class RecordingService:
         upload_ttl: int,
         view_ttl: int,
         clock: Clock,
+        storage: StorageAccess | None = None,
     ) -> None:
+        self._storage = storage  # revocation checks (DESIGN G6)
         self._db = db
         self._keys = keys
         self._buckets = buckets
@@ -92,6 +106,7 @@ class RecordingService:
             segment = await scope.one(
                 segments, segments.c.recording_id == recording_id, segments.c.seq == seq
             )
+            regrant = segment is not None
             if segment is None:
                 if recording.state != RECORDING:
                     raise Conflict(
@@ -107,6 +122,8 @@ class RecordingService:
                 declared.md5,
             ):
                 raise Conflict(f"segment {seq} was declared with other content before")
+            else:
+                custody.check_regrant(segment, declared)
             bucket = await self._bucket(scope)
             put = await asyncio.to_thread(
                 bucket.presign_put,
@@ -133,6 +150,9 @@ class RecordingService:
                 target=segment.object_key,
                 details={"size": segment.size},
             )
+        if regrant and self._storage is not None:
+            # An earlier PUT of this segment failed: were the credentials revoked? (G6)
+            await self._storage.confirm_access(principal.tenant_id, bucket)
         return UploadGrant(
             url=put.url, method="PUT", headers=put.headers, expires_at=format_timestamp(expires_at)
         )
@@ -140,12 +160,21 @@ class RecordingService:
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            await _own_recording(scope, principal, recording_id)
+            recording = await _own_recording(scope, principal, recording_id)
             segment = await _segment(scope, recording_id, seq)
             if segment.state == VERIFIED:
                 return VERIFIED
+            await custody.check_stored(scope, recording, segment)
             bucket = await self._bucket(scope)
-        head = await asyncio.to_thread(bucket.head, segment.object_key)
+        try:
+            head = await asyncio.to_thread(bucket.head, segment.object_key)
+        except StorageAccessDenied:
+            # On S3 without a list right a missing object answers 403 too; the canary tells.
+            if self._storage is None or not await self._storage.access_works(
+                principal.tenant_id, bucket
+            ):
+                raise
+            head = None
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
@@ -201,6 +230,51 @@ class RecordingService:
                 )
             return await recording_info(scope, recording_id)
 
+    async def report_gap(
+        self, principal: Principal, recording_id: str, gap: GapReport
+    ) -> RecordingInfo:
+        """Record segments the recording's own device says will never arrive, and why."""
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            await _own_recording(scope, principal, recording_id)
+            await scope.insert(
+                recording_gaps,
+                id=str(uuid.uuid4()),
+                recording_id=recording_id,
+                seqs=json.dumps(gap.seqs),
+                reason=gap.reason,
+                reported_at=now,
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor=_actor(principal),
+                action="recording.gap",
+                target=recording_id,
+                details={"reason": gap.reason, "segments": len(gap.seqs)},
+            )
+            return await recording_info(scope, recording_id)
+
+    async def verify_custody(self, tenant_id: str, recording_id: str) -> custody.VerifyReport:
+        """Re-check a recording's chain of custody against the bucket (operator command)."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            bucket = await self._bucket(scope)
+            state = await custody.load_state(scope, recording_id)
+        report = await custody.verify_recording(state, bucket)
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            await audit.record(
+                scope,
+                at=self._clock(),
+                actor="operator",
+                action="recording.verify_custody",
+                target=recording_id,
+                details={"ok": report.ok, "findings": len(report.findings)},
+            )
+        return report
+
     async def get(self, principal: Principal, recording_id: str) -> RecordingInfo:
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
@@ -246,6 +320,7 @@ class RecordingService:
     ) -> Row[Any]:
         config_prefix = (await storage_config.load(scope, self._keys)).prefix
         key = segment_key(config_prefix, scope.tenant_id, recording.user_id, recording.id, seq)
+        record = await custody.admit(scope, recording, seq, declared)
         segment_id = str(uuid.uuid4())
         await scope.insert(
             segments,
@@ -260,6 +335,7 @@ class RecordingService:
             started_at=declared.started_at,
             duration_ms=declared.duration_ms,
             created_at=now,
+            **record,
         )
         return await _segment(scope, recording.id, seq)
 
@@ -343,7 +419,20 @@ async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo
                 started_at=format_timestamp(r.started_at),
                 duration_ms=r.duration_ms,
                 grants=int(grant_counts.get(r.id, 0)),
+                record_hash=r.record_hash,
             )
             for r in rows
+        ],
+        gaps=[
+            GapInfo(
+                seqs=[int(x) for x in json.loads(g.seqs)],
+                reason=g.reason,
+                reported_at=format_timestamp(g.reported_at),
+            )
+            for g in await scope.all(
+                recording_gaps,
+                recording_gaps.c.recording_id == recording_id,
+                order_by=[recording_gaps.c.reported_at],
+            )
         ],
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from broker.audit import log as audit
-from broker.db.schema import storage_configs
+from broker.db.schema import storage_access, storage_configs
 from broker.db.scope import TenantScope
 from broker.errors import BrokerError, InvalidInput
 from broker.sealing import Sealed, seal, unseal
@@ -16,6 +17,9 @@ from broker.settings import MasterKeys, Secret
 from shared.errors import ErrorCode
 
 SEAL_PURPOSE = "storage-secret"
+KEYS = "keys"  # static IAM access keys, sealed here
+ROLE = "role"  # a role the broker assumes with STS, with the tenant's external ID
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z0-9-]{2,40}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,200}$")
@@ -34,9 +38,12 @@ class StorageConfig:
     region: str
     endpoint_url: str | None
     prefix: str
-    access_key_id: str
-    secret_access_key: Secret = field(repr=False)
+    access_key_id: str | None
+    secret_access_key: Secret | None = field(repr=False)
     credential_version: int
+    auth_mode: str = KEYS
+    role_arn: str | None = None
+    external_id: str | None = None
 
 
 def validate(
@@ -45,8 +52,9 @@ def validate(
     region: str,
     endpoint_url: str | None,
     prefix: str,
-    access_key_id: str,
-    secret_access_key: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    role_arn: str | None = None,
 ) -> None:
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise InvalidInput(f"{bucket!r} is not a valid S3 bucket name")
@@ -58,10 +66,51 @@ def validate(
             raise InvalidInput("endpoint URL must be an http(s) URL without a query")
     if not _PREFIX_RE.match(prefix) or ".." in prefix.split("/"):
         raise InvalidInput("prefix may hold letters, digits and !_.*'()/- only")
+    if role_arn is not None:
+        if access_key_id is not None or secret_access_key is not None:
+            raise InvalidInput("give either a role ARN or an access key, not both")
+        if not _ROLE_ARN_RE.match(role_arn):
+            raise InvalidInput("role ARN must look like arn:aws:iam::123456789012:role/NAME")
+        return
+    if access_key_id is None or secret_access_key is None:
+        raise InvalidInput("give an access key id and its secret, or a role ARN")
     if not _KEY_ID_RE.match(access_key_id):
         raise InvalidInput("access key id is not of the form S3 uses")
     if not 8 <= len(secret_access_key) <= 256 or any(c.isspace() for c in secret_access_key):
         raise InvalidInput("secret access key must be 8 to 256 characters without spaces")
+
+
+def candidate(
+    tenant_id: str,
+    *,
+    bucket: str,
+    region: str,
+    endpoint_url: str | None,
+    prefix: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    role_arn: str | None,
+    external_id: str | None,
+) -> StorageConfig:
+    """A validated configuration that is not saved yet (the self-check runs on it first)."""
+    prefix = prefix.strip("/")
+    validate(
+        bucket=bucket, region=region, endpoint_url=endpoint_url, prefix=prefix,
+        access_key_id=access_key_id, secret_access_key=secret_access_key, role_arn=role_arn,
+    )
+    return StorageConfig(
+        tenant_id=tenant_id,
+        bucket=bucket,
+        region=region,
+        endpoint_url=endpoint_url,
+        prefix=prefix,
+        access_key_id=access_key_id,
+        secret_access_key=Secret(secret_access_key) if secret_access_key is not None else None,
+        credential_version=0,
+        auth_mode=ROLE if role_arn else KEYS,
+        role_arn=role_arn,
+        external_id=external_id if role_arn else None,
+    )
 
 
 async def save(
@@ -72,10 +121,12 @@ async def save(
     region: str,
     endpoint_url: str | None,
     prefix: str,
-    access_key_id: str,
-    secret_access_key: str,
+    access_key_id: str | None,
+    secret_access_key: str | None,
     now: datetime,
     actor: str,
+    role_arn: str | None = None,
+    audit_details: dict[str, Any] | None = None,
 ) -> int:
     """Store (or replace) the tenant's storage; returns the new credential version."""
     prefix = prefix.strip("/")
@@ -86,15 +137,20 @@ async def save(
         prefix=prefix,
         access_key_id=access_key_id,
         secret_access_key=secret_access_key,
+        role_arn=role_arn,
     )
     existing = await scope.one(storage_configs)
     version = existing.credential_version + 1 if existing else 1
-    sealed = seal(
-        keys,
-        secret_access_key.encode(),
-        purpose=SEAL_PURPOSE,
-        tenant_id=scope.tenant_id,
-        row_ref=f"v{version}",
+    sealed = (
+        seal(
+            keys,
+            secret_access_key.encode(),
+            purpose=SEAL_PURPOSE,
+            tenant_id=scope.tenant_id,
+            row_ref=f"v{version}",
+        )
+        if secret_access_key is not None
+        else None
     )
     values = {
         "bucket": bucket,
@@ -102,10 +158,12 @@ async def save(
         "endpoint_url": endpoint_url,
         "prefix": prefix,
         "access_key_id": access_key_id,
-        "secret_sealed": sealed.blob,
-        "kek_version": sealed.kek_version,
+        "secret_sealed": sealed.blob if sealed else None,
+        "kek_version": sealed.kek_version if sealed else None,
         "credential_version": version,
         "updated_at": now,
+        "auth_mode": ROLE if role_arn else KEYS,
+        "role_arn": role_arn,
     }
     if existing:
         await scope.update(storage_configs, **values)
@@ -122,7 +180,10 @@ async def save(
             "endpoint_url": endpoint_url,
             "prefix": prefix,
             "access_key_id": access_key_id,
+            "auth_mode": ROLE if role_arn else KEYS,
+            "role_arn": role_arn,
             "credential_version": version,
+            **(audit_details or {}),
         },
     )
     return version
@@ -132,13 +193,19 @@ async def load(scope: TenantScope, keys: MasterKeys) -> StorageConfig:
     row = await scope.one(storage_configs)
     if row is None:
         raise StorageNotConfigured("no bucket is configured for this tenant")
-    secret = unseal(
-        keys,
-        Sealed(row.kek_version, row.secret_sealed),
-        purpose=SEAL_PURPOSE,
-        tenant_id=scope.tenant_id,
-        row_ref=f"v{row.credential_version}",
-    )
+    secret = None
+    if row.secret_sealed is not None:
+        secret = unseal(
+            keys,
+            Sealed(row.kek_version, row.secret_sealed),
+            purpose=SEAL_PURPOSE,
+            tenant_id=scope.tenant_id,
+            row_ref=f"v{row.credential_version}",
+        )
+    external_id = None
+    if row.auth_mode == ROLE:
+        access = await scope.one(storage_access)
+        external_id = access.external_id if access else None
     return StorageConfig(
         tenant_id=scope.tenant_id,
         bucket=row.bucket,
@@ -146,6 +213,9 @@ async def load(scope: TenantScope, keys: MasterKeys) -> StorageConfig:
         endpoint_url=row.endpoint_url,
         prefix=row.prefix,
         access_key_id=row.access_key_id,
-        secret_access_key=Secret(secret.decode()),
+        secret_access_key=Secret(secret.decode()) if secret is not None else None,
         credential_version=row.credential_version,
+        auth_mode=row.auth_mode,
+        role_arn=row.role_arn,
+        external_id=external_id,
     )

@@ -1,8 +1,9 @@
 """The broker's only door to a customer's bucket.
 
 It presigns (a local computation) and reads object metadata (`HeadObject`). It has no method
-that lists, deletes or reads object content (DESIGN G1–G3). botocore's errors are translated
-here and nowhere else.
+that lists, deletes or reads object content (DESIGN G1–G3); the storage self-check
+(`broker.storage.selfcheck`) is the only code that sends such requests, as probes that must be
+refused. botocore's errors are translated here (and in `credentials`, `selfcheck`) only.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from broker.errors import StorageUnavailable
 from broker.storage.config import StorageConfig
+from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
 from shared.keys import SEGMENT_CONTENT_TYPE
 
 
@@ -35,7 +36,7 @@ class ObjectHead:
 
 
 class BucketClient:
-    def __init__(self, config: StorageConfig) -> None:
+    def __init__(self, config: StorageConfig, identity: BrokerIdentity | None = None) -> None:
         self.config = config
         botocore_config = Config(
             signature_version="s3v4",  # never SigV2, whatever the region
@@ -47,12 +48,11 @@ class BucketClient:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        self._client: Any = boto3.session.Session().client(
+        session = boto_session(config, identity or BrokerIdentity())
+        self._client: Any = session.client(
             "s3",
             region_name=config.region,
             endpoint_url=config.endpoint_url,
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=config.secret_access_key.reveal(),
             config=botocore_config,
         )
 
@@ -94,6 +94,10 @@ class BucketClient:
         )
         return url
 
+    def _raw(self) -> Any:
+        """The boto3 client, for the self-check's probes only (`broker.storage.selfcheck`)."""
+        return self._client
+
     def head(self, key: str) -> ObjectHead | None:
         """The object's size and stored checksum, or None when there is no such object."""
         try:
@@ -104,6 +108,12 @@ class BucketClient:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404:
                 return None
+            if status == 403:
+                # A revoked key, or (on S3, without a list right) a missing object: HEAD
+                # replies carry no error code to tell them apart; see StorageAccess.
+                raise StorageAccessDenied(
+                    "the bucket refused HeadObject with HTTP 403; check the broker's credentials"
+                ) from None
             raise StorageUnavailable(
                 f"the bucket refused HeadObject with HTTP {status}; check the broker's credentials"
             ) from None
@@ -118,16 +128,24 @@ class BucketClient:
 
 
 class BucketClients:
-    """One client per tenant and credential version; a new version replaces the old client."""
+    """One client per tenant, keyed by its whole configuration: saving new storage (keys or a
+    role) replaces the tenant's client on the next request, without a restart."""
 
-    def __init__(self) -> None:
+    def __init__(self, identity: BrokerIdentity | None = None) -> None:
+        self.identity = identity or BrokerIdentity()
         self._lock = threading.Lock()
         self._clients: dict[str, BucketClient] = {}
 
     def get(self, config: StorageConfig) -> BucketClient:
         with self._lock:
             client = self._clients.get(config.tenant_id)
-            if client is None or client.config != config:
-                client = BucketClient(config)
-                self._clients[config.tenant_id] = client
-            return client
+            if client is not None and client.config == config:
+                return client
+        client = BucketClient(config, self.identity)  # may call STS: outside the lock
+        with self._lock:
+            self._clients[config.tenant_id] = client
+        return client
+
+    def fresh(self, config: StorageConfig) -> BucketClient:
+        """A client for a configuration that is not saved (yet), never cached."""
+        return BucketClient(config, self.identity)

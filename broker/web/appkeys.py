@@ -15,6 +15,7 @@ from broker.db.database import Database
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
+from broker.storage.service import StorageAccess
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -26,3 +27,4 @@ SESSIONS = web.AppKey("sessions", UserSessions)
 LOGIN = web.AppKey("login", LoginService)
 VIEWING = web.AppKey("viewing", ViewingService)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+STORAGE = web.AppKey("storage", StorageAccess)

@@ -1,11 +1,11 @@
 """Browser sessions: the access token in an HttpOnly cookie, and CSRF protection for it.
 
-Cookies are `HttpOnly; Secure; SameSite=Lax; Path=/api`. `Secure` is dropped only in explicit
-development mode (`BUCKETREEL_DEV_MODE=1`) for a request to http://localhost, where browsers
-would not send it back. A state-changing request authenticated by the cookie must carry the
-session's CSRF token in `X-CSRF-Token` (the token is handed to the page at login and is also
-in the readable `bucketreel_csrf` cookie); bearer-token requests need none, since a browser
-never attaches those by itself.
+Cookies are `HttpOnly; Secure; SameSite=Lax; Path=/` (the manager pages need them too).
+`Secure` is dropped only in explicit development mode (`BUCKETREEL_DEV_MODE=1`) for a request
+to http://localhost, where browsers would not send it back. A state-changing request
+authenticated by the cookie must carry the session's CSRF token in `X-CSRF-Token` (the token is
+handed to the page at login and is also in the readable `bucketreel_csrf` cookie); bearer-token
+requests need none, since a browser never attaches those by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from broker.settings import Settings
 ACCESS_COOKIE = "bucketreel_session"
 CSRF_COOKIE = "bucketreel_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+FORM_CSRF = "bucketreel.form_csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
 
@@ -39,7 +40,7 @@ def set_session(
         response.set_cookie(
             name,
             value,
-            path="/api",
+            path="/",
             secure=secure,
             httponly=httponly,
             samesite="Lax",
@@ -49,7 +50,7 @@ def set_session(
 
 def clear_session(response: web.StreamResponse) -> None:
     for name in (ACCESS_COOKIE, CSRF_COOKIE):
-        response.del_cookie(name, path="/api")
+        response.del_cookie(name, path="/")
 
 
 def access_cookie(request: web.Request) -> str | None:
@@ -57,4 +58,8 @@ def access_cookie(request: web.Request) -> str | None:
 
 
 def csrf_header(request: web.Request) -> str:
-    return request.headers.get(CSRF_HEADER, "")
+    """The CSRF token sent: the header, or a page form's `csrf_token` field (put on the
+    request by `broker.web.pages.forms` for the routes that take plain HTML forms)."""
+    form_token = request.get(FORM_CSRF, "")
+    from_form = form_token if isinstance(form_token, str) else ""
+    return request.headers.get(CSRF_HEADER, "") or from_form

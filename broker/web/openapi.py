@@ -10,7 +10,7 @@ from broker.web.routes import Route
 from shared import version
 from shared.errors import ErrorCode
 from shared.keys import SEQ_MAX
-from shared.wire import MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS
+from shared.wire import GAP_REASONS, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS
 
 _TIME = {"type": "string", "format": "date-time"}
 _B64_SHA256 = {"type": "string", "contentEncoding": "base64", "minLength": 44, "maxLength": 44}
@@ -32,6 +32,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ["code", "name"],
         code={"type": "string", "maxLength": 200},
         name={"type": "string", "maxLength": 200},
+        public_key={
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "the device's Ed25519 public key (chain of custody)",
+        },
     ),
     "RefreshRequest": _obj(["refresh_token"], refresh_token={"type": "string"}),
     "TokenPair": _obj(
@@ -50,6 +55,30 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         md5=_B64_MD5,
         started_at=_TIME,
         duration_ms={"type": "integer", "minimum": 1, "maximum": MAX_SEGMENT_DURATION_MS},
+        custody=_obj(
+            ["prev", "signature"],
+            prev={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            signature={"type": "string", "contentEncoding": "base64"},
+        ),
+    ),
+    "GapReport": _obj(
+        ["seqs", "reason"],
+        seqs={"type": "array", "items": {"type": "integer", "minimum": 0}},
+        reason={"type": "string", "enum": list(GAP_REASONS)},
+    ),
+    "Heartbeat": _obj(
+        ["state", "spool_bytes", "spool_segments", "errors"],
+        state={"type": "string"},
+        recording_id={"type": ["string", "null"]},
+        spool_bytes={"type": "integer", "minimum": 0},
+        spool_segments={"type": "integer", "minimum": 0},
+        last_upload={"type": ["object", "null"]},
+        errors={"type": "integer", "minimum": 0},
+        last_error={"type": ["object", "null"]},
+        interval={"type": "integer", "minimum": 1},
+    ),
+    "HeartbeatReceived": _obj(
+        ["received_at", "interval"], received_at=_TIME, interval={"type": "integer"}
     ),
     "UploadGrant": _obj(
         ["url", "method", "headers", "expires_at"],
@@ -69,6 +98,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         started_at=_TIME,
         duration_ms={"type": "integer"},
         grants={"type": "integer"},
+        record_hash={"type": ["string", "null"]},
     ),
     "RecordingInfo": _obj(
         ["recording_id", "user_id", "device_id", "state", "started_at", "finished_at", "segments"],
@@ -79,6 +109,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         started_at=_TIME,
         finished_at={"type": ["string", "null"], "format": "date-time"},
         segments={"type": "array", "items": {"$ref": "#/components/schemas/SegmentInfo"}},
+        gaps={
+            "type": "array",
+            "items": _obj(
+                ["seqs", "reason", "reported_at"],
+                seqs={"type": "array", "items": {"type": "integer"}},
+                reason={"type": "string"},
+                reported_at=_TIME,
+            ),
+        },
     ),
     "LoginRequest": _obj(
         ["tenant", "email", "password"],
@@ -109,7 +148,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         recovery_codes={"type": "array", "items": {"type": "string"}},
     ),
     "SignedOut": _obj(["status"], status={"type": "string"}),
-    "RegisterDevice": _obj(["name"], name={"type": "string", "maxLength": 200}),
+    "RegisterDevice": _obj(
+        ["name"],
+        name={"type": "string", "maxLength": 200},
+        public_key={"type": "string", "contentEncoding": "base64"},
+    ),
     "Employees": _obj(
         ["employees"],
         employees={
@@ -139,6 +182,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "ViewUrl": _obj(
         ["url", "expires_at"], url={"type": "string", "format": "uri"}, expires_at=_TIME
     ),
+    "Receipts": _obj(
+        ["receipts"],
+        receipts={
+            "type": "array",
+            "items": _obj(
+                ["at", "viewer", "viewer_role", "recording_id", "seq"],
+                at=_TIME,
+                viewer={"type": "string"},
+                viewer_role={"type": "string"},
+                recording_id={"type": "string"},
+                seq={"type": "integer"},
+            ),
+        },
+    ),
     "Assignment": _obj(
         ["manager_id", "employee_id"],
         manager_id={"type": "string"},
@@ -155,6 +212,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 name={"type": "string"},
                 created_at=_TIME,
                 revoked_at={"type": ["string", "null"], "format": "date-time"},
+                last_seen_at={"type": ["string", "null"], "format": "date-time"},
+                last_status={"type": ["object", "null"]},
+                silent={"type": "boolean"},
+                custody_key={"type": "boolean"},
             ),
         },
     ),
@@ -163,11 +224,59 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     ),
 }
 
+_STORAGE_CHECK = _obj(
+    ["checked_at", "can_write", "findings", "probes"],
+    checked_at=_TIME,
+    can_write={"type": "boolean"},
+    findings={"type": "array", "items": _obj(
+        ["name", "severity", "message", "outcome"], name={"type": "string"},
+        severity={"type": "string"}, message={"type": "string"}, outcome={"type": "string"},
+    )},
+    probes={"type": "array", "items": {"type": "object"}},
+)
+SCHEMAS["StorageRequest"] = _obj(
+    ["bucket", "region"],
+    bucket={"type": "string", "maxLength": 63},
+    region={"type": "string", "maxLength": 40},
+    endpoint_url={"type": ["string", "null"], "maxLength": 500},
+    prefix={"type": "string", "maxLength": 200},
+    access_key_id={"type": ["string", "null"], "description": "static keys (or role_arn)"},
+    secret_access_key={"type": ["string", "null"], "writeOnly": True},
+    role_arn={"type": ["string", "null"], "description": "role option (or static keys)"},
+    accept_risk={"type": "boolean", "description": "save despite self-check findings"},
+)
+SCHEMAS["StorageSaved"] = _obj(
+    ["tenant_id", "bucket", "auth_mode", "credential_version", "check"],
+    tenant_id={"type": "string"},
+    bucket={"type": "string"},
+    auth_mode={"type": "string", "enum": ["keys", "role"]},
+    credential_version={"type": "integer"},
+    check=_STORAGE_CHECK,
+)
+SCHEMAS["StorageStatus"] = _obj(
+    ["configured", "external_id", "state", "last_check"],
+    configured={"type": "boolean"},
+    external_id={"type": "string"},
+    state={"type": "string", "enum": ["ok", "access_revoked"]},
+    state_reason={"type": ["string", "null"]},
+    state_changed_at={"type": ["string", "null"], "format": "date-time"},
+    last_check={"oneOf": [_STORAGE_CHECK, {"type": "null"}]},
+    bucket={"type": "string"},
+    region={"type": "string"},
+    endpoint_url={"type": ["string", "null"]},
+    prefix={"type": "string"},
+    auth_mode={"type": "string", "enum": ["keys", "role"]},
+    access_key_id={"type": ["string", "null"]},
+    role_arn={"type": ["string", "null"]},
+    credential_version={"type": "integer"},
+)
+
 _PARAMS = {
     "recording_id": {"type": "string"},
     "user_id": {"type": "string"},
     "device_id": {"type": "string"},
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
+    "name": {"type": "string"},
 }
 
 
@@ -180,6 +289,8 @@ def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, schema in route.responses.items():
         content = {"application/json": {"schema": _ref(schema) if schema else {"type": "object"}}}
+        if route.page and not schema:
+            content = {"text/html": {"schema": {"type": "string"}}}
         responses[str(status)] = {"description": "success", "content": content}
     responses["4XX"] = error
     responses["5XX"] = error

@@ -21,9 +21,16 @@ from broker.auth import handlers as device_handlers
 from broker.auth import user_handlers
 from broker.auth.guard import device_or_user_principal, device_principal, user_principal
 from broker.auth.tokens import Principal
+from broker.devices import handlers as heartbeat_handlers
 from broker.errors import Forbidden
 from broker.recordings import handlers as recording_handlers
+from broker.storage import handlers as storage_handlers
 from broker.web import meta
+from broker.web.pages import forms as pages_forms
+from broker.web.pages import signin as page_signin
+from broker.web.pages import static as page_static
+from broker.web.pages import views as page_views
+from broker.web.pages.html import html_errors
 
 Auth = Literal["public", "device", "user", "device_or_user"]
 ADMIN = frozenset({"admin"})
@@ -42,6 +49,10 @@ class Route:
     request_schema: str | None = None
     responses: dict[int, str | None] = field(default_factory=dict)
     roles: frozenset[str] = frozenset()
+    # A page for browsers (HTML errors, sign-in redirect; `broker.web.pages`), and whether its
+    # POST is a plain HTML form carrying the session's CSRF token as the `csrf_token` field.
+    page: bool = False
+    form: bool = False
 
 
 RECORDING = "/api/v1/recordings/{recording_id}"
@@ -106,6 +117,24 @@ ROUTES: tuple[Route, ...] = (
         handler=recording_handlers.finish,
         summary="Mark a recording finished",
         responses={200: "RecordingInfo"},
+    ),
+    Route(
+        method="POST",
+        path=RECORDING + "/gaps",
+        auth="device",
+        handler=recording_handlers.gaps,
+        summary="Report segments of this recording that will never arrive, and why",
+        request_schema="GapReport",
+        responses={201: "RecordingInfo"},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/devices/heartbeat",
+        auth="device",
+        handler=heartbeat_handlers.beat,
+        summary="The calling agent's status, every minute and at start and stop",
+        request_schema="Heartbeat",
+        responses={200: "HeartbeatReceived"},
     ),
     Route(
         method="POST",
@@ -229,6 +258,146 @@ ROUTES: tuple[Route, ...] = (
         summary="Revoke a device: its tokens stop working at once",
         responses={200: "DeviceRevoked"},
     ),
+    Route(
+        method="GET",
+        path="/api/v1/admin/storage",
+        auth="user",
+        roles=ADMIN,
+        handler=storage_handlers.get_storage,
+        summary="The tenant's bucket, access state (ok / access_revoked), external ID, last check",
+        responses={200: "StorageStatus"},
+    ),
+    Route(
+        method="PUT",
+        path="/api/v1/admin/storage",
+        auth="user",
+        roles=ADMIN,
+        handler=storage_handlers.put_storage,
+        summary="Set the bucket with static keys or a role; the self-check runs first (audited)",
+        request_schema="StorageRequest",
+        responses={200: "StorageSaved"},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/storage/check",
+        auth="user",
+        roles=ADMIN,
+        handler=storage_handlers.check_storage,
+        summary="Run the storage self-check now (probes appear in the customer's CloudTrail)",
+        responses={200: "StorageStatus"},
+    ),
+    # Manager pages (`broker.web.pages`): server-rendered HTML for browsers.
+    Route(
+        method="GET",
+        path="/static/{name}",
+        auth="public",
+        handler=page_static.static_file,
+        summary="The pages' own CSS and JavaScript",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/signin",
+        auth="public",
+        handler=page_signin.signin_page,
+        summary="Sign-in page (password, then TOTP; enrollment on the first sign-in)",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/signin",
+        auth="public",
+        handler=page_signin.signin,
+        summary="Sign-in form, step one: password",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/signin/code",
+        auth="public",
+        handler=page_signin.signin_code,
+        summary="Sign-in form, step two: TOTP or recovery code → session cookie",
+        page=True,
+        responses={200: None, 303: None},
+    ),
+    Route(
+        method="POST",
+        path="/logout",
+        auth="user",
+        handler=page_signin.logout,
+        summary="Sign-out form (CSRF token as a form field)",
+        page=True,
+        form=True,
+        responses={200: "SignedOut", 303: None},
+    ),
+    Route(
+        method="GET",
+        path="/",
+        auth="user",
+        handler=page_views.home,
+        summary="Start page: the people the caller may watch, or the caller's own view",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/employees/{user_id}",
+        auth="user",
+        roles=VIEWERS,
+        handler=page_views.employee_day,
+        summary="An employee's day: recordings, recorded time and gaps",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/recordings/{recording_id}",
+        auth="user",
+        roles=VIEWERS,
+        handler=page_views.player,
+        summary="The player: a recording's segments as one timeline, straight from the bucket",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/receipts",
+        auth="user",
+        handler=page_views.my_receipts,
+        summary="Who viewed the caller's recordings, and when",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/audit",
+        auth="user",
+        roles=ADMIN,
+        handler=page_views.audit_page,
+        summary="The tenant's audit log, filtered by actor, action, employee and day",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/employees/{user_id}/receipts",
+        auth="user",
+        handler=page_views.receipts_api,
+        summary="View receipts: who viewed this person's recordings (the person or an admin)",
+        responses={200: "Receipts"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/admin/audit/export",
+        auth="user",
+        roles=ADMIN,
+        handler=page_views.audit_export,
+        summary="The tenant's audit log as JSON lines (same filters as the page)",
+        responses={200: None},
+    ),
 )
 
 
@@ -248,6 +417,8 @@ def _bind(route: Route) -> PublicHandler:
     roles = route.roles
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if route.form:
+            request = await pages_forms.csrf_from_form(request)
         principal = await principal_of(request)
         if roles and principal.role not in roles:
             raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
@@ -258,4 +429,5 @@ def _bind(route: Route) -> PublicHandler:
 
 def install(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, _bind(route))
+        bound = _bind(route)
+        app.router.add_route(route.method, route.path, html_errors(bound) if route.page else bound)

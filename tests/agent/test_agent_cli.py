@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import pytest
 
+from agent.custody import DeviceKey
 from tests.agent.fakebroker import SIGNATURE, FakeBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,10 @@ def test_enroll_stores_a_private_credential_and_prints_no_token(
     assert stored["device_id"] == "dev-1"
     assert stored["refresh_token"] in fake_broker.refresh
     (request,) = fake_broker.requests("POST", "/api/v1/devices/enroll")
-    assert json.loads(request.body) == {"code": code, "name": "ws-7"}
+    key = DeviceKey.load(home / "device.key")  # the chain-of-custody key, 0600 beside it
+    assert key is not None
+    assert stat.S_IMODE((home / "device.key").stat().st_mode) == 0o600
+    assert json.loads(request.body) == {"code": code, "name": "ws-7", "public_key": key.public_key}
     assert_no_secret(fake_broker, done.stdout, done.stderr)
 
 

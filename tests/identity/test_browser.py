@@ -41,7 +41,7 @@ def test_cookies_are_httponly_secure_samesite_and_tokens_stay_out_of_the_page(
     assert "refresh_token" not in body
     assert body["csrf_token"]
     session = next(c for c in set_cookie.split(", bucketreel_") if "bucketreel_session=" in c)
-    for attribute in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/api"):
+    for attribute in ("HttpOnly", "Secure", "SameSite=Lax", "Path=/"):
         assert attribute in session, attribute
 
 

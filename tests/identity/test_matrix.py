@@ -19,6 +19,7 @@ from broker.web.routes import ROUTES, Route
 from tests.identity.people import Org
 from tests.support.api import now_iso, random_segment
 from tests.support.broker import BrokerProcess
+from tests.support.s3 import S3Endpoint
 
 GUARDED = [r for r in ROUTES if r.auth != "public"]
 # Routes that end the caller's own session go last, so the outsider's token lives until then.
@@ -43,13 +44,22 @@ def path_of(route: Route, org: Org) -> str:
     return re.sub(r"{(\w+)}", fill, route.path)
 
 
-def body_of(route: Route, org: Org) -> Any:
+def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
+    if route.request_schema == "StorageRequest":
+        # a complete storage set-up for the caller's own tenant: it must never touch org's
+        return {
+            "bucket": s3.create_bucket(), "region": s3.region, "endpoint_url": s3.url,
+            "prefix": "matrix", "access_key_id": s3.access_key_id,
+            "secret_access_key": s3.secret_access_key, "accept_risk": True,
+        }
     bodies: dict[str | None, Any] = {
         None: None,
         "StartRecording": {"started_at": now_iso()},
         "UploadRequest": random_segment(1024).declaration(),
         "RegisterDevice": {"name": "matrix"},
         "Assignment": {"manager_id": org.manager.user_id, "employee_id": org.employee.user_id},
+        "GapReport": {"seqs": [0], "reason": "refused"},
+        "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
     }
     if route.request_schema not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {route.request_schema}")
@@ -77,18 +87,20 @@ def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, 
     return asyncio.run(read())
 
 
-def test_nobody_without_a_token_gets_in(org: Org) -> None:
+def test_nobody_without_a_token_gets_in(s3_endpoint: S3Endpoint, org: Org) -> None:
     for route in ORDERED:
-        reply = org.api.call(route.method, path_of(route, org), body_of(route, org))
+        reply = org.api.call(route.method, path_of(route, org), body_of(route, org, s3_endpoint))
         assert reply.status == 401, f"{route.method} {route.path}"
         assert reply.body["error"] in {"unauthenticated", "invalid_token"}
 
 
-def test_wrong_kind_of_caller_and_missing_role_are_refused(org: Org) -> None:
+def test_wrong_kind_of_caller_and_missing_role_are_refused(
+    s3_endpoint: S3Endpoint, org: Org
+) -> None:
     people = {"employee": org.employee, "manager": org.manager, "admin": org.admin}
     checked = 0
     for route in ORDERED:
-        path, body = path_of(route, org), body_of(route, org)
+        path, body = path_of(route, org), body_of(route, org, s3_endpoint)
         if route.auth == "user":
             reply = org.api.call(route.method, path, body, token=org.device.access_token)
             assert reply.status == 401, f"device on {route.method} {route.path}"
@@ -105,7 +117,9 @@ def test_wrong_kind_of_caller_and_missing_role_are_refused(org: Org) -> None:
     assert checked > 0
 
 
-def test_no_route_reads_or_writes_across_tenants(org: Org, broker: BrokerProcess) -> None:
+def test_no_route_reads_or_writes_across_tenants(
+    s3_endpoint: S3Endpoint, org: Org, broker: BrokerProcess
+) -> None:
     before = tenant_rows(broker.database_url, org.tenant.tenant_id)
     secrets_of_a = {
         org.tenant.tenant_id, org.recording_id, org.other_recording_id, org.employee.user_id,
@@ -116,8 +130,8 @@ def test_no_route_reads_or_writes_across_tenants(org: Org, broker: BrokerProcess
         ("admin of another tenant", org.outsider.access_token),
     ):
         for route in ORDERED:
-            reply = org.api.call(route.method, path_of(route, org), body_of(route, org),
-                                 token=token)
+            body = body_of(route, org, s3_endpoint)
+            reply = org.api.call(route.method, path_of(route, org), body, token=token)
             where = f"{caller}: {route.method} {route.path} -> {reply.status}"
             assert reply.status < 500, where
             if reply.status < 300:

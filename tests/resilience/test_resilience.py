@@ -114,6 +114,12 @@ def test_kill_9_then_restart_wipes_residue_and_keeps_what_was_uploaded(
         assert again.finish() == 0, again.stderr
     assert "unreadable, so unrecoverable" in again.stderr
     assert_verified_in_order(place, second, [0, 1])
+    # the killed run's recording was left "recording": the restart finished it, with a gap
+    assert f"died with recording {first} open" in again.stderr
+    closed = place.recording(first)
+    assert closed["state"] == "finished"
+    assert [g["reason"] for g in closed["gaps"]] == ["agent_died"]
+    assert place.recording(second)["gaps"] == []
 
     # the killed recording: every segment reported uploaded is there and verified; what was
     # missing is only what was spooled or in flight at the kill (after the last upload)
@@ -143,14 +149,21 @@ def test_spool_limit_drops_the_oldest_and_says_so(place: Site, xvfb: XDisplay) -
     assert dropped, agent.stderr
     assert dropped == list(range(len(dropped)))  # the oldest went first
     assert seqs == list(range(len(dropped), 6)), agent.stderr  # the rest arrived, in order
-    # the broker saw the dropped ones declared but never stored: they stay pending (a gap)
-    assert_verified_in_order(place, rid, seqs, pending=dropped)
+    # a dropped segment the broker granted stays pending; one whose grant failed too (the
+    # broker checks the bucket before granting again) was never declared: both are gaps the
+    # agent reported, with the reason
+    declared = place.recording(rid)["segments"]
+    pending = [x["seq"] for x in declared if x["state"] != "verified"]
+    assert set(pending) <= set(dropped)
+    assert_verified_in_order(place, rid, seqs, pending=pending)
     assert "(policy: drop the oldest); gap in recording" in agent.stderr
     assert agent.lines[-1] == (
         f"bucketreel-agent: error: recording {rid}: {len(dropped)} segment(s) could not be "
         f"uploaded (seq {', '.join(map(str, dropped))}: dropped at the spool limit)"
     )
     assert spooled(place) == []
+    gaps = place.recording(rid)["gaps"]
+    assert [(g["seqs"], g["reason"]) for g in gaps] == [(dropped, "spool_limit")]
     status = json.loads((place.home / "status.json").read_text())
     assert status["gaps"] == dropped
     assert (status["state"], status["spool_bytes"]) == ("exited", 0)

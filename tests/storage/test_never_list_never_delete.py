@@ -1,5 +1,7 @@
 """DESIGN G2/G3: over a whole flow, the broker's key performs or authorises only PutObject,
-GetObject and HeadObject — nothing that lists, nothing that deletes.
+GetObject and HeadObject — nothing that lists, nothing that deletes. The one exception is the
+storage self-check when storage is saved: its probes (list, delete, ACL) under
+`_bucketreel/selfcheck/`, which a right policy refuses (tests/storage/test_selfcheck.py).
 
 The tests' own set-up uses another key than the broker's, so the gate's per-key log tells the
 two apart. (The session-wide counterpart is in tests/storage/conftest.py: at the end of the
@@ -13,7 +15,12 @@ from urllib.parse import urlsplit
 import urllib3
 
 from broker import admin
-from tests.storage.factory import BROKER_OPERATIONS, make_gate_tenant
+from tests.storage.factory import (
+    BROKER_OPERATIONS,
+    PROBE_OPERATIONS,
+    is_selfcheck_probe,
+    make_gate_tenant,
+)
 from tests.support.api import (
     Api,
     Operator,
@@ -31,6 +38,7 @@ def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
 ) -> None:
     api = Api(broker.url)
     tenant = make_gate_tenant(broker, s3_gate, setup_key)
+    saved = s3_gate.log.entries(tenant.key.key_id)
     device = enroll(api, broker, tenant)
     recording_id = start_recording(api, device)
     segments = [random_segment(16 * 1024) for _ in range(2)]
@@ -53,7 +61,12 @@ def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
         got = urllib3.PoolManager(retries=False).request("GET", view["url"])
         assert (got.status, got.data) == (200, segment.data)
 
-    broker_entries = s3_gate.log.entries(tenant.key.key_id)
+    # saving the storage ran the self-check: its probes and nothing else
+    assert {e.name for e in saved} == BROKER_OPERATIONS - {"GetObject"} | PROBE_OPERATIONS
+    assert all(e.name in {"PutObject", "HeadObject"} or is_selfcheck_probe(e) for e in saved)
+    assert all("/_bucketreel/selfcheck/" in e.path or e.name == "ListObjectsV2" for e in saved)
+
+    broker_entries = s3_gate.log.entries(tenant.key.key_id)[len(saved):]
     performed = {entry.name for entry in broker_entries}
     assert performed <= BROKER_OPERATIONS, f"the broker's key did {performed}"
     assert performed == {"PutObject", "HeadObject", "GetObject"}, "the log saw the whole flow"
@@ -66,3 +79,22 @@ def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
     setup_ops = s3_gate.log.operations(setup_key.key_id)
     assert "CreateBucket" in setup_ops, "the set-up key is told apart from the broker's"
     assert tenant.key.key_id != setup_key.key_id
+
+
+def test_only_the_selfcheck_module_holds_list_delete_or_acl_calls() -> None:
+    """The probes are the broker's only list/delete/ACL calls, and live in one module."""
+    import re
+    from pathlib import Path
+
+    import broker
+
+    root = Path(broker.__file__).parent
+    calls = re.compile(r"\.(list_objects\w*|list_object_versions|delete_objects?|"
+                       r"put_object_acl|put_bucket_\w+|delete_bucket\w*|_raw)\(")
+    found = {
+        path.relative_to(root).as_posix(): sorted(set(calls.findall(path.read_text())))
+        for path in root.rglob("*.py")
+        if calls.search(path.read_text())
+    }
+    assert found == {"storage/selfcheck.py": [
+        "_raw", "delete_object", "list_objects_v2", "put_object_acl"]}

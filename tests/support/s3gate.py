@@ -127,6 +127,7 @@ class Operation:
     status: int  # what the client got
     signed_ok: bool  # the signature (and time) verified: the key authorised this request
     error: str | None  # the gate's error code when it refused, else None
+    query: str = ""  # raw query string (presigned URLs: with their signature; tests only)
 
 
 class OperationLog:
@@ -626,7 +627,7 @@ class S3Gate:
             check_body(request)
         except S3Error as err:
             self.log.record(Operation(claimed, label, name, request.method, request.path,
-                                      err.status, signed_ok, err.code))
+                                      err.status, signed_ok, err.code, request.query))
             body = b"" if request.method == "HEAD" else error_xml(
                 err, unquote(request.path), request_id)
             return err.status, [
@@ -634,7 +635,7 @@ class S3Gate:
             ], body
         status, headers, body = self._forward(request)
         self.log.record(Operation(claimed, label, name, request.method, request.path, status,
-                                  True, None))
+                                  True, None, request.query))
         return status, headers, body
 
     def _forward(self, request: Incoming) -> tuple[int, list[tuple[str, str]], bytes]:

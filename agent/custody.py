@@ -1,0 +1,136 @@
+"""The device's signing key and the chain of custody of each recording (`shared.custody`).
+
+At enrollment the agent makes an Ed25519 key pair; the private key stays in `device.key`
+beside the credential (mode 0600 in the 0700 config directory, written atomically), and the
+public key is registered with the broker. Each segment of a recording is sealed, in encode
+order, with a record naming its bytes' SHA-256, its seq, the recording and the hash of the
+previous segment's record, signed with that key. A segment that is later dropped or refused
+keeps its place in the chain: the broker and `admin verify-recording` see the gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from agent.credentials import write_private
+from agent.errors import CredentialError
+from shared.custody import GENESIS, CustodyRecord, encode_public_key, sign
+from shared.wire import CustodyProof
+
+if TYPE_CHECKING:  # importing the encoder (PyAV) would slow `enroll` down for nothing
+    from agent.encode import Segment
+
+KEY_FILE = "device.key"
+_MAX_KEY_BYTES = 4096
+_POSIX = os.name == "posix"
+
+
+def key_path(credential_path: Path) -> Path:
+    return credential_path.with_name(KEY_FILE)
+
+
+class DeviceKey:
+    """The device's Ed25519 signing key. Never printed, never logged."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"DeviceKey(public={self.public_key})"
+
+    @classmethod
+    def generate(cls) -> DeviceKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @property
+    def public_key(self) -> str:
+        """Base64 of the raw 32-byte public key, as the enroll request carries it."""
+        return encode_public_key(self._key.public_key())
+
+    def sign(self, record: CustodyRecord) -> str:
+        return sign(self._key, record)
+
+    def save(self, path: Path) -> None:
+        """Write the key atomically, mode 0600 (the directory must exist, 0700)."""
+        pem = self._key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        write_private(path, pem)
+
+    @classmethod
+    def load(cls, path: Path) -> DeviceKey | None:
+        """The key in `path`, None when there is none (a device enrolled by an older agent).
+
+        A symlink, or a file others may read or write, is refused.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CredentialError(f"cannot open {path}: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CredentialError(f"{path} is not a regular file")
+            if _POSIX and stat.S_IMODE(st.st_mode) & 0o077:
+                raise CredentialError(
+                    f"{path} holds the device's signing key and must not be accessible to "
+                    f"others: run 'chmod 600 {path}'"
+                )
+            if _POSIX and st.st_uid != os.geteuid():
+                raise CredentialError(f"{path} belongs to another user (uid {st.st_uid})")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                raw = fh.read(_MAX_KEY_BYTES + 1)
+        except OSError as exc:
+            raise CredentialError(f"cannot read {path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
+        try:
+            key = load_pem_private_key(raw, password=None)
+        except (ValueError, TypeError):
+            raise CredentialError(f"{path} does not hold a private key") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise CredentialError(f"{path} does not hold an Ed25519 key")
+        return cls(key)
+
+
+class CustodyChain:
+    """Seals the segments of one recording, in order, into a signed hash chain."""
+
+    def __init__(self, key: DeviceKey, recording_id: str) -> None:
+        self._key = key
+        self.recording_id = recording_id
+        self._prev = GENESIS
+        self._next_seq: int | None = None
+        self._lock = threading.Lock()
+
+    def seal(self, segment: Segment) -> Segment:
+        """`segment` with its signed record; segments must come in seq order, none twice."""
+        with self._lock:
+            if self._next_seq is not None and segment.seq != self._next_seq:
+                raise ValueError(
+                    f"segment {segment.seq} sealed out of order (expected {self._next_seq})"
+                )
+            record = CustodyRecord(
+                recording_id=self.recording_id,
+                seq=segment.seq,
+                size=segment.size,
+                sha256=segment.sha256_b64(),
+                prev=self._prev,
+            )
+            proof = CustodyProof(prev=self._prev, signature=self._key.sign(record))
+            self._prev = record.digest()
+            self._next_seq = segment.seq + 1
+        return dataclasses.replace(segment, custody=proof)

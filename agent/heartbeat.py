@@ -1,0 +1,84 @@
+"""The heartbeat: the agent's status sent to the broker every minute, and at start and stop.
+
+It reads what `StatusFile` holds (state, recording, spool, last upload, errors) and posts it
+as a `shared.wire.Heartbeat`. One try per beat, never blocking the recording: a lost beat is
+logged and the next one goes out on time. The broker marks a device silent after three
+missed intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from agent.broker_client import BrokerClient
+from agent.errors import AgentError
+from agent.status import StatusFile
+from shared.wire import Heartbeat, WireError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 60.0
+
+
+def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
+    """The wire heartbeat for a status snapshot."""
+    last_upload = data.get("last_upload")
+    last_error = data.get("last_error")
+    return Heartbeat(
+        state=str(data.get("state") or "unknown")[:20],
+        recording_id=data.get("recording_id"),
+        spool_bytes=int(data.get("spool_bytes") or 0),
+        spool_segments=int(data.get("spool_segments") or 0),
+        last_upload=dict(last_upload) if isinstance(last_upload, dict) else None,
+        errors=int(data.get("errors") or 0),
+        last_error=(
+            {"at": last_error.get("at"), "message": str(last_error.get("message", ""))[:300]}
+            if isinstance(last_error, dict)
+            else None
+        ),
+        interval=max(1, round(interval)),
+    )
+
+
+class HeartbeatSender:
+    """Sends a heartbeat now, then every `interval` seconds until `stop()` (which sends one
+    last time)."""
+
+    def __init__(self, broker: BrokerClient, status: StatusFile, interval: float) -> None:
+        self._broker = broker
+        self._status = status
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="bucketreel-heartbeat", daemon=True
+        )
+        self.sent = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and send the final status (the caller has set its state)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+        self.beat()
+
+    def beat(self) -> bool:
+        try:
+            self._broker.heartbeat(heartbeat_of(self._status.snapshot(), self.interval))
+        except (AgentError, WireError, ValueError) as exc:
+            self.failed += 1
+            log.warning("heartbeat not delivered: %s", exc)
+            return False
+        self.sent += 1
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.beat()
+            if self._stop.wait(self.interval):
+                return

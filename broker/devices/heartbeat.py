@@ -1,0 +1,68 @@
+"""Device heartbeats: what each running agent last reported, and which devices went silent.
+
+An agent reports its status every `interval` seconds (60 by default, and at start and stop).
+The broker keeps the latest report on the device row. A device not heard from for more than
+`SILENT_AFTER` of its own intervals (counted from enrollment when it never reported) shows as
+`silent`: recording that stops without a word must not go unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+
+from broker.auth.tokens import Principal
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.db.schema import devices
+from broker.db.scope import TenantScope
+from broker.errors import NotFound
+from shared.wire import Heartbeat, format_timestamp
+
+SILENT_AFTER = 3  # intervals
+DEFAULT_INTERVAL = 60  # seconds, until a device has told its own
+
+
+async def record(
+    db: Database, clock: Clock, principal: Principal, beat: Heartbeat
+) -> dict[str, Any]:
+    """Store the calling device's heartbeat (its own row only: the id comes from its token)."""
+    now = clock()
+    async with db.transaction() as conn:
+        scope = TenantScope(conn, principal.tenant_id)
+        changed = await scope.update(
+            devices,
+            devices.c.id == principal.subject,
+            devices.c.revoked_at.is_(None),
+            last_seen_at=now,
+            last_status=json.dumps(beat.to_json(), sort_keys=True),
+            heartbeat_interval=beat.interval,
+        )
+    if changed != 1:
+        raise NotFound("no such device")
+    return {"received_at": format_timestamp(now), "interval": beat.interval}
+
+
+def is_silent(row: Row[Any], now: datetime) -> bool:
+    if row.revoked_at is not None:
+        return False
+    interval = row.heartbeat_interval or DEFAULT_INTERVAL
+    since = row.last_seen_at or row.created_at
+    return bool(now - since > timedelta(seconds=SILENT_AFTER * interval))
+
+
+def status_fields(row: Row[Any], now: datetime) -> dict[str, Any]:
+    """The heartbeat part of a device listing."""
+    try:
+        last_status = json.loads(row.last_status) if row.last_status else None
+    except ValueError:
+        last_status = None
+    return {
+        "last_seen_at": format_timestamp(row.last_seen_at) if row.last_seen_at else None,
+        "last_status": last_status,
+        "silent": is_silent(row, now),
+        "custody_key": row.public_key is not None,
+    }

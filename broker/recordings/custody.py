@@ -1,0 +1,229 @@
+"""Chain of custody on the broker: admit signed segment records, and re-check a recording.
+
+At an upload grant the broker rebuilds the segment's record (`shared.custody`) from the
+path's recording id and seq and the declared size and SHA-256, takes `prev` from the agent,
+and checks it with the public key stored on the device row at enrollment — never a key the
+request brings. The chain link is checked against the records already stored for the
+neighbouring segments. A device enrolled without a key (an older agent) uploads unsigned
+segments; once a key is registered, every segment must carry a valid record.
+
+`verify_recording` re-checks a whole recording later: every record's signature and chain
+link, and every object's stored SHA-256 checksum through `HeadObject` with checksum mode —
+never the object's content (DESIGN G1) — reporting missing, altered and reordered segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row
+
+from broker.db.schema import devices, recording_gaps, recordings, segments
+from broker.db.scope import TenantScope
+from broker.errors import Conflict, NotFound
+from broker.storage.s3 import BucketClient
+from shared.custody import GENESIS, CustodyRecord, verify
+from shared.errors import ErrorCode
+from shared.wire import UploadRequest
+
+
+def _refuse(message: str) -> Conflict:
+    return Conflict(message, code=ErrorCode.CUSTODY_REJECTED)
+
+
+async def device_key(scope: TenantScope, device_id: str | None) -> str | None:
+    if device_id is None:
+        return None
+    device = await scope.one(devices, devices.c.id == device_id)
+    return None if device is None else device.public_key
+
+
+def record_of(recording_id: str, seq: int, size: int, sha256: str, prev: str) -> CustodyRecord:
+    return CustodyRecord(recording_id=recording_id, seq=seq, size=size, sha256=sha256, prev=prev)
+
+
+async def admit(
+    scope: TenantScope, recording: Row[Any], seq: int, declared: UploadRequest
+) -> dict[str, Any]:
+    """The custody columns of a newly declared segment, after checking its record.
+
+    Raises a 409 `custody_rejected` naming what is wrong.
+    """
+    public_key = await device_key(scope, recording.device_id)
+    proof = declared.custody
+    if public_key is None:
+        if proof is not None:
+            raise _refuse("this device registered no custody key; it cannot sign segments")
+        return {}
+    if proof is None:
+        raise _refuse(f"segment {seq} carries no chain-of-custody record; this device must sign")
+    record = record_of(recording.id, seq, declared.size, declared.sha256, proof.prev)
+    if not verify(public_key, record, proof.signature):
+        raise _refuse(
+            f"the custody record of segment {seq} is not signed by this device's key "
+            "(or names another recording, seq, size or SHA-256)"
+        )
+    digest = record.digest()
+    if seq == 0:
+        if proof.prev != GENESIS:
+            raise _refuse("the first segment's record must start the chain")
+    else:
+        before = await scope.one(
+            segments, segments.c.recording_id == recording.id, segments.c.seq == seq - 1
+        )
+        if before is not None and before.record_hash != proof.prev:
+            raise _refuse(
+                f"the custody record of segment {seq} does not follow segment {seq - 1}'s "
+                "(broken chain link)"
+            )
+    after = await scope.one(
+        segments, segments.c.recording_id == recording.id, segments.c.seq == seq + 1
+    )
+    if after is not None and after.record_prev != digest:
+        raise _refuse(
+            f"segment {seq + 1}'s custody record does not follow this one (broken chain link)"
+        )
+    return {"record_prev": proof.prev, "record_hash": digest, "record_signature": proof.signature}
+
+
+def check_regrant(segment: Row[Any], declared: UploadRequest) -> None:
+    """A new grant for a declared segment must carry the very record stored for it."""
+    proof = declared.custody
+    stored = segment.record_signature
+    given = None if proof is None else (proof.prev, proof.signature)
+    if (stored is None) != (given is None) or (
+        given is not None and given != (segment.record_prev, stored)
+    ):
+        raise _refuse(f"segment {segment.seq} was declared with another custody record before")
+
+
+async def check_stored(scope: TenantScope, recording: Row[Any], segment: Row[Any]) -> None:
+    """At completion: the stored record still verifies with the device's stored key."""
+    public_key = await device_key(scope, recording.device_id)
+    if public_key is None:
+        return
+    if segment.record_signature is None or segment.record_prev is None:
+        raise _refuse(f"segment {segment.seq} has no custody record")
+    record = record_of(recording.id, segment.seq, segment.size, segment.sha256, segment.record_prev)
+    if record.digest() != segment.record_hash or not verify(
+        public_key, record, segment.record_signature
+    ):
+        raise _refuse(f"the stored custody record of segment {segment.seq} does not verify")
+
+
+@dataclass(slots=True)
+class Finding:
+    seq: int
+    kind: str  # missing | altered | reordered | unsigned | forged | broken_link
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    recording_id: str
+    segments: int = 0
+    verified: int = 0  # segments whose record and object both check out
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recording_id": self.recording_id,
+            "ok": self.ok,
+            "segments": self.segments,
+            "verified": self.verified,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyState:
+    """What the database holds about a recording's custody, read in one transaction."""
+
+    recording_id: str
+    public_key: str | None
+    rows: list[Row[Any]]
+    reported: dict[int, str]  # seq -> reason, from the agent's gap reports
+
+
+async def load_state(scope: TenantScope, recording_id: str) -> CustodyState:
+    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    if recording is None:
+        raise NotFound("no such recording in this tenant")
+    rows = await scope.all(
+        segments, segments.c.recording_id == recording_id, order_by=[segments.c.seq]
+    )
+    reported: dict[int, str] = {}
+    for gap in await scope.all(recording_gaps, recording_gaps.c.recording_id == recording_id):
+        for seq in json.loads(gap.seqs):
+            reported[int(seq)] = gap.reason
+    return CustodyState(
+        recording_id, await device_key(scope, recording.device_id), rows, reported
+    )
+
+
+async def verify_recording(state: CustodyState, bucket: BucketClient) -> VerifyReport:
+    """Re-check a recording's chain and each object's stored checksum (HeadObject only).
+
+    Runs outside any database transaction: it waits on the bucket.
+    """
+    recording_id, public_key, rows = state.recording_id, state.public_key, state.rows
+    reported = state.reported
+    report = VerifyReport(recording_id, segments=len(rows))
+    by_seq = {r.seq: r for r in rows}
+    last = max(by_seq) if by_seq else -1
+    for seq in sorted(set(range(last + 1)) | set(reported)):
+        if seq not in by_seq:
+            why = f" (reported by the agent: {reported[seq]})" if seq in reported else ""
+            report.findings.append(Finding(seq, "missing", f"never declared{why}"))
+
+    record_seq = {r.sha256: r.seq for r in rows}
+    heads = await asyncio.gather(*(asyncio.to_thread(bucket.head, r.object_key) for r in rows))
+    for row, head in zip(rows, heads, strict=True):
+        before = len(report.findings)
+        if public_key is None or row.record_signature is None or row.record_prev is None:
+            report.findings.append(Finding(row.seq, "unsigned", "no chain-of-custody record"))
+        else:
+            record = record_of(recording_id, row.seq, row.size, row.sha256, row.record_prev)
+            if record.digest() != row.record_hash or not verify(
+                public_key, record, row.record_signature
+            ):
+                report.findings.append(
+                    Finding(row.seq, "forged", "the record does not verify with the device key")
+                )
+            elif row.seq == 0 and row.record_prev != GENESIS:
+                report.findings.append(
+                    Finding(row.seq, "broken_link", "the first record does not start the chain")
+                )
+            elif row.seq > 0 and (prev := by_seq.get(row.seq - 1)) is not None and (
+                prev.record_hash != row.record_prev
+            ):
+                report.findings.append(
+                    Finding(row.seq, "reordered", f"the record does not follow seq {row.seq - 1}'s")
+                )
+        if head is None:
+            report.findings.append(Finding(row.seq, "missing", f"no object at {row.object_key}"))
+        elif head.sha256 != row.sha256 or head.size != row.size:
+            other = record_seq.get(head.sha256 or "")
+            if other is not None and other != row.seq:
+                report.findings.append(
+                    Finding(row.seq, "reordered", f"the object holds the bytes of seq {other}")
+                )
+            else:
+                stored = "no SHA-256 checksum" if head.sha256 is None else "another SHA-256"
+                report.findings.append(
+                    Finding(row.seq, "altered", f"the object carries {stored} ({head.size} bytes)")
+                )
+        if len(report.findings) == before:
+            report.verified += 1
+    report.findings.sort(key=lambda f: (f.seq, f.kind))
+    return report

@@ -1,0 +1,110 @@
+"""One employee's day: the recorded spans and the gaps between them.
+
+Recorded time comes from the segments the agent declared (start and duration), so a gap is
+time in which no segment was recorded, whatever the reason (idle, paused, screen locked, the
+agent silent or offline without a spool). Authorization goes through
+`broker.recordings.access`, in the same transaction as the read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from typing import Any
+
+from broker.auth.tokens import Principal
+from broker.db.database import Database
+from broker.db.schema import recordings, segments
+from broker.db.scope import TenantScope
+from broker.recordings import access
+
+# Segments closer than this are one continuous span (encoder and upload jitter).
+JOIN_TOLERANCE = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    start: datetime
+    end: datetime
+    recording_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Day:
+    user_id: str
+    email: str
+    day: date
+    days: list[date]  # every day with recorded time, newest first
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[Piece] = field(default_factory=list)
+    gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+
+def spans_of(pieces: Sequence[Piece]) -> list[Piece]:
+    """Merge segments into continuous spans (per recording, in time order)."""
+    merged: list[Piece] = []
+    for piece in sorted(pieces, key=lambda p: p.start):
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and last.recording_id == piece.recording_id
+            and piece.start - last.end <= JOIN_TOLERANCE
+        ):
+            merged[-1] = Piece(last.start, max(last.end, piece.end), last.recording_id)
+        else:
+            merged.append(piece)
+    return merged
+
+
+def gaps_between(spans: Sequence[Piece]) -> list[tuple[datetime, datetime]]:
+    gaps = []
+    for before, after in pairwise(spans):
+        if after.start - before.end > JOIN_TOLERANCE:
+            gaps.append((before.end, after.start))
+    return gaps
+
+
+async def day_of(db: Database, principal: Principal, user_id: str, day: date | None) -> Day:
+    async with db.transaction() as conn:
+        scope = TenantScope(conn, principal.tenant_id)
+        user = await access.require_visible(scope, principal, user_id)
+        recs = await scope.all(
+            recordings, recordings.c.user_id == user_id, order_by=[recordings.c.started_at]
+        )
+        ids = [r.id for r in recs]
+        segs = (
+            await scope.all(segments, segments.c.recording_id.in_(ids), order_by=[segments.c.seq])
+            if ids
+            else []
+        )
+    pieces = [
+        Piece(s.started_at, s.started_at + timedelta(milliseconds=s.duration_ms), s.recording_id)
+        for s in segs
+    ]
+    days = sorted({p.start.astimezone(UTC).date() for p in pieces}, reverse=True)
+    chosen = day or (days[0] if days else datetime.now(UTC).date())
+    start = datetime.combine(chosen, time(), tzinfo=UTC)
+    end = start + timedelta(days=1)
+    todays = [p for p in pieces if start <= p.start < end]
+    spans = spans_of(todays)
+    on_day = {p.recording_id for p in todays}
+    counts: dict[str, int] = {}
+    for p in todays:
+        counts[p.recording_id] = counts.get(p.recording_id, 0) + 1
+    listed = [
+        {
+            "recording_id": r.id,
+            "state": r.state,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "segments": counts.get(r.id, 0),
+        }
+        for r in recs
+        if r.id in on_day or start <= r.started_at < end
+    ]
+    return Day(
+        user_id=user_id, email=user.email, day=chosen, days=days, recordings=listed,
+        spans=spans, gaps=gaps_between(spans),
+    )

@@ -1,0 +1,260 @@
+"""A tenant's storage access: save (with the self-check), check, status, revocation.
+
+Saving runs the self-check on the new credentials *before* anything is stored; findings
+refuse the save unless the caller accepts the risk, which is audited. The bucket clients are
+keyed by configuration, so saved keys or a role take effect on the next request, without a
+restart.
+
+Revocation (DESIGN G6): when a re-grant (an earlier PUT failed) or a completion meets a 403,
+the broker asks the bucket about the tenant's canary, an object the self-check created and
+knows to exist. 403 there means the credentials are revoked: the storage is marked
+`access_revoked` (audited, logged) until new credentials pass the self-check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from datetime import datetime
+from typing import Any
+
+from broker.audit import log as audit
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.db.schema import storage_access
+from broker.db.scope import TenantScope
+from broker.errors import BrokerError, Conflict
+from broker.settings import MasterKeys
+from broker.storage import config as storage_config
+from broker.storage import selfcheck
+from broker.storage.config import StorageConfig
+from broker.storage.credentials import StorageAccessDenied
+from broker.storage.s3 import BucketClient, BucketClients
+from shared.wire import format_timestamp
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+ACCESS_REVOKED = "access_revoked"
+
+
+class StorageRisk(Conflict):
+    """The self-check found rights the broker must not have; saving needs `accept_risk`."""
+
+
+class StorageAccess:
+    def __init__(
+        self, *, db: Database, keys: MasterKeys, buckets: BucketClients, clock: Clock
+    ) -> None:
+        self._db = db
+        self._keys = keys
+        self._buckets = buckets
+        self._clock = clock
+
+    # -- external ID ----------------------------------------------------------------------
+
+    async def external_id(self, tenant_id: str) -> str:
+        """The tenant's external ID for the role option, made on first use, never changed."""
+        async with self._db.transaction() as conn:
+            row = await _access_row(TenantScope(conn, tenant_id), self._clock())
+            return str(row.external_id)
+
+    # -- save, check, status --------------------------------------------------------------
+
+    async def save(
+        self,
+        tenant_id: str,
+        *,
+        bucket: str,
+        region: str,
+        endpoint_url: str | None,
+        prefix: str,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        role_arn: str | None = None,
+        accept_risk: bool = False,
+        actor: str,
+    ) -> dict[str, Any]:
+        external_id = await self.external_id(tenant_id) if role_arn else None
+        candidate = storage_config.candidate(
+            tenant_id, bucket=bucket, region=region, endpoint_url=endpoint_url, prefix=prefix,
+            access_key_id=access_key_id, secret_access_key=secret_access_key,
+            role_arn=role_arn, external_id=external_id,
+        )
+        report = await self._run(candidate, fresh=True)
+        if report.findings and not accept_risk:
+            raise StorageRisk(
+                "the self-check found: "
+                + "; ".join(f"{f.name} ({f.message}; {f.outcome})" for f in report.findings)
+                + ". Nothing was saved. Fix the IAM policies (bucketreel-broker iam-policy), "
+                "or save anyway with accept_risk (--accept-risk)."
+            )
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            version = await storage_config.save(
+                scope, self._keys, bucket=bucket, region=region, endpoint_url=endpoint_url,
+                prefix=prefix, access_key_id=access_key_id,
+                secret_access_key=secret_access_key, role_arn=role_arn, now=now, actor=actor,
+                audit_details={"findings": report.finding_names},
+            )
+            if report.findings:
+                await audit.record(
+                    scope, at=now, actor=actor, action="storage.risk_accepted", target=bucket,
+                    details={"findings": report.finding_names, "credential_version": version},
+                )
+            await self._store_report(scope, report, actor=actor, now=now)
+        return {
+            "tenant_id": tenant_id,
+            "bucket": bucket,
+            "auth_mode": candidate.auth_mode,
+            "credential_version": version,
+            "check": report.as_json(),
+        }
+
+    async def check(self, tenant_id: str, *, actor: str) -> dict[str, Any]:
+        """Run the self-check on the saved storage; record the result and the access state."""
+        async with self._db.transaction() as conn:
+            config = await storage_config.load(TenantScope(conn, tenant_id), self._keys)
+        report = await self._run(config, fresh=False)
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            await audit.record(
+                scope, at=now, actor=actor, action="storage.check", target=config.bucket,
+                details={"findings": report.finding_names, "can_write": report.can_write},
+            )
+            await self._store_report(scope, report, actor=actor, now=now)
+        return await self.status(tenant_id)
+
+    async def status(self, tenant_id: str) -> dict[str, Any]:
+        """What an admin sees: the storage (never a secret), the access state, the last check."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            access = await _access_row(scope, self._clock())
+            try:
+                config: StorageConfig | None = await storage_config.load(scope, self._keys)
+            except storage_config.StorageNotConfigured:
+                config = None
+        result: dict[str, Any] = {
+            "configured": config is not None,
+            "external_id": access.external_id,
+            "state": access.state,
+            "state_reason": access.state_reason,
+            "state_changed_at": (
+                format_timestamp(access.state_changed_at) if access.state_changed_at else None
+            ),
+            "last_check": json.loads(access.check_result) if access.check_result else None,
+        }
+        if config is not None:
+            result.update(
+                bucket=config.bucket, region=config.region, endpoint_url=config.endpoint_url,
+                prefix=config.prefix, auth_mode=config.auth_mode,
+                access_key_id=config.access_key_id, role_arn=config.role_arn,
+                credential_version=config.credential_version,
+            )
+        return result
+
+    # -- revocation -----------------------------------------------------------------------
+
+    async def access_works(self, tenant_id: str, bucket: BucketClient) -> bool:
+        """HeadObject on the canary: False (and the storage marked revoked) on a 403."""
+        async with self._db.transaction() as conn:
+            row = await TenantScope(conn, tenant_id).one(storage_access)
+        canary = row.canary_key if row is not None else None
+        try:
+            if canary is None:  # never self-checked: a 403 cannot be told apart; assume revoked
+                raise StorageAccessDenied("no canary object to check the credentials with")
+            await asyncio.to_thread(bucket.head, canary)
+        except StorageAccessDenied:
+            await self.mark_revoked(
+                tenant_id, reason="the bucket answered 403 to the broker's credentials "
+                f"(credential version {bucket.config.credential_version})",
+            )
+            return False
+        return True
+
+    async def confirm_access(self, tenant_id: str, bucket: BucketClient) -> None:
+        """Raise StorageAccessDenied (503) when the tenant's credentials are revoked."""
+        if not await self.access_works(tenant_id, bucket):
+            raise StorageAccessDenied(
+                "the bucket refuses the broker's credentials (access revoked); an admin must "
+                "install new ones (bucketreel-broker admin set-storage)"
+            )
+
+    async def mark_revoked(self, tenant_id: str, *, reason: str) -> None:
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            row = await _access_row(scope, now)
+            if row.state == ACCESS_REVOKED:
+                return
+            await scope.update(
+                storage_access, state=ACCESS_REVOKED, state_reason=reason[:300],
+                state_changed_at=now,
+            )
+            await audit.record(
+                scope, at=now, actor="broker", action="storage.access_revoked",
+                target=tenant_id, details={"reason": reason},
+            )
+        log.warning("tenant %s: storage access revoked: %s", tenant_id, reason)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _run(self, config: StorageConfig, *, fresh: bool) -> selfcheck.CheckReport:
+        now = self._clock()
+        try:
+            get = self._buckets.fresh if fresh else self._buckets.get
+            bucket = await asyncio.to_thread(get, config)
+        except BrokerError as exc:  # STS refused the role, or did not answer
+            return selfcheck.CheckReport(
+                checked_at=now, can_write=False, canary_key=None,
+                findings=[selfcheck.Finding(
+                    "cannot_write", "red", selfcheck.FINDINGS["cannot_write"],
+                    f"error: {exc.message}",
+                )],
+            )
+        return await asyncio.to_thread(selfcheck.run, bucket, now)
+
+    async def _store_report(
+        self, scope: TenantScope, report: selfcheck.CheckReport, *, actor: str, now: datetime
+    ) -> None:
+        row = await _access_row(scope, now)
+        values: dict[str, Any] = {
+            "checked_at": report.checked_at,
+            "check_result": json.dumps(report.as_json()),
+        }
+        if report.can_write:
+            values["canary_key"] = report.canary_key
+            if row.state != OK:
+                values.update(state=OK, state_reason=None, state_changed_at=now)
+                await audit.record(
+                    scope, at=now, actor=actor, action="storage.access_restored",
+                    target=scope.tenant_id,
+                )
+                log.info("tenant %s: storage access restored", scope.tenant_id)
+        elif row.state != ACCESS_REVOKED:
+            values.update(
+                state=ACCESS_REVOKED, state_reason="the self-check could not write",
+                state_changed_at=now,
+            )
+            await audit.record(
+                scope, at=now, actor=actor, action="storage.access_revoked",
+                target=scope.tenant_id, details={"reason": "the self-check could not write"},
+            )
+            log.warning("tenant %s: storage access revoked: the self-check could not write",
+                        scope.tenant_id)
+        await scope.update(storage_access, **values)
+
+
+async def _access_row(scope: TenantScope, now: datetime) -> Any:
+    row = await scope.one(storage_access)
+    if row is None:
+        await scope.insert(
+            storage_access, external_id="bucketreel-" + secrets.token_urlsafe(24), state=OK,
+            created_at=now,
+        )
+        row = await scope.one(storage_access)
+    return row
