@@ -116,7 +116,7 @@ def main() -> int:
             "employee",
             stdin=password + "\n",
         )["user_id"]
-        broker.admin(
+        stored = broker.admin(
             "set-storage",
             "--tenant",
             "demo",
@@ -133,6 +133,12 @@ def main() -> int:
             "--accept-risk",  # a local dev bucket (moto, no IAM): every right, knowingly
             stdin=s3.secret_access_key + "\n",
         )
+        findings = [f["name"] for f in stored.get("check", {}).get("findings", [])]
+        if findings:
+            say(
+                "storage self-check findings accepted for this local dev bucket only (moto has "
+                f"no IAM here, so the broker may do everything): {', '.join(findings)}"
+            )
         code = broker.admin("enrollment-code", "--tenant", "demo", "--user", user)["code"]
         say(f"tenant {tenant}, employee ann@demo.example ({user}); one-time enrollment code issued")
 
