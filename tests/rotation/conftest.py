@@ -2,6 +2,8 @@
 
   fresh_database_url  str: an empty database of its own, "sqlite" / "postgresql" (both run)
   broker_secrets      function: a complete set of broker secrets with the master keys given
+  s3_gate, setup_key  the strict SigV4 gate in front of moto and the tests' set-up key,
+                      imported from tests/storage/conftest.py (same definitions, not copies)
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BROKER_DB_ROLE
+from tests.storage.conftest import s3_gate as s3_gate
+from tests.storage.conftest import setup_key as setup_key
 from tests.support.postgres import PostgresServer
 
 
