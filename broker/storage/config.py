@@ -22,7 +22,8 @@ ROLE = "role"  # a role the broker assumes with STS, with the tenant's external 
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION_RE = re.compile(r"^[a-z0-9-]{2,40}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/-]{0,200}$")
+# No `*`: IAM reads it as a wildcard in the policy's resource, widening the broker's rights.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.'()/-]{0,200}$")
 _KEY_ID_RE = re.compile(r"^[A-Za-z0-9+/=_-]{3,128}$")
 
 
@@ -65,7 +66,7 @@ def validate(
         if parts.scheme not in {"https", "http"} or not parts.hostname or parts.query:
             raise InvalidInput("endpoint URL must be an http(s) URL without a query")
     if not _PREFIX_RE.match(prefix) or ".." in prefix.split("/"):
-        raise InvalidInput("prefix may hold letters, digits and !_.*'()/- only")
+        raise InvalidInput("prefix may hold letters, digits and !_.'()/- only")
     if role_arn is not None:
         if access_key_id is not None or secret_access_key is not None:
             raise InvalidInput("give either a role ARN or an access key, not both")

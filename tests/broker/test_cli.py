@@ -133,3 +133,15 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password(
     assert "cannot open the database" in result.stderr
     assert "hunter2-secret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("prefix", ["rec/*", "a/../b"])
+def test_a_prefix_that_would_widen_the_policy_is_refused(
+    broker: BrokerProcess, tenant: Tenant, prefix: str
+) -> None:
+    """`*` is a wildcard in IAM resources and `..` climbs out: neither may name a prefix."""
+    with pytest.raises(BrokerCommandError, match="prefix may hold") as raised:
+        broker.admin("set-storage", "--tenant", tenant.tenant_id, "--bucket", tenant.bucket,
+                     "--region", "eu-central-1", "--prefix", prefix, "--access-key-id", "AKIAX",
+                     stdin="secret-secret\n")
+    assert "exited with code 1" in str(raised.value)
