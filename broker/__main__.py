@@ -116,9 +116,17 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _always(_result: dict[str, Any]) -> bool:
+    return True
+
+
 def _admin(
     action: Callable[[admin.AdminContext, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    ok: Callable[[dict[str, Any]], bool] = _always,
 ) -> Callable[[argparse.Namespace], int]:
+    """Run an operator command and print its JSON; exit 1 when `ok` judges the result bad."""
+
     def run(args: argparse.Namespace) -> int:
         from broker import admin  # imported here so --help and --version stay quick
 
@@ -128,10 +136,17 @@ def _admin(
             async with admin.context(settings) as ctx:
                 return await action(ctx, args)
 
-        _print_json(asyncio.run(go()))
-        return 0
+        result = asyncio.run(go())
+        _print_json(result)
+        return 0 if ok(result) else 1
 
     return run
+
+
+def _storage_sound(status: dict[str, Any]) -> bool:
+    """Access works and the last self-check found no right the broker must not have."""
+    findings = (status.get("last_check") or {}).get("findings") or []
+    return status.get("state") == "ok" and not findings
 
 
 async def _create_tenant(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -193,19 +208,12 @@ async def _view_url(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[s
     return await admin.view_url(ctx, tenant=args.tenant, recording=args.recording, seq=args.seq)
 
 
-def cmd_verify_recording(args: argparse.Namespace) -> int:
-    """Print the custody report; exit 1 when any segment is missing, altered or reordered."""
+async def _verify_recording(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    """The custody report; the command exits 1 when any segment is missing, altered or
+    reordered."""
     from broker import admin
 
-    settings = _settings(args)
-
-    async def go() -> dict[str, Any]:
-        async with admin.context(settings) as ctx:
-            return await admin.verify_recording(ctx, tenant=args.tenant, recording=args.recording)
-
-    report = asyncio.run(go())
-    _print_json(report)
-    return 0 if report["ok"] else 1
+    return await admin.verify_recording(ctx, tenant=args.tenant, recording=args.recording)
 
 
 async def _assign(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -302,8 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     iam.add_argument("--principal-arn", help="ARN of the IAM user or role the broker signs as")
     iam.add_argument("--assumer-arn", help="role option: ARN allowed to assume the role")
     iam.add_argument("--external-id", help="role option: the tenant's external ID")
-    iam.add_argument("--max-signature-age-ms", type=int, default=600_000,
-                     help="deny signatures older than this (default 600000)")
+    iam.add_argument(
+        "--max-signature-age-ms",
+        type=int,
+        default=600_000,
+        help="deny signatures older than this (default 600000)",
+    )
     iam.set_defaults(func=cmd_iam_policy)
 
     adm = sub.add_parser("admin", help="operator commands; each prints JSON")
@@ -328,18 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS)")
     p.add_argument("--prefix", default="", help="key prefix inside the bucket")
     p.add_argument("--access-key-id", help="static keys: the IAM access key id")
-    p.add_argument("--role-arn", help="role option: the role the broker assumes (see "
-                   "`admin storage` for the tenant's external ID)")
-    p.add_argument("--accept-risk", action="store_true",
-                   help="save even when the self-check finds rights the broker must not have "
-                   "(audited)")
+    p.add_argument(
+        "--role-arn",
+        help="role option: the role the broker assumes (see "
+        "`admin storage` for the tenant's external ID)",
+    )
+    p.add_argument(
+        "--accept-risk",
+        action="store_true",
+        help="save even when the self-check finds rights the broker must not have (audited)",
+    )
     p.set_defaults(func=_admin(_set_storage))
 
     p = adm_sub.add_parser(
         "check-storage", help="run the storage self-check now (probes: see the admin guide)"
     )
     p.add_argument("--tenant", required=True, help="tenant id or name")
-    p.set_defaults(func=_admin(_check_storage))
+    p.set_defaults(func=_admin(_check_storage, ok=_storage_sound))
 
     p = adm_sub.add_parser(
         "storage", help="show the tenant's storage, access state, external ID, last check"
@@ -364,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tenant", required=True, help="tenant id or name")
     p.add_argument("recording", metavar="ID", help="recording id")
-    p.set_defaults(func=cmd_verify_recording)
+    p.set_defaults(func=_admin(_verify_recording, ok=lambda report: bool(report["ok"])))
 
     p = adm_sub.add_parser("assign", help="let a manager see an employee's recordings")
     p.add_argument("--tenant", required=True, help="tenant id or name")

@@ -10,7 +10,9 @@ product keeps S3's meaning.
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from broker.storage import policy
 from tests.identity.people import audit_entries, person
 from tests.storage.iam import IamMoto, Principal
 from tests.support.api import Api, Operator, Tenant
-from tests.support.broker import BrokerCommandError, BrokerProcess
+from tests.support.broker import BrokerCommandError, BrokerProcess, broker_script
 
 EVERY_FINDING_BUT_WRITE = {"can_list", "can_delete", "can_change_acl", "missing_keys_answer_404"}
 MOTO_HEAD_DEVIATION = {"missing_keys_answer_404"}
@@ -84,7 +86,14 @@ def test_an_s3_star_principal_is_refused_unless_the_risk_is_accepted(
     assert len(accepted) == 1
     assert set(accepted[0].details["findings"]) == EVERY_FINDING_BUT_WRITE
 
-    checked = broker.admin("check-storage", "--tenant", tenant_id)
+    # The report is printed either way; findings make the command fail (exit 1) for scripts.
+    ran = subprocess.run(
+        [str(broker_script()), "admin", "check-storage", "--tenant", tenant_id],
+        env=broker.env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 1, ran.stderr
+    checked = json.loads(ran.stdout)
     assert checked["state"] == "ok"
     assert findings(checked["last_check"]) == EVERY_FINDING_BUT_WRITE
     assert checked["access_key_id"] == wide.access_key_id
