@@ -1,7 +1,8 @@
 """`bucketreel-agent`: enroll this workstation, then record its screen into the bucket.
 
 Exit status: 0 on success, 1 on an error (`bucketreel-agent: error: <message>` on stderr),
-2 on a usage error, 75 when another agent already runs for this user, 130 when interrupted.
+2 on a usage error, 75 when another agent already runs for this user, 78 when the settings
+file is refused (agent.config), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import math
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-from agent import paths, spool
+from agent import config, paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
 from agent.custody import DeviceKey, key_path
@@ -25,6 +28,7 @@ from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
 from agent.errors import AgentError, BrokerError, ConfigError
 from agent.heartbeat import DEFAULT_INTERVAL, HeartbeatSender
+from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.instance import AlreadyRunning, InstanceLock
 from agent.login import enroll_by_login
 from agent.logs import redact, setup_logging
@@ -33,50 +37,42 @@ from agent.recorder import Recorder, RecorderConfig, install_stop_signals
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
 from shared import version
-from shared.wire import MAX_SEGMENT_DURATION_MS, GapReport
+from shared.wire import GapReport
 
 PROG = "bucketreel-agent"
-MAX_FPS = 60.0
 EXIT_ALREADY_RUNNING = 75  # EX_TEMPFAIL
-_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+EXIT_CONFIG = 78  # EX_CONFIG: the settings file is refused (as the broker's configuration)
 
 log = logging.getLogger(__name__)
 
 
-def _number(
-    kind: Callable[[str], float], *, lo: float, hi: float, lo_open: bool = False
-) -> Callable[[str], float]:
-    def parse(text: str) -> float:
+def _flag(key: str) -> Callable[[str], Any]:
+    """The argparse type of a `run` flag: the same checks as the settings file's key."""
+    bound = config.RANGES[key]
+
+    def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        too_low = value <= lo if lo_open else value < lo
-        if not math.isfinite(value) or too_low or value > hi:
-            bound = f"more than {lo:g}" if lo_open else f"at least {lo:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound} and at most {hi:g}")
-        return value
+            if bound.kind is str:
+                return config.parse_size(text)
+            try:
+                value = bound.kind(text)
+            except ValueError:
+                raise ValueError(f"not a number: {text!r}") from None
+            return bound.kind(config.in_range(value, bound))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
 
 
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    parse = _number(int, lo=lo, hi=hi)
-    return lambda text: int(parse(text))
-
-
-def parse_size(text: str) -> int:
-    """A byte count: `2G`, `500M`, `64K`, `1048576` (binary units, an optional `B`/`iB`)."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
-    number = value[: len(value) - len(unit)].strip()
+def _positive(text: str) -> float:
     try:
-        amount = float(number)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M)") from None
-    if not math.isfinite(amount) or amount < 0:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 2G, 500M)")
-    return int(amount * _SIZE_UNITS[unit])
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most inf")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,39 +114,48 @@ def build_parser() -> argparse.ArgumentParser:
         "closed. A second interrupt aborts.",
     )
     p_run.add_argument(
-        "--fps", type=_number(float, lo=0, hi=MAX_FPS, lo_open=True), default=1.0,
-        help="frames per second (default 1)",
+        "--config", type=Path, metavar="PATH",
+        help=f"settings file (default: {config.CONFIG_FILE} in the config directory, when "
+        "there is one); flags override it",
     )
     p_run.add_argument(
-        "--segment-seconds", type=_number(float, lo=1, hi=MAX_SEGMENT_DURATION_MS / 1000),
-        default=60.0, metavar="S", help="length of each uploaded segment (default 60)",
+        "--fps", type=_flag("fps"), help="frames per second (default 1)",
     )
     p_run.add_argument(
-        "--duration", type=_number(float, lo=0, hi=math.inf, lo_open=True), metavar="S",
+        "--segment-seconds", type=_flag("segment_seconds"), metavar="S",
+        help="length of each uploaded segment (default 60)",
+    )
+    p_run.add_argument(
+        "--duration", type=_positive, metavar="S",
         help="stop after S seconds (default: run until interrupted)",
     )
     p_run.add_argument(
-        "--monitor", type=_int(0, 64), default=1, metavar="N",
+        "--monitor", type=_flag("monitor"), metavar="N",
         help="monitor to record, as mss numbers them: 1 = first (default), 0 = all together",
     )
     p_run.add_argument(
-        "--crf", type=_int(0, 51), default=DEFAULT_CRF,
+        "--crf", type=_flag("crf"),
         help=f"H.264 quality, lower is better and larger (default {DEFAULT_CRF})",
     )
     p_run.add_argument(
-        "--spool-limit", type=parse_size, default=spool.DEFAULT_LIMIT, metavar="SIZE",
+        "--spool-limit", type=_flag("spool_limit"), metavar="SIZE",
         help="most disk the encrypted spool may use while uploads fail, e.g. 500M "
         "(default 2G); at the limit the oldest segments are dropped and reported as gaps",
     )
     p_run.add_argument(
-        "--drain-seconds", type=_number(float, lo=0, hi=86400), default=DEFAULT_DRAIN_SECONDS,
-        metavar="S", help="on stop, how long to keep trying to upload what is pending "
+        "--drain-seconds", type=_flag("drain_seconds"), metavar="S",
+        help="on stop, how long to keep trying to upload what is pending "
         f"(default {DEFAULT_DRAIN_SECONDS:g})",
     )
     p_run.add_argument(
-        "--heartbeat-seconds", type=_number(float, lo=1, hi=3600), default=DEFAULT_INTERVAL,
-        metavar="S", help="how often to report status to the broker (default "
+        "--heartbeat-seconds", type=_flag("heartbeat_seconds"), metavar="S",
+        help="how often to report status to the broker (default "
         f"{DEFAULT_INTERVAL:g}); the broker shows a device silent after three missed beats",
+    )
+    p_run.add_argument(
+        "--idle-seconds", type=_flag("idle_seconds"), metavar="S",
+        help="pause after S seconds without keyboard or mouse input, and while the screen "
+        f"is locked (default {DEFAULT_IDLE_SECONDS:g}; 0 never pauses)",
     )
     p_run.set_defaults(func=cmd_run)
 
@@ -196,6 +201,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    flags = {key: getattr(args, key) for key in config.RANGES}
+    file_values = config.load_file(
+        args.config or paths.config_dir() / config.CONFIG_FILE, required=args.config is not None
+    )
+    settings = config.resolve(file_values, flags)
     tune_malloc()  # before the threads start: they would get arenas of their own
     store = CredentialStore(paths.credential_path())
     lock = InstanceLock(paths.config_dir())
@@ -219,21 +229,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         close_dead_recording(broker, read_status(paths.config_dir()))
         status = StatusFile(paths.config_dir())
         status.update(state="starting")
-        heartbeat = HeartbeatSender(broker, status, args.heartbeat_seconds)
+        heartbeat = HeartbeatSender(broker, status, settings.heartbeat_seconds)
         heartbeat.start()
-        config = RecorderConfig(
-            fps=args.fps,
-            segment_seconds=args.segment_seconds,
+        recorder_config = RecorderConfig(
+            fps=settings.fps,
+            segment_seconds=settings.segment_seconds,
             duration=args.duration,
-            monitor=args.monitor,
-            crf=args.crf,
-            drain_seconds=args.drain_seconds,
+            monitor=settings.monitor,
+            crf=settings.crf,
+            drain_seconds=settings.drain_seconds,
+            idle_seconds=settings.idle_seconds,
         )
         stop = threading.Event()
         restore = install_stop_signals(stop)
         try:
             Recorder(
-                config, uploader, spool.Spool(spool_dir, limit=args.spool_limit), status=status,
+                recorder_config, uploader, spool.Spool(spool_dir, limit=settings.spool_limit),
+                status=status,
                 key=key,
             ).run(stop)
         except BaseException as exc:
@@ -326,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AlreadyRunning as exc:
         print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
+    except config.SettingsFileError as exc:
+        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_CONFIG
     except AgentError as exc:
         print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -193,7 +193,7 @@ class ScreenCapture:
         *,
         duration: float | None = None,
         t0: float | None = None,
-    ) -> Iterator[Frame]:
+    ) -> Generator[Frame, None, None]:
         """Frames until `stop` is set or `duration` seconds of ticks have been covered.
 
         With a duration, exactly the ticks due in [t0, t0 + duration) are candidates

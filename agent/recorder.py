@@ -11,6 +11,11 @@ error) ends capture; the encoder then closes the last, partial segment, the uplo
 delivers everything queued or spooled (for at most `drain_seconds` more), and the recording
 is finished at the broker.
 
+Pausing (agent.idle): when the user has been idle for longer than `idle_seconds`, or the
+screen is locked, capture stops: the segment in progress is closed and uploaded, and nothing
+is captured until input returns (or the screen is unlocked). Each pause is reported to the
+broker as a gap with its reason (`idle`, `locked`) and time range; a pause is not a failure.
+
 A segment that is refused for good, dropped at the spool limit or still unsent at exit is
 reported at once and the recording goes on; at the end the run fails naming every gap. A
 fatal error (display lost, device revoked, recording closed) stops the whole run and is
@@ -36,6 +41,7 @@ from agent.custody import CustodyChain, DeviceKey
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
 from agent.errors import AgentError
+from agent.idle import DEFAULT_IDLE_SECONDS, IdleWatch
 from agent.spool import Spool
 from agent.status import StatusFile
 from agent.uploader import Uploader
@@ -62,6 +68,19 @@ class RecorderConfig:
     frame_queue: int = 8  # frames waiting for the encoder before capture drops frames
     segment_queue: int = 32  # encoded segments waiting for upload (held in RAM)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS  # at stop, how long to wait for uploads
+    idle_seconds: float = DEFAULT_IDLE_SECONDS  # pause after this long without input; 0: never
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """In the frame queue: close the segment in progress (a pause starts)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    reason: str  # "idle" or "locked"
+    started_at: datetime
+    ended_at: datetime | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -72,6 +91,7 @@ class RunSummary:
     unchanged_frames: int = 0  # captured, identical to the previous one: not encoded
     dropped_frames: int = 0  # captured but dropped because the encoder lagged
     skipped_ticks: int = 0  # ticks not captured because capture ran late
+    pauses: list[Pause] = field(default_factory=list)  # idle or locked, in order
 
 
 class Recorder:
@@ -87,6 +107,7 @@ class Recorder:
         report: Report = report_to_stderr,
         status: StatusFile | None = None,
         key: DeviceKey | None = None,
+        idle: IdleWatch | None = None,
     ) -> None:
         self.config = config
         self.key = key  # signs each segment's chain-of-custody record, when enrolled with one
@@ -102,7 +123,10 @@ class Recorder:
             # then starts a new segment at the new size instead of failing
             refresh_ticks=max(1, round(config.segment_seconds * config.fps)),
         )
+        self.idle = idle if idle is not None else IdleWatch(config.idle_seconds)
         self._report = report
+        self._pause_reports: list[threading.Thread] = []
+        self._recording_id = ""
         self._errors: list[BaseException] = []
         self._errors_lock = threading.Lock()
 
@@ -127,6 +151,7 @@ class Recorder:
         summary = RunSummary(recording_id=recording_id)
         if self.status is not None:
             self.status.update(state="recording", recording_id=recording_id)
+        self._recording_id = recording_id
         self._report(
             f"recording {recording_id} started: monitor {config.monitor} "
             f"({region['width']}x{region['height']}), {config.fps:g} fps, "
@@ -134,7 +159,7 @@ class Recorder:
             + (f", for {config.duration:g} s" if config.duration is not None else "")
         )
 
-        frames: queue.Queue[Frame | None] = queue.Queue(maxsize=max(1, config.frame_queue))
+        frames: queue.Queue[Frame | Cut | None] = queue.Queue(maxsize=max(1, config.frame_queue))
         segments: queue.Queue[Segment | None] = queue.Queue(maxsize=max(1, config.segment_queue))
         threads = [
             threading.Thread(
@@ -156,6 +181,14 @@ class Recorder:
             while thread.is_alive():
                 thread.join(0.25)  # short joins keep the main thread responsive to signals
 
+        for reporter in self._pause_reports:
+            reporter.join(30)
+        if summary.pauses and summary.pauses[-1].ended_at is None:  # stopped while paused
+            last = summary.pauses[-1]
+            summary.pauses[-1] = Pause(
+                reason=last.reason, started_at=last.started_at, ended_at=datetime.now(UTC)
+            )
+            self._report_pause(recording_id, summary.pauses[-1])
         with self._errors_lock:
             errors = list(self._errors)
         if self.status is not None:
@@ -179,6 +212,7 @@ class Recorder:
                 + (f", {summary.dropped_frames} dropped" if summary.dropped_frames else "")
                 + (f", {summary.skipped_ticks} tick(s) skipped" if summary.skipped_ticks else "")
                 + (f", {outcome.spooled} went through the spool" if outcome.spooled else "")
+                + (f", paused {len(summary.pauses)} time(s)" if summary.pauses else "")
             )
         if errors:
             raise errors[0]
@@ -202,20 +236,40 @@ class Recorder:
                 log.warning("could not report the gap (%s: %s) to the broker: %s",
                             reason, seqs, exc)
 
-    def _capture_loop(
-        self, stop: threading.Event, frames: queue.Queue[Frame | None], summary: RunSummary
-    ) -> None:
-        last_drop_log = -1e9
+    def _report_pause(self, recording_id: str, pause: Pause) -> None:
+        """Tell the broker about a pause (best effort: it shows as a gap either way)."""
         try:
-            for frame in self.capture.frames(stop, duration=self.config.duration):
-                summary.frames += 1
-                try:
-                    frames.put_nowait(frame)
-                except queue.Full:
-                    summary.dropped_frames += 1
-                    if time.monotonic() - last_drop_log > 10:
-                        last_drop_log = time.monotonic()
-                        log.warning("the encoder is falling behind: dropping frames")
+            self.broker.report_gap(
+                recording_id,
+                GapReport(seqs=[], reason=pause.reason, from_=pause.started_at,
+                          to=pause.ended_at or pause.started_at),
+            )
+        except AgentError as exc:
+            log.warning("could not report the pause (%s) to the broker: %s", pause.reason, exc)
+
+    def _capture_loop(
+        self,
+        stop: threading.Event,
+        frames: queue.Queue[Frame | Cut | None],
+        summary: RunSummary,
+    ) -> None:
+        duration = self.config.duration
+        started = time.monotonic()
+        try:
+            while not stop.is_set():
+                left = None
+                if duration is not None and summary.pauses:
+                    left = duration - (time.monotonic() - started)
+                    if left <= 0:
+                        break
+                reason = self._capture_until_pause(
+                    stop, frames, summary, duration if not summary.pauses else left
+                )
+                if reason is None:
+                    break
+                frames.put(Cut())  # the encoder closes the segment; it gets uploaded
+                if not self._paused(stop, reason, summary, started):
+                    break
         except Exception as exc:
             self._fail(exc, stop)
         finally:
@@ -224,10 +278,72 @@ class Recorder:
                 self.status.update(state="stopping")
             frames.put(None)  # the encoder always drains the queue, so this cannot hang
 
+    def _capture_until_pause(
+        self,
+        stop: threading.Event,
+        frames: queue.Queue[Frame | Cut | None],
+        summary: RunSummary,
+        duration: float | None,
+    ) -> str | None:
+        """Capture until stopped or out of time (None), or until a pause is due (its reason)."""
+        last_drop_log = -1e9
+        grabbed = self.capture.frames(stop, duration=duration)
+        try:
+            for frame in grabbed:
+                reason = self.idle.check()
+                if reason is not None:
+                    return reason
+                summary.frames += 1
+                try:
+                    frames.put_nowait(frame)
+                except queue.Full:
+                    summary.dropped_frames += 1
+                    if time.monotonic() - last_drop_log > 10:
+                        last_drop_log = time.monotonic()
+                        log.warning("the encoder is falling behind: dropping frames")
+        finally:
+            grabbed.close()  # releases the display connection
+        return None
+
+    def _paused(
+        self, stop: threading.Event, reason: str, summary: RunSummary, started: float
+    ) -> bool:
+        """Wait while paused; True when capture should resume, False when the run ends."""
+        pause = Pause(reason=reason, started_at=datetime.now(UTC))
+        summary.pauses.append(pause)
+        what = "the screen is locked" if reason == "locked" else (
+            f"no input for {self.idle.idle_seconds:g} s")
+        self._report(f"paused: {what}; the current segment is being uploaded")
+        if self.status is not None:
+            self.status.update(state=f"paused_{reason}")
+        duration = self.config.duration
+        resume = False
+        while not stop.wait(self.idle.poll):
+            if duration is not None and time.monotonic() - started >= duration:
+                break
+            if self.idle.check() is None:
+                resume = True
+                break
+        if not resume:
+            return False  # the pause ends with the run; reported at the end
+        ended = Pause(reason=reason, started_at=pause.started_at, ended_at=datetime.now(UTC))
+        summary.pauses[-1] = ended
+        seconds = ((ended.ended_at or pause.started_at) - pause.started_at).total_seconds()
+        self._report(f"resumed after {seconds:.0f} s paused ({reason})")
+        if self.status is not None:
+            self.status.update(state="recording")
+        reporter = threading.Thread(
+            target=self._report_pause, args=(self._recording_id, ended),
+            name="bucketreel-pause-report", daemon=True,
+        )
+        reporter.start()
+        self._pause_reports.append(reporter)
+        return True
+
     def _encode_loop(
         self,
         stop: threading.Event,
-        frames: queue.Queue[Frame | None],
+        frames: queue.Queue[Frame | Cut | None],
         segments: queue.Queue[Segment | None],
         summary: RunSummary,
     ) -> None:
@@ -245,6 +361,11 @@ class Recorder:
                 if failed:
                     continue  # keep draining so the capture thread never blocks
                 try:
+                    if isinstance(frame, Cut):
+                        closed = segmenter.flush()
+                        if closed is not None:
+                            self._hand_over(closed, segments)
+                        continue
                     for segment in segmenter.push(frame):
                         self._hand_over(segment, segments)
                 except Exception as exc:

@@ -282,7 +282,10 @@ class SegmentInfo:
     record_hash: str | None = None  # the segment's chain-of-custody record, when signed
 
 
-GAP_REASONS = ("spool_limit", "unsent_at_exit", "refused", "agent_died")
+GAP_REASONS = ("spool_limit", "unsent_at_exit", "refused", "agent_died", "idle", "locked")
+# Pauses: the agent stopped capturing (no input for its idle time, or the screen locked).
+# They name no segment; they carry the paused time range instead.
+PAUSE_REASONS = ("idle", "locked")
 MAX_GAP_SEQS = 10_000
 MAX_STATE = 20
 
@@ -292,17 +295,33 @@ class GapInfo:
     seqs: list[int]
     reason: str
     reported_at: str
+    from_: str | None = None  # a pause's time range (idle, locked)
+    to: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "seqs": list(self.seqs), "reason": self.reason, "reported_at": self.reported_at
+        }
+        if self.from_ is not None:
+            body["from"] = self.from_
+            body["to"] = self.to
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GapReport:
-    """Segments of a recording that will never arrive, and why (reported by its agent).
+    """Segments of a recording that will never arrive, and why (reported by its agent); or a
+    pause of the recording (reasons `idle` and `locked`) with its time range.
 
-    `seqs` may be empty: for `agent_died`, whatever follows the last verified segment.
+    `seqs` may be empty: for `agent_died`, whatever follows the last verified segment. A pause
+    names no segment (`seqs` empty) and carries `from` and `to` (RFC 3339, `from` <= `to`);
+    the other reasons carry no time range.
     """
 
     seqs: list[int]
     reason: str
+    from_: datetime | None = None
+    to: datetime | None = None
 
     @classmethod
     def from_json(cls, data: object) -> GapReport:
@@ -316,10 +335,25 @@ class GapReport:
         reason = d.get("reason")
         if reason not in GAP_REASONS:
             raise WireError("reason", f"must be one of {', '.join(GAP_REASONS)}")
-        return cls(seqs=sorted(set(seqs)), reason=str(reason))
+        if reason not in PAUSE_REASONS:
+            for name in ("from", "to"):
+                if d.get(name) is not None:
+                    raise WireError(name, f"only a pause ({', '.join(PAUSE_REASONS)}) has one")
+            return cls(seqs=sorted(set(seqs)), reason=str(reason))
+        if seqs:
+            raise WireError("seqs", "must be empty for a pause")
+        start = parse_timestamp(d.get("from"), "from")
+        end = parse_timestamp(d.get("to"), "to")
+        if end < start:
+            raise WireError("to", "must not be before from")
+        return cls(seqs=[], reason=str(reason), from_=start, to=end)
 
     def to_json(self) -> dict[str, Any]:
-        return {"seqs": list(self.seqs), "reason": self.reason}
+        body: dict[str, Any] = {"seqs": list(self.seqs), "reason": self.reason}
+        if self.from_ is not None and self.to is not None:
+            body["from"] = format_timestamp(self.from_)
+            body["to"] = format_timestamp(self.to)
+        return body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -388,4 +422,6 @@ class RecordingInfo:
     gaps: list[GapInfo] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        body["gaps"] = [gap.to_json() for gap in self.gaps]
+        return body

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -287,6 +288,21 @@ recording_gaps = Table(
     Column("seqs", Text, nullable=False),  # JSON list of ints
     Column("reason", String(20), nullable=False),
     Column("reported_at", UTCDateTime(), nullable=False),
+    # 0006: a pause's time range (reasons idle and locked)
+    Column("gap_from", UTCDateTime(), nullable=True),
+    Column("gap_to", UTCDateTime(), nullable=True),
+)
+
+# 0006: the recording policy an admin sets for the tenant's agents, pushed to them in the
+# heartbeat reply; a NULL column leaves that setting to each agent's own configuration.
+device_policies = Table(
+    "device_policies",
+    metadata,
+    Column("tenant_id", ID, ForeignKey("tenants.id"), primary_key=True),
+    Column("fps", Float, nullable=True),
+    Column("segment_seconds", Float, nullable=True),
+    Column("idle_seconds", Integer, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 upload_grants = Table(

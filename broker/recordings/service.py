@@ -245,6 +245,8 @@ class RecordingService:
                 seqs=json.dumps(gap.seqs),
                 reason=gap.reason,
                 reported_at=now,
+                gap_from=gap.from_,
+                gap_to=gap.to,
             )
             await audit.record(
                 scope,
@@ -428,6 +430,8 @@ async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo
                 seqs=[int(x) for x in json.loads(g.seqs)],
                 reason=g.reason,
                 reported_at=format_timestamp(g.reported_at),
+                from_=format_timestamp(g.gap_from) if g.gap_from is not None else None,
+                to=format_timestamp(g.gap_to) if g.gap_to is not None else None,
             )
             for g in await scope.all(
                 recording_gaps,

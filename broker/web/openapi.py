@@ -65,6 +65,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         ["seqs", "reason"],
         seqs={"type": "array", "items": {"type": "integer", "minimum": 0}},
         reason={"type": "string", "enum": list(GAP_REASONS)},
+        **{
+            "from": {**_TIME, "description": "a pause's start (idle, locked only)"},
+            "to": {**_TIME, "description": "a pause's end (idle, locked only)"},
+        },
     ),
     "Heartbeat": _obj(
         ["state", "spool_bytes", "spool_segments", "errors"],
@@ -116,6 +120,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 seqs={"type": "array", "items": {"type": "integer"}},
                 reason={"type": "string"},
                 reported_at=_TIME,
+                **{"from": _TIME, "to": _TIME},
             ),
         },
     ),

@@ -1,0 +1,167 @@
+"""The `run` settings: defaults < the TOML file < command-line flags.
+
+The file is `<config dir>/agent.toml` (absent: defaults only) or the one `--config PATH`
+names (it must exist). It is flat, one key per setting, the flag's name with underscores:
+
+    fps = 1
+    segment_seconds = 60
+    monitor = 1
+    crf = 28
+    idle_seconds = 300
+    spool_limit = "2G"        # or a number of bytes
+    heartbeat_seconds = 60
+    drain_seconds = 60
+
+An unknown key, a value of the wrong type or out of range is a `SettingsFileError` naming
+the file and the key (`bucketreel-agent` exits 78). The broker may push a policy (fps,
+segment_seconds, idle_seconds) that overrides the file but never a flag (`with_policy`).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from agent.delivery import DEFAULT_DRAIN_SECONDS
+from agent.encode import DEFAULT_CRF
+from agent.errors import ConfigError
+from agent.heartbeat import DEFAULT_INTERVAL
+from agent.idle import DEFAULT_IDLE_SECONDS
+from agent.spool import DEFAULT_LIMIT
+from shared.wire import MAX_SEGMENT_DURATION_MS
+
+CONFIG_FILE = "agent.toml"
+MAX_FPS = 60.0
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+class SettingsFileError(ConfigError):
+    """The settings file is missing (when named), unreadable, or holds a bad key or value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    kind: type  # float, int, or str for a size
+    lo: float = 0
+    hi: float = math.inf
+    lo_open: bool = False
+
+
+RANGES: dict[str, Range] = {
+    "fps": Range(float, 0, MAX_FPS, lo_open=True),
+    "segment_seconds": Range(float, 1, MAX_SEGMENT_DURATION_MS / 1000),
+    "monitor": Range(int, 0, 64),
+    "crf": Range(int, 0, 51),
+    "idle_seconds": Range(float, 0, 86400),
+    "spool_limit": Range(str),
+    "heartbeat_seconds": Range(float, 1, 3600),
+    "drain_seconds": Range(float, 0, 86400),
+}
+POLICY_KEYS = ("fps", "segment_seconds", "idle_seconds")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    fps: float = 1.0
+    segment_seconds: float = 60.0
+    monitor: int = 1
+    crf: int = DEFAULT_CRF
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
+    spool_limit: int = DEFAULT_LIMIT
+    heartbeat_seconds: float = DEFAULT_INTERVAL
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+
+
+def in_range(value: float, bound: Range) -> float:
+    """`value` when within `bound`; else ValueError saying what is allowed."""
+    too_low = value <= bound.lo if bound.lo_open else value < bound.lo
+    if not math.isfinite(value) or too_low or value > bound.hi:
+        lowest = f"more than {bound.lo:g}" if bound.lo_open else f"at least {bound.lo:g}"
+        raise ValueError(f"must be {lowest} and at most {bound.hi:g}")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """A byte count: `2G`, `500M`, `64K`, `1048576` (binary units, an optional `B`/`iB`)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)].strip()
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 2G, 500M)") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"not a size: {text!r} (e.g. 2G, 500M)")
+    return int(amount * _SIZE_UNITS[unit])
+
+
+def check_value(key: str, value: object) -> Any:
+    """A file's (or the broker's) value for `key`, checked; ValueError says what is wrong."""
+    bound = RANGES[key]
+    if bound.kind is str:  # a size: a number of bytes or a string like "2G"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str):
+            return parse_size(value)
+        raise ValueError('must be a size: a number of bytes or a string like "2G"')
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be {'an integer' if bound.kind is int else 'a number'}")
+    if bound.kind is int and not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return bound.kind(in_range(value, bound))
+
+
+def load_file(path: Path, *, required: bool) -> dict[str, Any]:
+    """The checked settings `path` holds ({} when it is absent and not `required`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise SettingsFileError(f"{path}: no such settings file") from None
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsFileError(f"{path}: cannot read it: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsFileError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in RANGES:
+            known = ", ".join(RANGES)
+            raise SettingsFileError(f"{path}: unknown key {key!r} (known keys: {known})")
+        try:
+            values[key] = check_value(key, value)
+        except ValueError as exc:
+            raise SettingsFileError(f"{path}: {key}: {exc}") from None
+    return values
+
+
+def resolve(file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> Settings:
+    """Defaults, overridden by the file, overridden by the flags given (None: not given)."""
+    chosen = {**file_values, **{k: v for k, v in flags.items() if v is not None}}
+    return Settings(**{f.name: chosen[f.name] for f in fields(Settings) if f.name in chosen})
+
+
+def with_policy(
+    settings: Settings, policy: Mapping[str, Any], flags: Mapping[str, Any]
+) -> Settings:
+    """`settings` with the broker's policy applied, except where a flag was given.
+
+    A policy value out of range or of the wrong type is ignored (ValueError is not raised:
+    a bad policy must not stop a recording).
+    """
+    changes: dict[str, Any] = {}
+    for key in POLICY_KEYS:
+        value = policy.get(key)
+        if value is None or flags.get(key) is not None:
+            continue
+        try:
+            changes[key] = check_value(key, value)
+        except ValueError:
+            continue
+    return replace(settings, **changes)
