@@ -103,26 +103,10 @@ class DeviceAuth:
                     "enrollment code is unknown, already used or expired",
                     code=ErrorCode.INVALID_ENROLLMENT_CODE,
                 )
-            scope = TenantScope(conn, row.tenant_id)
-            device_id = str(uuid.uuid4())
-            await scope.insert(
-                devices,
-                id=device_id,
-                user_id=row.user_id,
-                name=name,
-                created_at=now,
-                public_key=public_key,
+            return await self._new_device(
+                TenantScope(conn, row.tenant_id), row.user_id, name, public_key, now,
+                actor=None, by="code",
             )
-            refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"device:{device_id}",
-                action="device.enroll",
-                target=row.user_id,
-                details={"device_name": name, "custody_key": public_key is not None},
-            )
-            return self._pair(row.tenant_id, row.user_id, device_id, refresh)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = self._clock()
@@ -176,31 +160,44 @@ class DeviceAuth:
         """A device for the signed-in person (login with 2FA instead of an enrollment code)."""
         now = self._clock()
         async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            device_id = str(uuid.uuid4())
-            await scope.insert(
-                devices,
-                id=device_id,
-                user_id=principal.user_id,
-                name=name,
-                created_at=now,
-                public_key=public_key,
+            return await self._new_device(
+                TenantScope(conn, principal.tenant_id), principal.user_id, name, public_key,
+                now, actor=f"user:{principal.user_id}", by="login",
             )
-            refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"user:{principal.user_id}",
-                action="device.enroll",
-                target=principal.user_id,
-                details={
-                    "device_name": name,
-                    "device": device_id,
-                    "by": "login",
-                    "custody_key": public_key is not None,
-                },
-            )
-            return self._pair(principal.tenant_id, principal.user_id, device_id, refresh)
+
+    async def _new_device(
+        self,
+        scope: TenantScope,
+        user_id: str,
+        name: str,
+        public_key: str | None,
+        now: datetime,
+        *,
+        actor: str | None,
+        by: str,
+    ) -> TokenPair:
+        """A device row, its first refresh token and the audit entry, in the caller's
+        transaction; `actor` None means the new device itself (enrollment by code)."""
+        device_id = str(uuid.uuid4())
+        await scope.insert(
+            devices, id=device_id, user_id=user_id, name=name, created_at=now,
+            public_key=public_key,
+        )
+        refresh = await self._new_refresh(scope, device_id, str(uuid.uuid4()), now)
+        await audit.record(
+            scope,
+            at=now,
+            actor=actor or f"device:{device_id}",
+            action="device.enroll",
+            target=user_id,
+            details={
+                "device_name": name,
+                "device": device_id,
+                "by": by,
+                "custody_key": public_key is not None,
+            },
+        )
+        return self._pair(scope.tenant_id, user_id, device_id, refresh)
 
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:
