@@ -16,6 +16,7 @@ Servers are stopped by their own PID and every temp dir (tmp_path's too) is remo
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.support import s3_operations
 from tests.support.broker import BrokerCommandError, BrokerProcess
 from tests.support.display import XDisplay, run_xvfb
 from tests.support.postgres import PostgresServer, run_postgres
@@ -88,6 +90,29 @@ def session_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _broker_s3_operations(session_tmp: Path) -> Iterator[None]:
+    """DESIGN G2/G3 over the whole run: nothing the broker did or signed in S3 lists or
+    deletes, outside the self-check's probes (see tests/support/s3_operations.py)."""
+    recorder = s3_operations.Recorder()
+    logger = logging.getLogger("broker.storage.s3")
+    level = logger.level
+    logger.addHandler(recorder)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(level)
+    seen = recorder.operations + s3_operations.from_broker_logs(session_tmp)
+    broker_ran = any(session_tmp.rglob("broker-*.log"))
+    if broker_ran and not seen:
+        pytest.fail("brokers ran but logged no S3 operation: the operation log is broken")
+    bad = s3_operations.violations(seen)
+    if bad:
+        pytest.fail(f"the broker performed or signed S3 operations it must not: {bad}")
 
 
 @pytest.fixture(scope="session")

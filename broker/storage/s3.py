@@ -8,6 +8,7 @@ refused. botocore's errors are translated here (and in `credentials`, `selfcheck
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,26 @@ from broker.errors import StorageUnavailable
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
 from shared.keys import SEGMENT_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+
+def _log_operation(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    """Every S3 operation the broker calls or signs, by name, bucket and key or prefix (never
+    a credential or a signature): operators can hold it against CloudTrail, and the test suite
+    asserts the whole set (nothing lists or deletes outside the self-check)."""
+    kind = "presign" if context.get("is_presign_request") else "call"
+    where = params.get("Key") or params.get("Prefix") or ""
+    fields = {
+        "s3": kind,
+        "s3_operation": model.name,
+        "bucket": params.get("Bucket"),
+        "key": params.get("Key"),
+        "prefix": params.get("Prefix"),
+    }
+    log.info(
+        "s3 %s %s %s/%s", kind, model.name, params.get("Bucket"), where, extra={"fields": fields}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +76,7 @@ class BucketClient:
             endpoint_url=config.endpoint_url,
             config=botocore_config,
         )
+        self._client.meta.events.register("provide-client-params.s3", _log_operation)
 
     def presign_put(
         self, key: str, *, size: int, sha256_b64: str, md5_b64: str, ttl: int
