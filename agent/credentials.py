@@ -164,14 +164,29 @@ def _fsync_dir(path: Path) -> None:
 
 def load(path: Path) -> DeviceCredential:
     """Read the credential; refuse a symlink or a file others may read or write."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+    raw = read_private(path, holds="a device token", max_bytes=_MAX_FILE_BYTES)
+    if raw is None:
         raise CredentialError(
             f"this device is not enrolled ({path} does not exist); "
             "run 'bucketreel-agent enroll --broker URL --code CODE' first"
-        ) from None
+        )
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CredentialError(f"{path} is not valid JSON") from None
+    return DeviceCredential.from_json(data)
+
+
+def read_private(path: Path, *, holds: str, max_bytes: int) -> bytes | None:
+    """The bytes of a file only this user may touch; None when it does not exist.
+
+    A symlink, a file that is not regular, one others may read or write, one of another user
+    or one larger than `max_bytes` is refused with a `CredentialError` saying what to do.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise CredentialError(f"cannot open {path}: {exc.strerror}") from exc
     try:
@@ -182,24 +197,19 @@ def load(path: Path) -> DeviceCredential:
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
                 raise CredentialError(
-                    f"{path} has mode {mode:04o}; it holds a device token and must not be "
+                    f"{path} has mode {mode:04o}; it holds {holds} and must not be "
                     f"accessible to others: run 'chmod 600 {path}'"
                 )
             if st.st_uid != os.geteuid():
                 raise CredentialError(f"{path} belongs to another user (uid {st.st_uid})")
-        if st.st_size > _MAX_FILE_BYTES:
-            raise CredentialError(f"{path} is too large to be a credential file")
+        if st.st_size > max_bytes:
+            raise CredentialError(f"{path} is too large to hold {holds}")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(_MAX_FILE_BYTES + 1)
+            return fh.read(max_bytes + 1)
     except OSError as exc:
         raise CredentialError(f"cannot read {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CredentialError(f"{path} is not valid JSON") from None
-    return DeviceCredential.from_json(data)
 
 
 class CredentialStore:

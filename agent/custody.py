@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from agent.credentials import write_private
+from agent.credentials import read_private, write_private
 from agent.errors import CredentialError
 from shared.custody import GENESIS, CustodyRecord, encode_public_key, sign
 from shared.wire import CustodyProof
@@ -74,29 +73,9 @@ class DeviceKey:
 
         A symlink, or a file others may read or write, is refused.
         """
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+        raw = read_private(path, holds="the device's signing key", max_bytes=_MAX_KEY_BYTES)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise CredentialError(f"cannot open {path}: {exc.strerror}") from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise CredentialError(f"{path} is not a regular file")
-            if _POSIX and stat.S_IMODE(st.st_mode) & 0o077:
-                raise CredentialError(
-                    f"{path} holds the device's signing key and must not be accessible to "
-                    f"others: run 'chmod 600 {path}'"
-                )
-            if _POSIX and st.st_uid != os.geteuid():
-                raise CredentialError(f"{path} belongs to another user (uid {st.st_uid})")
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                raw = fh.read(_MAX_KEY_BYTES + 1)
-        except OSError as exc:
-            raise CredentialError(f"cannot read {path}: {exc.strerror}") from exc
-        finally:
-            os.close(fd)
         try:
             key = load_pem_private_key(raw, password=None)
         except (ValueError, TypeError):
