@@ -15,6 +15,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -44,6 +46,27 @@ def enroll(fake: FakeBroker, home: Path) -> str:
     done = agent("enroll", "--broker", fake.url, "--code", fake.issue_code(), home=home)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+@contextmanager
+def running(fake: FakeBroker, home: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`bucketreel-agent run ARGS` in the background, yielded once the broker has seen its
+    recording start; killed at the end if the test left it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", *args],
+        cwd=ROOT, env=agent_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not fake.recordings and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.recordings, "the agent did not start a recording"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def secrets_of(fake: FakeBroker) -> list[str]:
@@ -225,22 +248,10 @@ def test_signal_stops_gracefully(
     fake_broker: FakeBroker, tmp_path: Path, signum: signal.Signals
 ) -> None:
     enroll(fake_broker, tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--fps", "5", "--segment-seconds", "60"],
-        cwd=ROOT, env=agent_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not fake_broker.recordings and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(fake_broker, tmp_path, "--fps", "5", "--segment-seconds", "60") as proc:
         time.sleep(1.5)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, stderr
     (rid,) = fake_broker.recordings
     assert fake_broker.recordings[rid]["finished"]
@@ -298,15 +309,7 @@ def test_a_segment_s3_refuses_is_reported_and_the_run_fails_at_the_end(
 def test_second_interrupt_aborts_with_130(fake_broker: FakeBroker, tmp_path: Path) -> None:
     enroll(fake_broker, tmp_path)
     fake_broker.fail("PUT", "/s3/", 503, times=999)  # the graceful stop cannot finish
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--fps", "5"],
-        cwd=ROOT, env=agent_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not fake_broker.recordings and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(fake_broker, tmp_path, "--fps", "5") as proc:
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30
@@ -314,9 +317,5 @@ def test_second_interrupt_aborts_with_130(fake_broker: FakeBroker, tmp_path: Pat
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, stderr
     assert stderr.splitlines()[-1] == "bucketreel-agent: interrupted"

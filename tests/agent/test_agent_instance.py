@@ -14,7 +14,7 @@ import pytest
 
 from agent.instance import AlreadyRunning, InstanceLock
 from tests.agent.fakebroker import FakeBroker
-from tests.agent.test_agent_cli import ROOT, agent, agent_env, assert_no_secret, enroll
+from tests.agent.test_agent_cli import ROOT, agent, agent_env, assert_no_secret, enroll, running
 
 
 def test_a_second_lock_on_the_same_dir_is_refused_until_released(tmp_path: Path) -> None:
@@ -63,16 +63,7 @@ def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
 def test_a_second_run_refuses_to_start(fake_broker: FakeBroker, tmp_path: Path) -> None:
     enroll(fake_broker, tmp_path)
     spool = tmp_path / "spool"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--fps", "2"],
-        cwd=ROOT, env=agent_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not fake_broker.recordings and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert fake_broker.recordings, "the first agent did not start recording"
+    with running(fake_broker, tmp_path, "--fps", "2") as first:
         marker = spool / "belongs-to-the-first"
         marker.write_bytes(b"x")
         second = agent("run", "--fps", "2", "--duration", "1", home=tmp_path)
@@ -86,10 +77,6 @@ def test_a_second_run_refuses_to_start(fake_broker: FakeBroker, tmp_path: Path) 
         marker.unlink()
         first.terminate()
         _, stderr = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert first.returncode == 0, stderr
 
 
