@@ -29,6 +29,7 @@ from typing import TypeVar
 import pytest
 
 from tests.support import s3_operations
+from tests.support.api import Api, Tenant, make_tenant
 from tests.support.broker import BrokerCommandError, BrokerProcess
 from tests.support.display import XDisplay, run_xvfb
 from tests.support.postgres import PostgresServer, run_postgres
@@ -159,6 +160,18 @@ def _display_marker(request: pytest.FixtureRequest) -> None:
     display: str = request.getfixturevalue("xdisplay")
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setenv("DISPLAY", display)
+
+
+@pytest.fixture(scope="module")
+def api(broker: BrokerProcess) -> Api:
+    """A client of the broker this test runs against (module-wide)."""
+    return Api(broker.url)
+
+
+@pytest.fixture(scope="module")
+def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
+    """A tenant with a bucket on the suite's S3 endpoint (module-wide)."""
+    return make_tenant(broker, s3_endpoint)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

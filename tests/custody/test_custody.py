@@ -27,7 +27,6 @@ from tests.support.api import (
     Segment,
     Tenant,
     enrollment_code,
-    make_tenant,
     make_user,
     put_with_grant,
     random_segment,
@@ -35,16 +34,6 @@ from tests.support.api import (
 )
 from tests.support.broker import BrokerProcess, broker_script
 from tests.support.s3 import S3Endpoint
-
-
-@pytest.fixture(scope="module")
-def api(broker: BrokerProcess) -> Api:
-    return Api(broker.url)
-
-
-@pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
 
 
 @dataclass

@@ -10,19 +10,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pyotp
-import pytest
 
 from tests.identity.people import PASSWORD, Client, Person, make_person, sign_in, step_now
-from tests.support.api import Api, Tenant, make_tenant
+from tests.support.api import Api, Tenant
 from tests.support.broker import BrokerProcess
-from tests.support.s3 import S3Endpoint
 
 AGENT = str(Path(sys.executable).with_name("bucketreel-agent"))
-
-
-@pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
 
 
 def enroll_by_login(

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from tests.identity.people import Client, Person, login, make_person, mfa
-from tests.support.api import Tenant, make_tenant
+from tests.support.api import Tenant
 from tests.support.broker import BrokerProcess
-from tests.support.s3 import S3Endpoint
-
-
-@pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
 
 
 def browser_login(client: Client, person: Person) -> tuple[dict[str, str], str, str]:

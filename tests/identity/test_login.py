@@ -27,14 +27,8 @@ from tests.identity.people import (
     mfa,
     sign_in,
 )
-from tests.support.api import PASSWORD, Operator, Tenant, make_tenant
+from tests.support.api import PASSWORD, Operator, Tenant
 from tests.support.broker import BrokerProcess
-from tests.support.s3 import S3Endpoint
-
-
-@pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
 
 
 def user_row(broker: BrokerProcess, user_id: str) -> dict[str, object]:

@@ -6,7 +6,6 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from broker.db.database import Database
@@ -14,18 +13,12 @@ from broker.db.schema import login_failures
 from broker.services import Services
 from tests.identity.conftest import IDENTITY_ENV
 from tests.identity.people import Client, in_process, login, make_person, mfa
-from tests.support.api import PASSWORD, Tenant, make_tenant
+from tests.support.api import PASSWORD, Tenant
 from tests.support.broker import BrokerProcess
-from tests.support.s3 import S3Endpoint
 
 ACCOUNT_LIMIT = 5  # BUCKETREEL_LOGIN_MAX_FAILURES default
 CLIENT_LIMIT = int(IDENTITY_ENV["BUCKETREEL_LOGIN_CLIENT_MAX_FAILURES"])
 WINDOW = 900
-
-
-@pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
 
 
 def test_account_limit_engages_with_429_and_retry_after_and_releases(

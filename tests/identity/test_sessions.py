@@ -31,11 +31,6 @@ WHOAMI = "/api/v1/employees"
 
 
 @pytest.fixture(scope="module")
-def tenant(broker: BrokerProcess, s3_endpoint: S3Endpoint) -> Tenant:
-    return make_tenant(broker, s3_endpoint)
-
-
-@pytest.fixture(scope="module")
 def alice(broker: BrokerProcess, tenant: Tenant) -> Person:
     return sign_in(Client(broker.url), make_person(broker, tenant, "admin"))
 
