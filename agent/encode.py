@@ -33,8 +33,6 @@ from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
-import numpy.typing as npt
 
 from agent.capture import Frame
 from agent.errors import EncodeError
@@ -50,8 +48,7 @@ DEFAULT_CRF = 28
 # (subme=0 saved no resident memory in the benchmark and cost 25 % more bytes: not used.)
 LOW_MEMORY_X264: dict[str, str] = {
     "threads": "1",
-    "bframes": "0",
-    "x264-params": "threads=1:rc-lookahead=0:sync-lookahead=0",
+    "x264-params": "threads=1:rc-lookahead=0:sync-lookahead=0:bframes=0",
 }
 
 
@@ -157,6 +154,7 @@ class SegmentEncoder:
             self._stream.pix_fmt = "yuv420p"
             self._stream.codec_context.time_base = self._time_base
             self._stream.options = options
+            self._canvas = av.VideoFrame(out_w, out_h, "bgra")
         except av.FFmpegError as exc:
             raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
 
@@ -164,27 +162,41 @@ class SegmentEncoder:
     def out_size(self) -> tuple[int, int]:
         return self._stream.width, self._stream.height
 
-    def add(self, pixels: npt.NDArray[np.uint8], tick: int) -> None:
-        """Encode one BGRA image (height, width, 4) captured at `tick`."""
-        if pixels.shape != (self.height, self.width, 4):
+    def add(self, raw: bytes | bytearray, tick: int) -> None:
+        """Encode one BGRA image (`height` rows of `width * 4` bytes) captured at `tick`."""
+        if len(raw) != self.width * self.height * 4:
             raise EncodeError(
-                f"frame of shape {pixels.shape} in a {self.width}x{self.height} segment"
+                f"a frame of {len(raw)} bytes in a {self.width}x{self.height} segment"
             )
         if tick < self.first_tick or (self.last_tick is not None and tick <= self.last_tick):
             raise EncodeError(f"tick {tick} is not after the previous frame's tick")
-        out_w, out_h = self.out_size
-        if (out_w, out_h) != (self.width, self.height):
-            pixels = pixels[:out_h, :out_w]
+        self._fill(raw)
         try:
-            frame = av.VideoFrame.from_ndarray(pixels, format="bgra")
-            frame.pts = tick - self.first_tick
-            frame.time_base = self._time_base
-            for packet in self._stream.encode(frame.reformat(format="yuv420p")):
+            self._canvas.pts = tick - self.first_tick
+            self._canvas.time_base = self._time_base
+            for packet in self._stream.encode(self._canvas.reformat(format="yuv420p")):
                 self._container.mux(packet)
         except av.FFmpegError as exc:
             raise EncodeError(f"encoding segment {self.seq} failed: {exc}") from exc
         self.last_tick = tick
         self.frames += 1
+
+    def _fill(self, raw: bytes | bytearray) -> None:
+        """Copy the image into the canvas frame, cropped to the even output size.
+
+        One canvas per segment, reused for every frame: the colour conversion reads it, and
+        the encoder keeps its own copy of the converted picture.
+        """
+        plane = self._canvas.planes[0]
+        src_stride, dst_stride = self.width * 4, plane.line_size
+        out_w, out_h = self.out_size
+        src, dst = memoryview(raw), memoryview(plane)
+        if src_stride == dst_stride and out_h == self.height:
+            dst[: len(src)] = src  # one copy of the whole image
+            return
+        row = out_w * 4
+        for y in range(out_h):
+            dst[y * dst_stride : y * dst_stride + row] = src[y * src_stride : y * src_stride + row]
 
     def finish(self) -> Segment:
         """Flush the encoder, close the container and return the segment."""
@@ -219,30 +231,9 @@ class SegmentEncoder:
         self._buffer = io.BytesIO()
 
 
-def _raw_buffer(pixels: npt.NDArray[np.uint8]) -> bytes | bytearray | None:
-    """The bytes object `pixels` views in full (as mss's captures do), else None."""
-    base: object = pixels
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    if isinstance(base, memoryview) and base.c_contiguous and base.nbytes == pixels.nbytes:
-        base = base.obj
-    if (
-        isinstance(base, bytes | bytearray)
-        and len(base) == pixels.nbytes
-        and pixels.flags.c_contiguous
-    ):
-        return base
-    return None
-
-
-def same_image(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> bool:
-    """Whether two captures are identical, byte for byte (a memcmp when possible)."""
-    if a.shape != b.shape:
-        return False
-    raw_a, raw_b = _raw_buffer(a), _raw_buffer(b)
-    if raw_a is not None and raw_b is not None:
-        return raw_a == raw_b
-    return bool(np.array_equal(a, b))
+def same_image(a: Frame, b: Frame) -> bool:
+    """Whether two captures are identical, byte for byte (a memcmp of the raw buffers)."""
+    return (a.width, a.height) == (b.width, b.height) and a.raw == b.raw
 
 
 class Segmenter:
@@ -289,7 +280,7 @@ class Segmenter:
         elif (
             current is not None
             and self._last is not None
-            and same_image(frame.pixels, self._last.pixels)
+            and same_image(frame, self._last)
         ):
             self._held_tick = frame.tick
             self.unchanged += 1
@@ -306,7 +297,7 @@ class Segmenter:
             )
             self.next_seq += 1
             self._current, self._slot = current, slot
-        current.add(frame.pixels, frame.tick)
+        current.add(frame.raw, frame.tick)
         self._last, self._held_tick = frame, None
         return done
 
@@ -316,7 +307,7 @@ class Segmenter:
         self._last = self._held_tick = None
         if last is not None and held is not None:
             # the screen did not change since `last`: show it until the last tick seen
-            current.add(last.pixels, held)
+            current.add(last.raw, held)
         return current.finish()
 
     def flush(self) -> Segment | None:

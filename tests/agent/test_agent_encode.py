@@ -5,16 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import struct
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 
 from agent.capture import Frame
 from agent.encode import (
+    DEFAULT_CRF,
     Segment,
     SegmentEncoder,
     Segmenter,
@@ -22,22 +23,21 @@ from agent.encode import (
     frame_rate,
     same_image,
 )
-from agent.errors import EncodeError
+from agent.errors import CaptureError, EncodeError
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def bgra(width: int, height: int, value: int) -> np.ndarray:
-    """A solid grey BGRA image (opaque)."""
-    img = np.full((height, width, 4), value, dtype=np.uint8)
-    img[..., 3] = 255
-    return img
+def bgra(width: int, height: int, value: int) -> bytearray:
+    """A solid grey BGRA image (opaque), as mss hands it over."""
+    return bytearray(bytes((value, value, value, 255)) * (width * height))
 
 
 def frame(tick: int, width: int = 64, height: int = 48, value: int | None = None) -> Frame:
     grey = (tick * 37) % 200 + 20 if value is None else value
     return Frame(
-        pixels=bgra(width, height, grey), tick=tick, captured_at=T0 + timedelta(seconds=tick)
+        raw=bgra(width, height, grey), width=width, height=height, tick=tick,
+        captured_at=T0 + timedelta(seconds=tick),
     )
 
 
@@ -64,7 +64,7 @@ def encode(ticks: list[int], *, fps: float = 1.0, width: int = 64, height: int =
         seq=7, fps=fps, width=width, height=height, first_tick=ticks[0], started_at=T0
     )
     for t in ticks:
-        enc.add(frame(t, width, height).pixels, t)
+        enc.add(frame(t, width, height).raw, t)
     return enc.finish()
 
 
@@ -93,7 +93,7 @@ def test_decoded_images_follow_the_input() -> None:
     ticks = [0, 1, 2, 3]
     seg = encode(ticks)
     for t, decoded in zip(ticks, decode(seg.data), strict=True):
-        expected = frame(t).pixels[0, 0, 0]
+        expected = frame(t).raw[0]
         got = decoded.to_ndarray(format="bgr24")
         assert abs(float(got.mean()) - float(expected)) < 4
 
@@ -121,6 +121,21 @@ def test_frame_rate_is_exact() -> None:
         frame_rate(0)
 
 
+def test_cropping_keeps_every_row_in_place() -> None:
+    # 67 px rows (268 bytes) land in a canvas whose rows are padded to another stride:
+    # each row must be copied to its own place, or the picture shears.
+    width, height = 67, 49
+    left, right = bytes((20, 20, 20, 255)) * 32, bytes((220, 220, 220, 255)) * (width - 32)
+    enc = SegmentEncoder(seq=0, fps=1, width=width, height=height, first_tick=0, started_at=T0)
+    enc.add((left + right) * height, 0)
+    (decoded,) = decode(enc.finish().data)
+    luma = decoded.to_ndarray(format="gray")
+    assert luma.shape == (48, 66)
+    for y in (0, 20, 47):
+        assert luma[y, :28].max() < 60, f"row {y} moved"
+        assert luma[y, 36:].min() > 180, f"row {y} moved"
+
+
 def test_odd_width_and_height_are_cropped_to_even() -> None:
     seg = encode([0, 1], width=65, height=49)
     assert (seg.width, seg.height) == (64, 48)
@@ -144,7 +159,7 @@ def test_digest_helpers_match_hashlib() -> None:
 
 def test_encoder_rejects_wrong_shape_and_ticks_going_back() -> None:
     enc = SegmentEncoder(seq=0, fps=1, width=64, height=48, first_tick=5, started_at=T0)
-    with pytest.raises(EncodeError, match="shape"):
+    with pytest.raises(EncodeError, match="bytes in a 64x48 segment"):
         enc.add(bgra(32, 32, 0), 5)
     enc.add(bgra(64, 48, 0), 5)
     with pytest.raises(EncodeError, match="not after"):
@@ -201,16 +216,22 @@ def test_segmenter_validates_settings() -> None:
 # -- unchanged frames ---------------------------------------------------------------------
 
 
-def test_same_image_compares_raw_capture_buffers_and_arrays() -> None:
-    raw = bytearray(bgra(8, 4, 50).tobytes())
-    a = np.frombuffer(raw, dtype=np.uint8).reshape(4, 8, 4)  # as capture.py builds frames
-    b = np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(4, 8, 4)
-    assert same_image(a, b)
-    raw[-1] ^= 1
-    assert not same_image(a, b)
-    assert same_image(bgra(8, 4, 50), bgra(8, 4, 50))
-    assert not same_image(bgra(8, 4, 50), bgra(8, 4, 51))
-    assert not same_image(bgra(8, 4, 50), bgra(4, 8, 50))
+def test_same_image_compares_size_and_every_byte() -> None:
+    def shot(width: int, height: int, raw: bytearray) -> Frame:
+        return Frame(raw=raw, width=width, height=height, tick=0, captured_at=T0)
+
+    raw = bgra(8, 4, 50)
+    assert same_image(shot(8, 4, raw), shot(8, 4, bytearray(raw)))
+    changed = bytearray(raw)
+    changed[-1] ^= 1  # one bit of the last pixel
+    assert not same_image(shot(8, 4, raw), shot(8, 4, changed))
+    assert not same_image(shot(8, 4, bgra(8, 4, 50)), shot(8, 4, bgra(8, 4, 51)))
+    assert not same_image(shot(8, 4, raw), shot(4, 8, bytearray(raw)))  # same bytes, new size
+
+
+def test_a_frame_must_hold_exactly_its_pixels() -> None:
+    with pytest.raises(CaptureError, match="needs 128 bytes, not 124"):
+        Frame(raw=bytearray(124), width=8, height=4, tick=0, captured_at=T0)
 
 
 def test_unchanged_frames_are_skipped_and_time_stays_true() -> None:
@@ -251,3 +272,28 @@ def test_the_first_frame_of_a_segment_is_encoded_even_when_unchanged() -> None:
     assert [s.frames for s in done] == [2, 2, 2]
     assert [s.duration_ms for s in done] == [2000, 2000, 2000]
     assert seg.unchanged == 3
+
+
+# -- the encoder settings libx264 really used ------------------------------------------------
+
+
+def x264_settings(data: bytes) -> dict[str, str]:
+    """The settings libx264 writes into its SEI message (`options: cabac=1 ref=1 ...`)."""
+    found = re.search(rb"options: ([ -~]+)", data)
+    assert found, "no x264 settings message in the segment"
+    return dict(item.split("=", 1) for item in found.group(1).decode().split())
+
+
+def test_libx264_runs_with_the_low_memory_settings() -> None:
+    # An option libx264 does not know is dropped without a word (a misspelt `bframes` once
+    # left B-frames on and doubled the encoder's memory): read back what it really used.
+    used = x264_settings(encode([0, 1, 2]).data)
+    assert used["bframes"] == "0"  # no B-frames: no frames held back for reordering
+    assert used["threads"] == "1"
+    assert used["lookahead_threads"] == "1"
+    assert used["ref"] == "1"
+    assert used["mbtree"] == "0"  # no lookahead
+    assert used["rc"] == "crf"
+    assert float(used["crf"]) == DEFAULT_CRF
+    assert used["deblock"] == "1:-3:-3"  # tune stillimage
+    assert used["aq"] == "1:1.20"
