@@ -33,7 +33,7 @@ from agent.instance import AlreadyRunning, InstanceLock
 from agent.login import enroll_by_login
 from agent.logs import redact, setup_logging
 from agent.memory import tune_malloc
-from agent.recorder import Recorder, RecorderConfig, install_stop_signals
+from agent.recorder import LiveSettings, Recorder, RecorderConfig, install_stop_signals
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
 from shared import version
@@ -58,7 +58,7 @@ def _flag(key: str) -> Callable[[str], Any]:
                 value = bound.kind(text)
             except ValueError:
                 raise ValueError(f"not a number: {text!r}") from None
-            return bound.kind(config.in_range(value, bound))
+            return bound.kind(bound.check(value))
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -230,15 +230,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         status = StatusFile(paths.config_dir())
         status.update(state="starting")
         heartbeat = HeartbeatSender(broker, status, settings.heartbeat_seconds)
-        heartbeat.start()
+        heartbeat.start()  # its first reply brings the broker's policy
+
+        def live_settings() -> LiveSettings:
+            """The settings wanted now: the latest policy over the file, never over a flag."""
+            now = config.with_policy(settings, heartbeat.policy, flags)
+            return LiveSettings(
+                fps=now.fps, segment_seconds=now.segment_seconds, idle_seconds=now.idle_seconds
+            )
+
+        first = live_settings()
         recorder_config = RecorderConfig(
-            fps=settings.fps,
-            segment_seconds=settings.segment_seconds,
+            fps=first.fps,
+            segment_seconds=first.segment_seconds,
             duration=args.duration,
             monitor=settings.monitor,
             crf=settings.crf,
             drain_seconds=settings.drain_seconds,
-            idle_seconds=settings.idle_seconds,
+            idle_seconds=first.idle_seconds,
         )
         stop = threading.Event()
         restore = install_stop_signals(stop)
@@ -247,6 +256,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 recorder_config, uploader, spool.Spool(spool_dir, limit=settings.spool_limit),
                 status=status,
                 key=key,
+                live_settings=live_settings,
             ).run(stop)
         except BaseException as exc:
             status.error(redact(str(exc)) or type(exc).__name__)

@@ -34,6 +34,7 @@ from agent.logs import redact
 from agent.retry import RetryPolicy, parse_retry_after
 from shared import version
 from shared.wire import (
+    POLICY_KEYS,
     EnrollRequest,
     GapReport,
     Heartbeat,
@@ -223,9 +224,18 @@ class BrokerClient:
             "POST", f"{self._recording_path(recording_id)}/gaps", gap.to_json(), idempotent=False
         )
 
-    def heartbeat(self, beat: Heartbeat) -> None:
-        """Report this agent's status; tried once (the next heartbeat is the retry)."""
-        self._call("POST", HEARTBEAT_PATH, beat.to_json(), idempotent=True, attempts=1)
+    def heartbeat(self, beat: Heartbeat) -> dict[str, Any]:
+        """Report this agent's status; tried once (the next heartbeat is the retry).
+
+        Returns the tenant's recording policy the reply carries: the keys set, values not
+        checked yet (`agent.config.with_policy` does); {} when none is set (or the broker is
+        older than policies).
+        """
+        reply = self._call("POST", HEARTBEAT_PATH, beat.to_json(), idempotent=True, attempts=1)
+        policy = reply.get("policy", {})
+        if not isinstance(policy, dict):
+            raise BrokerError(200, "invalid_reply", "bad heartbeat reply: policy: not an object")
+        return {key: policy[key] for key in POLICY_KEYS if key in policy}
 
     # -- machinery ------------------------------------------------------------------------
 

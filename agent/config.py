@@ -32,10 +32,9 @@ from agent.errors import ConfigError
 from agent.heartbeat import DEFAULT_INTERVAL
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.spool import DEFAULT_LIMIT
-from shared.wire import MAX_SEGMENT_DURATION_MS
+from shared.wire import MAX_IDLE_SECONDS, POLICY_KEYS, POLICY_RANGES, Range
 
 CONFIG_FILE = "agent.toml"
-MAX_FPS = 60.0
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -43,25 +42,18 @@ class SettingsFileError(ConfigError):
     """The settings file is missing (when named), unreadable, or holds a bad key or value."""
 
 
-@dataclass(frozen=True, slots=True)
-class Range:
-    kind: type  # float, int, or str for a size
-    lo: float = 0
-    hi: float = math.inf
-    lo_open: bool = False
-
-
+# `kind` is float, int, or str for a size. The keys the broker's policy may set take the
+# policy's ranges (shared.wire), except that the agent's own idle time may have a fraction.
 RANGES: dict[str, Range] = {
-    "fps": Range(float, 0, MAX_FPS, lo_open=True),
-    "segment_seconds": Range(float, 1, MAX_SEGMENT_DURATION_MS / 1000),
+    "fps": POLICY_RANGES["fps"],
+    "segment_seconds": POLICY_RANGES["segment_seconds"],
     "monitor": Range(int, 0, 64),
     "crf": Range(int, 0, 51),
-    "idle_seconds": Range(float, 0, 86400),
+    "idle_seconds": Range(float, 0, MAX_IDLE_SECONDS),
     "spool_limit": Range(str),
     "heartbeat_seconds": Range(float, 1, 3600),
     "drain_seconds": Range(float, 0, 86400),
 }
-POLICY_KEYS = ("fps", "segment_seconds", "idle_seconds")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,15 +66,6 @@ class Settings:
     spool_limit: int = DEFAULT_LIMIT
     heartbeat_seconds: float = DEFAULT_INTERVAL
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
-
-
-def in_range(value: float, bound: Range) -> float:
-    """`value` when within `bound`; else ValueError saying what is allowed."""
-    too_low = value <= bound.lo if bound.lo_open else value < bound.lo
-    if not math.isfinite(value) or too_low or value > bound.hi:
-        lowest = f"more than {bound.lo:g}" if bound.lo_open else f"at least {bound.lo:g}"
-        raise ValueError(f"must be {lowest} and at most {bound.hi:g}")
-    return value
 
 
 def parse_size(text: str) -> int:
@@ -112,7 +95,7 @@ def check_value(key: str, value: object) -> Any:
         raise ValueError(f"must be {'an integer' if bound.kind is int else 'a number'}")
     if bound.kind is int and not isinstance(value, int):
         raise ValueError("must be an integer")
-    return bound.kind(in_range(value, bound))
+    return bound.kind(bound.check(value))
 
 
 def load_file(path: Path, *, required: bool) -> dict[str, Any]:

@@ -4,6 +4,10 @@ It reads what `StatusFile` holds (state, recording, spool, last upload, errors) 
 as a `shared.wire.Heartbeat`. One try per beat, never blocking the recording: a lost beat is
 logged and the next one goes out on time. The broker marks a device silent after three
 missed intervals.
+
+The reply carries the tenant's recording policy (fps, segment length, idle timeout); the
+sender keeps the latest one (`policy`) for the recorder, which applies it from its next
+segment. A lost beat keeps the policy last received.
 """
 
 from __future__ import annotations
@@ -56,8 +60,19 @@ class HeartbeatSender:
         )
         self.sent = 0
         self.failed = 0
+        self._policy: dict[str, Any] = {}
+        self._policy_lock = threading.Lock()
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        """The policy of the latest reply: the keys the broker set ({} when none)."""
+        with self._policy_lock:
+            return dict(self._policy)
 
     def start(self) -> None:
+        """Send the first beat now (so its reply's policy holds from the first segment),
+        then one every `interval` seconds from a thread of its own."""
+        self.beat()
         self._thread.start()
 
     def stop(self) -> None:
@@ -69,16 +84,16 @@ class HeartbeatSender:
 
     def beat(self) -> bool:
         try:
-            self._broker.heartbeat(heartbeat_of(self._status.snapshot(), self.interval))
+            policy = self._broker.heartbeat(heartbeat_of(self._status.snapshot(), self.interval))
         except (AgentError, WireError, ValueError) as exc:
             self.failed += 1
             log.warning("heartbeat not delivered: %s", exc)
             return False
+        with self._policy_lock:
+            self._policy = policy
         self.sent += 1
         return True
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self.interval):
             self.beat()
-            if self._stop.wait(self.interval):
-                return

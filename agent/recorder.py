@@ -16,6 +16,12 @@ screen is locked, capture stops: the segment in progress is closed and uploaded,
 is captured until input returns (or the screen is unlocked). Each pause is reported to the
 broker as a gap with its reason (`idle`, `locked`) and time range; a pause is not a failure.
 
+The broker's policy (agent.heartbeat, agent.config.with_policy) may change fps, segment length
+and idle timeout while recording. The capture thread asks for the wanted settings at each
+frame: a new idle timeout holds from the next check; a new fps or segment length from the
+next segment, whose first frame ends the capture schedule (a `Cut` carrying the new settings
+tells the encoder to close the segment and cut the next ones anew) and starts a new one.
+
 A segment that is refused for good, dropped at the spool limit or still unsent at exit is
 reported at once and the recording goes on; at the end the run fails naming every gap. A
 fatal error (display lost, device revoked, recording closed) stops the whole run and is
@@ -71,9 +77,28 @@ class RecorderConfig:
     idle_seconds: float = DEFAULT_IDLE_SECONDS  # pause after this long without input; 0: never
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveSettings:
+    """The settings the broker's policy may change while recording."""
+
+    fps: float
+    segment_seconds: float
+    idle_seconds: float
+
+    def describe(self) -> str:
+        idle = f"pause after {self.idle_seconds:g} s idle" if self.idle_seconds else "no idle pause"
+        return f"{self.fps:g} fps, segments of {self.segment_seconds:g} s, {idle}"
+
+
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """In the frame queue: close the segment in progress (a pause starts)."""
+    """In the frame queue: close the segment in progress (a pause starts); with `settings`,
+    cut the segments after it with their fps and length (the broker's policy changed)."""
+
+    settings: LiveSettings | None = None
+
+
+RETIME = "retime"  # the capture schedule ends: new settings from the next segment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +133,10 @@ class Recorder:
         status: StatusFile | None = None,
         key: DeviceKey | None = None,
         idle: IdleWatch | None = None,
+        live_settings: Callable[[], LiveSettings] | None = None,
     ) -> None:
+        """`live_settings` answers the settings wanted now (the broker's policy applied);
+        without it, `config`'s hold for the whole run."""
         self.config = config
         self.key = key  # signs each segment's chain-of-custody record, when enrolled with one
         self._chain: CustodyChain | None = None
@@ -124,6 +152,13 @@ class Recorder:
             refresh_ticks=max(1, round(config.segment_seconds * config.fps)),
         )
         self.idle = idle if idle is not None else IdleWatch(config.idle_seconds)
+        self._live_settings = live_settings
+        # what capture and encoder run with (fps, segment length), and the last settings wanted
+        self._settings = LiveSettings(
+            fps=config.fps, segment_seconds=config.segment_seconds,
+            idle_seconds=config.idle_seconds,
+        )
+        self._wanted = self._settings
         self._report = report
         self._pause_reports: list[threading.Thread] = []
         self._recording_id = ""
@@ -255,18 +290,21 @@ class Recorder:
     ) -> None:
         duration = self.config.duration
         started = time.monotonic()
+        restarted = False
         try:
             while not stop.is_set():
-                left = None
-                if duration is not None and summary.pauses:
+                left = duration
+                if duration is not None and restarted:
                     left = duration - (time.monotonic() - started)
                     if left <= 0:
                         break
-                reason = self._capture_until_pause(
-                    stop, frames, summary, duration if not summary.pauses else left
-                )
+                reason = self._capture_until_pause(stop, frames, summary, left)
                 if reason is None:
                     break
+                restarted = True
+                if reason == RETIME:
+                    frames.put(Cut(self._retime()))
+                    continue
                 frames.put(Cut())  # the encoder closes the segment; it gets uploaded
                 if not self._paused(stop, reason, summary, started):
                     break
@@ -285,14 +323,26 @@ class Recorder:
         summary: RunSummary,
         duration: float | None,
     ) -> str | None:
-        """Capture until stopped or out of time (None), or until a pause is due (its reason)."""
+        """Capture until stopped or out of time (None), until a pause is due (its reason), or
+        until a segment would start while new settings are wanted (RETIME)."""
         last_drop_log = -1e9
+        ticks_per_segment = Segmenter(
+            fps=self._settings.fps, segment_seconds=self._settings.segment_seconds
+        ).ticks_per_segment  # the encoder's grid: a new slot starts a new segment
+        slot: int | None = None
         grabbed = self.capture.frames(stop, duration=duration)
         try:
             for frame in grabbed:
                 reason = self.idle.check()
                 if reason is not None:
                     return reason
+                wanted = self._follow_policy()
+                if frame.tick // ticks_per_segment != slot:  # this frame starts a segment
+                    if (wanted.fps, wanted.segment_seconds) != (
+                        self._settings.fps, self._settings.segment_seconds
+                    ):
+                        return RETIME  # the frame is dropped; the new schedule starts now
+                    slot = frame.tick // ticks_per_segment
                 summary.frames += 1
                 try:
                     frames.put_nowait(frame)
@@ -321,6 +371,7 @@ class Recorder:
         while not stop.wait(self.idle.poll):
             if duration is not None and time.monotonic() - started >= duration:
                 break
+            self._follow_policy()  # a new idle timeout may end the pause
             if self.idle.check() is None:
                 resume = True
                 break
@@ -340,6 +391,34 @@ class Recorder:
         self._pause_reports.append(reporter)
         return True
 
+    def _follow_policy(self) -> LiveSettings:
+        """The settings wanted now: a new idle timeout holds at once, and a change is
+        reported once (fps and segment length apply from the next segment)."""
+        if self._live_settings is None:
+            return self._settings
+        wanted = self._live_settings()
+        if wanted != self._wanted:
+            self._wanted = wanted
+            if wanted.idle_seconds != self.idle.idle_seconds:
+                self.idle.idle_seconds = wanted.idle_seconds
+            later = (wanted.fps, wanted.segment_seconds) != (
+                self._settings.fps, self._settings.segment_seconds
+            )
+            self._report(
+                f"policy changed: now {wanted.describe()}"
+                + (" (fps and segment length from the next segment)" if later else "")
+            )
+        return wanted
+
+    def _retime(self) -> LiveSettings:
+        """Switch capture to the wanted fps and segment length (between two segments)."""
+        new = self._wanted
+        self._settings = new
+        self.capture.fps = new.fps
+        self.capture.refresh_ticks = max(1, round(new.segment_seconds * new.fps))
+        log.info("capture now at %g fps, segments of %g s", new.fps, new.segment_seconds)
+        return new
+
     def _encode_loop(
         self,
         stop: threading.Event,
@@ -348,13 +427,14 @@ class Recorder:
         summary: RunSummary,
     ) -> None:
         config = self.config
-        segmenter = Segmenter(
-            fps=config.fps,
-            segment_seconds=config.segment_seconds,
-            preset=config.preset,
-            tune=config.tune,
-            crf=config.crf,
-        )
+
+        def cutter(fps: float, segment_seconds: float, first_seq: int = 0) -> Segmenter:
+            return Segmenter(
+                fps=fps, segment_seconds=segment_seconds, first_seq=first_seq,
+                preset=config.preset, tune=config.tune, crf=config.crf,
+            )
+
+        segmenter = cutter(config.fps, config.segment_seconds)
         failed = False
         try:
             while (frame := frames.get()) is not None:
@@ -365,6 +445,12 @@ class Recorder:
                         closed = segmenter.flush()
                         if closed is not None:
                             self._hand_over(closed, segments)
+                        if frame.settings is not None:  # the next segments are cut anew
+                            summary.unchanged_frames += segmenter.unchanged
+                            segmenter = cutter(
+                                frame.settings.fps, frame.settings.segment_seconds,
+                                segmenter.next_seq,
+                            )
                         continue
                     for segment in segmenter.push(frame):
                         self._hand_over(segment, segments)
@@ -379,7 +465,7 @@ class Recorder:
         except Exception as exc:
             self._fail(exc, stop)
         finally:
-            summary.unchanged_frames = segmenter.unchanged
+            summary.unchanged_frames += segmenter.unchanged
             segments.put(None)  # the uploader always drains the queue
 
     def _hand_over(self, segment: Segment, segments: queue.Queue[Segment | None]) -> None:

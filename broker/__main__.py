@@ -20,12 +20,18 @@ from typing import TYPE_CHECKING, Any
 from broker.errors import BrokerError, ConfigError
 from broker.settings import PREFIX, Settings, generate_secrets, load_env_file
 from shared import version
+from shared.wire import POLICY_KEYS, POLICY_RANGES, PolicyUpdate, WireError, policy_value
 
 if TYPE_CHECKING:
     from broker import admin
 
+EX_USAGE = 2
 EX_CONFIG = 78
 log = logging.getLogger("broker")
+
+
+class UsageError(BrokerError):
+    """A command line argparse cannot judge alone (options that contradict each other)."""
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:
@@ -124,12 +130,19 @@ def _admin(
     action: Callable[[admin.AdminContext, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]],
     *,
     ok: Callable[[dict[str, Any]], bool] = _always,
+    check: Callable[[argparse.Namespace], None] | None = None,
 ) -> Callable[[argparse.Namespace], int]:
-    """Run an operator command and print its JSON; exit 1 when `ok` judges the result bad."""
+    """Run an operator command and print its JSON; exit 1 when `ok` judges the result bad.
+
+    `check` judges the arguments first, before any setting or database is touched (it
+    raises UsageError: exit 2).
+    """
 
     def run(args: argparse.Namespace) -> int:
         from broker import admin  # imported here so --help and --version stay quick
 
+        if check is not None:
+            check(args)
         settings = _settings(args)
 
         async def go() -> dict[str, Any]:
@@ -232,6 +245,50 @@ async def _revoke_device(ctx: admin.AdminContext, args: argparse.Namespace) -> d
     from broker import admin
 
     return await admin.revoke_device(ctx, tenant=args.tenant, device=args.device)
+
+
+def _policy_flag(key: str) -> Callable[[str], float | int]:
+    """The argparse type of a `set-policy` option: the policy's own checks (shared.wire)."""
+    kind = POLICY_RANGES[key].kind
+
+    def parse(text: str) -> float | int:
+        try:
+            number = kind(text)
+        except ValueError:
+            what = "a whole number of seconds" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        try:
+            return policy_value(key, number)
+        except WireError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    return parse
+
+
+def _policy_change(args: argparse.Namespace) -> None:
+    """`set-policy`'s options as one PolicyUpdate (in `args.change`), or UsageError."""
+    cleared = set(args.clear or ())
+    given = {key: getattr(args, key) for key in POLICY_KEYS if getattr(args, key) is not None}
+    both = sorted(cleared & set(given))
+    if both:
+        raise UsageError(f"{', '.join(both)}: both set and cleared; give one or the other")
+    if not given and not cleared:
+        raise UsageError(
+            "nothing to change: give --fps, --segment-seconds, --idle-seconds or --clear KEY"
+        )
+    args.change = PolicyUpdate({**given, **dict.fromkeys(cleared)})
+
+
+async def _set_policy(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.set_policy(ctx, tenant=args.tenant, change=args.change)
+
+
+async def _show_policy(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    return await admin.show_policy(ctx, tenant=args.tenant)
 
 
 async def _rotate_master_key(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -399,6 +456,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_admin(_revoke_device))
 
     p = adm_sub.add_parser(
+        "set-policy",
+        help="set the recording policy pushed to the tenant's agents (fps, segment length, "
+        "idle timeout)",
+        description="Set the tenant's recording policy. Every agent of the tenant gets it with "
+        "its next heartbeat and applies it from its next segment; a setting given on an "
+        "agent's command line still wins. Options not given keep their value; --clear hands a "
+        "setting back to each agent's own configuration. Prints the policy (JSON); audited.",
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument(
+        "--fps", type=_policy_flag("fps"), metavar="X",
+        help=f"frames per second (more than 0, at most {POLICY_RANGES['fps'].hi:g})",
+    )
+    p.add_argument(
+        "--segment-seconds", type=_policy_flag("segment_seconds"), metavar="S",
+        help="length of each segment in seconds "
+        f"({POLICY_RANGES['segment_seconds'].lo:g} to {POLICY_RANGES['segment_seconds'].hi:g})",
+    )
+    p.add_argument(
+        "--idle-seconds", type=_policy_flag("idle_seconds"), metavar="N",
+        help="pause after N seconds without input, whole seconds "
+        f"(0 never pauses, at most {POLICY_RANGES['idle_seconds'].hi:g})",
+    )
+    p.add_argument(
+        "--clear", nargs="+", action="extend", choices=POLICY_KEYS, metavar="KEY",
+        help=f"unset these keys ({', '.join(POLICY_KEYS)}): each agent decides again",
+    )
+    p.set_defaults(func=_admin(_set_policy, check=_policy_change))
+
+    p = adm_sub.add_parser(
+        "show-policy", help="show the tenant's recording policy (null: left to each agent)"
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.set_defaults(func=_admin(_show_policy))
+
+    p = adm_sub.add_parser(
         "audit-verify", help="verify the tenant's hash-chained audit log (exit 1 when broken)"
     )
     p.add_argument("--tenant", required=True, help="tenant id or name")
@@ -423,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except UsageError as exc:
+        print(f"bucketreel-broker: usage error: {exc.message}", file=sys.stderr)
+        return EX_USAGE
     except ConfigError as exc:
         print(f"bucketreel-broker: {exc.message}", file=sys.stderr)
         return EX_CONFIG

@@ -16,11 +16,12 @@ from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.scope import TenantScope
+from broker.devices import policy
 from broker.recordings.service import RecordingService
 from broker.services import build_services
 from broker.settings import PREFIX, Settings
 from broker.storage.service import StorageAccess
-from shared.wire import format_timestamp
+from shared.wire import PolicyUpdate, format_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,20 @@ async def revoke_device(ctx: AdminContext, *, tenant: str, device: str) -> dict[
         tenant_id = await accounts.resolve_tenant(conn, tenant)
     await ctx.devices.revoke(tenant_id, device, actor="operator")
     return {"device_id": device, "state": "revoked"}
+
+
+async def show_policy(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
+    """The tenant's recording policy: every key (null: left to each agent), `updated_at`."""
+    async with ctx.db.transaction() as conn:
+        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+        return await policy.describe(scope)
+
+
+async def set_policy(ctx: AdminContext, *, tenant: str, change: PolicyUpdate) -> dict[str, Any]:
+    """Set (or clear, with None) the keys `change` names; audited with old and new values."""
+    async with ctx.db.transaction() as conn:
+        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+        return await policy.update(scope, change, now=ctx.clock(), actor="operator")
 
 
 def rotate_session_key(settings: Settings) -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +22,8 @@ MAX_SEGMENT_BYTES = 512 * 1024 * 1024
 MAX_SEGMENT_DURATION_MS = 60 * 60 * 1000
 MAX_DEVICE_NAME = 200
 MAX_CODE = 200
+MAX_FPS = 60.0
+MAX_IDLE_SECONDS = 86_400
 
 
 class WireError(ValueError):
@@ -425,3 +429,108 @@ class RecordingInfo:
         body = asdict(self)
         body["gaps"] = [gap.to_json() for gap in self.gaps]
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values a number setting takes: `kind` (float or int), `lo` to `hi` (`lo` itself
+    excluded when `lo_open`)."""
+
+    kind: type
+    lo: float = 0
+    hi: float = math.inf
+    lo_open: bool = False
+
+    def check(self, value: float) -> float:
+        """`value` when within the range; else ValueError saying what is allowed."""
+        too_low = value <= self.lo if self.lo_open else value < self.lo
+        if too_low or value > self.hi or not math.isfinite(value):
+            lowest = f"more than {self.lo:g}" if self.lo_open else f"at least {self.lo:g}"
+            raise ValueError(f"must be {lowest} and at most {self.hi:g}")
+        return value
+
+
+# The recording policy: what a tenant's admin may set for every agent of the tenant, pushed
+# in the heartbeat reply. The agent's own settings of these names take the same ranges
+# (agent.config), so a policy the broker accepts is one every agent applies.
+POLICY_RANGES: dict[str, Range] = {
+    "fps": Range(float, 0, MAX_FPS, lo_open=True),
+    "segment_seconds": Range(float, 1, MAX_SEGMENT_DURATION_MS / 1000),
+    "idle_seconds": Range(int, 0, MAX_IDLE_SECONDS),  # whole seconds; 0: never pause
+}
+POLICY_KEYS = tuple(POLICY_RANGES)
+PolicyValue = float | int
+
+
+def policy_value(key: str, value: object) -> PolicyValue:
+    """A policy value checked against its range (WireError naming the key when it is not)."""
+    bound = POLICY_RANGES[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(key, "must be an integer" if bound.kind is int else "must be a number")
+    if bound.kind is int and not isinstance(value, int):
+        raise WireError(key, "must be an integer (whole seconds)")
+    try:
+        return bound.kind(bound.check(value))  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise WireError(key, str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """A tenant's recording policy. None leaves the setting to each agent's own configuration
+    (its file, flags or defaults); an agent's command-line flags win over the policy."""
+
+    fps: float | None = None
+    segment_seconds: float | None = None
+    idle_seconds: int | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, PolicyValue | None]) -> Policy:
+        """From values by key, each checked already (`policy_value`); absent keys are None."""
+        idle = values.get("idle_seconds")
+        return cls(
+            fps=values.get("fps"),
+            segment_seconds=values.get("segment_seconds"),
+            idle_seconds=None if idle is None else int(idle),
+        )
+
+    @classmethod
+    def from_json(cls, data: object) -> Policy:
+        """A whole policy: an absent or null key is None."""
+        d = _obj(data)
+        return cls.of({k: policy_value(k, d[k]) for k in POLICY_KEYS if d.get(k) is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys that are set (what the heartbeat reply carries)."""
+        return {k: v for k, v in self.values().items() if v is not None}
+
+    def values(self) -> dict[str, PolicyValue | None]:
+        """Every key, None where it is not set."""
+        return {k: getattr(self, k) for k in POLICY_KEYS}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyUpdate:
+    """An admin's change to the policy: each key it names is set, or cleared with null; the
+    keys it does not name keep their values."""
+
+    changes: dict[str, PolicyValue | None]
+
+    @classmethod
+    def from_json(cls, data: object) -> PolicyUpdate:
+        d = _obj(data)
+        known = ", ".join(POLICY_KEYS)
+        for key in d:
+            if key not in POLICY_RANGES:
+                raise WireError(str(key), f"not a policy key (known keys: {known})")
+        if not d:
+            raise WireError("body", f"name at least one of {known} (null clears it)")
+        return cls(
+            {k: None if d[k] is None else policy_value(k, d[k]) for k in POLICY_KEYS if k in d}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.changes)
+
+    def applied_to(self, policy: Policy) -> Policy:
+        return Policy.of({**policy.values(), **self.changes})

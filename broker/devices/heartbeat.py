@@ -4,6 +4,9 @@ An agent reports its status every `interval` seconds (60 by default, and at star
 The broker keeps the latest report on the device row. A device not heard from for more than
 `SILENT_AFTER` of its own intervals (counted from enrollment when it never reported) shows as
 `silent`: recording that stops without a word must not go unnoticed.
+
+The reply carries the tenant's recording policy (`broker.devices.policy`): the keys an admin
+set, which the agent applies from its next segment.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import devices
 from broker.db.scope import TenantScope
+from broker.devices import policy
 from broker.errors import NotFound
 from shared.wire import Heartbeat, format_timestamp
 
@@ -29,7 +33,8 @@ DEFAULT_INTERVAL = 60  # seconds, until a device has told its own
 async def record(
     db: Database, clock: Clock, principal: Principal, beat: Heartbeat
 ) -> dict[str, Any]:
-    """Store the calling device's heartbeat (its own row only: the id comes from its token)."""
+    """Store the calling device's heartbeat (its own row only: the id comes from its token);
+    the reply carries its tenant's policy."""
     now = clock()
     async with db.transaction() as conn:
         scope = TenantScope(conn, principal.tenant_id)
@@ -41,9 +46,14 @@ async def record(
             last_status=json.dumps(beat.to_json(), sort_keys=True),
             heartbeat_interval=beat.interval,
         )
-    if changed != 1:
-        raise NotFound("no such device")
-    return {"received_at": format_timestamp(now), "interval": beat.interval}
+        if changed != 1:
+            raise NotFound("no such device")
+        pushed = await policy.current(scope)
+    return {
+        "received_at": format_timestamp(now),
+        "interval": beat.interval,
+        "policy": pushed.to_json(),
+    }
 
 
 def is_silent(row: Row[Any], now: datetime) -> bool:

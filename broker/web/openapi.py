@@ -10,7 +10,13 @@ from broker.web.routes import Route
 from shared import version
 from shared.errors import ErrorCode
 from shared.keys import SEQ_MAX
-from shared.wire import GAP_REASONS, MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS
+from shared.wire import (
+    GAP_REASONS,
+    MAX_SEGMENT_BYTES,
+    MAX_SEGMENT_DURATION_MS,
+    POLICY_RANGES,
+    Range,
+)
 
 _TIME = {"type": "string", "format": "date-time"}
 _B64_SHA256 = {"type": "string", "contentEncoding": "base64", "minLength": 44, "maxLength": 44}
@@ -19,6 +25,16 @@ _B64_MD5 = {"type": "string", "contentEncoding": "base64", "minLength": 24, "max
 
 def _obj(required: Sequence[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": list(required), "properties": props}
+
+
+def _number(bound: Range, *, nullable: bool = False) -> dict[str, Any]:
+    kind = "integer" if bound.kind is int else "number"
+    low = "exclusiveMinimum" if bound.lo_open else "minimum"
+    return {"type": [kind, "null"] if nullable else kind, low: bound.lo, "maximum": bound.hi}
+
+
+_POLICY = {key: _number(bound) for key, bound in POLICY_RANGES.items()}
+_POLICY_OR_NULL = {key: _number(bound, nullable=True) for key, bound in POLICY_RANGES.items()}
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -82,8 +98,22 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         interval={"type": "integer", "minimum": 1},
     ),
     "HeartbeatReceived": _obj(
-        ["received_at", "interval"], received_at=_TIME, interval={"type": "integer"}
+        ["received_at", "interval", "policy"],
+        received_at=_TIME,
+        interval={"type": "integer"},
+        policy={**_obj([], **_POLICY), "description": "the tenant's policy: the keys set"},
     ),
+    "Policy": _obj(
+        [*POLICY_RANGES, "updated_at"],
+        **_POLICY_OR_NULL,
+        updated_at={"type": ["string", "null"], "format": "date-time"},
+    ),
+    "PolicyUpdate": {
+        **_obj([], **_POLICY_OR_NULL),
+        "minProperties": 1,
+        "additionalProperties": False,
+        "description": "keys named are set (null clears one); keys not named stay as they are",
+    },
     "UploadGrant": _obj(
         ["url", "method", "headers", "expires_at"],
         url={"type": "string", "format": "uri"},

@@ -21,7 +21,7 @@ from broker.auth import handlers as device_handlers
 from broker.auth import user_handlers
 from broker.auth.guard import device_or_user_principal, device_principal, user_principal
 from broker.auth.tokens import Principal
-from broker.devices import handlers as heartbeat_handlers
+from broker.devices import handlers as agent_handlers
 from broker.errors import Forbidden
 from broker.recordings import handlers as recording_handlers
 from broker.storage import handlers as storage_handlers
@@ -131,7 +131,7 @@ ROUTES: tuple[Route, ...] = (
         method="POST",
         path="/api/v1/devices/heartbeat",
         auth="device",
-        handler=heartbeat_handlers.beat,
+        handler=agent_handlers.beat,
         summary="The calling agent's status, every minute and at start and stop",
         request_schema="Heartbeat",
         responses={200: "HeartbeatReceived"},
@@ -285,6 +285,26 @@ ROUTES: tuple[Route, ...] = (
         handler=storage_handlers.check_storage,
         summary="Run the storage self-check now (probes appear in the customer's CloudTrail)",
         responses={200: "StorageStatus"},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=agent_handlers.get_policy,
+        summary="The recording policy pushed to the tenant's agents (null: each agent decides)",
+        responses={200: "Policy"},
+    ),
+    Route(
+        method="PATCH",
+        path="/api/v1/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=agent_handlers.put_policy,
+        summary="Set or clear (null) policy keys; agents apply it from their next segment "
+        "(audited)",
+        request_schema="PolicyUpdate",
+        responses={200: "Policy"},
     ),
     # Manager pages (`broker.web.pages`): server-rendered HTML for browsers.
     Route(

@@ -60,6 +60,7 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "Assignment": {"manager_id": org.manager.user_id, "employee_id": org.employee.user_id},
         "GapReport": {"seqs": [0], "reason": "refused"},
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
+        "PolicyUpdate": {"fps": 2, "segment_seconds": None},
     }
     if route.request_schema not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {route.request_schema}")

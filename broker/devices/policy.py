@@ -1,0 +1,61 @@
+"""The tenant's recording policy: fps, segment length and idle timeout for all its agents.
+
+An admin sets it (CLI `admin set-policy`, `PATCH /api/v1/admin/policy`); every change is
+audited with the values before and after. Each agent gets it in the reply to its heartbeat
+and applies it from its next segment; the agent's own command-line flags still win. A key
+that is not set (NULL) leaves that setting to each agent's own configuration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select
+
+from broker.audit import log as audit
+from broker.db.schema import device_policies, tenants
+from broker.db.scope import TenantScope
+from shared.wire import Policy, PolicyUpdate, format_timestamp
+
+
+def _policy(row: Row[Any] | None) -> Policy:
+    if row is None:
+        return Policy()
+    return Policy(fps=row.fps, segment_seconds=row.segment_seconds, idle_seconds=row.idle_seconds)
+
+
+async def current(scope: TenantScope) -> Policy:
+    """The tenant's policy (nothing set when it never had one)."""
+    return _policy(await scope.one(device_policies))
+
+
+async def describe(scope: TenantScope) -> dict[str, Any]:
+    """What an admin sees: every key (null where not set) and when it last changed."""
+    row = await scope.one(device_policies)
+    updated_at = format_timestamp(row.updated_at) if row is not None else None
+    return {**_policy(row).values(), "updated_at": updated_at}
+
+
+async def update(
+    scope: TenantScope, change: PolicyUpdate, *, now: datetime, actor: str
+) -> dict[str, Any]:
+    """Apply `change` in the caller's transaction and audit it; returns `describe`'s view."""
+    # one writer per tenant at a time, so two first saves cannot both insert
+    # (FOR UPDATE on PostgreSQL; SQLite's writers already queue at BEGIN IMMEDIATE)
+    await scope.conn.execute(
+        select(tenants.c.id).where(tenants.c.id == scope.tenant_id).with_for_update()
+    )
+    row = await scope.one(device_policies)
+    old = _policy(row)
+    new = change.applied_to(old)
+    values = {**new.values(), "updated_at": now}
+    if row is None:
+        await scope.insert(device_policies, **values)
+    else:
+        await scope.update(device_policies, **values)
+    await audit.record(
+        scope, at=now, actor=actor, action="policy.set", target=scope.tenant_id,
+        details={"old": old.values(), "new": new.values()},
+    )
+    return await describe(scope)
