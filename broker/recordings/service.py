@@ -74,10 +74,12 @@ class RecordingService:
         self._clock = clock
 
     async def start(self, principal: Principal, started_at: datetime) -> str:
+        """A new recording for the calling device; any it left open before is closed."""
         now = self._clock()
         recording_id = str(uuid.uuid4())
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
+            await self._close_left_open(scope, principal, now)
             await scope.insert(
                 recordings,
                 id=recording_id,
@@ -95,6 +97,42 @@ class RecordingService:
                 target=recording_id,
             )
         return recording_id
+
+    async def _close_left_open(
+        self, scope: TenantScope, principal: Principal, now: datetime
+    ) -> None:
+        """Finish the device's recordings still open, with a gap `agent_died`.
+
+        One agent runs per device (its instance lock), and it finishes its recording on any
+        orderly stop. An open one when the device starts another is a dead run's that its
+        restart could not close (the broker was unreachable then): left open, it would show
+        as recording forever.
+        """
+        left_open = await scope.all(
+            recordings,
+            recordings.c.device_id == principal.subject,
+            recordings.c.state == RECORDING,
+        )
+        for old in left_open:
+            await scope.update(
+                recordings, recordings.c.id == old.id, state=FINISHED, finished_at=now
+            )
+            await scope.insert(
+                recording_gaps,
+                id=str(uuid.uuid4()),
+                recording_id=old.id,
+                seqs="[]",
+                reason="agent_died",
+                reported_at=now,
+            )
+            await audit.record(
+                scope,
+                at=now,
+                actor=_actor(principal),
+                action="recording.finish",
+                target=old.id,
+                details={"reason": "agent_died", "closed_by": "the device's next recording"},
+            )
 
     async def grant_upload(
         self, principal: Principal, recording_id: str, seq: int, declared: UploadRequest

@@ -7,10 +7,12 @@ from urllib.parse import parse_qs, urlsplit
 from tests.support.api import (
     Api,
     Device,
+    enroll,
     put_with_grant,
     random_segment,
     start_recording,
 )
+from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 
 SIGNED = {"content-length", "content-md5", "host", "if-none-match", "x-amz-checksum-sha256"}
@@ -148,3 +150,26 @@ def test_finished_recording_takes_no_new_segment(api: Api, device: Device) -> No
         random_segment().declaration(), token=device.access_token,
     )
     assert (reply.status, reply.body["error"]) == (409, "recording_finished")
+
+
+def test_a_new_recording_closes_the_one_a_dead_run_of_the_device_left_open(
+    api: Api, broker: BrokerProcess, device: Device
+) -> None:
+    # An agent killed while the broker was unreachable at its restart could not finish its
+    # old recording: the device's next recording does, with an agent_died gap.
+    other_device = enroll(api, broker, device.tenant, device.user_id)  # same employee
+    elsewhere = start_recording(api, other_device)
+    dead = start_recording(api, device)
+    fresh = start_recording(api, device)
+
+    def info(recording_id: str, who: Device) -> dict:
+        reply = api.call("GET", f"/api/v1/recordings/{recording_id}", token=who.access_token)
+        assert reply.status == 200, reply.body
+        return reply.body
+
+    closed = info(dead, device)
+    assert closed["state"] == "finished"
+    assert [(g["reason"], g["seqs"]) for g in closed["gaps"]] == [("agent_died", [])]
+    assert info(fresh, device)["state"] == "recording"
+    assert info(fresh, device)["gaps"] == []
+    assert info(elsewhere, other_device)["state"] == "recording"  # another device's run
