@@ -327,6 +327,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         last = data.get("last_upload") or {}
         error = data.get("last_error") or {}
         print(f"recording: {data.get('recording_id') or '-'}")
+        settings = data.get("settings")
+        if isinstance(settings, dict):
+            def num(key: str) -> str:
+                value = settings.get(key)
+                return f"{value:g}" if isinstance(value, int | float) else "?"
+
+            print(f"settings: {num('fps')} fps, segments of {num('segment_seconds')} s, "
+                  + (f"pause after {num('idle_seconds')} s idle" if settings.get("idle_seconds")
+                     else "no idle pause"))
         print(f"segments uploaded: {data.get('uploaded', 0)}"
               + (f", last seq {last.get('seq')} at {last.get('at')}" if last else ""))
         print(f"spool: {data.get('spool_segments', 0)} segment(s), "

@@ -32,7 +32,7 @@ from agent.errors import ConfigError
 from agent.heartbeat import DEFAULT_INTERVAL
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.spool import DEFAULT_LIMIT
-from shared.wire import MAX_IDLE_SECONDS, POLICY_KEYS, POLICY_RANGES, Range
+from shared.wire import MAX_HEARTBEAT_SECONDS, MAX_IDLE_SECONDS, POLICY_KEYS, POLICY_RANGES, Range
 
 CONFIG_FILE = "agent.toml"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -51,7 +51,7 @@ RANGES: dict[str, Range] = {
     "crf": Range(int, 0, 51),
     "idle_seconds": Range(float, 0, MAX_IDLE_SECONDS),
     "spool_limit": Range(str),
-    "heartbeat_seconds": Range(float, 1, 3600),
+    "heartbeat_seconds": Range(float, 1, MAX_HEARTBEAT_SECONDS),
     "drain_seconds": Range(float, 0, 86400),
 }
 

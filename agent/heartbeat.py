@@ -43,6 +43,7 @@ def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
             else None
         ),
         interval=max(1, round(interval)),
+        settings=dict(settings) if isinstance(settings := data.get("settings"), dict) else None,
     )
 
 

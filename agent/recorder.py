@@ -186,6 +186,7 @@ class Recorder:
         summary = RunSummary(recording_id=recording_id)
         if self.status is not None:
             self.status.update(state="recording", recording_id=recording_id)
+        self._publish_settings()
         self._recording_id = recording_id
         self._report(
             f"recording {recording_id} started: monitor {config.monitor} "
@@ -401,6 +402,7 @@ class Recorder:
             self._wanted = wanted
             if wanted.idle_seconds != self.idle.idle_seconds:
                 self.idle.idle_seconds = wanted.idle_seconds
+                self._publish_settings()
             later = (wanted.fps, wanted.segment_seconds) != (
                 self._settings.fps, self._settings.segment_seconds
             )
@@ -410,12 +412,22 @@ class Recorder:
             )
         return wanted
 
+    def _publish_settings(self) -> None:
+        """Tell `status` and the heartbeat what the recording runs with now."""
+        if self.status is not None:
+            self.status.update(settings={
+                "fps": self._settings.fps,
+                "segment_seconds": self._settings.segment_seconds,
+                "idle_seconds": self.idle.idle_seconds,
+            })
+
     def _retime(self) -> LiveSettings:
         """Switch capture to the wanted fps and segment length (between two segments)."""
         new = self._wanted
         self._settings = new
         self.capture.fps = new.fps
         self.capture.refresh_ticks = max(1, round(new.segment_seconds * new.fps))
+        self._publish_settings()
         log.info("capture now at %g fps, segments of %g s", new.fps, new.segment_seconds)
         return new
 

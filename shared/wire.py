@@ -24,6 +24,7 @@ MAX_DEVICE_NAME = 200
 MAX_CODE = 200
 MAX_FPS = 60.0
 MAX_IDLE_SECONDS = 86_400
+MAX_HEARTBEAT_SECONDS = 3600
 
 
 class WireError(ValueError):
@@ -372,6 +373,9 @@ class Heartbeat:
     errors: int = 0
     last_error: dict[str, Any] | None = None  # {"at", "message"}
     interval: int = 60  # seconds until the next heartbeat is due
+    # what it records with now (its own settings with the broker's policy applied):
+    # {"fps", "segment_seconds", "idle_seconds"}, so an admin sees that a policy arrived
+    settings: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: object) -> Heartbeat:
@@ -387,7 +391,12 @@ class Heartbeat:
             last_upload=_small_obj(d, "last_upload", {"at": str, "seq": int, "size": int}),
             errors=_int(d, "errors", lo=0, hi=2**31),
             last_error=_small_obj(d, "last_error", {"at": str, "message": str}),
-            interval=_int(d, "interval", lo=1, hi=86_400) if "interval" in d else 60,
+            # at most an hour (the agent's own limit): a device cannot put off "silent"
+            interval=_int(d, "interval", lo=1, hi=MAX_HEARTBEAT_SECONDS) if "interval" in d
+            else 60,
+            settings=_small_obj(
+                d, "settings", {"fps": float, "segment_seconds": float, "idle_seconds": float}
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -408,6 +417,11 @@ def _small_obj(d: dict[str, Any], name: str, fields: dict[str, type]) -> dict[st
             continue
         if kind is int and (isinstance(item, bool) or not isinstance(item, int)):
             raise WireError(f"{name}.{key}", "must be an integer")
+        if kind is float and (
+            isinstance(item, bool) or not isinstance(item, int | float)
+            or not math.isfinite(item) or item < 0
+        ):
+            raise WireError(f"{name}.{key}", "must be a number, 0 or more")
         if kind is str and (not isinstance(item, str) or len(item) > 300):
             raise WireError(f"{name}.{key}", "must be a string of at most 300 characters")
         out[key] = item

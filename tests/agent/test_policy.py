@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import signal
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -37,6 +38,14 @@ def set_policy(place: Site, **values: float | None) -> None:
     )
 
 
+def device_settings(place: Site) -> object:
+    """The settings this agent last reported in its heartbeat, as the admin's list shows."""
+    device_id = place.credential()["device_id"]
+    listed = place.broker.admin("devices", "--tenant", place.tenant.name)["devices"]
+    (device,) = [d for d in listed if d["device_id"] == device_id]
+    return (device["last_status"] or {}).get("settings")
+
+
 def frame_gaps(data: bytes) -> set[float]:
     """The time between consecutive frames of an MP4 segment (1/fps: the display animates, so
     no frame is left out as unchanged)."""
@@ -65,6 +74,13 @@ def test_the_agent_records_by_the_policy_from_the_next_segment_and_its_flags_win
             ),
             timeout=10,
         )
+        # the admin sees that it arrived: the device's heartbeat carries what it records with
+        deadline = time.monotonic() + 10
+        while (reported := device_settings(place)) != {
+            "fps": 4, "segment_seconds": 1, "idle_seconds": 600
+        } and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert reported == {"fps": 4, "segment_seconds": 1, "idle_seconds": 600}
         agent.wait_for(  # "segment N uploaded: ..., 4 frame(s)": 1 s at 4 fps
             "two segments at 4 fps",
             lambda lines: sum(" 4 frame(s)" in line for line in lines) >= 2,

@@ -58,6 +58,8 @@ def good() -> dict[str, Any]:
 
 Case = Callable[[World], Reply]
 
+BEAT = {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0}
+
 CASES: dict[str, tuple[int, str, Case]] = {
     "unknown enrollment code": (401, "invalid_enrollment_code", lambda w: w.api.call(
         "POST", "/api/v1/devices/enroll", {"code": "bre_nope", "name": "x"})),
@@ -131,6 +133,15 @@ CASES: dict[str, tuple[int, str, Case]] = {
     "wrong method": (405, "method_not_allowed", lambda w: w.api.call(
         "DELETE", f"/api/v1/recordings/{w.recording_id}", token=w.device.access_token)),
     "unknown route": (404, "not_found", lambda w: w.api.call("GET", "/api/v1/nothing-here")),
+    "heartbeat interval over an hour": (400, "invalid_field", lambda w: w.api.call(
+        "POST", "/api/v1/devices/heartbeat", {**BEAT, "interval": 3601},
+        token=w.device.access_token)),
+    "heartbeat settings not numbers": (400, "invalid_field", lambda w: w.api.call(
+        "POST", "/api/v1/devices/heartbeat", {**BEAT, "settings": {"fps": "fast"}},
+        token=w.device.access_token)),
+    "heartbeat settings negative": (400, "invalid_field", lambda w: w.api.call(
+        "POST", "/api/v1/devices/heartbeat", {**BEAT, "settings": {"idle_seconds": -1}},
+        token=w.device.access_token)),
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agent.idle import DEFAULT_IDLE_SECONDS
 from tests.identity.people import person
 from tests.resilience.helpers import Site, running, site
 from tests.support.api import Api
@@ -48,6 +49,10 @@ def test_the_agent_reports_its_status_and_falls_silent_when_gone(
     assert live["last_status"]["state"] in {"recording", "stopping", "stopped"}
     assert live["last_status"]["recording_id"] == rid
     assert live["last_status"]["interval"] == 1
+    # what it records with (no policy set: its flags over its defaults)
+    assert live["last_status"]["settings"] == {
+        "fps": 2, "segment_seconds": 1, "idle_seconds": DEFAULT_IDLE_SECONDS
+    }
 
     final = this_device(place)
     assert final["last_status"]["state"] == "exited"  # the beat sent at stop
