@@ -33,7 +33,14 @@ from agent.instance import AlreadyRunning, InstanceLock
 from agent.login import enroll_by_login
 from agent.logs import redact, setup_logging
 from agent.memory import tune_malloc
-from agent.recorder import LiveSettings, Recorder, RecorderConfig, install_stop_signals
+from agent.platform import winstop
+from agent.recorder import (
+    LiveSettings,
+    Recorder,
+    RecorderConfig,
+    install_stop_signals,
+    report_to_stderr,
+)
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
 from shared import version
@@ -251,6 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         stop = threading.Event()
         restore = install_stop_signals(stop)
+        console_done = winstop.install(stop, report_to_stderr)  # a closed console (Windows)
         try:
             Recorder(
                 recorder_config, uploader, spool.Spool(spool_dir, limit=settings.spool_limit),
@@ -269,6 +277,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             broker.close()
             with contextlib.suppress(AgentError):
                 spool.wipe(spool_dir)  # nothing should be left; make sure
+            console_done()  # the last step: Windows may end the process once it returns
     finally:
         lock.release()
     return 0

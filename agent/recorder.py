@@ -519,11 +519,14 @@ class Recorder:
 def install_stop_signals(
     stop: threading.Event, report: Report = report_to_stderr
 ) -> Callable[[], None]:
-    """SIGINT/SIGTERM set `stop` (graceful); a second one raises KeyboardInterrupt.
+    """SIGINT/SIGTERM (and SIGBREAK, Ctrl+Break on Windows) set `stop` (graceful); a second one
+    raises KeyboardInterrupt. A closed console window on Windows: agent.platform.winstop.
 
     Call from the main thread. Returns a function that restores the previous handlers.
     """
     signums = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):
+        signums.append(signal.SIGBREAK)
     previous: dict[int, Any] = {s: signal.getsignal(s) for s in signums}
 
     def handler(signum: int, frame: FrameType | None) -> None:
