@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from broker.db.schema import audit_log
+from broker.db.schema import audit_log, tenants
 from broker.db.scope import TenantScope
 
 GENESIS = "0" * 64
@@ -60,13 +60,12 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one entry in the caller's transaction (it commits or rolls back with the change)."""
-    conn = scope.conn
-    if conn.dialect.name == "postgresql":  # one writer per tenant chain at a time
-        await conn.execute(
-            text("SELECT id FROM tenants WHERE id = :t FOR UPDATE"), {"t": scope.tenant_id}
+    if scope.conn.dialect.name == "postgresql":  # one writer per tenant chain at a time
+        await scope.execute(
+            select(tenants.c.id).where(tenants.c.id == scope.tenant_id).with_for_update()
         )
     last = (
-        await conn.execute(
+        await scope.execute(
             select(audit_log.c.seq, audit_log.c.hash)
             .where(audit_log.c.tenant_id == scope.tenant_id)
             .order_by(audit_log.c.seq.desc())

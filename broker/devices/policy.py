@@ -43,7 +43,7 @@ async def update(
     """Apply `change` in the caller's transaction and audit it; returns `describe`'s view."""
     # one writer per tenant at a time, so two first saves cannot both insert
     # (FOR UPDATE on PostgreSQL; SQLite's writers already queue at BEGIN IMMEDIATE)
-    await scope.conn.execute(
+    await scope.execute(
         select(tenants.c.id).where(tenants.c.id == scope.tenant_id).with_for_update()
     )
     row = await scope.one(device_policies)

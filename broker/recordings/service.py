@@ -430,7 +430,7 @@ async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo
         raise NotFound("no such recording")
     grant_counts: dict[str, int] = dict(
         (
-            await scope.conn.execute(
+            await scope.execute(
                 select(upload_grants.c.segment_id, func.count())
                 .where(upload_grants.c.tenant_id == scope.tenant_id)
                 .join(segments, segments.c.id == upload_grants.c.segment_id)

@@ -1,0 +1,265 @@
+"""PostgreSQL row-level security: the second wall behind `TenantScope` (migration 0007).
+
+These tests need PostgreSQL and take its URL directly: when it cannot start they fail (the
+`postgres_server` fixture says what is missing), they never skip. Their database is owned by
+the role the broker connects as in the suite (`BROKER_DB_ROLE`), so FORCE matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import pytest
+from alembic import command
+from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker.db import migrate
+from broker.db.engine import create_engine
+from broker.db.schema import metadata, recordings, tenants, users
+from broker.db.scope import TenantConflict, TenantScope
+from tests.conftest import BROKER_DB_ROLE
+from tests.support.postgres import PostgresServer
+
+T = TypeVar("T")
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+MIGRATION = migrate.MIGRATIONS / "versions" / "0007_row_level_security.py"
+
+
+def load_migration() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("migration_0007", MIGRATION)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def new_database(server: PostgresServer) -> str:
+    return server.create_database(f"rls_{secrets.token_hex(4)}", owner=BROKER_DB_ROLE)
+
+
+def on(url: str, use: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine = create_engine(url)
+        try:
+            return await use(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+async def seed(conn: AsyncConnection, name: str) -> str:
+    """A tenant with two users and one recording each (written undeclared, as the CLI does)."""
+    tenant_id = str(uuid.uuid4())
+    await conn.execute(insert(tenants).values(id=tenant_id, name=name, created_at=NOW))
+    for n in range(2):
+        user_id = str(uuid.uuid4())
+        await conn.execute(insert(users).values(
+            id=user_id, tenant_id=tenant_id, email=f"u{n}@{name}.example", role="employee",
+            password_hash="x", session_version=1, created_at=NOW,
+        ))
+        await conn.execute(insert(recordings).values(
+            id=str(uuid.uuid4()), tenant_id=tenant_id, user_id=user_id, state="open",
+            started_at=NOW, created_at=NOW,
+        ))
+    return tenant_id
+
+
+class Tenants:
+    def __init__(self, url: str, a: str, b: str) -> None:
+        self.url, self.a, self.b = url, a, b
+
+
+@pytest.fixture(scope="module")
+def two(postgres_server: PostgresServer) -> Tenants:
+    """A migrated database owned by the broker's role, with tenants A and B."""
+    url = new_database(postgres_server)
+
+    async def setup(engine: AsyncEngine) -> tuple[str, str]:
+        await migrate.upgrade(engine)
+        async with engine.begin() as conn:
+            return await seed(conn, "tenant-a"), await seed(conn, "tenant-b")
+
+    a, b = on(url, setup)
+    return Tenants(url, a, b)
+
+
+def tenant_ids(rows: list[Any]) -> set[str]:
+    return {row.tenant_id for row in rows}
+
+
+def test_a_query_that_forgets_the_tenant_sees_only_the_declared_one(two: Tenants) -> None:
+    async def use(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:  # undeclared: spans tenants (admin, migrations)
+            assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.a, two.b}
+        async with engine.begin() as conn:
+            scope = TenantScope(conn, two.a)
+            assert await scope.count(users) == 2
+            for table in (users, recordings):
+                rows = list((await conn.execute(select(table))).all())  # no tenant filter
+                assert len(rows) == 2, table.name
+                assert tenant_ids(rows) == {two.a}, table.name
+            assert list((await scope.execute(select(recordings.c.tenant_id))).scalars()) == [
+                two.a, two.a,
+            ]
+            assert (await conn.execute(select(tenants.c.id))).scalars().all() == [two.a]
+
+    on(two.url, use)
+
+
+def test_writes_to_another_tenant_are_refused(two: Tenants) -> None:
+    async def use(engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            await conn.begin()
+            scope = TenantScope(conn, two.a)
+            await scope.count(users)
+            # B's rows are invisible: an update or delete that forgets the tenant misses them.
+            changed = await conn.execute(update(users).values(role="admin"))
+            assert changed.rowcount == 2
+            hit = await conn.execute(update(users).where(users.c.tenant_id == two.b)
+                                     .values(role="admin"))
+            assert hit.rowcount == 0
+            gone = await conn.execute(delete(recordings).where(recordings.c.tenant_id == two.b))
+            assert gone.rowcount == 0
+            await conn.rollback()
+
+            await conn.begin()
+            await TenantScope(conn, two.a).count(users)
+            with pytest.raises(DBAPIError, match="row-level security"):
+                await conn.execute(insert(users).values(
+                    id=str(uuid.uuid4()), tenant_id=two.b, email="new@b.example",
+                    role="admin", password_hash="x", session_version=1, created_at=NOW,
+                ))
+            await conn.rollback()
+
+            await conn.begin()
+            await TenantScope(conn, two.a).count(users)
+            with pytest.raises(DBAPIError, match="row-level security"):  # moving A's row to B
+                await conn.execute(update(recordings).values(tenant_id=two.b))
+            await conn.rollback()
+
+        async with engine.begin() as conn:
+            rows = (await conn.execute(select(users.c.tenant_id, users.c.role))).all()
+            assert sorted(rows) == sorted([(two.a, "employee")] * 2 + [(two.b, "employee")] * 2)
+
+    on(two.url, use)
+
+
+def test_the_declaration_lasts_one_transaction_and_one_tenant(two: Tenants) -> None:
+    async def use(engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            await conn.begin()
+            scope = TenantScope(conn, two.a)
+            await scope.count(users)
+            await TenantScope(conn, two.a).count(users)  # the same tenant again is fine
+            with pytest.raises(TenantConflict):
+                await TenantScope(conn, two.b).count(users)
+            await conn.rollback()
+
+            # the same connection, next transaction: nothing declared any more
+            await conn.begin()
+            assert len((await conn.execute(select(users))).all()) == 4
+            await conn.rollback()
+
+            # the scope declares itself again in a new transaction
+            await conn.begin()
+            assert await scope.count(users) == 2
+            assert len((await conn.execute(select(users))).all()) == 2
+            await conn.rollback()
+
+            # a savepoint rolled back takes its declaration with it; the scope makes it again
+            await conn.begin()
+            savepoint = await conn.begin_nested()
+            await scope.count(users)
+            await savepoint.rollback()
+            assert await scope.count(users) == 2
+            assert len((await conn.execute(select(users))).all()) == 2
+            await conn.rollback()
+
+    on(two.url, use)
+
+
+def test_the_broker_role_is_subject_to_the_wall(two: Tenants) -> None:
+    """Not a superuser, no BYPASSRLS, and the owner of walled tables (hence FORCE)."""
+    walled = load_migration().WALLED
+
+    async def use(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            role = (await conn.execute(text(
+                "SELECT rolname, rolsuper, rolbypassrls FROM pg_roles"
+                " WHERE rolname = current_user"
+            ))).one()
+            assert tuple(role) == (BROKER_DB_ROLE, False, False)
+            tables = (await conn.execute(text(
+                "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,"
+                " pg_get_userbyid(c.relowner) = current_user AS owned"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            ))).all()
+            secured = {t.relname for t in tables if t.relrowsecurity and t.relforcerowsecurity}
+            assert secured == set(walled)
+            assert all(t.owned for t in tables)
+            policies = (await conn.execute(text(
+                "SELECT tablename, cmd FROM pg_policies WHERE policyname = 'tenant_wall'"
+            ))).all()
+            assert sorted(policies) == sorted((table, "ALL") for table in walled)
+
+    on(two.url, use)
+
+
+def test_every_table_with_a_tenant_column_is_walled() -> None:
+    """A table added later with `tenant_id` must be added to migration 0007's list (or to a
+    later migration that walls it)."""
+    migration = load_migration()
+    with_tenant = {name for name, table in metadata.tables.items() if "tenant_id" in table.c}
+    assert set(migration.TENANT_TABLES) == with_tenant
+    assert len(migration.TENANT_TABLES) == len(with_tenant)
+    unwalled = set(metadata.tables) - set(migration.WALLED)
+    assert unwalled == {"login_failures"}  # HMACs counted before any tenant is trusted
+
+
+def test_downgrade_removes_the_wall(postgres_server: PostgresServer) -> None:
+    url = new_database(postgres_server)
+
+    async def count(conn: AsyncConnection, sql: str) -> int:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+    def alembic(conn: AsyncConnection, verb: str, revision: str) -> Awaitable[None]:
+        do = getattr(command, verb)
+        return conn.run_sync(lambda sync: do(migrate.alembic_config(sync), revision))
+
+    async def use(engine: AsyncEngine) -> None:
+        await migrate.upgrade(engine)
+        async with engine.begin() as conn:
+            await alembic(conn, "downgrade", "0006")
+            assert await count(conn, "SELECT count(*) FROM pg_policies") == 0
+            assert await count(
+                conn, "SELECT count(*) FROM pg_class WHERE relrowsecurity OR relforcerowsecurity"
+            ) == 0
+            await alembic(conn, "upgrade", "head")
+            walled = len(load_migration().WALLED)
+            assert await count(conn, "SELECT count(*) FROM pg_policies") == walled
+
+    on(url, use)
+
+
+def test_the_migration_is_a_no_op_on_sqlite(tmp_path: Path) -> None:
+    async def use(engine: AsyncEngine) -> None:
+        await migrate.upgrade(engine)
+        assert await migrate.current_revision(engine) == "0007"
+        async with engine.begin() as conn:
+            tenant = await seed(conn, "solo")
+            assert await TenantScope(conn, tenant).count(users) == 2
+
+    on(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}", use)
