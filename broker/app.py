@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -13,6 +14,8 @@ from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys
 from broker.web import middleware, openapi, routes
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
@@ -34,6 +37,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     try:
         if settings.migrate_on_start:
             await migrate.upgrade(db.engine)
+        if role := await db.bypasses_row_security():
+            log.warning(
+                "the database role %r is a superuser or has BYPASSRLS: PostgreSQL's row-level "
+                "security (the second wall between tenants) does not apply to it; connect "
+                "as a plain role that owns the tables", role,
+            )
         app[keys.DATABASE] = db
         yield
     finally:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broker.db.engine import create_engine, is_sqlite
@@ -33,6 +33,18 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.begin() as conn:
             yield conn
+
+    async def bypasses_row_security(self) -> str | None:
+        """On PostgreSQL, the role's name when it skips row-level security (a superuser or a
+        BYPASSRLS role: the second tenant wall of migration 0007 does not hold); else None."""
+        if self.dialect != "postgresql":
+            return None
+        async with self.transaction() as conn:
+            row = (await conn.execute(text(
+                "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles"
+                " WHERE rolname = current_user"
+            ))).first()
+        return str(row[0]) if row is not None and row[1] else None
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -28,6 +28,7 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata, recordings, tenants, users
 from broker.db.scope import TenantConflict, TenantScope
 from tests.conftest import BROKER_DB_ROLE
+from tests.support.broker import BrokerProcess
 from tests.support.postgres import PostgresServer
 
 T = TypeVar("T")
@@ -263,3 +264,15 @@ def test_the_migration_is_a_no_op_on_sqlite(tmp_path: Path) -> None:
             assert await TenantScope(conn, tenant).count(users) == 2
 
     on(f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}", use)
+
+
+def test_the_broker_warns_when_its_role_skips_the_wall(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    url = new_database(postgres_server)
+    as_superuser = postgres_server.url(url.rsplit("/", 1)[1])  # the same database
+    with BrokerProcess(url, log_dir=tmp_path / "plain") as plain:
+        assert "BYPASSRLS" not in plain.log_tail(200)
+    with BrokerProcess(as_superuser, log_dir=tmp_path / "super") as root:
+        log = root.log_tail(200)
+    assert "the database role 'postgres' is a superuser or has BYPASSRLS" in log, log
