@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.instance import AlreadyRunning, InstanceLock
 from tests.agent.fakebroker import FakeBroker
 from tests.agent.test_agent_cli import ROOT, agent, agent_env, assert_no_secret, enroll, running
@@ -111,8 +112,11 @@ def test_status_of_a_running_agent_then_of_a_stopped_one(
         lines = shown.stdout.splitlines()
         assert lines[0] == f"agent: running (pid {proc.pid}), recording"
         assert lines[1] == "recording: rec-1"
-        assert lines[2].startswith("segments uploaded: ")
-        assert int(lines[2].split()[2].rstrip(",")) >= 2
+        assert lines[2] == (
+            f"settings: 4 fps, segments of 1 s, pause after {DEFAULT_IDLE_SECONDS:g} s idle"
+        )
+        assert lines[3].startswith("segments uploaded: ")
+        assert int(lines[3].split()[2].rstrip(",")) >= 2
         assert "spool: 0 segment(s), 0 bytes" in lines
         as_json = json.loads(agent("status", "--json", home=tmp_path).stdout)
         assert as_json["running"] is True
