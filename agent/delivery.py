@@ -3,6 +3,8 @@
 Runs in the recorder's upload thread. While uploads succeed, segments go from memory straight
 to the bucket. When an attempt fails in a way a later one may cure, the segment is sealed to
 the spool (agent.spool) and so is every segment that arrives behind it, so the order holds;
+if the disk refuses the spool (full, read-only, a quota), the spool holds them sealed in RAM
+instead, within its RAM budget, which the status and heartbeat error say;
 the oldest spooled segment is retried with exponential backoff and jitter, for as long as it
 takes, and the next one follows as soon as it is verified. A refusal no retry can pass (a 4xx
 the bucket or broker will always give) is reported and that segment is given up, at once.
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from agent.encode import Segment
 from agent.errors import SpoolError, UploadError
 from agent.retry import RetryPolicy
-from agent.spool import Spool, SpoolEntry
+from agent.spool import Spool, SpoolEntry, human_size
 from agent.status import StatusFile, now_iso
 from agent.uploader import UploadDeferred, Uploader, UploadProgress, UploadResult
 
@@ -45,15 +47,6 @@ class DeliveryOutcome:
     unsent: list[int] = field(default_factory=list)  # seqs still spooled at the end
     dropped: list[int] = field(default_factory=list)  # seqs dropped by the spool limit
     spooled: int = 0  # segments that went through the spool
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 class Delivery:
@@ -84,7 +77,9 @@ class Delivery:
         self._progress: dict[int, UploadProgress] = {}
         self._retry = 0  # failed tries of the spool's oldest entry so far
         self._next_try = 0.0
-        self._dropped_seen = 0
+        # the spool outlives one recording: only what happens from now on is this delivery's
+        self._dropped_seen = len(spool.dropped)
+        self._fallbacks_seen = spool.fallbacks
         self._status = status
 
     def _publish(self, **fields: object) -> None:
@@ -93,6 +88,8 @@ class Delivery:
             gaps = sorted(outcome.dropped + outcome.unsent + [e.seq for e in outcome.failed])
             self._status.update(
                 spool_bytes=self.spool.size, spool_segments=len(self.spool),
+                spool_memory_bytes=self.spool.memory_size,
+                spool_memory_segments=self.spool.memory_segments,
                 uploaded=len(outcome.uploaded), gaps=gaps, **fields,
             )
 
@@ -166,7 +163,7 @@ class Delivery:
             self._retry = 0
             self._to_spool(segment)
             self._schedule(again.retry_after)
-            self._publish_error(f"segment {segment.seq}: {again.reason}")
+            self._publish_error(f"segment {segment.seq}: {again.reason}{self._ram_note()}")
         except UploadError as exc:
             self._refused(exc)
         else:
@@ -185,11 +182,11 @@ class Delivery:
             result = self.uploader.try_once(self.recording_id, segment, progress)
         except UploadDeferred as again:
             self._schedule(again.retry_after)
-            self._publish_error(f"segment {entry.seq}: {again.reason}")
+            self._publish_error(f"segment {entry.seq}: {again.reason}{self._ram_note()}")
             log.warning(
-                "segment %d: %s; retry in %.1f s (%d segment(s), %s in the spool)",
+                "segment %d: %s; retry in %.1f s (%d segment(s), %s in the spool%s)",
                 entry.seq, again.reason, max(0.0, self._next_try - self._clock()),
-                len(self.spool), human_size(self.spool.size),
+                len(self.spool), human_size(self.spool.size), self._ram_note(),
             )
         except UploadError as exc:
             self.spool.remove(entry)
@@ -201,37 +198,75 @@ class Delivery:
             self._uploaded(result, segment)
 
     def _to_spool(self, segment: Segment) -> None:
+        head = self.spool.oldest()
         try:
             entry = self.spool.put(self.recording_id, segment)
         except SpoolError as exc:
-            # the disk refuses (full, read-only): the segment is lost, loudly
+            # the disk refuses (full, read-only) and the segment alone exceeds the spool's RAM
+            # budget: it is lost, loudly
             self._refused(UploadError(segment.seq, f"could not be spooled: {exc}"))
             return
         if entry is not None:
             self.outcome.spooled += 1
-        self._note_drops()
+        self._note_fallback()
+        self._note_drops(head)
+        self._publish()
+
+    def _note_fallback(self) -> None:
+        """Say so in the status (and so the heartbeat) when the disk begins refusing."""
+        if self.spool.fallbacks == self._fallbacks_seen:
+            return
+        self._fallbacks_seen = self.spool.fallbacks
+        self._publish_error(
+            f"the spool directory refuses writes ({self.spool.memory_reason}): segments are "
+            "held in RAM until uploads resume or the budget of "
+            f"{human_size(self.spool.memory_limit)} is reached (then the oldest are dropped)"
+        )
+
+    def _ram_note(self) -> str:
+        """What the spool holds in RAM, for the error messages; "" when nothing."""
+        count = self.spool.memory_segments
+        if not count:
+            return ""
+        reason = self.spool.memory_reason
+        return (
+            f"; {count} segment(s) ({human_size(self.spool.memory_size)}) held in RAM"
+            + (f" as the disk refuses the spool ({reason})" if reason else "")
+            + f", budget {human_size(self.spool.memory_limit)}"
+        )
 
     def _schedule(self, retry_after: float | None) -> None:
         self._retry += 1
         delay = self._backoff.delay(self._retry, self._rng, retry_after=retry_after)
         self._next_try = self._clock() + delay
 
-    def _note_drops(self) -> None:
+    def _note_drops(self, head: SpoolEntry | None) -> None:
+        """Report what the spool dropped since the last call; `head` was its oldest entry."""
         new = self.spool.dropped[self._dropped_seen :]
         self._dropped_seen = len(self.spool.dropped)
+        in_memory = False
         for recording_id, seq in new:
             if recording_id == self.recording_id:
                 self.outcome.dropped.append(seq)
                 self._progress.pop(seq, None)
+            if (recording_id, seq) in self.spool.dropped_in_memory:
+                in_memory = True
+                why = (
+                    f"the spool's RAM budget of {human_size(self.spool.memory_limit)} was "
+                    "reached while the disk refuses the spool"
+                )
+            else:
+                why = f"the spool reached its limit of {human_size(self.spool.limit)}"
             self._report(
-                f"segment {seq} DROPPED: the spool reached its limit of "
-                f"{human_size(self.spool.limit)} (policy: drop the oldest); gap in recording "
+                f"segment {seq} DROPPED: {why} (policy: drop the oldest); gap in recording "
                 f"{recording_id}"
             )
         if new:
-            self._retry = 0  # a new oldest entry: start its backoff afresh
+            if self.spool.oldest() is not head:
+                self._retry = 0  # a new oldest entry: start its backoff afresh
             seqs = ", ".join(str(seq) for _, seq in new)
-            self._publish_error(f"spool limit reached: dropped seq {seqs}")
+            budget = "RAM budget" if in_memory else "limit"
+            self._publish_error(f"spool {budget} reached: dropped seq {seqs}")
 
     # -- outcomes -------------------------------------------------------------------------
 
