@@ -1,6 +1,6 @@
 """Benchmark: the agent against `ffmpeg -f x11grab … -c:v libx264` on a scripted desktop.
 
-    bash scripts/bench.sh [--minutes 2] [--fps 1] [--agent PATH] [--json FILE]
+    bash scripts/bench.sh [--minutes 2] [--fps 1] [--agent PATH] [--json FILE] [--agent-only]
 
 Not part of the test suite (pytest never collects this file: it is not named test_*.py).
 
@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -364,48 +364,52 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def table(agent: Run, ffmpeg: Run, settings: Settings) -> str:
+def table(agent: Run, ffmpeg: Run | None, settings: Settings) -> str:
+    """The figures, ffmpeg's and the ratios left blank when it did not run (--agent-only)."""
     rows: list[tuple[str, str, str, str, str]] = []
 
     def row(label: str, a: str, f: str, r: str = "", target: str = "") -> None:
         rows.append((label, a, f, r, target))
 
-    cpu_ratio = agent.cpu_per_minute / ffmpeg.cpu_per_minute
-    bytes_ratio = agent.bytes_per_hour / ffmpeg.bytes_per_hour
-    row("CPU s / recorded min", f"{agent.cpu_per_minute:.2f}", f"{ffmpeg.cpu_per_minute:.2f}",
-        ratio(agent.cpu_per_minute, ffmpeg.cpu_per_minute),
-        f"≤ {TARGET_CPU_RATIO:.1f}× {verdict(cpu_ratio <= TARGET_CPU_RATIO)}")
-    row("  steady (after warm-up)", f"{agent.steady_cpu_per_minute:.2f}",
-        f"{ffmpeg.steady_cpu_per_minute:.2f}",
-        ratio(agent.steady_cpu_per_minute, ffmpeg.steady_cpu_per_minute))
-    row("MB / recorded hour", f"{agent.bytes_per_hour / MB:.1f}",
-        f"{ffmpeg.bytes_per_hour / MB:.1f}", ratio(agent.bytes_per_hour, ffmpeg.bytes_per_hour),
-        f"≤ {TARGET_BYTES_RATIO:.1f}× {verdict(bytes_ratio <= TARGET_BYTES_RATIO)}")
-    row("peak RSS (MB)", f"{agent.peak_rss / MB:.0f}", f"{ffmpeg.peak_rss / MB:.0f}",
-        ratio(agent.peak_rss, ffmpeg.peak_rss))
-    row("steady RSS (MB)", f"{agent.steady_rss / MB:.0f}", f"{ffmpeg.steady_rss / MB:.0f}",
-        ratio(agent.steady_rss, ffmpeg.steady_rss),
+    def both(figure: Callable[[Run], float], fmt: str, target: float | None = None,
+             target_text: str = "") -> tuple[str, str, str, str]:
+        mine = figure(agent)
+        theirs = figure(ffmpeg) if ffmpeg is not None else None
+        check = ""
+        if target is not None and theirs is not None:
+            check = f"{target_text} {verdict(mine / theirs <= target)}"
+        return (format(mine, fmt), "—" if theirs is None else format(theirs, fmt),
+                "" if theirs is None else ratio(mine, theirs), check)
+
+    row("CPU s / recorded min", *both(lambda r: r.cpu_per_minute, ".2f", TARGET_CPU_RATIO,
+                                      f"≤ {TARGET_CPU_RATIO:.1f}×"))
+    row("  steady (after warm-up)", *both(lambda r: r.steady_cpu_per_minute, ".2f"))
+    row("MB / recorded hour", *both(lambda r: r.bytes_per_hour / MB, ".1f", TARGET_BYTES_RATIO,
+                                    f"≤ {TARGET_BYTES_RATIO:.1f}×"))
+    row("peak RSS (MB)", *both(lambda r: r.peak_rss / MB, ".0f"))
+    row("steady RSS (MB)", *both(lambda r: r.steady_rss / MB, ".0f")[:3],
         f"≤ {TARGET_STEADY_RSS / MB:.0f} MB {verdict(agent.steady_rss <= TARGET_STEADY_RSS)}")
     soak = settings.minutes >= 30
     growth_target = f"< {TARGET_RSS_GROWTH:.0%} " + (
         verdict(agent.rss_growth < TARGET_RSS_GROWTH) if soak else "(30-min soak only)"
     )
-    row("RSS growth", f"{agent.rss_growth:+.1%}", f"{ffmpeg.rss_growth:+.1%}", "",
-        growth_target)
+    row("RSS growth", f"{agent.rss_growth:+.1%}",
+        "—" if ffmpeg is None else f"{ffmpeg.rss_growth:+.1%}", "", growth_target)
     row("segments / frames", f"{agent.media.files} / {agent.media.packets}",
-        f"{ffmpeg.media.files} / {ffmpeg.media.packets}")
-    row("media seconds read back", f"{agent.media.seconds:.1f}", f"{ffmpeg.media.seconds:.1f}")
+        "—" if ffmpeg is None else f"{ffmpeg.media.files} / {ffmpeg.media.packets}")
+    row("media seconds read back", f"{agent.media.seconds:.1f}",
+        "—" if ffmpeg is None else f"{ffmpeg.media.seconds:.1f}")
     row("wall s / CPU s total", f"{agent.wall_seconds:.0f} / {agent.cpu_total:.1f}",
-        f"{ffmpeg.wall_seconds:.0f} / {ffmpeg.cpu_total:.1f}")
+        "—" if ffmpeg is None else f"{ffmpeg.wall_seconds:.0f} / {ffmpeg.cpu_total:.1f}")
 
     head = ("", "agent", "ffmpeg", "agent/ffmpeg", "target")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    runs = "each, run one after the other" if ffmpeg is not None else "(agent only)"
     lines = [
         f"bucketreel-agent vs ffmpeg x11grab: {WIDTH}x{HEIGHT} Xvfb, {settings.fps:g} fps, "
         f"{settings.segment_seconds:g} s segments, libx264 preset {settings.preset} "
         f"CRF {settings.crf} (agent tune {DEFAULT_TUNE or 'none'}, ffmpeg default tune), "
-        f"{settings.minutes:g} min scripted workload each, run one after the other, "
-        f"{os.cpu_count()} CPUs",
+        f"{settings.minutes:g} min scripted workload {runs}, {os.cpu_count()} CPUs",
     ]
     for r in [head, *rows]:
         lines.append("  ".join(
@@ -435,6 +439,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds between /proc samples (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--agent-only", action="store_true",
+                        help="record with the agent alone (a soak: its RSS growth), no ffmpeg")
     return parser.parse_args(argv)
 
 
@@ -460,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             agent_recorder = AgentRecorder(settings, broker, s3, workdir)
             agent_run = bench(agent_recorder, settings, workdir, args.seed)
-        ffmpeg_run = bench(ffmpeg_recorder, settings, workdir, args.seed)
+        ffmpeg_run = (
+            None if args.agent_only else bench(ffmpeg_recorder, settings, workdir, args.seed)
+        )
     except (BenchError, MissingDependencyError, ProcessStartError, BrokerCommandError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         print(f"bench: logs kept in {workdir / 'logs'}", file=sys.stderr)
@@ -468,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(agent_run, ffmpeg_run, settings))
     if args.json:
         args.json.write_text(json.dumps(
-            {"agent": agent_run.summary(), "ffmpeg": ffmpeg_run.summary()}, indent=2
+            {"agent": agent_run.summary(),
+             "ffmpeg": ffmpeg_run.summary() if ffmpeg_run is not None else None}, indent=2
         ) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
