@@ -347,8 +347,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                      else "no idle pause"))
         print(f"segments uploaded: {data.get('uploaded', 0)}"
               + (f", last seq {last.get('seq')} at {last.get('at')}" if last else ""))
+        in_ram = data.get("spool_memory_segments") or 0
         print(f"spool: {data.get('spool_segments', 0)} segment(s), "
-              f"{data.get('spool_bytes', 0)} bytes")
+              f"{data.get('spool_bytes', 0)} bytes"
+              + (f" ({in_ram} held in RAM: the disk refuses the spool)" if in_ram else ""))
         gaps = data.get("gaps") or []
         print(f"gaps: {', '.join(map(str, gaps)) if gaps else 'none'}")
         print(f"errors: {data.get('errors', 0)}"

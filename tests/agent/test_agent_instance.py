@@ -134,3 +134,16 @@ def test_status_of_a_running_agent_then_of_a_stopped_one(
     data = json.loads(after.stdout)
     assert (data["running"], data["state"], data["errors"]) == (False, "exited", 0)
     assert_no_secret(fake_broker, status_file.read_text())
+
+
+def test_status_says_when_segments_wait_in_ram(tmp_path: Path) -> None:
+    # what a stopped agent left in status.json while its disk refused the spool
+    (tmp_path / "status.json").write_text(json.dumps({
+        "pid": 1, "state": "stopped", "spool_segments": 3, "spool_bytes": 4096,
+        "spool_memory_segments": 2, "spool_memory_bytes": 2048,
+    }))
+    shown = agent("status", home=tmp_path)
+    assert shown.returncode == 3  # not running
+    assert "spool: 3 segment(s), 4096 bytes (2 held in RAM: the disk refuses the spool)" in (
+        shown.stdout.splitlines()
+    ), shown.stdout
