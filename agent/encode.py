@@ -44,8 +44,11 @@ DEFAULT_CRF = 28
 # Measured at 1920x1080, 1 fps (scripts/bench.sh): libx264's defaults run one encoding thread
 # per ~0.7 core, each with its own lookahead and reference frames (agent steady RSS 355 MB).
 # At 1 fps one thread keeps up with ease; without frame lookahead and B-frames x264 holds
-# only the frames it references: steady RSS about 200 MB, bytes/hour still below ffmpeg's.
-# (subme=0 saved no resident memory in the benchmark and cost 25 % more bytes: not used.)
+# only the frame it references: libx264 about 55 MB, agent steady RSS about 142 MB, and
+# bytes/hour still below ffmpeg's (B-frames saved 2 % of bytes for twice the encoder memory).
+# Everything goes in `x264-params`: libx264 drops a codec option it does not know without a
+# word (`bframes` as a codec option once left B-frames on); a test reads back what it used.
+# (subme=0 would save about 15 MB more for about 10 % more bytes: not used.)
 LOW_MEMORY_X264: dict[str, str] = {
     "threads": "1",
     "x264-params": "threads=1:rc-lookahead=0:sync-lookahead=0:bframes=0",
