@@ -70,6 +70,8 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         hmac_key=settings.hmac_key,
         refresh_ttl=settings.user_refresh_ttl,
         clock=clock,
+        browser_idle=settings.browser_idle_timeout,
+        browser_max_age=settings.browser_session_max_age,
     )
     limiter = LoginLimiter(
         hmac_key=settings.hmac_key,

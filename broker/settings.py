@@ -86,6 +86,10 @@ class Settings:
     argon2_parallelism: int = 1
     user_refresh_ttl: int = 14 * 86_400
     mfa_challenge_ttl: int = 300
+    # Browser (cookie) sessions: the refresh cookie's lifetime, i.e. how long a session lives
+    # without a refresh (no page open), and the absolute lifetime from sign-in.
+    browser_idle_timeout: int = 1800
+    browser_session_max_age: int = 12 * 3600
     # Failed logins (password or code) allowed per window, per account and per client address.
     login_window: int = 900
     login_max_failures: int = 5
@@ -149,9 +153,18 @@ class Settings:
             problems.append(f"{PREFIX}SECRET_KEY_PREVIOUS must differ from {PREFIX}SECRET_KEY")
         if secret_key and hmac_key and secret_key == hmac_key:
             problems.append(f"{PREFIX}SECRET_KEY and {PREFIX}HMAC_KEY must differ")
+        dev_mode = flag("DEV_MODE")
+        # Access tokens shorter than a minute only in development mode (tests of refreshing).
+        access_ttl = number("ACCESS_TOKEN_TTL", 900, 5 if dev_mode else 60, 900)
+        browser_idle = number("BROWSER_IDLE_TIMEOUT", 1800, 60, 86_400)
+        if browser_idle <= access_ttl:
+            problems.append(
+                f"{PREFIX}BROWSER_IDLE_TIMEOUT must be longer than {PREFIX}ACCESS_TOKEN_TTL "
+                "(a page refreshes its session shortly before the access token expires)"
+            )
         settings_kwargs = {
             "database_url": env.get(PREFIX + "DATABASE_URL") or DEFAULT_DATABASE_URL,
-            "access_token_ttl": number("ACCESS_TOKEN_TTL", 900, 60, 900),
+            "access_token_ttl": access_ttl,
             "device_refresh_ttl": number("DEVICE_REFRESH_TTL", 90 * 86_400, 3600, 365 * 86_400),
             "upload_url_ttl": number("UPLOAD_URL_TTL", 300, 30, 300),
             "view_url_ttl": number("VIEW_URL_TTL", 60, 10, 120),
@@ -165,12 +178,16 @@ class Settings:
             "argon2_parallelism": number("ARGON2_PARALLELISM", 1, 1, 16),
             "user_refresh_ttl": number("USER_REFRESH_TTL", 14 * 86_400, 900, 90 * 86_400),
             "mfa_challenge_ttl": number("MFA_CHALLENGE_TTL", 300, 30, 300),
+            "browser_idle_timeout": browser_idle,
+            "browser_session_max_age": number(
+                "BROWSER_SESSION_MAX_AGE", 12 * 3600, 300, 7 * 86_400
+            ),
             "login_window": number("LOGIN_WINDOW", 900, 10, 86_400),
             "login_max_failures": number("LOGIN_MAX_FAILURES", 5, 1, 100),
             "login_client_max_failures": number("LOGIN_CLIENT_MAX_FAILURES", 50, 1, 10_000),
             "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
             "behind_tls": flag("BEHIND_TLS"),
-            "dev_mode": flag("DEV_MODE"),
+            "dev_mode": dev_mode,
         }
         aws_key_id = env.get(PREFIX + "AWS_ACCESS_KEY_ID") or None
         aws_secret_raw = env.get(PREFIX + "AWS_SECRET_ACCESS_KEY") or None

@@ -191,7 +191,10 @@ class LoginService:
             )
         return LoginStep(kind, challenge, int(self._challenge_ttl.total_seconds()), uri)
 
-    async def mfa(self, challenge: str, code: str, client: str) -> LoginResult:
+    async def mfa(
+        self, challenge: str, code: str, client: str, *, browser: bool = False
+    ) -> LoginResult:
+        """Step two; `browser`: the session is a cookie session (see `UserSessions.open`)."""
         now = self._clock()
         digest = token_hash(self._hmac_key, CHALLENGE_PURPOSE, challenge)
         client_key = self._limiter.client(client)
@@ -219,7 +222,7 @@ class LoginService:
                         raise _bad_code()
                     account = self._limiter.account(row.tenant_id, user.email)
                     await self._limiter.check(conn, [account, client_key], now)
-                    result = await self._verify(scope, row, user, code, now)
+                    result = await self._verify(scope, row, user, code, now, browser)
                     if result is None:
                         await scope.update(
                             mfa_challenges,
@@ -249,7 +252,13 @@ class LoginService:
         return result
 
     async def _verify(
-        self, scope: TenantScope, challenge: Row[Any], user: Row[Any], code: str, now: datetime
+        self,
+        scope: TenantScope,
+        challenge: Row[Any],
+        user: Row[Any],
+        code: str,
+        now: datetime,
+        browser: bool,
     ) -> LoginResult | None:
         """The session when the code is good (everything claimed once), else None."""
         code = code.strip()
@@ -303,7 +312,7 @@ class LoginService:
             used_at=now,
         ):
             return None
-        tokens = await self._sessions.open(scope, user, now)
+        tokens = await self._sessions.open(scope, user, now, browser=browser)
         await audit.record(
             scope,
             at=now,

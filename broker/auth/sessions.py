@@ -7,6 +7,14 @@ session revoked) take effect at once, not when the access token expires.
 
 A refresh token works once. Presenting one that was already used means a copy exists
 somewhere else: the whole session is revoked and the event is audited (theft detection).
+
+A browser session (signed in with cookies) uses the same rows and rotation, with three
+differences: its refresh tokens are hashed under their own purpose, so one is accepted only
+by the cookie route (`refresh_browser`, which also wants the session's CSRF token) and never
+by the bearer route, nor the other way round; each lives only `browser_idle` (no refresh for
+that long ends the session); and nothing of the session outlives `browser_max_age` from
+sign-in: refresh tokens and access tokens are cut at that instant, then both login steps are
+needed again.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import user_refresh_tokens, user_sessions, users
 from broker.db.scope import TenantScope
-from broker.errors import Unauthenticated
+from broker.errors import Forbidden, Unauthenticated
 from broker.settings import Secret
 from shared.errors import ErrorCode
 
 REFRESH_PURPOSE = "user-refresh"
+BROWSER_REFRESH_PURPOSE = "user-refresh-browser"
 CSRF_PURPOSE = "csrf"
 
 
@@ -42,6 +51,8 @@ class SessionTokens:
     expires_in: int
     session_id: str
     csrf_token: str
+    refresh_expires_in: int = 0
+    browser: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +61,10 @@ class SessionTokens:
             "token_type": "Bearer",
             "expires_in": self.expires_in,
         }
+
+
+def _not_valid() -> Unauthenticated:
+    return Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
 
 
 def _ended() -> Unauthenticated:
@@ -65,12 +80,16 @@ class UserSessions:
         hmac_key: Secret,
         refresh_ttl: int,
         clock: Clock,
+        browser_idle: int = 1800,
+        browser_max_age: int = 12 * 3600,
     ) -> None:
         self._db = db
         self._signer = signer
         self._hmac_key = hmac_key
         self._refresh_ttl = timedelta(seconds=refresh_ttl)
         self._clock = clock
+        self._browser_idle = timedelta(seconds=browser_idle)
+        self._browser_max_age = timedelta(seconds=browser_max_age)
 
     def csrf_token(self, session_id: str) -> str:
         """The session's CSRF token: derived, so nothing more is stored."""
@@ -80,16 +99,35 @@ class UserSessions:
     def csrf_ok(self, session_id: str, presented: str) -> bool:
         return hmac.compare_digest(self.csrf_token(session_id), presented)
 
-    async def open(self, scope: TenantScope, user: Row[Any], now: datetime) -> SessionTokens:
-        """A new session for a user who has just passed both login steps (caller's transaction)."""
+    async def open(
+        self, scope: TenantScope, user: Row[Any], now: datetime, *, browser: bool = False
+    ) -> SessionTokens:
+        """A new session for a user who has just passed both login steps (caller's transaction);
+        `browser`: a cookie session, bounded by the idle timeout and the absolute lifetime."""
         session_id = str(uuid.uuid4())
         await scope.insert(user_sessions, id=session_id, user_id=user.id, created_at=now)
-        refresh = await self._new_refresh(scope, session_id, now)
-        return self._tokens(scope.tenant_id, user, session_id, refresh)
+        refresh = await self._new_refresh(scope, session_id, now, started=now, browser=browser)
+        return self._tokens(
+            scope.tenant_id, user, session_id, refresh, now, started=now, browser=browser
+        )
 
     async def refresh(self, refresh_token: str) -> SessionTokens:
+        """Rotate a bearer client's refresh token (`POST /api/v1/auth/token`)."""
+        return await self._rotate(refresh_token, browser=False, csrf="")
+
+    async def refresh_browser(self, refresh_token: str, csrf: str) -> SessionTokens:
+        """Rotate a browser session's refresh token (from its cookie); the request must carry
+        the session's CSRF token, checked before anything is claimed."""
+        return await self._rotate(refresh_token, browser=True, csrf=csrf)
+
+    def session_end(self, started: datetime) -> datetime:
+        """The instant a browser session opened at `started` ends, refreshed or not."""
+        return started + self._browser_max_age
+
+    async def _rotate(self, refresh_token: str, *, browser: bool, csrf: str) -> SessionTokens:
         now = self._clock()
-        digest = token_hash(self._hmac_key, REFRESH_PURPOSE, refresh_token)
+        purpose = BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE
+        digest = token_hash(self._hmac_key, purpose, refresh_token)
         async with self._db.transaction() as conn:
             # The token names its tenant: the one lookup made before a tenant is known.
             row = (
@@ -98,10 +136,20 @@ class UserSessions:
                 )
             ).first()
             if row is None:
-                raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+                raise _not_valid()
+            if browser and not self.csrf_ok(row.session_id, csrf):
+                raise Forbidden(
+                    "refreshing a browser session needs the session's CSRF token",
+                    code=ErrorCode.CSRF_FAILED,
+                )
             scope = TenantScope(conn, row.tenant_id)
             session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
-            live = session is not None and session.revoked_at is None and row.expires_at > now
+            live = (
+                session is not None
+                and session.revoked_at is None
+                and row.expires_at > now
+                and (not browser or now < self.session_end(session.created_at))
+            )
             claimed = 0
             if live:
                 claimed = await scope.update(
@@ -113,8 +161,13 @@ class UserSessions:
             if claimed == 1 and session is not None:
                 user = await scope.one(users, users.c.id == session.user_id)
                 if user is not None:
-                    refresh = await self._new_refresh(scope, session.id, now)
-                    return self._tokens(scope.tenant_id, user, session.id, refresh)
+                    refresh = await self._new_refresh(
+                        scope, session.id, now, started=session.created_at, browser=browser
+                    )
+                    return self._tokens(
+                        scope.tenant_id, user, session.id, refresh, now,
+                        started=session.created_at, browser=browser,
+                    )
             elif live and session is not None:
                 # Live but already used: a copy is being replayed. End the whole family.
                 await self._revoke(scope, session.id, now)
@@ -127,7 +180,7 @@ class UserSessions:
                     details={"session": session.id},
                 )
         # Reached only on failure; the transaction above has committed any revocation.
-        raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+        raise _not_valid()
 
     async def check(self, scope: TenantScope, principal: Principal) -> None:
         """An access token works only while its session and session version are current."""
@@ -187,20 +240,42 @@ class UserSessions:
             revoked_at=now,
         )
 
-    async def _new_refresh(self, scope: TenantScope, session_id: str, now: datetime) -> str:
+    async def _new_refresh(
+        self,
+        scope: TenantScope,
+        session_id: str,
+        now: datetime,
+        *,
+        started: datetime,
+        browser: bool,
+    ) -> tuple[str, datetime]:
         token = new_token("bru_", 32)
+        if browser:
+            expires_at = min(now + self._browser_idle, self.session_end(started))
+        else:
+            expires_at = now + self._refresh_ttl
         await scope.insert(
             user_refresh_tokens,
             id=str(uuid.uuid4()),
             session_id=session_id,
-            token_hash=token_hash(self._hmac_key, REFRESH_PURPOSE, token),
+            token_hash=token_hash(
+                self._hmac_key, BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE, token
+            ),
             created_at=now,
-            expires_at=now + self._refresh_ttl,
+            expires_at=expires_at,
         )
-        return token
+        return token, expires_at
 
     def _tokens(
-        self, tenant_id: str, user: Row[Any], session_id: str, refresh: str
+        self,
+        tenant_id: str,
+        user: Row[Any],
+        session_id: str,
+        refresh: tuple[str, datetime],
+        now: datetime,
+        *,
+        started: datetime,
+        browser: bool,
     ) -> SessionTokens:
         principal = Principal(
             kind="user",
@@ -211,10 +286,17 @@ class UserSessions:
             session_id=session_id,
             session_version=user.session_version,
         )
+        ttl = self._signer.ttl
+        if browser:  # no access token outlives the session's absolute end
+            left = self.session_end(started) - now
+            ttl = max(0, min(ttl, int(left.total_seconds())))
+        token, refresh_expires = refresh
         return SessionTokens(
-            access_token=self._signer.issue(principal),
-            refresh_token=refresh,
-            expires_in=self._signer.ttl,
+            access_token=self._signer.issue(principal, ttl=ttl),
+            refresh_token=token,
+            expires_in=ttl,
             session_id=session_id,
             csrf_token=self.csrf_token(session_id),
+            refresh_expires_in=max(0, int((refresh_expires - now).total_seconds())),
+            browser=browser,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
@@ -39,6 +39,8 @@ class Principal:
     # User sessions only: the session (refresh family) and the user's session version.
     session_id: str = ""
     session_version: int = 0
+    # When the verified token expires (Unix time; 0 for a principal not read from a token).
+    expires_at: int = field(default=0, compare=False)
 
 
 class TokenSigner:
@@ -50,8 +52,10 @@ class TokenSigner:
         self.ttl = ttl
         self._clock = clock
 
-    def issue(self, principal: Principal) -> str:
+    def issue(self, principal: Principal, *, ttl: int | None = None) -> str:
+        """A signed token for `principal`, living `ttl` seconds (never more than the setting)."""
         now = int(self._clock().timestamp())
+        lifetime = self.ttl if ttl is None else max(0, min(ttl, self.ttl))
         claims: dict[str, Any] = {
             "iss": ISSUER,
             "aud": principal.kind,
@@ -60,7 +64,7 @@ class TokenSigner:
             "uid": principal.user_id,
             "role": principal.role,
             "iat": now,
-            "exp": now + self.ttl,
+            "exp": now + lifetime,
             "jti": uuid.uuid4().hex,
         }
         if principal.kind == "user":
@@ -109,6 +113,7 @@ class TokenSigner:
                 role=str(claims["role"]),
                 session_id=str(claims["sid"]) if audience == "user" else "",
                 session_version=session_version,
+                expires_at=int(claims["exp"]),
             )
         except (jwt.InvalidTokenError, KeyError):
             raise Unauthenticated(

@@ -1,17 +1,20 @@
-"""HTTP handlers for people: login (two steps), token refresh, logout, sign out everywhere,
-and enrolling this person's own workstation. Parse, call the service, reply."""
+"""HTTP handlers for people: login (two steps), token refresh (bearer and browser), logout,
+sign out everywhere, and enrolling this person's own workstation. Parse, call the service,
+reply."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from broker.auth.tokens import Principal
+from broker.errors import Unauthenticated
 from broker.web import cookies
-from broker.web.appkeys import DEVICES, LOGIN, SESSIONS, SETTINGS
+from broker.web.appkeys import CLOCK, DEVICES, LOGIN, SESSIONS, SETTINGS
 from broker.web.http import json_object, read_json, reply, text_field
-from shared.wire import MAX_DEVICE_NAME, WireError, optional_public_key
+from shared.wire import MAX_DEVICE_NAME, WireError, format_timestamp, optional_public_key
 
 MAX_EMAIL = 320
 MAX_PASSWORD = 1024
@@ -44,7 +47,10 @@ async def mfa(request: web.Request) -> web.Response:
     if not isinstance(use_cookie, bool):
         raise WireError("cookie", "must be true or false")
     result = await request.app[LOGIN].mfa(
-        text_field(body, "challenge", 200), text_field(body, "code", 40), client_address(request)
+        text_field(body, "challenge", 200),
+        text_field(body, "code", 40),
+        client_address(request),
+        browser=use_cookie,
     )
     tokens = result.tokens
     data: dict[str, Any]
@@ -64,6 +70,23 @@ async def refresh(request: web.Request) -> web.Response:
     body = json_object(await read_json(request))
     tokens = await request.app[SESSIONS].refresh(text_field(body, "refresh_token", 200))
     return reply(tokens.to_json())
+
+
+async def refresh_browser(request: web.Request) -> web.Response:
+    """A signed-in page keeps its session: the refresh cookie (sent only to this route) and the
+    session's CSRF token → new access, CSRF and refresh cookies. No body is read."""
+    token = cookies.refresh_cookie(request)
+    if token is None or len(token) > 200:
+        raise Unauthenticated("no browser session to refresh; sign in again")
+    tokens = await request.app[SESSIONS].refresh_browser(token, cookies.csrf_header(request))
+    expires_at = request.app[CLOCK]() + timedelta(seconds=tokens.expires_in)
+    response = reply({
+        "expires_in": tokens.expires_in,
+        "expires_at": format_timestamp(expires_at),
+        "csrf_token": tokens.csrf_token,
+    })
+    cookies.set_session(response, request, request.app[SETTINGS], tokens)
+    return response
 
 
 async def logout(request: web.Request, principal: Principal) -> web.Response:

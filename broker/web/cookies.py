@@ -1,10 +1,15 @@
-"""Browser sessions: the access token in an HttpOnly cookie, and CSRF protection for it.
+"""Browser sessions: the access token in an HttpOnly cookie, CSRF protection for it, and the
+refresh cookie that keeps a session alive while a page is open.
 
-Cookies are `HttpOnly; Secure; SameSite=Lax; Path=/` (the manager pages need them too).
-`Secure` is dropped only in explicit development mode (`BUCKETREEL_DEV_MODE=1`) for a request
-to http://localhost, where browsers would not send it back. A state-changing request
-authenticated by the cookie must carry the session's CSRF token in `X-CSRF-Token` (the token is
-handed to the page at login and is also in the readable `bucketreel_csrf` cookie); bearer-token
+The access and CSRF cookies are `Secure; SameSite=Lax; Path=/` (the manager pages need them
+too), the access cookie `HttpOnly`. The refresh cookie (`bucketreel_refresh`) is `HttpOnly;
+Secure; SameSite=Strict` and is sent only to the refresh route (`Path=/api/v1/auth/refresh`),
+so no page or other API request ever carries it; it holds a refresh token of the session's
+own family (`broker.auth.sessions`), which only that route accepts. `Secure` is dropped only
+in explicit development mode (`BUCKETREEL_DEV_MODE=1`) for a request to http://localhost,
+where browsers would not send it back. A state-changing request authenticated by a cookie
+must carry the session's CSRF token in `X-CSRF-Token` (the token is handed to the page at
+login, is in every signed-in page and in the readable `bucketreel_csrf` cookie); bearer-token
 requests need none, since a browser never attaches those by itself.
 """
 
@@ -17,6 +22,8 @@ from broker.settings import Settings
 
 ACCESS_COOKIE = "bucketreel_session"
 CSRF_COOKIE = "bucketreel_csrf"
+REFRESH_COOKIE = "bucketreel_refresh"
+REFRESH_PATH = "/api/v1/auth/refresh"
 CSRF_HEADER = "X-CSRF-Token"
 FORM_CSRF = "bucketreel.form_csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -32,6 +39,7 @@ def secure_cookies(request: web.Request, settings: Settings) -> bool:
 def set_session(
     response: web.StreamResponse, request: web.Request, settings: Settings, tokens: SessionTokens
 ) -> None:
+    """The session's cookies: access and CSRF, and the refresh cookie of a browser session."""
     secure = secure_cookies(request, settings)
     for name, value, httponly in (
         (ACCESS_COOKIE, tokens.access_token, True),
@@ -46,15 +54,30 @@ def set_session(
             samesite="Lax",
             max_age=tokens.expires_in,
         )
+    if tokens.browser:
+        response.set_cookie(
+            REFRESH_COOKIE,
+            tokens.refresh_token,
+            path=REFRESH_PATH,
+            secure=secure,
+            httponly=True,
+            samesite="Strict",
+            max_age=tokens.refresh_expires_in,
+        )
 
 
 def clear_session(response: web.StreamResponse) -> None:
     for name in (ACCESS_COOKIE, CSRF_COOKIE):
         response.del_cookie(name, path="/")
+    response.del_cookie(REFRESH_COOKIE, path=REFRESH_PATH)
 
 
 def access_cookie(request: web.Request) -> str | None:
     return request.cookies.get(ACCESS_COOKIE) or None
+
+
+def refresh_cookie(request: web.Request) -> str | None:
+    return request.cookies.get(REFRESH_COOKIE) or None
 
 
 def csrf_header(request: web.Request) -> str:

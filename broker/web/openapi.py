@@ -182,6 +182,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         csrf_token={"type": "string", "description": "cookie sessions only"},
         recovery_codes={"type": "array", "items": {"type": "string"}},
     ),
+    "SessionRefreshed": _obj(
+        ["expires_in", "expires_at", "csrf_token"],
+        expires_in={"type": "integer", "description": "seconds the new access cookie lives"},
+        expires_at=_TIME,
+        csrf_token={"type": "string"},
+    ),
     "SignedOut": _obj(["status"], status={"type": "string"}),
     "RegisterDevice": _obj(
         ["name"],
@@ -335,6 +341,11 @@ def _operation(route: Route) -> dict[str, Any]:
         operation["parameters"] = [
             {"name": p, "in": "path", "required": True, "schema": _PARAMS[p]} for p in params
         ]
+    if route.auth == "refresh_cookie":
+        operation.setdefault("parameters", []).append({
+            "name": "X-CSRF-Token", "in": "header", "required": True,
+            "schema": {"type": "string"}, "description": "the session's CSRF token",
+        })
     if route.request_schema:
         operation["requestBody"] = {
             "required": True,
@@ -344,6 +355,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "device": [{"deviceBearer": []}],
         "user": [{"userBearer": []}, {"sessionCookie": []}],
         "device_or_user": [{"deviceBearer": []}, {"userBearer": []}, {"sessionCookie": []}],
+        "refresh_cookie": [{"refreshCookie": []}],
     }
     if route.auth in security:
         operation["security"] = security[route.auth]
@@ -366,6 +378,7 @@ def document(routes: Sequence[Route]) -> dict[str, Any]:
                 "deviceBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "userBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "bucketreel_session"},
+                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "bucketreel_refresh"},
             },
         },
     }

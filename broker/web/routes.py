@@ -4,8 +4,10 @@ It is data, so the app, the OpenAPI document and the tests (which walk it) share
 a new route cannot be added without saying how it is authenticated.
 
 `auth` is "public", "device" (a device's bearer token), "user" (a person's bearer token or
-session cookie) or "device_or_user". `roles` limits a user route to those roles (empty: every
-role); what a person may then see is decided by `broker.recordings.access`.
+session cookie), "device_or_user", or "refresh_cookie" (a browser session's refresh cookie
+and its CSRF token, checked by the session service itself; the handler takes no principal).
+`roles` limits a user route to those roles (empty: every role); what a person may then see
+is decided by `broker.recordings.access`.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from broker.errors import Forbidden
 from broker.recordings import handlers as recording_handlers
 from broker.storage import handlers as storage_handlers
 from broker.web import meta
+from broker.web.cookies import REFRESH_PATH
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
 from broker.web.pages import views as page_views
 from broker.web.pages.html import html_errors
 
-Auth = Literal["public", "device", "user", "device_or_user"]
+Auth = Literal["public", "device", "user", "device_or_user", "refresh_cookie"]
 ADMIN = frozenset({"admin"})
 VIEWERS = frozenset({"manager", "admin"})
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -179,6 +182,15 @@ ROUTES: tuple[Route, ...] = (
         summary="Rotate a person's refresh token (reuse revokes the session)",
         request_schema="RefreshRequest",
         responses={200: "Session"},
+    ),
+    Route(
+        method="POST",
+        path=REFRESH_PATH,
+        auth="refresh_cookie",
+        handler=user_handlers.refresh_browser,
+        summary="Keep a browser session: the refresh cookie and X-CSRF-Token → new cookies "
+        "(reuse revokes the session; idle timeout and absolute lifetime apply)",
+        responses={200: "SessionRefreshed"},
     ),
     Route(
         method="POST",
@@ -429,7 +441,7 @@ _PRINCIPALS = {
 
 
 def _bind(route: Route) -> PublicHandler:
-    if route.auth == "public":
+    if route.auth in ("public", "refresh_cookie"):
         public: PublicHandler = route.handler  # type: ignore[assignment]
         return public
     guarded: DeviceHandler = route.handler  # type: ignore[assignment]

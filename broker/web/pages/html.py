@@ -76,20 +76,24 @@ _LAYOUT = """<!doctype html>
 </html>
 """
 
-_NAV = """<nav>{links}<span class="who">{email} ({role})</span>
+_NAV = """<nav id="session" data-csrf="{csrf}" data-expires-in="{expires_in}">{links}
+<span class="who">{email} ({role})</span>
 <form method="post" action="/logout" class="inline">
 <input type="hidden" name="csrf_token" value="{csrf}">
 <button type="submit">Sign out</button>
 </form></nav>"""
 
 
-def nav(principal: Principal, csrf: str, email: str = "") -> Markup:
+def nav(principal: Principal, csrf: str, email: str = "", expires_in: int = 0) -> Markup:
+    """The signed-in pages' top bar; it also tells `session.js` the session's CSRF token and
+    how many seconds the access cookie has left (relative, so the browser's clock may be off)."""
     links = [render('<a href="/">Home</a>')]
     links.append(render('<a href="/receipts">Who viewed my recordings</a>'))
     if principal.role == "admin":
         links.append(render('<a href="/audit">Audit log</a>'))
     return render(
-        _NAV, links=join(links), email=email or principal.user_id, role=principal.role, csrf=csrf
+        _NAV, links=join(links), email=email or principal.user_id, role=principal.role, csrf=csrf,
+        expires_in=expires_in,
     )
 
 
@@ -102,6 +106,8 @@ def page(
     media_origins: Iterable[str] = (),
     status: int = 200,
 ) -> web.Response:
+    if top:  # a signed-in page keeps its session alive while it is open
+        scripts = ["session.js", *scripts]
     tags = join(render('<script src="/static/{name}" defer></script>', name=s) for s in scripts)
     text = render(_LAYOUT, title=title, body=body, nav=top, scripts=tags)
     response = web.Response(text=text, status=status, content_type="text/html", charset="utf-8")

@@ -2,7 +2,8 @@
 
 Before there is a session, the forms are protected by a double-submit token: a random value
 in an HttpOnly, SameSite=Strict cookie that must come back in the form. After sign-in, the
-session cookie is set exactly as the API's `cookie: true` login sets it.
+session cookies (access, CSRF and the refresh cookie) are set exactly as the API's
+`cookie: true` login sets them.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ async def signin_code(request: web.Request) -> web.Response:
         challenge, code = _fields(form, "challenge", "code")
         if len(challenge) > 200 or len(code) > 40:
             raise InvalidInput("a field is too long")
-        result = await request.app[LOGIN].mfa(challenge, code, client_address(request))
+        result = await request.app[LOGIN].mfa(
+            challenge, code, client_address(request), browser=True
+        )
     except BrokerError as exc:
         # Start again from the password: a challenge is short-lived and single-use.
         return _failed(request, token, exc, _password_form(token))

@@ -17,7 +17,7 @@ from broker.db.schema import users
 from broker.db.scope import TenantScope
 from broker.errors import InvalidInput
 from broker.recordings import timeline
-from broker.web.appkeys import DATABASE, SESSIONS, VIEWING
+from broker.web.appkeys import CLOCK, DATABASE, SESSIONS, VIEWING
 from broker.web.pages import storage_origin
 from broker.web.pages.html import Markup, join, nav, page, render, when
 
@@ -26,7 +26,10 @@ DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
 async def _top(request: web.Request, principal: Principal) -> Markup:
     email = await _email(request, principal)
-    return nav(principal, request.app[SESSIONS].csrf_token(principal.session_id), email)
+    left = principal.expires_at - int(request.app[CLOCK]().timestamp())
+    return nav(
+        principal, request.app[SESSIONS].csrf_token(principal.session_id), email, max(0, left)
+    )
 
 
 async def _email(request: web.Request, principal: Principal) -> str:
