@@ -337,10 +337,11 @@ def test_a_refused_write_keeps_the_sealed_entry_in_ram(
         sp.load(first)
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 def test_a_full_disk_leaves_no_residue_and_the_entry_in_ram(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    if not Path("/proc/self/fd").is_dir():
+        pytest.fail("this test needs /proc/self/fd (Linux procfs) to tell where a write goes")
     spool_dir = tmp_path / "spool"
     wipe(spool_dir)
     disk = DiskFull(spool_dir, free=SEALED + 400)  # room for one sealed segment and a bit

@@ -40,10 +40,7 @@ def set_policy(place: Site, **values: float | None) -> None:
 
 def device_settings(place: Site) -> object:
     """The settings this agent last reported in its heartbeat, as the admin's list shows."""
-    device_id = place.credential()["device_id"]
-    listed = place.broker.admin("devices", "--tenant", place.tenant.name)["devices"]
-    (device,) = [d for d in listed if d["device_id"] == device_id]
-    return (device["last_status"] or {}).get("settings")
+    return (place.device()["last_status"] or {}).get("settings")
 
 
 def frame_gaps(data: bytes) -> set[float]:

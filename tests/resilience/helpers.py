@@ -51,6 +51,14 @@ class Site:
         data: dict[str, Any] = json.loads((self.home / "device.json").read_text())
         return data
 
+    def device(self) -> dict[str, Any]:
+        """This agent's device as the admin's device list shows it (heartbeat included)."""
+        device_id = self.credential()["device_id"]
+        listed = self.broker.admin("devices", "--tenant", self.tenant.name)["devices"]
+        (device,) = [d for d in listed if d["device_id"] == device_id]
+        found: dict[str, Any] = device
+        return found
+
     def recording(self, recording_id: str) -> dict[str, Any]:
         reply = Api(self.broker.url).call(
             "GET", f"/api/v1/recordings/{recording_id}", token=self.credential()["access_token"]

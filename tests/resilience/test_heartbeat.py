@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,23 +26,15 @@ def place(broker: BrokerProcess, s3_endpoint: S3Endpoint, tmp_path: Path) -> Ite
         yield s
 
 
-def this_device(place: Site) -> dict[str, Any]:
-    device_id = place.credential()["device_id"]
-    listed = place.broker.admin("devices", "--tenant", place.tenant.name)["devices"]
-    (device,) = [d for d in listed if d["device_id"] == device_id]
-    found: dict[str, Any] = device
-    return found
-
-
 def test_the_agent_reports_its_status_and_falls_silent_when_gone(
     place: Site, xvfb: XDisplay
 ) -> None:
-    assert this_device(place)["last_seen_at"] is None
+    assert place.device()["last_seen_at"] is None
     with running(place.home, xvfb.display, "--fps", "2", "--segment-seconds", "1",
                  "--heartbeat-seconds", "1", "--duration", "4") as agent:
         rid = agent.recording_id
         agent.wait_uploaded(1)
-        live = this_device(place)
+        live = place.device()
         assert agent.finish() == 0, agent.stderr
     assert live["silent"] is False
     assert live["last_status"]["state"] in {"recording", "stopping", "stopped"}
@@ -54,12 +45,12 @@ def test_the_agent_reports_its_status_and_falls_silent_when_gone(
         "fps": 2, "segment_seconds": 1, "idle_seconds": DEFAULT_IDLE_SECONDS
     }
 
-    final = this_device(place)
+    final = place.device()
     assert final["last_status"]["state"] == "exited"  # the beat sent at stop
     assert final["last_status"]["last_upload"]["seq"] >= 0
     assert final["silent"] is False
     time.sleep(3.5)  # three intervals of one second without a word
-    assert this_device(place)["silent"] is True
+    assert place.device()["silent"] is True
     # the same list, as an admin sees it through the API
     api = Api(place.broker.url)
     admin = person(api, place.broker, place.tenant, "admin")
