@@ -19,6 +19,7 @@ import av
 import numpy as np
 import pyotp
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.identity.people import Person, step_now
 from tests.support.api import PASSWORD
@@ -75,10 +76,21 @@ def wait_until(page: Page, expression: str, *, timeout: float = 20.0) -> None:
     """Poll a JS expression until it is truthy (`page.wait_for_function` would need
     `unsafe-eval`, which the pages' CSP rightly refuses)."""
     deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
+    while not _evaluate_between_navigations(page, expression):
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {expression}")
         page.wait_for_timeout(100)
+
+
+def _evaluate_between_navigations(page: Page, expression: str) -> object:
+    """The value of `expression`, or False while the page is navigating (its JS context
+    is replaced then; the next poll reads the new page)."""
+    try:
+        return page.evaluate(expression)
+    except PlaywrightError as error:
+        if "Execution context was destroyed" in str(error):
+            return False
+        raise
 
 
 def pixels(png: bytes) -> np.ndarray:

@@ -23,7 +23,7 @@ from tests.identity.people import Client, Person, audit_entries, make_person, ve
 from tests.support.api import Operator, Tenant, enroll, make_tenant
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
-from tests.web.browser import off_thread, sign_in, wait_until
+from tests.web.browser import off_thread, sign_in
 
 TTL = 5
 REFRESH = "/api/v1/auth/refresh"
@@ -96,7 +96,7 @@ def test_an_open_page_outlives_the_access_token_and_goes_to_signin_without_refre
 
     context.clear_cookies(name="bucketreel_refresh")
     page.wait_for_url("**/signin", timeout=(TTL + 3) * 1000)
-    wait_until(other_tab, "location.pathname === '/signin'", timeout=TTL + 3)
+    other_tab.wait_for_url("**/signin", timeout=(TTL + 3) * 1000)
     names = lambda: {c["name"] for c in context.cookies()}  # noqa: E731
     deadline = time.monotonic() + TTL + 2
     while "bucketreel_session" in names() and time.monotonic() < deadline:
