@@ -1,8 +1,9 @@
 """`bucketreel-agent`: enroll this workstation, then record its screen into the bucket.
 
-Exit status: 0 on success, 1 on an error (`bucketreel-agent: error: <message>` on stderr),
-2 on a usage error, 75 when another agent already runs for this user, 78 when the settings
-file is refused (agent.config), 130 when interrupted.
+Exit status: 0 on success, 1 on an error (`bucketreel-agent: error: <message>` on stderr, or
+an `exit` event with `exit_code` in JSON logs), 2 on a usage error, 75 when another agent
+already runs for this user, 78 when the settings file is refused (agent.config), 130 when
+interrupted. Log and report formats: agent.logs.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from agent.heartbeat import DEFAULT_INTERVAL, HeartbeatSender
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.instance import AlreadyRunning, InstanceLock
 from agent.login import enroll_by_login
-from agent.logs import redact, setup_logging
+from agent.logs import (
+    LOG_FORMAT_ENV,
+    LOG_FORMATS,
+    default_log_format,
+    fatal,
+    redact,
+    report,
+    setup_logging,
+)
 from agent.memory import tune_malloc
 from agent.platform import winstop
 from agent.recorder import (
@@ -39,7 +48,6 @@ from agent.recorder import (
     Recorder,
     RecorderConfig,
     install_stop_signals,
-    report_to_stderr,
 )
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
@@ -90,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=default_log_format(),
+        help="text: a readable line per event; json: one JSON object per line (time, level, "
+        "event, message, fields) for a service manager or log shipper; auto (the default, or "
+        f"${LOG_FORMAT_ENV}): text on a terminal, else json",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -258,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         stop = threading.Event()
         restore = install_stop_signals(stop)
-        console_done = winstop.install(stop, report_to_stderr)  # a closed console (Windows)
+        console_done = winstop.install(stop, report)  # a closed console (Windows)
         try:
             Recorder(
                 recorder_config, uploader, spool.Spool(spool_dir, limit=settings.spool_limit),
@@ -303,9 +317,10 @@ def close_dead_recording(broker: BrokerClient, stale: dict[str, object] | None) 
     except BrokerError as exc:
         log.warning("could not close recording %s of a previous run: %s", recording_id, exc)
         return
-    print(
+    report(
         f"a previous run (pid {stale.get('pid')}) died with recording {recording_id} open: "
-        "finished it, with a gap reported as agent_died", file=sys.stderr, flush=True,
+        "finished it, with a gap reported as agent_died",
+        event="previous_run_closed", recording_id=recording_id, pid=stale.get("pid"), seqs=seqs,
     )
 
 
@@ -361,22 +376,23 @@ def cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The `bucketreel-agent` console script."""
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     try:
         result: int = args.func(args)
         return result
     except AlreadyRunning as exc:
-        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
+        return _fail(str(exc), EXIT_ALREADY_RUNNING)
     except config.SettingsFileError as exc:
-        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(str(exc), EXIT_CONFIG)
     except AgentError as exc:
-        print(f"{PROG}: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, exit_code: int) -> int:
+    fatal(redact(message) or "failed", exit_code=exit_code)
+    return exit_code
 
 
 if __name__ == "__main__":

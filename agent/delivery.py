@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from agent.encode import Segment
 from agent.errors import SpoolError, UploadError
+from agent.logs import Report
 from agent.retry import RetryPolicy
 from agent.spool import Spool, SpoolEntry, human_size
 from agent.status import StatusFile, now_iso
@@ -32,7 +33,6 @@ from agent.uploader import UploadDeferred, Uploader, UploadProgress, UploadResul
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str], None]
 Clock = Callable[[], float]
 
 # Backoff between retries of a spooled segment; `attempts` is unused (retries never stop).
@@ -251,15 +251,18 @@ class Delivery:
                 self._progress.pop(seq, None)
             if (recording_id, seq) in self.spool.dropped_in_memory:
                 in_memory = True
+                reason = "spool_memory_limit"
                 why = (
                     f"the spool's RAM budget of {human_size(self.spool.memory_limit)} was "
                     "reached while the disk refuses the spool"
                 )
             else:
+                reason = "spool_limit"
                 why = f"the spool reached its limit of {human_size(self.spool.limit)}"
             self._report(
                 f"segment {seq} DROPPED: {why} (policy: drop the oldest); gap in recording "
-                f"{recording_id}"
+                f"{recording_id}",
+                event="segment_dropped", recording_id=recording_id, seq=seq, reason=reason,
             )
         if new:
             if self.spool.oldest() is not head:
@@ -277,7 +280,10 @@ class Delivery:
         self._report(
             f"segment {result.seq} uploaded: {human_size(result.size)}, "
             f"{result.duration_ms / 1000:.1f} s, {segment.frames} frame(s), "
-            f"{segment.width}x{segment.height} -> {result.key_path}"
+            f"{segment.width}x{segment.height} -> {result.key_path}",
+            event="segment_uploaded", recording_id=self.recording_id, seq=result.seq,
+            size=result.size, duration_ms=result.duration_ms, frames=segment.frames,
+            width=segment.width, height=segment.height, key=result.key_path,
         )
 
     def _refused(self, exc: UploadError) -> None:
@@ -285,7 +291,8 @@ class Delivery:
         self.outcome.failed.append(exc)
         self._publish_error(str(exc))
         log.error("%s", exc)
-        self._report(f"segment {exc.seq} NOT uploaded: {exc}")
+        self._report(f"segment {exc.seq} NOT uploaded: {exc}", event="segment_failed",
+                     recording_id=self.recording_id, seq=exc.seq, error=str(exc))
 
     def _give_up_the_rest(self) -> None:
         gone = self.spool.clear()
@@ -295,7 +302,8 @@ class Delivery:
                 f"segment {entry.seq} NOT uploaded: still in the spool when the agent stopped; "
                 "its encryption key lives only in this process's memory, so the sealed copy "
                 "is unreadable from now on and has been deleted (a gap in recording "
-                f"{entry.recording_id})"
+                f"{entry.recording_id})",
+                event="segment_unsent", recording_id=entry.recording_id, seq=entry.seq,
             )
         if gone:
             self._publish_error(f"{len(gone)} segment(s) unsent at exit")

@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
 from agent.errors import AgentError
 from agent.idle import DEFAULT_IDLE_SECONDS, IdleWatch
+from agent.logs import Report, report
 from agent.spool import Spool
 from agent.status import StatusFile
 from agent.uploader import Uploader
@@ -55,11 +55,6 @@ from shared.wire import GapReport
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str], None]
-
-
-def report_to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,7 +124,7 @@ class Recorder:
         spool: Spool,
         *,
         capture: ScreenCapture | None = None,
-        report: Report = report_to_stderr,
+        report: Report = report,
         status: StatusFile | None = None,
         key: DeviceKey | None = None,
         idle: IdleWatch | None = None,
@@ -192,7 +187,10 @@ class Recorder:
             f"recording {recording_id} started: monitor {config.monitor} "
             f"({region['width']}x{region['height']}), {config.fps:g} fps, "
             f"segments of {config.segment_seconds:g} s"
-            + (f", for {config.duration:g} s" if config.duration is not None else "")
+            + (f", for {config.duration:g} s" if config.duration is not None else ""),
+            event="recording_started", recording_id=recording_id, monitor=config.monitor,
+            width=region["width"], height=region["height"], fps=config.fps,
+            segment_seconds=config.segment_seconds, duration=config.duration,
         )
 
         frames: queue.Queue[Frame | Cut | None] = queue.Queue(maxsize=max(1, config.frame_queue))
@@ -248,7 +246,12 @@ class Recorder:
                 + (f", {summary.dropped_frames} dropped" if summary.dropped_frames else "")
                 + (f", {summary.skipped_ticks} tick(s) skipped" if summary.skipped_ticks else "")
                 + (f", {outcome.spooled} went through the spool" if outcome.spooled else "")
-                + (f", paused {len(summary.pauses)} time(s)" if summary.pauses else "")
+                + (f", paused {len(summary.pauses)} time(s)" if summary.pauses else ""),
+                event="recording_finished", recording_id=recording_id,
+                uploaded=len(outcome.uploaded), missing=missing, frames=summary.frames,
+                unchanged_frames=summary.unchanged_frames, dropped_frames=summary.dropped_frames,
+                skipped_ticks=summary.skipped_ticks, spooled=outcome.spooled,
+                pauses=len(summary.pauses),
             )
         if errors:
             raise errors[0]
@@ -364,7 +367,8 @@ class Recorder:
         summary.pauses.append(pause)
         what = "the screen is locked" if reason == "locked" else (
             f"no input for {self.idle.idle_seconds:g} s")
-        self._report(f"paused: {what}; the current segment is being uploaded")
+        self._report(f"paused: {what}; the current segment is being uploaded",
+                     event="paused", reason=reason, recording_id=self._recording_id)
         if self.status is not None:
             self.status.update(state=f"paused_{reason}")
         duration = self.config.duration
@@ -381,7 +385,9 @@ class Recorder:
         ended = Pause(reason=reason, started_at=pause.started_at, ended_at=datetime.now(UTC))
         summary.pauses[-1] = ended
         seconds = ((ended.ended_at or pause.started_at) - pause.started_at).total_seconds()
-        self._report(f"resumed after {seconds:.0f} s paused ({reason})")
+        self._report(f"resumed after {seconds:.0f} s paused ({reason})", event="resumed",
+                     reason=reason, paused_seconds=round(seconds, 3),
+                     recording_id=self._recording_id)
         if self.status is not None:
             self.status.update(state="recording")
         reporter = threading.Thread(
@@ -408,7 +414,9 @@ class Recorder:
             )
             self._report(
                 f"policy changed: now {wanted.describe()}"
-                + (" (fps and segment length from the next segment)" if later else "")
+                + (" (fps and segment length from the next segment)" if later else ""),
+                event="policy_changed", fps=wanted.fps, segment_seconds=wanted.segment_seconds,
+                idle_seconds=wanted.idle_seconds,
             )
         return wanted
 
@@ -517,7 +525,7 @@ class Recorder:
 
 
 def install_stop_signals(
-    stop: threading.Event, report: Report = report_to_stderr
+    stop: threading.Event, report: Report = report
 ) -> Callable[[], None]:
     """SIGINT/SIGTERM (and SIGBREAK, Ctrl+Break on Windows) set `stop` (graceful); a second one
     raises KeyboardInterrupt. A closed console window on Windows: agent.platform.winstop.
@@ -535,7 +543,8 @@ def install_stop_signals(
         stop.set()
         report(
             f"{signal.Signals(signum).name}: stopping; the current segment is being "
-            "finished and uploaded (interrupt again to abort)"
+            "finished and uploaded (interrupt again to abort)",
+            event="stopping", signal=signal.Signals(signum).name,
         )
 
     for s in signums:

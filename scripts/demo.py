@@ -54,7 +54,9 @@ def agent(*args: str, home: Path, display: str) -> list[str]:
     """Run the agent; show its lines as they come and return them."""
     process = subprocess.Popen(
         [str(BIN / "bucketreel-agent"), *args],
-        env={**os.environ, "BUCKETREEL_AGENT_HOME": str(home), "DISPLAY": display},
+        # text: its lines are shown to a person, as on a terminal (piped, it would log JSON)
+        env={**os.environ, "BUCKETREEL_AGENT_HOME": str(home), "DISPLAY": display,
+             "BUCKETREEL_AGENT_LOG_FORMAT": "text"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

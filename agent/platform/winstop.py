@@ -24,6 +24,8 @@ import sys
 import threading
 from collections.abc import Callable
 
+from agent.logs import Report
+
 log = logging.getLogger(__name__)
 
 PLATFORM: str = sys.platform  # a plain str: checked at run time, not by the type checker
@@ -42,10 +44,17 @@ STOP_EVENTS: dict[int, tuple[str, float]] = {
 }
 
 
+CONSOLE_EVENT_NAMES = {
+    CTRL_CLOSE_EVENT: "CTRL_CLOSE_EVENT",
+    CTRL_LOGOFF_EVENT: "CTRL_LOGOFF_EVENT",
+    CTRL_SHUTDOWN_EVENT: "CTRL_SHUTDOWN_EVENT",
+}
+
+
 class ConsoleStop:
     """What the console control handler does; `done` is set once the run has finished."""
 
-    def __init__(self, stop: threading.Event, report: Callable[[str], None]) -> None:
+    def __init__(self, stop: threading.Event, report: Report) -> None:
         self.stop = stop
         self.done = threading.Event()
         self._report = report
@@ -59,13 +68,14 @@ class ConsoleStop:
         why, grace = known
         self.stop.set()
         self._report(
-            f"{why}: stopping; finishing the current segment (Windows allows {grace:g} s)"
+            f"{why}: stopping; finishing the current segment (Windows allows {grace:g} s)",
+            event="stopping", signal=CONSOLE_EVENT_NAMES[event],
         )
         self.done.wait(grace)
         return True
 
 
-def install(stop: threading.Event, report: Callable[[str], None]) -> Callable[[], None]:
+def install(stop: threading.Event, report: Report) -> Callable[[], None]:
     """Handle the console's close event (Windows only); returns the function to call when the
     run has finished (it lets a waiting handler return, and removes the handler)."""
     if PLATFORM != "win32":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
 import signal
 import stat
 import subprocess
@@ -23,22 +24,27 @@ import av
 import pytest
 
 from agent.custody import DeviceKey
+from agent.logs import LOG_FORMAT_ENV
 from tests.agent.fakebroker import SIGNATURE, FakeBroker
+from tests.support import agentlog
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def agent_env(home: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "BUCKETREEL_AGENT_HOME": str(home), **extra}
+    """The text format (the one a terminal gets) unless `extra` says otherwise: these tests
+    read the agent's lines as a person would; JSON logs have tests of their own below."""
+    return {**os.environ, "BUCKETREEL_AGENT_HOME": str(home), LOG_FORMAT_ENV: "text", **extra}
 
 
 def agent(
-    *args: str, home: Path, stdin: str | None = None, timeout: float = 60
+    *args: str, home: Path, stdin: str | None = None, timeout: float = 60,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
-        cwd=ROOT, env=agent_env(home), input=stdin, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        cwd=ROOT, env=agent_env(home) if env is None else env, input=stdin,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 
@@ -243,6 +249,87 @@ def test_run_for_a_duration_uploads_every_segment_then_finishes(
 
 
 @pytest.mark.display
+def test_run_without_a_terminal_logs_one_json_object_per_line(
+    fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    """Under a service manager (stderr not a terminal) every line is a JSON log entry: each
+    segment an event with its fields, warnings and the final error included."""
+    enroll(fake_broker, tmp_path)
+    env = {k: v for k, v in agent_env(tmp_path).items() if k != LOG_FORMAT_ENV}
+    done = agent("run", "--fps", "4", "--segment-seconds", "1", "--duration", "2.5",
+                 home=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    logged = agentlog.entries(done.stderr)  # fails on any line that is not a JSON entry
+    (rid,) = fake_broker.recordings
+    names = [e["event"] for e in logged if e["event"] != "log"]
+    assert names == ["recording_started", *["segment_uploaded"] * 3, "recording_finished"]
+    started = agentlog.events(done.stderr, "recording_started")[0]
+    assert (started["recording_id"], started["fps"], started["segment_seconds"]) == (rid, 4, 1)
+    uploaded = agentlog.events(done.stderr, "segment_uploaded")
+    assert [(e["seq"], e["recording_id"], e["frames"], e["duration_ms"]) for e in uploaded] == [
+        (0, rid, 4, 1000), (1, rid, 4, 1000), (2, rid, 2, 500)]
+    for e in uploaded:
+        assert e["size"] == len(fake_broker.objects[e["key"].split("/s3/", 1)[1]])
+        assert e["message"].startswith(f"segment {e['seq']} uploaded: ")
+    (finished,) = agentlog.events(done.stderr, "recording_finished")
+    assert (finished["uploaded"], finished["missing"]) == (3, 0)
+    assert_no_secret(fake_broker, done.stderr)
+
+    fake_broker.fail("PUT", "/s3/", 400, body=b"<Error><Code>BadDigest</Code></Error>")
+    done = agent("run", "--fps", "4", "--segment-seconds", "1", "--duration", "1.5",
+                 home=tmp_path, env=env)
+    assert done.returncode == 1
+    logged = agentlog.entries(done.stderr)
+    (failed,) = agentlog.events(done.stderr, "segment_failed")
+    assert failed["seq"] == 0
+    assert "400" in failed["error"]
+    last = logged[-1]
+    assert (last["event"], last["level"], last["exit_code"]) == ("exit", "error", 1)
+    assert "1 segment(s) could not be uploaded" in last["message"]
+
+
+@pytest.mark.display
+def test_run_on_a_terminal_prints_a_readable_line_per_segment(
+    fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    enroll(fake_broker, tmp_path)
+    env = {k: v for k, v in agent_env(tmp_path).items() if k != LOG_FORMAT_ENV}
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--fps", "4", "--segment-seconds", "1",
+             "--duration", "1.5"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=follower,
+        )
+        os.close(follower)
+        follower = -1
+        output = bytearray()
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the agent closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(60) == 0, output.decode(errors="replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    lines = output.decode().replace("\r\n", "\n").splitlines()
+    assert not any(line.startswith("{") for line in lines), "no JSON on a terminal"
+    # reports as bare lines; log messages (the fake has no heartbeat route) prefixed
+    lines = [line for line in lines if not line.startswith("bucketreel-agent: WARNING: ")]
+    (rid,) = fake_broker.recordings
+    assert lines[0].startswith(f"recording {rid} started: ")
+    assert [line.split(":")[0] for line in lines if " uploaded: " in line] == [
+        "segment 0 uploaded", "segment 1 uploaded"]
+    assert lines[-1].startswith(f"recording {rid} finished: 2 segment(s) uploaded, 0 missing")
+
+
+@pytest.mark.display
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_gracefully(
     fake_broker: FakeBroker, tmp_path: Path, signum: signal.Signals
@@ -318,4 +405,4 @@ def test_second_interrupt_aborts_with_130(fake_broker: FakeBroker, tmp_path: Pat
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
-    assert stderr.splitlines()[-1] == "bucketreel-agent: interrupted"
+    assert stderr.splitlines()[-1] == "bucketreel-agent: error: interrupted"

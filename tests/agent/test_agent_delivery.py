@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,6 +50,7 @@ class Setup:
     spool_dir: Path
     lines: list[str]
     spooled_files: list[set[str]]  # the spool's files, sampled at each report line
+    events: list[dict[str, object]] = field(default_factory=list)  # each report's event, fields
 
     def delivery(
         self,
@@ -61,8 +62,9 @@ class Setup:
     ) -> Delivery:
         spool = Spool(self.spool_dir, limit=limit, memory_limit=memory_limit)
 
-        def report(line: str) -> None:
+        def report(line: str, *, event: str, **fields: object) -> None:
             self.lines.append(line)
+            self.events.append({"event": event, **fields})
             self.spooled_files.append(
                 {p.name for p in self.spool_dir.iterdir()} if self.spool_dir.is_dir() else set()
             )
@@ -151,6 +153,9 @@ def test_segments_go_from_memory_while_uploads_succeed(setup: Setup) -> None:
     d = setup.delivery()
     d.run(feed(*(make_segment(i) for i in range(3))))
     assert [r.seq for r in d.outcome.uploaded] == [0, 1, 2]
+    assert [(e["event"], e["seq"], e["size"], e["recording_id"]) for e in setup.events] == [
+        ("segment_uploaded", i, 2000, setup.rid) for i in range(3)
+    ], "each report says what happened, for machines too"
     assert d.outcome.spooled == 0
     assert setup.spooled_files == [set(), set(), set()]  # the disk was never touched
     assert gap_summary(d.outcome) is None
@@ -179,6 +184,8 @@ def test_the_spool_limit_drops_the_oldest_and_reports_the_gap(setup: Setup) -> N
     assert [r.seq for r in d.outcome.uploaded] == [2, 3]
     assert any(line.startswith("segment 0 DROPPED: the spool reached its limit")
                for line in setup.lines)
+    assert [(e["seq"], e["reason"]) for e in setup.events if e["event"] == "segment_dropped"] == [
+        (0, "spool_limit"), (1, "spool_limit")]
     assert gap_summary(d.outcome) == (
         "2 segment(s) could not be uploaded (seq 0, 1: dropped at the spool limit)"
     )

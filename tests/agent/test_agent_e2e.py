@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import av
 import pytest
 
+from tests.support import agentlog
 from tests.support.api import Api, enrollment_code, make_tenant, make_user
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
@@ -52,8 +53,7 @@ def test_enroll_and_record_into_the_bucket(
                  home=tmp_path)
     assert done.returncode == 0, done.stderr + broker.log_tail()
 
-    started = [line for line in done.stderr.splitlines() if line.startswith("recording ")]
-    recording_id = started[0].split()[1]
+    recording_id = agentlog.events(done.stderr, "recording_started")[0]["recording_id"]
     # the device's credential may have rotated during the run: read the file again
     device = json.loads((tmp_path / "device.json").read_text())
     info = Api(broker.url).call(
@@ -79,7 +79,7 @@ def test_enroll_and_record_into_the_bucket(
         counts.append(len(frames))
     assert counts == [4, 4, 2]
 
-    uploaded = [line for line in done.stderr.splitlines() if " uploaded: " in line]
+    uploaded = [e["message"] for e in agentlog.events(done.stderr, "segment_uploaded")]
     assert len(uploaded) == 3
     assert uploaded[0].endswith(f"/{tenant.bucket}/{segments[0]['key']}")
     for text in (done.stdout, done.stderr, enrolled.stdout, enrolled.stderr):

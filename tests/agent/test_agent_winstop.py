@@ -10,7 +10,7 @@ from agent.platform import winstop
 
 def test_ctrl_c_and_ctrl_break_are_left_to_python_signals() -> None:
     stop = threading.Event()
-    console = winstop.ConsoleStop(stop, report=lambda line: None)
+    console = winstop.ConsoleStop(stop, report=lambda line, **fields: None)
     assert console.handle(winstop.CTRL_C_EVENT) is False
     assert console.handle(winstop.CTRL_BREAK_EVENT) is False
     assert not stop.is_set()
@@ -18,8 +18,8 @@ def test_ctrl_c_and_ctrl_break_are_left_to_python_signals() -> None:
 
 def test_closing_the_console_stops_the_run_and_waits_for_it_to_finish() -> None:
     stop = threading.Event()
-    lines: list[str] = []
-    console = winstop.ConsoleStop(stop, report=lines.append)
+    lines: list[tuple[str, dict[str, object]]] = []
+    console = winstop.ConsoleStop(stop, report=lambda line, **fields: lines.append((line, fields)))
     answer: list[bool] = []
     # Windows calls the handler on a thread of its own and ends the process when it returns
     handler = threading.Thread(
@@ -32,8 +32,9 @@ def test_closing_the_console_stops_the_run_and_waits_for_it_to_finish() -> None:
     console.done.set()  # the run has finished its segment
     handler.join(5)
     assert answer == [True]
-    assert lines == ["console window closed: stopping; finishing the current segment "
-                     "(Windows allows 4.5 s)"]
+    assert lines == [("console window closed: stopping; finishing the current segment "
+                      "(Windows allows 4.5 s)",
+                      {"event": "stopping", "signal": "CTRL_CLOSE_EVENT"})]
 
 
 def test_the_wait_ends_at_the_grace_windows_allows() -> None:
@@ -43,6 +44,6 @@ def test_the_wait_ends_at_the_grace_windows_allows() -> None:
 
 def test_install_is_a_no_op_off_windows() -> None:
     stop = threading.Event()
-    finished = winstop.install(stop, report=lambda line: None)
+    finished = winstop.install(stop, report=lambda line, **fields: None)
     finished()
     assert not stop.is_set()

@@ -249,7 +249,8 @@ class AgentRecorder:
             raise BenchError(f"agent enroll failed: {result.stderr.strip()}")
 
     def env(self, display: str) -> dict[str, str]:
-        return {**clean_env(), "DISPLAY": display, "BUCKETREEL_AGENT_HOME": str(self.home)}
+        return {**clean_env(), "DISPLAY": display, "BUCKETREEL_AGENT_HOME": str(self.home),
+                "BUCKETREEL_AGENT_LOG_FORMAT": "text"}  # read back as lines below
 
     def argv(self, display: XDisplay, out: Path) -> list[str]:
         s = self.settings

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import agentlog
 from tests.support.api import Api, enrollment_code, make_tenant, make_user
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
@@ -45,9 +46,7 @@ def test_the_agent_signs_a_recording_that_verifies(
     done = agent("run", "--fps", "2", "--segment-seconds", "1", "--duration", "3",
                  home=tmp_path, display=xvfb.display)
     assert done.returncode == 0, done.stderr + broker.log_tail()
-    recording_id = next(
-        line.split()[1] for line in done.stderr.splitlines() if line.startswith("recording ")
-    )
+    recording_id = agentlog.events(done.stderr, "recording_started")[0]["recording_id"]
     credential = json.loads((tmp_path / "device.json").read_text())
     info = Api(broker.url).call(
         "GET", f"/api/v1/recordings/{recording_id}", token=credential["access_token"]

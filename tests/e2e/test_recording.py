@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import DISPLAY_SIZE
+from tests.support import agentlog
 from tests.support.api import Api, Tenant, enrollment_code, make_tenant, make_user
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
@@ -51,9 +52,7 @@ def record(
         "--duration", str(DURATION), home=home, display=display,
     )
     assert done.returncode == 0, done.stderr + broker.log_tail()
-    recording_id = next(
-        line.split()[1] for line in done.stderr.splitlines() if line.startswith("recording ")
-    )
+    recording_id = agentlog.events(done.stderr, "recording_started")[0]["recording_id"]
     return recording_id, json.loads((home / "device.json").read_text())
 
 

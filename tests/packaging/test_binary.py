@@ -24,6 +24,7 @@ import pytest
 
 from shared import version
 from tests.conftest import DISPLAY_SIZE
+from tests.support import agentlog
 from tests.support.api import Api, enrollment_code, make_tenant, make_user
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
@@ -139,9 +140,7 @@ def test_binary_records_a_real_screen_into_the_bucket(
     )
     assert done.returncode == 0, done.stderr + broker.log_tail()
 
-    recording_id = next(
-        line.split()[1] for line in done.stderr.splitlines() if line.startswith("recording ")
-    )
+    recording_id = agentlog.events(done.stderr, "recording_started")[0]["recording_id"]
     credential = json.loads((home / "device.json").read_text())
     info = Api(broker.url).call(
         "GET", f"/api/v1/recordings/{recording_id}", token=credential["access_token"]

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import av
 
 from broker import admin
+from tests.support import agentlog
 from tests.support.api import Api, Operator, Tenant, enrollment_code, make_user
 from tests.support.broker import BrokerProcess
 from tests.support.cuttable import CuttableRelay, cuttable_relay
@@ -111,7 +112,8 @@ def agent_env(home: Path, display: str) -> dict[str, str]:
 
 
 class Agent:
-    """`bucketreel-agent run` as a process; its stderr is collected line by line."""
+    """`bucketreel-agent run` as a process; its stderr (JSON lines: not a terminal) is
+    collected entry by entry: `entries` as logged, `lines` their messages."""
 
     def __init__(self, home: Path, display: str, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -119,6 +121,9 @@ class Agent:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []
+        self.raw: list[str] = []  # stderr as written
+        self.entries: list[dict[str, Any]] = []
+        self.unstructured: list[str] = []  # lines that are not log entries (a defect)
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -126,8 +131,17 @@ class Agent:
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            text = line.rstrip("\n")
             with self._changed:
-                self.lines.append(line.rstrip("\n"))
+                self.raw.append(text)
+                try:
+                    logged = agentlog.entry(text)
+                except AssertionError:
+                    self.unstructured.append(text)
+                    self.lines.append(text)
+                else:
+                    self.entries.append(logged)
+                    self.lines.append(str(logged["message"]))
                 self._changed.notify_all()
         with self._changed:
             self._changed.notify_all()
@@ -135,7 +149,7 @@ class Agent:
     @property
     def stderr(self) -> str:
         with self._changed:
-            return "\n".join(self.lines)
+            return "\n".join(self.raw)
 
     def wait_for(self, what: str, test: Callable[[list[str]], bool], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -161,6 +175,7 @@ class Agent:
     def finish(self, timeout: float = 120) -> int:
         code = self.proc.wait(timeout)
         self._reader.join(10)
+        assert self.unstructured == [], f"agent stderr outside the JSON log:\n{self.stderr}"
         return code
 
     def close(self) -> None:

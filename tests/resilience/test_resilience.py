@@ -158,9 +158,12 @@ def test_spool_limit_drops_the_oldest_and_says_so(place: Site, xvfb: XDisplay) -
     assert_verified_in_order(place, rid, seqs, pending=pending)
     assert "(policy: drop the oldest); gap in recording" in agent.stderr
     assert agent.lines[-1] == (
-        f"bucketreel-agent: error: recording {rid}: {len(dropped)} segment(s) could not be "
+        f"recording {rid}: {len(dropped)} segment(s) could not be "
         f"uploaded (seq {', '.join(map(str, dropped))}: dropped at the spool limit)"
     )
+    last = agent.entries[-1]
+    assert (last["event"], last["level"], last["exit_code"]) == ("exit", "error", 1)
+    assert [e["seq"] for e in agent.entries if e["event"] == "segment_dropped"] == dropped
     assert spooled(place) == []
     gaps = place.recording(rid)["gaps"]
     assert [(g["seqs"], g["reason"]) for g in gaps] == [(dropped, "spool_limit")]
