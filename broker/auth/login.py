@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from broker.accounts.passwords import Passwords
 from broker.audit import log as audit
 from broker.auth import totp
-from broker.auth.ratelimit import LimitKey, LoginLimiter
+from broker.auth.ratelimit import Attempt, LoginLimiter
 from broker.auth.secrets import new_token, token_hash
 from broker.auth.sessions import SessionTokens, UserSessions
 from broker.clock import Clock
@@ -117,7 +117,8 @@ class LoginService:
                     )
                 ).first()
                 account = self._limiter.account(tenant_row.id if tenant_row else tenant, email)
-                await self._limiter.check(conn, [account, client_key], now)
+                # counted as a failure until the password proves right (no parallel overshoot)
+                attempt = await self._limiter.reserve(conn, [account, client_key], now)
                 user = None
                 if tenant_row is not None:
                     user = await TenantScope(conn, tenant_row.id).one(users, users.c.email == email)
@@ -129,35 +130,40 @@ class LoginService:
         else:
             ok = await asyncio.to_thread(self._passwords.verify, user.password_hash, password)
         if not ok or user is None or tenant_row is None:
-            await self._login_failed(tenant_row, user, email, [account, client_key], now)
+            await self._login_failed(tenant_row, user, email, now)
             raise _bad_credentials()
         new_hash = None
         if self._passwords.needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(self._passwords.hash_unchecked, password)
-        return await self._challenge(tenant_row, user, new_hash, now)
+        return await self._challenge(tenant_row, user, new_hash, attempt, now)
 
     async def _login_failed(
         self,
         tenant_row: Row[Any] | None,
         user: Row[Any] | None,
         email: str,
-        keys: list[LimitKey],
         now: datetime,
     ) -> None:
+        """The failure is counted already (reserved before the check); audit it."""
+        if tenant_row is None:
+            return  # no tenant to audit in (the failure still counts)
         async with self._db.transaction() as conn:
-            await self._limiter.failed(conn, keys, now)
-            if tenant_row is not None:
-                await audit.record(
-                    TenantScope(conn, tenant_row.id),
-                    at=now,
-                    actor=f"user:{user.id}" if user else "anonymous",
-                    action="auth.login_failed",
-                    target=user.id if user else "unknown-user",
-                    details={"email": email, "step": "password"},
-                )
+            await audit.record(
+                TenantScope(conn, tenant_row.id),
+                at=now,
+                actor=f"user:{user.id}" if user else "anonymous",
+                action="auth.login_failed",
+                target=user.id if user else "unknown-user",
+                details={"email": email, "step": "password"},
+            )
 
     async def _challenge(
-        self, tenant_row: Row[Any], user: Row[Any], new_hash: str | None, now: datetime
+        self,
+        tenant_row: Row[Any],
+        user: Row[Any],
+        new_hash: str | None,
+        attempt: Attempt,
+        now: datetime,
     ) -> LoginStep:
         challenge = new_token("brc_", 32)
         kind, uri, pending = TOTP, None, None
@@ -167,6 +173,7 @@ class LoginService:
             uri = totp.provisioning_uri(secret, email=user.email, tenant_name=tenant_row.name)
             pending = self._seal_totp(tenant_row.id, user.id, secret)
         async with self._db.transaction() as conn:
+            await self._limiter.release(conn, attempt)  # the password was right
             scope = TenantScope(conn, tenant_row.id)
             if new_hash is not None:
                 await scope.update(users, users.c.id == user.id, password_hash=new_hash)

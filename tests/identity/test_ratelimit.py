@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -39,6 +40,38 @@ def test_account_limit_engages_with_429_and_retry_after_and_releases(
 
     released = datetime.now(UTC) + timedelta(seconds=WINDOW + 1)
     assert in_process(broker, lambda: released, later) == "enroll"
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    """Each guess is counted before its (slow) password check, atomically with the count: a
+    burst in parallel gets exactly `limit` checks, not one per request in flight."""
+    person = make_person(broker, tenant)
+    burst = 4 * ACCOUNT_LIMIT
+    with ThreadPoolExecutor(burst) as pool:
+        statuses = list(pool.map(
+            lambda _: login(Client(broker.url), person, "not the password!").status,
+            range(burst),
+        ))
+    assert sorted(statuses) == [401] * ACCOUNT_LIMIT + [429] * (burst - ACCOUNT_LIMIT)
+    assert login(Client(broker.url), person).status == 429, "even the right password now"
+
+
+def test_parallel_wrong_codes_get_no_more_than_the_limit(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    person = make_person(broker, tenant)
+    challenges = []
+    for _ in range(3 * ACCOUNT_LIMIT):  # right passwords: none of these counts as a failure
+        step = login(Client(broker.url), person)
+        assert step.status == 200, step.body
+        challenges.append(step.body["challenge"])
+    with ThreadPoolExecutor(len(challenges)) as pool:
+        statuses = list(pool.map(
+            lambda challenge: mfa(Client(broker.url), challenge, "000000").status, challenges
+        ))
+    assert sorted(statuses) == [401] * ACCOUNT_LIMIT + [429] * (len(challenges) - ACCOUNT_LIMIT)
 
 
 def test_wrong_codes_count_against_the_account_too(
