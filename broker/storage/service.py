@@ -20,6 +20,9 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
 from broker.audit import log as audit
 from broker.clock import Clock
 from broker.db.database import Database
@@ -58,7 +61,7 @@ class StorageAccess:
     async def external_id(self, tenant_id: str) -> str:
         """The tenant's external ID for the role option, made on first use, never changed."""
         async with self._db.transaction() as conn:
-            row = await _access_row(TenantScope(conn, tenant_id), self._clock())
+            row = await access_row(TenantScope(conn, tenant_id), self._clock())
             return str(row.external_id)
 
     # -- save, check, status --------------------------------------------------------------
@@ -133,7 +136,7 @@ class StorageAccess:
         """What an admin sees: the storage (never a secret), the access state, the last check."""
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
-            access = await _access_row(scope, self._clock())
+            access = await access_row(scope, self._clock())
             try:
                 config: StorageConfig | None = await storage_config.load(scope, self._keys)
             except storage_config.StorageNotConfigured:
@@ -188,7 +191,7 @@ class StorageAccess:
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
-            row = await _access_row(scope, now)
+            row = await access_row(scope, now)
             if row.state == ACCESS_REVOKED:
                 return
             await scope.update(
@@ -221,7 +224,7 @@ class StorageAccess:
     async def _store_report(
         self, scope: TenantScope, report: selfcheck.CheckReport, *, actor: str, now: datetime
     ) -> None:
-        row = await _access_row(scope, now)
+        row = await access_row(scope, now)
         values: dict[str, Any] = {
             "checked_at": report.checked_at,
             "check_result": json.dumps(report.as_json()),
@@ -249,12 +252,20 @@ class StorageAccess:
         await scope.update(storage_access, **values)
 
 
-async def _access_row(scope: TenantScope, now: datetime) -> Any:
+async def access_row(scope: TenantScope, now: datetime) -> Any:
+    """The tenant's access row, made on first use. Two replicas may make it at once: the
+    second insert does nothing (ON CONFLICT DO NOTHING, waiting for the first to commit), and
+    both read the same row, so everyone is shown one external ID."""
     row = await scope.one(storage_access)
     if row is None:
-        await scope.insert(
-            storage_access, external_id="bucketreel-" + secrets.token_urlsafe(24), state=OK,
-            created_at=now,
+        dialect_insert = pg_insert if scope.conn.dialect.name == "postgresql" else sqlite_insert
+        await scope.execute(
+            dialect_insert(storage_access)
+            .values(
+                tenant_id=scope.tenant_id, external_id="bucketreel-" + secrets.token_urlsafe(24),
+                state=OK, created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[storage_access.c.tenant_id])
         )
         row = await scope.one(storage_access)
     return row
