@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, Response
 from broker import admin
 from tests.e2e.test_recording import agent
 from tests.identity.people import Client, Person, make_person, verified_recording
+from tests.support import agentlog
 from tests.support.api import Operator, Tenant, enroll, enrollment_code, make_tenant
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
@@ -53,8 +54,8 @@ def record_real_screen(
         home=home, display=display,
     )
     assert done.returncode == 0, done.stderr + broker.log_tail()
-    lines = done.stderr.splitlines()
-    return next(line.split()[1] for line in lines if line.startswith("recording "))
+    started = agentlog.events(done.stderr, "recording_started")[0]
+    return str(started["recording_id"])
 
 
 @pytest.fixture(scope="module")
