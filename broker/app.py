@@ -58,4 +58,5 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.LOGIN] = services.login
     app[keys.VIEWING] = services.viewing
     app[keys.STORAGE] = services.storage
+    app[keys.DEVICE_LIMITS] = services.device_limits
     yield

@@ -58,7 +58,8 @@ class StorageUnavailable(BrokerError):
 
 
 class RateLimited(BrokerError):
-    """Too many failed attempts; the reply carries `Retry-After` (seconds)."""
+    """Too many attempts or calls (failed logins, a device over its budget); the reply carries
+    `Retry-After` (seconds)."""
 
     status = 429
     code = ErrorCode.RATE_LIMITED

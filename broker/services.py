@@ -12,6 +12,7 @@ from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
+from broker.devices.ratelimit import CALLS, CREATES, Budget, DeviceLimits
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
@@ -30,6 +31,7 @@ class Services:
     login: LoginService
     viewing: ViewingService
     storage: StorageAccess
+    device_limits: DeviceLimits
 
 
 def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
@@ -90,4 +92,21 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         clock=clock,
     )
     viewing = ViewingService(db=db, recordings=recordings, clock=clock)
-    return Services(signer, devices, recordings, passwords, sessions, login, viewing, storage)
+    return Services(
+        signer, devices, recordings, passwords, sessions, login, viewing, storage,
+        device_limits(settings, db, clock),
+    )
+
+
+def device_limits(settings: Settings, db: Database, clock: Clock) -> DeviceLimits:
+    """The device API's per-device budgets; in memory, so one per process (the app's)."""
+    return DeviceLimits(
+        db=db,
+        calls=Budget.per_minute(
+            CALLS, settings.device_calls_per_minute, settings.device_call_burst
+        ),
+        creates=Budget.per_hour(
+            CREATES, settings.device_creates_per_hour, settings.device_create_burst
+        ),
+        clock=clock,
+    )

@@ -94,6 +94,13 @@ class Settings:
     login_window: int = 900
     login_max_failures: int = 5
     login_client_max_failures: int = 50
+    # Per-device request budgets on the device API, per broker process (token buckets; see
+    # `broker.devices.ratelimit` for why these defaults): every call, and the stricter one for
+    # calls that add rows without bound (recording starts, gap reports).
+    device_calls_per_minute: int = 600
+    device_call_burst: int = 600
+    device_creates_per_hour: int = 120
+    device_create_burst: int = 60
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None
@@ -185,6 +192,15 @@ class Settings:
             "login_window": number("LOGIN_WINDOW", 900, 10, 86_400),
             "login_max_failures": number("LOGIN_MAX_FAILURES", 5, 1, 100),
             "login_client_max_failures": number("LOGIN_CLIENT_MAX_FAILURES", 50, 1, 10_000),
+            # Floors keep a legitimate agent unhindered: 240 calls/min is above the 180 an agent
+            # makes at the shortest segments and heartbeats (1 s each), so a spooled backlog
+            # always drains; a burst of 20 passes a segment's calls, a heartbeat and a run's
+            # start and end back to back; 30 creates/hour and a burst of 10 pass a run's
+            # start and gap reports (about 6) and the pauses of the default idle time.
+            "device_calls_per_minute": number("DEVICE_CALLS_PER_MINUTE", 600, 240, 60_000),
+            "device_call_burst": number("DEVICE_CALL_BURST", 600, 20, 100_000),
+            "device_creates_per_hour": number("DEVICE_CREATES_PER_HOUR", 120, 30, 36_000),
+            "device_create_burst": number("DEVICE_CREATE_BURST", 60, 10, 10_000),
             "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
             "behind_tls": flag("BEHIND_TLS"),
             "dev_mode": dev_mode,

@@ -12,6 +12,7 @@ from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
+from broker.devices.ratelimit import DeviceLimits
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
@@ -28,3 +29,4 @@ LOGIN = web.AppKey("login", LoginService)
 VIEWING = web.AppKey("viewing", ViewingService)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 STORAGE = web.AppKey("storage", StorageAccess)
+DEVICE_LIMITS = web.AppKey("device_limits", DeviceLimits)

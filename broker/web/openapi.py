@@ -325,6 +325,29 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Routes a device may call: each call spends the device's request budget (429 beyond it).
+_DEVICE_CALLERS = frozenset({"device", "device_or_user"})
+
+
+def _rate_limited(route: Route) -> dict[str, Any]:
+    """The 429 a device gets over its request budget (`broker.devices.ratelimit`)."""
+    budgets = "its call budget"
+    if route.creates:
+        budgets += " or its stricter budget for calls that add rows"
+    who = "the device" if route.auth == "device" else "a device (not a person)"
+    return {
+        "description": f"{who} is over {budgets}; nothing was done: retry after the "
+        "seconds `Retry-After` says",
+        "headers": {
+            "Retry-After": {
+                "description": "seconds until the call would be served",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
 def _operation(route: Route) -> dict[str, Any]:
     error = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
     responses: dict[str, Any] = {}
@@ -333,6 +356,8 @@ def _operation(route: Route) -> dict[str, Any]:
         if route.page and not schema:
             content = {"text/html": {"schema": {"type": "string"}}}
         responses[str(status)] = {"description": "success", "content": content}
+    if route.auth in _DEVICE_CALLERS:
+        responses["429"] = _rate_limited(route)
     responses["4XX"] = error
     responses["5XX"] = error
     operation: dict[str, Any] = {"summary": route.summary, "responses": responses}

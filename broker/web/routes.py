@@ -8,6 +8,11 @@ session cookie), "device_or_user", or "refresh_cookie" (a browser session's refr
 and its CSRF token, checked by the session service itself; the handler takes no principal).
 `roles` limits a user route to those roles (empty: every role); what a person may then see
 is decided by `broker.recordings.access`.
+
+Every call a device makes (a "device" route, or "device_or_user" with a device's token) is
+counted against that device's request budgets once its token is verified
+(`broker.devices.ratelimit`); `creates` marks the routes that add rows without bound, which
+spend the stricter budget too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from broker.errors import Forbidden
 from broker.recordings import handlers as recording_handlers
 from broker.storage import handlers as storage_handlers
 from broker.web import meta
+from broker.web.appkeys import DEVICE_LIMITS
 from broker.web.cookies import REFRESH_PATH
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
@@ -56,6 +62,9 @@ class Route:
     # POST is a plain HTML form carrying the session's CSRF token as the `csrf_token` field.
     page: bool = False
     form: bool = False
+    # Each call adds rows nothing else bounds (a recording, a gap report): a device caller
+    # spends its stricter budget too (`broker.devices.ratelimit`).
+    creates: bool = False
 
 
 RECORDING = "/api/v1/recordings/{recording_id}"
@@ -104,6 +113,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Start a recording",
         request_schema="StartRecording",
         responses={201: "RecordingCreated"},
+        creates=True,
     ),
     Route(
         method="GET",
@@ -129,6 +139,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Report segments of this recording that will never arrive, and why",
         request_schema="GapReport",
         responses={201: "RecordingInfo"},
+        creates=True,
     ),
     Route(
         method="POST",
@@ -447,6 +458,7 @@ def _bind(route: Route) -> PublicHandler:
     guarded: DeviceHandler = route.handler  # type: ignore[assignment]
     principal_of = _PRINCIPALS[route.auth]
     roles = route.roles
+    call = f"{route.method} {route.path}"  # the template: no ids in logs or audit details
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if route.form:
@@ -454,6 +466,9 @@ def _bind(route: Route) -> PublicHandler:
         principal = await principal_of(request)
         if roles and principal.role not in roles:
             raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
+        if principal.kind == "device":
+            # After verification: only this device's valid token can spend its budget.
+            await request.app[DEVICE_LIMITS].check(principal, call=call, creates=route.creates)
         return await guarded(request, principal)
 
     return handler
