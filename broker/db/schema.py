@@ -2,6 +2,11 @@
 
 Every table that holds tenant data has a `tenant_id` column; queries reach it only through
 `broker.db.scope.TenantScope`, which adds the tenant filter in one place.
+
+A foreign key from one tenant's table to another's carries the tenant too (`tenant_link`,
+migration 0008): `(tenant_id, recording_id) REFERENCES recordings (tenant_id, id)`, so the
+database itself refuses a row that names another tenant's row. The row-level security of
+0007 cannot: foreign-key checks bypass it (and SQLite has none).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -61,6 +67,26 @@ metadata = MetaData(
 
 ID = String(36)
 
+
+def tenant_key(table: str) -> UniqueConstraint:
+    """UNIQUE (tenant_id, id): what a `tenant_link` to `table` points at (`id` alone is unique
+    already; a composite foreign key needs the pair declared unique)."""
+    return UniqueConstraint("tenant_id", "id", name=f"uq_{table}_tenant_id")
+
+
+def tenant_link(table: str, column: str, parent: str) -> ForeignKeyConstraint:
+    """`table.column` names a row of `parent` of the row's own tenant, checked by the database.
+
+    Named as the plain foreign key it replaced (0008), which the naming convention would
+    not do: its first column is `tenant_id`, so a table's two links to `users` would clash.
+    """
+    return ForeignKeyConstraint(
+        ["tenant_id", column],
+        [f"{parent}.tenant_id", f"{parent}.id"],
+        name=f"fk_{table}_{column}_{parent}",
+    )
+
+
 tenants = Table(
     "tenants",
     metadata,
@@ -86,6 +112,7 @@ users = Table(
     Column("totp_last_step", BigInteger, nullable=True),
     Column("totp_enrolled_at", UTCDateTime(), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
+    tenant_key("users"),
 )
 
 mfa_challenges = Table(
@@ -93,7 +120,7 @@ mfa_challenges = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("user_id", ID, nullable=False),
     Column("challenge_hash", String(64), nullable=False, unique=True),
     Column("kind", String(10), nullable=False),  # "totp" or "enroll"
     # For "enroll": the new TOTP secret, sealed exactly as it will sit on the user row.
@@ -103,6 +130,7 @@ mfa_challenges = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    tenant_link("mfa_challenges", "user_id", "users"),
 )
 
 recovery_codes = Table(
@@ -110,10 +138,11 @@ recovery_codes = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False, index=True),
+    Column("user_id", ID, nullable=False, index=True),
     Column("code_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    tenant_link("recovery_codes", "user_id", "users"),
 )
 
 user_sessions = Table(
@@ -121,9 +150,11 @@ user_sessions = Table(
     metadata,
     Column("id", ID, primary_key=True),  # also the refresh-token family
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False, index=True),
+    Column("user_id", ID, nullable=False, index=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    tenant_link("user_sessions", "user_id", "users"),
+    tenant_key("user_sessions"),
 )
 
 user_refresh_tokens = Table(
@@ -131,20 +162,23 @@ user_refresh_tokens = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("session_id", ID, ForeignKey("user_sessions.id"), nullable=False, index=True),
+    Column("session_id", ID, nullable=False, index=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    tenant_link("user_refresh_tokens", "session_id", "user_sessions"),
 )
 
 manager_assignments = Table(
     "manager_assignments",
     metadata,
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("manager_id", ID, ForeignKey("users.id"), primary_key=True),
-    Column("employee_id", ID, ForeignKey("users.id"), primary_key=True),
+    Column("manager_id", ID, primary_key=True),
+    Column("employee_id", ID, primary_key=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    tenant_link("manager_assignments", "manager_id", "users"),
+    tenant_link("manager_assignments", "employee_id", "users"),
 )
 
 # Failed login attempts, keyed by an HMAC of the account or of the client address (never the
@@ -165,11 +199,12 @@ enrollment_codes = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("user_id", ID, nullable=False),
     Column("code_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    tenant_link("enrollment_codes", "user_id", "users"),
 )
 
 devices = Table(
@@ -177,7 +212,7 @@ devices = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("user_id", ID, nullable=False),
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=True),
@@ -187,6 +222,8 @@ devices = Table(
     Column("public_key", String(64), nullable=True),
     Column("last_status", Text, nullable=True),
     Column("heartbeat_interval", Integer, nullable=True),
+    tenant_link("devices", "user_id", "users"),
+    tenant_key("devices"),
 )
 
 device_refresh_tokens = Table(
@@ -194,13 +231,14 @@ device_refresh_tokens = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("device_id", ID, ForeignKey("devices.id"), nullable=False),
+    Column("device_id", ID, nullable=False),
     Column("family_id", ID, nullable=False, index=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
     Column("revoked_at", UTCDateTime(), nullable=True),
+    tenant_link("device_refresh_tokens", "device_id", "devices"),
 )
 
 storage_configs = Table(
@@ -245,13 +283,16 @@ recordings = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
-    Column("device_id", ID, ForeignKey("devices.id"), nullable=True),
+    Column("user_id", ID, nullable=False),
+    Column("device_id", ID, nullable=True),
     Column("state", String(20), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_recordings_tenant_user", "tenant_id", "user_id"),
+    tenant_link("recordings", "user_id", "users"),
+    tenant_link("recordings", "device_id", "devices"),
+    tenant_key("recordings"),
 )
 
 segments = Table(
@@ -259,7 +300,7 @@ segments = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("recording_id", ID, ForeignKey("recordings.id"), nullable=False),
+    Column("recording_id", ID, nullable=False),
     Column("seq", Integer, nullable=False),
     Column("object_key", String(1024), nullable=False),
     Column("state", String(20), nullable=False),
@@ -276,6 +317,8 @@ segments = Table(
     Column("record_hash", String(64), nullable=True),
     Column("record_signature", String(100), nullable=True),
     UniqueConstraint("recording_id", "seq", name="uq_segments_recording_seq"),
+    tenant_link("segments", "recording_id", "recordings"),
+    tenant_key("segments"),
 )
 
 # 0004: segments of a recording its agent reports will never arrive, and why.
@@ -284,13 +327,14 @@ recording_gaps = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("recording_id", ID, ForeignKey("recordings.id"), nullable=False, index=True),
+    Column("recording_id", ID, nullable=False, index=True),
     Column("seqs", Text, nullable=False),  # JSON list of ints
     Column("reason", String(20), nullable=False),
     Column("reported_at", UTCDateTime(), nullable=False),
     # 0006: a pause's time range (reasons idle and locked)
     Column("gap_from", UTCDateTime(), nullable=True),
     Column("gap_to", UTCDateTime(), nullable=True),
+    tenant_link("recording_gaps", "recording_id", "recordings"),
 )
 
 # 0006: the recording policy an admin sets for the tenant's agents, pushed to them in the
@@ -310,10 +354,11 @@ upload_grants = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
-    Column("segment_id", ID, ForeignKey("segments.id"), nullable=False, index=True),
+    Column("segment_id", ID, nullable=False, index=True),
     Column("credential_version", Integer, nullable=False),
     Column("issued_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
+    tenant_link("upload_grants", "segment_id", "segments"),
 )
 
 audit_log = Table(
