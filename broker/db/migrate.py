@@ -22,17 +22,37 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+class MigrationRefused(BrokerError):
+    """A migration found data it must not change on its own (the message says which rows);
+    it changed nothing, and the database stays at the version before it."""
+
+
 async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest version; a no-op when it is already there."""
+    """Bring the schema to the newest version; a no-op when it is already there.
+
+    Errors say which step failed, never the URL (which may carry a password): the database
+    could not be opened; or a migration failed (rolled back); or one refused the data.
+    """
     try:
-        async with engine.begin() as conn:
+        conn = await engine.connect()
+    except (OSError, DBAPIError) as exc:
+        raise BrokerError(f"cannot open the database: {_reason(exc)}") from None
+    try:
+        async with conn.begin():
             await conn.run_sync(
                 lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head")
             )
     except (OSError, DBAPIError) as exc:
-        # The message names the failure, never the URL (which may carry a password).
-        reason = getattr(exc, "orig", None) or exc
-        raise BrokerError(f"cannot open the database: {type(reason).__name__}: {reason}") from None
+        raise BrokerError(
+            f"migrating the database failed, and was rolled back: {_reason(exc)}"
+        ) from None
+    finally:
+        await conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "orig", None) or exc
+    return f"{type(reason).__name__}: {reason}"
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

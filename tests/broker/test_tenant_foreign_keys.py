@@ -18,6 +18,7 @@ import asyncio
 import importlib.util
 import secrets
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata, recordings, segments, tenants, users
 from broker.db.scope import TenantScope
 from broker.errors import BrokerError
+from broker.settings import generate_secrets
 from tests.conftest import BROKER_DB_ROLE
 from tests.identity.people import make_person, sign_in
 from tests.support.api import (
@@ -64,7 +66,7 @@ from tests.support.api import (
     snapshot,
     start_recording,
 )
-from tests.support.broker import BrokerProcess
+from tests.support.broker import BrokerProcess, base_env, broker_script
 from tests.support.postgres import PostgresServer
 from tests.support.s3 import S3Endpoint
 
@@ -486,12 +488,22 @@ def test_the_migration_stops_at_a_reference_to_another_tenant(empty_database: st
     on(url, prepare)
     before, schema_before = snapshot(url), on(url, catalog)
     with pytest.raises(
-        RuntimeError, match=r"1 row\(s\) of segments whose recording_id names another tenant's"
+        migrate.MigrationRefused,
+        match=r"1 row\(s\) of segments whose recording_id names another tenant's",
     ):
         on(url, migrate.upgrade)
     assert on(url, migrate.current_revision) == "0007"
     assert snapshot(url) == before
     assert on(url, catalog) == schema_before
+    cli = subprocess.run(  # the operator's view: one clear line, exit 1, no traceback
+        [str(broker_script()), "migrate"], capture_output=True, text=True, check=False,
+        env={**base_env(), **generate_secrets(), "BUCKETREEL_DATABASE_URL": url},
+        stdin=subprocess.DEVNULL, timeout=120,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert "cannot bind foreign keys to the tenant: 1 row(s) of segments" in cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert on(url, migrate.current_revision) == "0007"
 
     async def fix_and_migrate(engine: AsyncEngine) -> str | None:
         async with engine.begin() as conn:

@@ -42,6 +42,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
+from broker.db.migrate import MigrationRefused
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -128,7 +130,7 @@ def _refuse_cross_tenant_rows() -> None:
         if count:
             found.append(f"{count} row(s) of {table} whose {column} names another tenant's {parent}")
     if found:
-        raise RuntimeError(
+        raise MigrationRefused(
             "cannot bind foreign keys to the tenant: " + "; ".join(found)
             + ". Correct or delete those rows, then migrate again."
         )
