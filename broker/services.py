@@ -74,6 +74,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         clock=clock,
         browser_idle=settings.browser_idle_timeout,
         browser_max_age=settings.browser_session_max_age,
+        max_age=settings.user_session_max_age,
     )
     limiter = LoginLimiter(
         hmac_key=settings.hmac_key,

@@ -90,6 +90,8 @@ class Settings:
     # without a refresh (no page open), and the absolute lifetime from sign-in.
     browser_idle_timeout: int = 1800
     browser_session_max_age: int = 12 * 3600
+    # Seconds an API (bearer) session lives from sign-in however often it is refreshed.
+    user_session_max_age: int = 30 * 86_400
     # Failed logins (password or code) allowed per window, per account and per client address.
     login_window: int = 900
     login_max_failures: int = 5
@@ -188,6 +190,9 @@ class Settings:
             "browser_idle_timeout": browser_idle,
             "browser_session_max_age": number(
                 "BROWSER_SESSION_MAX_AGE", 12 * 3600, 300, 7 * 86_400
+            ),
+            "user_session_max_age": number(
+                "USER_SESSION_MAX_AGE", 30 * 86_400, 3600, 365 * 86_400
             ),
             "login_window": number("LOGIN_WINDOW", 900, 10, 86_400),
             "login_max_failures": number("LOGIN_MAX_FAILURES", 5, 1, 100),

@@ -15,6 +15,10 @@ by the bearer route, nor the other way round; each lives only `browser_idle` (no
 that long ends the session); and nothing of the session outlives `browser_max_age` from
 sign-in: refresh tokens and access tokens are cut at that instant, then both login steps are
 needed again.
+
+An API (bearer) session has an absolute lifetime too, `max_age` (30 days by default): a
+refresh token that leaked and is used regularly would otherwise keep a session alive for
+ever. Its refresh tokens and access tokens are cut at that instant in the same way.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class UserSessions:
         clock: Clock,
         browser_idle: int = 1800,
         browser_max_age: int = 12 * 3600,
+        max_age: int = 30 * 86_400,
     ) -> None:
         self._db = db
         self._signer = signer
@@ -90,6 +95,7 @@ class UserSessions:
         self._clock = clock
         self._browser_idle = timedelta(seconds=browser_idle)
         self._browser_max_age = timedelta(seconds=browser_max_age)
+        self._max_age = timedelta(seconds=max_age)
 
     def csrf_token(self, session_id: str) -> str:
         """The session's CSRF token: derived, so nothing more is stored."""
@@ -120,9 +126,9 @@ class UserSessions:
         the session's CSRF token, checked before anything is claimed."""
         return await self._rotate(refresh_token, browser=True, csrf=csrf)
 
-    def session_end(self, started: datetime) -> datetime:
-        """The instant a browser session opened at `started` ends, refreshed or not."""
-        return started + self._browser_max_age
+    def session_end(self, started: datetime, *, browser: bool) -> datetime:
+        """The instant a session opened at `started` ends, refreshed or not."""
+        return started + (self._browser_max_age if browser else self._max_age)
 
     async def _rotate(self, refresh_token: str, *, browser: bool, csrf: str) -> SessionTokens:
         now = self._clock()
@@ -148,7 +154,7 @@ class UserSessions:
                 session is not None
                 and session.revoked_at is None
                 and row.expires_at > now
-                and (not browser or now < self.session_end(session.created_at))
+                and now < self.session_end(session.created_at, browser=browser)
             )
             claimed = 0
             if live:
@@ -250,10 +256,8 @@ class UserSessions:
         browser: bool,
     ) -> tuple[str, datetime]:
         token = new_token("bru_", 32)
-        if browser:
-            expires_at = min(now + self._browser_idle, self.session_end(started))
-        else:
-            expires_at = now + self._refresh_ttl
+        idle = self._browser_idle if browser else self._refresh_ttl
+        expires_at = min(now + idle, self.session_end(started, browser=browser))
         await scope.insert(
             user_refresh_tokens,
             id=str(uuid.uuid4()),
@@ -286,10 +290,9 @@ class UserSessions:
             session_id=session_id,
             session_version=user.session_version,
         )
-        ttl = self._signer.ttl
-        if browser:  # no access token outlives the session's absolute end
-            left = self.session_end(started) - now
-            ttl = max(0, min(ttl, int(left.total_seconds())))
+        # no access token outlives the session's absolute end
+        left = self.session_end(started, browser=browser) - now
+        ttl = max(0, min(self._signer.ttl, int(left.total_seconds())))
         token, refresh_expires = refresh
         return SessionTokens(
             access_token=self._signer.issue(principal, ttl=ttl),

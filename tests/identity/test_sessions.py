@@ -7,18 +7,21 @@ import base64
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
 
 from broker.auth.tokens import Principal, TokenSigner, key_id
-from broker.settings import Secret
+from broker.errors import ConfigError, Unauthenticated
+from broker.services import Services
+from broker.settings import Secret, Settings, generate_secrets
 from tests.identity.people import (
     Client,
     Person,
     audit_entries,
+    in_process,
     login_again,
     make_person,
     sign_in,
@@ -28,6 +31,15 @@ from tests.support.broker import BrokerProcess, parse_env_file
 from tests.support.s3 import S3Endpoint
 
 WHOAMI = "/api/v1/employees"
+MAX_AGE = 30 * 86_400  # BUCKETREEL_USER_SESSION_MAX_AGE's default
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +126,40 @@ def test_refresh_rotates_and_reuse_revokes_the_whole_session(
     assert client.call("GET", WHOAMI, token=bob.access_token).status == 401
     reuse = [e for e in audit_entries(broker, tenant.tenant_id) if e.action == "user.refresh_reuse"]
     assert [e.target for e in reuse] == [bob.user_id]
+
+
+def test_an_api_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed(
+    client: Client, broker: BrokerProcess, tenant: Tenant
+) -> None:
+    """A leaked refresh token used regularly would otherwise keep a session alive for ever."""
+    person = sign_in(client, make_person(broker, tenant))
+    start = datetime.now(UTC)  # just after sign-in: the session began at most this
+    end = start + timedelta(seconds=MAX_AGE)
+    clock = Clock(start)
+
+    async def use(services: Services) -> None:
+        sessions = services.sessions
+        token = person.refresh_token
+        while clock.now + timedelta(days=10) < end - timedelta(hours=1):
+            clock.now += timedelta(days=10)  # a script refreshing well within the 14 days
+            token = (await sessions.refresh(token)).refresh_token
+        clock.now = end - timedelta(minutes=1)
+        last = await sessions.refresh(token)
+        assert last.expires_in <= 60, "no access token outlives the session"
+        assert last.refresh_expires_in <= 60, "nor a refresh token"
+        assert claims_of(last.access_token)["exp"] <= end.timestamp()
+        clock.now = end + timedelta(seconds=1)
+        with pytest.raises(Unauthenticated):
+            await sessions.refresh(last.refresh_token)
+
+    in_process(broker, clock, use)
+
+
+@pytest.mark.parametrize("value", ["3599", str(365 * 86_400 + 1)])
+def test_the_api_session_lifetime_is_bounded(value: str) -> None:
+    with pytest.raises(ConfigError, match="USER_SESSION_MAX_AGE"):
+        Settings.from_env({**generate_secrets(), "BUCKETREEL_USER_SESSION_MAX_AGE": value})
+    assert Settings.from_env(generate_secrets()).user_session_max_age == MAX_AGE
 
 
 def test_logout_ends_this_session_only(
