@@ -14,13 +14,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pyotp
 
+from broker.auth.sessions import SessionTokens
 from broker.db.database import Database
+from broker.errors import Unauthenticated
 from broker.services import Services, build_services
 from broker.settings import Settings
 from tests.support.api import (
@@ -211,3 +214,40 @@ def make_org(broker: BrokerProcess, s3: S3Endpoint) -> Org:
         verified_recording(api, device), verified_recording(api, other_device),
         person(api, broker, outside, "admin"), enroll(api, broker, outside),
     )
+
+
+class Clock:
+    """A clock the test sets (the broker's services run on it, `in_process`)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def refresh_past_the_end(
+    refresh: Callable[[str], Awaitable[SessionTokens]],
+    token: str,
+    clock: Clock,
+    *,
+    end: datetime,
+    every: timedelta,
+) -> None:
+    """Refresh a session every `every` up to a minute before its absolute `end`: each works,
+    the last one's tokens expire by `end`, and past `end` refreshing is refused."""
+    while clock.now + every < end - timedelta(minutes=1):
+        clock.now += every
+        token = (await refresh(token)).refresh_token
+    clock.now = end - timedelta(minutes=1)
+    last = await refresh(token)
+    assert last.expires_in <= 60, "no access token outlives the session"
+    assert last.refresh_expires_in <= 60, "nor a refresh token"
+    claims = jwt.decode(last.access_token, options={"verify_signature": False})
+    assert claims["exp"] <= end.timestamp()
+    clock.now = end + timedelta(seconds=1)
+    try:
+        await refresh(last.refresh_token)
+    except Unauthenticated:
+        return
+    raise AssertionError("a session was refreshed past its absolute lifetime")

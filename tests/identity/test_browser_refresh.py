@@ -27,11 +27,13 @@ from broker.services import Services
 from broker.settings import Settings
 from tests.identity.people import (
     Client,
+    Clock,
     Person,
     audit_entries,
     in_process,
     login,
     make_person,
+    refresh_past_the_end,
     sign_in,
 )
 from tests.support.api import PASSWORD, Tenant
@@ -276,14 +278,6 @@ def test_the_page_sign_out_form_ends_the_refresh_cookie(
     assert refresh(client, session).status == 401
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def test_the_idle_timeout_ends_a_browser_session(
     client: Client, broker: BrokerProcess, tenant: Tenant
 ) -> None:
@@ -315,20 +309,10 @@ def test_the_absolute_lifetime_ends_a_browser_session_however_often_it_is_refres
     clock = Clock(start)
 
     async def use(services: Services) -> None:
-        sessions = services.sessions
-        token = session.refresh
-        while clock.now + timedelta(minutes=25) < end - timedelta(minutes=1):
-            clock.now += timedelta(minutes=25)  # a page open all day, refreshing in time
-            token = (await sessions.refresh_browser(token, session.csrf)).refresh_token
-        clock.now = end - timedelta(minutes=1)
-        last = await sessions.refresh_browser(token, session.csrf)
-        assert last.expires_in <= 60, "no access token outlives the session"
-        assert last.refresh_expires_in <= 60, "nor a refresh token"
-        claims = jwt.decode(last.access_token, options={"verify_signature": False})
-        assert claims["exp"] <= end.timestamp()
-        clock.now = end + timedelta(seconds=1)
-        with pytest.raises(Unauthenticated):
-            await sessions.refresh_browser(last.refresh_token, session.csrf)
+        await refresh_past_the_end(  # a page open all day, refreshing in time
+            lambda token: services.sessions.refresh_browser(token, session.csrf),
+            session.refresh, clock, end=end, every=timedelta(minutes=25),
+        )
 
     in_process(broker, clock, use)
     assert refresh(client, session).status == 401, "the first token was used long ago"

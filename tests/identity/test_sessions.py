@@ -14,16 +14,18 @@ import jwt
 import pytest
 
 from broker.auth.tokens import Principal, TokenSigner, key_id
-from broker.errors import ConfigError, Unauthenticated
+from broker.errors import ConfigError
 from broker.services import Services
 from broker.settings import Secret, Settings, generate_secrets
 from tests.identity.people import (
     Client,
+    Clock,
     Person,
     audit_entries,
     in_process,
     login_again,
     make_person,
+    refresh_past_the_end,
     sign_in,
 )
 from tests.support.api import Tenant, make_tenant
@@ -32,14 +34,6 @@ from tests.support.s3 import S3Endpoint
 
 WHOAMI = "/api/v1/employees"
 MAX_AGE = 30 * 86_400  # BUCKETREEL_USER_SESSION_MAX_AGE's default
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -138,19 +132,10 @@ def test_an_api_session_ends_at_its_absolute_lifetime_however_often_it_is_refres
     clock = Clock(start)
 
     async def use(services: Services) -> None:
-        sessions = services.sessions
-        token = person.refresh_token
-        while clock.now + timedelta(days=10) < end - timedelta(hours=1):
-            clock.now += timedelta(days=10)  # a script refreshing well within the 14 days
-            token = (await sessions.refresh(token)).refresh_token
-        clock.now = end - timedelta(minutes=1)
-        last = await sessions.refresh(token)
-        assert last.expires_in <= 60, "no access token outlives the session"
-        assert last.refresh_expires_in <= 60, "nor a refresh token"
-        assert claims_of(last.access_token)["exp"] <= end.timestamp()
-        clock.now = end + timedelta(seconds=1)
-        with pytest.raises(Unauthenticated):
-            await sessions.refresh(last.refresh_token)
+        await refresh_past_the_end(  # a script refreshing well within the 14 days
+            services.sessions.refresh, person.refresh_token, clock, end=end,
+            every=timedelta(days=10),
+        )
 
     in_process(broker, clock, use)
 
