@@ -61,6 +61,8 @@ LOGOUT_PATH = "/api/v1/auth/logout"
 TOKEN_PATH = "/api/v1/devices/token"  # noqa: S105 (a URL path)
 RECORDINGS_PATH = "/api/v1/recordings"
 HEARTBEAT_PATH = "/api/v1/devices/heartbeat"
+BEAT_RATE_LIMIT_TRIES = 4  # a heartbeat refused with 429: tries in all
+BEAT_RATE_LIMIT_WAIT = 5.0  # seconds, at most, between them (a beat seconds late is a beat)
 
 
 def normalize_broker_url(url: str) -> str:
@@ -225,13 +227,26 @@ class BrokerClient:
         )
 
     def heartbeat(self, beat: Heartbeat) -> dict[str, Any]:
-        """Report this agent's status; tried once (the next heartbeat is the retry).
+        """Report this agent's status; tried once (the next heartbeat is the retry), except
+        that a 429 is waited out (`Retry-After`, at most `BEAT_RATE_LIMIT_WAIT` s) up to
+        `BEAT_RATE_LIMIT_TRIES` times: while a drain after an outage uses the device's whole
+        request budget, beats would otherwise be refused for minutes and the broker would
+        show a recording agent as silent.
 
         Returns the tenant's recording policy the reply carries: the keys set, values not
         checked yet (`agent.config.with_policy` does); {} when none is set (or the broker is
         older than policies).
         """
-        reply = self._call("POST", HEARTBEAT_PATH, beat.to_json(), idempotent=True, attempts=1)
+        for tried in range(1, BEAT_RATE_LIMIT_TRIES + 1):
+            try:
+                reply = self._call(
+                    "POST", HEARTBEAT_PATH, beat.to_json(), idempotent=True, attempts=1
+                )
+                break
+            except BrokerError as exc:
+                if exc.status != 429 or tried == BEAT_RATE_LIMIT_TRIES:
+                    raise
+                self._sleep(min(exc.retry_after or 1.0, BEAT_RATE_LIMIT_WAIT))
         policy = reply.get("policy", {})
         if not isinstance(policy, dict):
             raise BrokerError(200, "invalid_reply", "bad heartbeat reply: policy: not an object")

@@ -72,6 +72,7 @@ class FakeBroker:
         self.devices = 0
         self.revoked: set[str] = set()  # device ids (family revoked)
         self.recordings: dict[str, dict[str, Any]] = {}
+        self.heartbeats: list[Any] = []  # the heartbeat bodies received
         self.objects: dict[str, bytes] = {}  # key -> bytes
         self.declared: dict[tuple[str, int], UploadRequest] = {}
         self.grants: list[tuple[str, int]] = []
@@ -198,6 +199,13 @@ class FakeBroker:
         device = self._device(headers)
         if device is None:
             return _json(401, {"error": ErrorCode.UNAUTHENTICATED, "message": "who are you"})
+        if path == "/api/v1/devices/heartbeat":
+            with self.lock:
+                self.heartbeats.append(data)
+            interval = data.get("interval", 60) if isinstance(data, dict) else 60
+            return _json(
+                200, {"received_at": "2099-01-01T00:00:00Z", "interval": interval, "policy": {}}
+            )
         if path == "/api/v1/recordings":
             start = StartRecording.from_json(data)
             rid = f"rec-{len(self.recordings) + 1}"

@@ -15,12 +15,19 @@ from typing import Any
 
 import pytest
 
-from agent.broker_client import BrokerClient, normalize_broker_url, parse_error_reply
+from agent.broker_client import (
+    BEAT_RATE_LIMIT_TRIES,
+    BEAT_RATE_LIMIT_WAIT,
+    HEARTBEAT_PATH,
+    BrokerClient,
+    normalize_broker_url,
+    parse_error_reply,
+)
 from agent.credentials import DeviceCredential
 from agent.errors import BrokerError, BrokerUnreachable, ConfigError, CredentialError
 from agent.retry import RetryPolicy, parse_retry_after
 from shared.errors import ErrorCode
-from shared.wire import UploadRequest
+from shared.wire import Heartbeat, UploadRequest
 from tests.agent.fakebroker import FakeBroker
 
 FAST = RetryPolicy(attempts=4, base_delay=0.5, max_delay=4.0, max_retry_after=10.0)
@@ -167,6 +174,33 @@ def test_non_idempotent_call_is_retried_on_503_and_429(fake_broker: FakeBroker) 
     assert client.start_recording(NOW)
     assert len(fake_broker.requests("POST", "/api/v1/recordings")) == 3
     assert sleeps[1] == 7  # Retry-After honoured
+
+
+def test_a_rate_limited_heartbeat_waits_its_turn_a_failed_one_waits_for_the_next(
+    fake_broker: FakeBroker,
+) -> None:
+    client, sleeps, _ = device_client(fake_broker)
+    beat = Heartbeat(state="recording", spool_bytes=0, spool_segments=0, errors=0, interval=60)
+    limited = {"error": "rate_limited", "headers": {"Retry-After": "2"}}
+    fake_broker.fail("POST", HEARTBEAT_PATH, 429, times=BEAT_RATE_LIMIT_TRIES - 1, **limited)
+    assert client.heartbeat(beat) == {}
+    assert len(fake_broker.heartbeats) == 1
+    assert sleeps == [2] * (BEAT_RATE_LIMIT_TRIES - 1), "Retry-After honoured"
+
+    sleeps.clear()
+    fake_broker.fail("POST", HEARTBEAT_PATH, 429, times=BEAT_RATE_LIMIT_TRIES,
+                     error="rate_limited", headers={"Retry-After": "600"})
+    with pytest.raises(BrokerError) as info:
+        client.heartbeat(beat)
+    assert info.value.status == 429
+    assert sleeps == [BEAT_RATE_LIMIT_WAIT] * (BEAT_RATE_LIMIT_TRIES - 1), "never long"
+
+    sleeps.clear()
+    fake_broker.fail("POST", HEARTBEAT_PATH, 503, error="storage_unavailable")
+    with pytest.raises(BrokerError):
+        client.heartbeat(beat)  # anything else: once, the next beat is the retry
+    assert sleeps == []
+    assert len(fake_broker.heartbeats) == 1
 
 
 def test_retry_after_is_capped(fake_broker: FakeBroker) -> None:

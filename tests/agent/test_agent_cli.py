@@ -320,7 +320,7 @@ def test_run_on_a_terminal_prints_a_readable_line_per_segment(
             os.close(follower)
     lines = output.decode().replace("\r\n", "\n").splitlines()
     assert not any(line.startswith("{") for line in lines), "no JSON on a terminal"
-    # reports as bare lines; log messages (the fake has no heartbeat route) prefixed
+    # reports as bare lines; log messages (warnings, if any) are prefixed
     lines = [line for line in lines if not line.startswith("bucketreel-agent: WARNING: ")]
     (rid,) = fake_broker.recordings
     assert lines[0].startswith(f"recording {rid} started: ")
