@@ -72,6 +72,22 @@ def _start(what: str, stack: ExitStack, manager: AbstractContextManager[T]) -> T
     pytest.fail(message, pytrace=False)  # outside `except`: no chained traceback noise
 
 
+def sqlite_broker(
+    stack: ExitStack, session_tmp: Path, name: str, what: str, extra_env: dict[str, str]
+) -> BrokerProcess:
+    """One more broker process, on a SQLite database of its own (`name`), with `extra_env`
+    settings; stopped when `stack` closes."""
+    database = session_tmp / name
+    database.mkdir()
+    return _start(
+        what, stack,
+        BrokerProcess(
+            f"sqlite+aiosqlite:///{database / 'broker.db'}",
+            extra_env=extra_env, log_dir=session_tmp / "logs",
+        ),
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_environment() -> Iterator[None]:
     """Nothing from the caller's environment (a display, AWS or PG settings) reaches tests."""

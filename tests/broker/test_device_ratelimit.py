@@ -26,7 +26,7 @@ from broker.errors import ConfigError
 from broker.settings import Settings, generate_secrets
 from broker.web.openapi import document
 from broker.web.routes import ROUTES
-from tests.conftest import _start
+from tests.conftest import sqlite_broker
 from tests.identity.people import audit_entries, person
 from tests.support.api import (
     Api,
@@ -300,15 +300,10 @@ def test_every_route_a_device_may_call_documents_its_429() -> None:
 
 @pytest.fixture(scope="module")
 def limited(session_tmp: Path) -> Iterator[BrokerProcess]:
-    database = session_tmp / "device-ratelimit"
-    database.mkdir()
     with ExitStack() as stack:
-        yield _start(
-            "the broker with small device budgets", stack,
-            BrokerProcess(
-                f"sqlite+aiosqlite:///{database / 'broker.db'}",
-                extra_env=LIMITS, log_dir=session_tmp / "logs",
-            ),
+        yield sqlite_broker(
+            stack, session_tmp, "device-ratelimit", "the broker with small device budgets",
+            LIMITS,
         )
 
 

@@ -8,7 +8,6 @@ the role the broker connects as in the suite (`BROKER_DB_ROLE`), so FORCE matter
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,21 +27,16 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata, recordings, tenants, users
 from broker.db.scope import TenantConflict, TenantScope
 from tests.conftest import BROKER_DB_ROLE
+from tests.support import migrations
 from tests.support.broker import BrokerProcess
 from tests.support.postgres import PostgresServer
 
 T = TypeVar("T")
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-MIGRATION = migrate.MIGRATIONS / "versions" / "0007_row_level_security.py"
 
 
 def load_migration() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migration_0007", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return migrations.load_migration("0007_row_level_security.py")
 
 
 def new_database(server: PostgresServer) -> str:

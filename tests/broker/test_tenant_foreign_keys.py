@@ -15,7 +15,6 @@ here skips: a server that cannot start fails the test with what is missing.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import secrets
 import sqlite3
 import subprocess
@@ -57,6 +56,7 @@ from broker.errors import BrokerError
 from broker.settings import generate_secrets
 from tests.conftest import BROKER_DB_ROLE
 from tests.identity.people import make_person, sign_in
+from tests.support import migrations
 from tests.support.api import (
     Api,
     Operator,
@@ -72,7 +72,6 @@ from tests.support.s3 import S3Endpoint
 
 T = TypeVar("T")
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-MIGRATION = migrate.MIGRATIONS / "versions" / "0008_tenant_foreign_keys.py"
 
 
 @dataclass(frozen=True, order=True)
@@ -110,12 +109,7 @@ PARENTS = sorted({link.parent for link in LINKS})
 
 
 def load_migration() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migration_0008", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return migrations.load_migration("0008_tenant_foreign_keys.py")
 
 
 def on(url: str, use: Callable[[AsyncEngine], Awaitable[T]], *, app: bool = True) -> T:

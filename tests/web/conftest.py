@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.conftest import _start
+from tests.conftest import sqlite_broker
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 from tests.support.s3gate import AccessKey, S3Gate, run_s3_gate
@@ -39,16 +39,10 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def short_ttl(session_tmp: Path) -> Iterator[BrokerProcess]:
-    database = session_tmp / "short-ttl"
-    database.mkdir()
     with ExitStack() as stack:
-        yield _start(
-            "the short-TTL broker", stack,
-            BrokerProcess(
-                f"sqlite+aiosqlite:///{database / 'broker.db'}",
-                extra_env={"BUCKETREEL_VIEW_URL_TTL": str(SHORT_TTL)},
-                log_dir=session_tmp / "logs",
-            ),
+        yield sqlite_broker(
+            stack, session_tmp, "short-ttl", "the short-TTL broker",
+            {"BUCKETREEL_VIEW_URL_TTL": str(SHORT_TTL)},
         )
 
 

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, Response
 
 from broker import admin
-from tests.conftest import _start
+from tests.conftest import sqlite_broker
 from tests.identity.people import Client, Person, audit_entries, make_person, verified_recording
 from tests.support.api import Operator, Tenant, enroll, make_tenant
 from tests.support.broker import BrokerProcess
@@ -31,16 +31,10 @@ REFRESH = "/api/v1/auth/refresh"
 
 @pytest.fixture(scope="module")
 def quick(session_tmp: Path) -> Iterator[BrokerProcess]:
-    database = session_tmp / "quick-sessions"
-    database.mkdir()
     with ExitStack() as stack:
-        yield _start(
-            "the short-session broker", stack,
-            BrokerProcess(
-                f"sqlite+aiosqlite:///{database / 'broker.db'}",
-                extra_env={"BUCKETREEL_DEV_MODE": "1", "BUCKETREEL_ACCESS_TOKEN_TTL": str(TTL)},
-                log_dir=session_tmp / "logs",
-            ),
+        yield sqlite_broker(
+            stack, session_tmp, "quick-sessions", "the short-session broker",
+            {"BUCKETREEL_DEV_MODE": "1", "BUCKETREEL_ACCESS_TOKEN_TTL": str(TTL)},
         )
 
 

@@ -1,0 +1,20 @@
+"""A migration module of the broker, loaded by its file (migrations are not a package), so a
+test can read the lists a migration acted on."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+from broker.db import migrate
+
+
+def load_migration(filename: str) -> ModuleType:
+    """`broker/migrations/versions/<filename>`, imported afresh."""
+    path = migrate.MIGRATIONS / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
+    assert spec is not None, path
+    assert spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
