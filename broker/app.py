@@ -10,6 +10,7 @@ from aiohttp import web
 from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
+from broker.db.housekeeping import housekeeping
 from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys
@@ -26,6 +27,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(housekeeping)
     app.on_response_prepare.append(middleware.security_headers)
     routes.install(app)
     return app

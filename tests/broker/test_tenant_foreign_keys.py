@@ -67,7 +67,6 @@ from tests.support.api import (
     start_recording,
 )
 from tests.support.broker import BrokerProcess, base_env, broker_script
-from tests.support.postgres import PostgresServer
 from tests.support.s3 import S3Endpoint
 
 T = TypeVar("T")
@@ -355,15 +354,6 @@ def test_the_schema_is_what_the_migrations_make(world: World) -> None:
 
 
 # --- the migration itself, on a database of its own -------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new, empty database; on PostgreSQL owned by the broker's role (FORCE applies)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database(f"fk_{secrets.token_hex(4)}", owner=BROKER_DB_ROLE)
 
 
 def alembic(verb: str, revision: str) -> Callable[[AsyncEngine], Awaitable[None]]:
