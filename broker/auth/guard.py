@@ -6,6 +6,8 @@ cookie, in which case a state-changing request must also carry the session's CSR
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from broker.auth.tokens import Principal
@@ -23,14 +25,23 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-async def device_principal(request: web.Request) -> Principal:
+# Spends a verified device's request budget (`broker.devices.ratelimit`), or raises 429.
+Spend = Callable[[Principal], Awaitable[None]]
+
+
+async def device_principal(request: web.Request, spend: Spend | None = None) -> Principal:
+    """The calling device; `spend` runs once the token is verified and before the database
+    is asked about the device, so a device over its budget costs no query."""
     principal = request.app[SIGNER].verify(bearer_token(request), "device")
+    if spend is not None:
+        await spend(principal)
     async with request.app[DATABASE].transaction() as conn:
         await request.app[DEVICES].check_device(TenantScope(conn, principal.tenant_id), principal)
     return principal
 
 
-async def user_principal(request: web.Request) -> Principal:
+async def user_principal(request: web.Request, spend: Spend | None = None) -> Principal:
+    """The calling person (`spend` is for devices only: people have no request budget)."""
     from_cookie = "Authorization" not in request.headers and cookies.access_cookie(request)
     token = from_cookie or bearer_token(request)
     principal = request.app[SIGNER].verify(token, "user")
@@ -49,10 +60,12 @@ async def user_principal(request: web.Request) -> Principal:
     return principal
 
 
-async def device_or_user_principal(request: web.Request) -> Principal:
+async def device_or_user_principal(
+    request: web.Request, spend: Spend | None = None
+) -> Principal:
     """A device or a person: the token's claimed audience picks which full verification runs."""
     if "Authorization" in request.headers:
         audience = request.app[SIGNER].audience_of(bearer_token(request))
         if audience == "device":
-            return await device_principal(request)
+            return await device_principal(request, spend)
     return await user_principal(request)

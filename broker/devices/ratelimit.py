@@ -3,9 +3,11 @@
 Why: an enrolled device is trusted to call the broker, not to call it without end. A buggy or
 compromised agent looping on its calls would fill the database (recordings, gap reports,
 segments, upload grants and their audit entries) and mint presigned URLs by the thousand.
-Each call a device makes is counted against its budgets after its token is verified
-(`broker.web.routes._bind`), keyed by the device id the verified token names, so a request
-without a valid token of that very device cannot spend its budget.
+Each call a device makes is counted against its budgets once its token is verified and
+before the database is asked about the device (`broker.auth.guard.device_principal`, called
+from `broker.web.routes._bind`), keyed by the device id the verified token names: a request
+without a valid token of that very device cannot spend its budget, and a device over budget
+costs no query.
 
 Two budgets, each a token bucket (a `burst` of calls at once, refilled at a steady rate):
 
@@ -55,8 +57,9 @@ call left, and writes nothing. The broker logs one warning per device per `NOTIC
 Memory is bounded: a device's buckets are dropped once it has been quiet long enough for
 every bucket to be full again (a full bucket is exactly a new one, so nothing is lost), oldest
 first (LRU); and a hard cap on the devices tracked drops the least recently seen one beyond
-it. Only devices with a valid token and an enrolled, unrevoked device row reach the table, so
-the number of keys is bounded by the enrolled devices before the cap matters.
+it. Only devices with a token the broker signed reach the table, so the number of keys is
+bounded by the devices ever enrolled (a revoked one's last access token lives 15 minutes at
+most) before the cap matters.
 
 Concurrency: `BucketTable.take` never awaits, so on the event loop's one thread a check and
 its spending are one step: concurrent coroutines cannot both spend the last call.

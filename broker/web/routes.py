@@ -463,12 +463,15 @@ def _bind(route: Route) -> PublicHandler:
     async def handler(request: web.Request) -> web.StreamResponse:
         if route.form:
             request = await pages_forms.csrf_from_form(request)
-        principal = await principal_of(request)
+
+        async def spend(device: Principal) -> None:
+            # After the token is verified (only this device's valid token can spend its
+            # budget), before the database is asked about the device.
+            await request.app[DEVICE_LIMITS].check(device, call=call, creates=route.creates)
+
+        principal = await principal_of(request, spend)
         if roles and principal.role not in roles:
             raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
-        if principal.kind == "device":
-            # After verification: only this device's valid token can spend its budget.
-            await request.app[DEVICE_LIMITS].check(principal, call=call, creates=route.creates)
         return await guarded(request, principal)
 
     return handler

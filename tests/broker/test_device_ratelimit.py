@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 import pytest
 
+from broker import admin
 from broker.devices.ratelimit import CALLS, CREATES, BucketTable, Budget
 from broker.errors import ConfigError
 from broker.settings import Settings, generate_secrets
@@ -31,6 +32,7 @@ from tests.identity.people import audit_entries, person
 from tests.support.api import (
     Api,
     Device,
+    Operator,
     Reply,
     Tenant,
     enroll,
@@ -452,3 +454,15 @@ def test_a_parallel_burst_gets_no_more_than_the_budget(
     assert set(statuses) <= {200, 429}
     refill = elapsed * CALLS_PER_MINUTE / 60
     assert CALL_BURST <= statuses.count(200) <= CALL_BURST + refill + 1
+
+
+def test_the_budget_is_spent_before_the_database_is_asked(
+    limited: BrokerProcess, client: Api, site: Tenant
+) -> None:
+    """A revoked device's access token still verifies for a few minutes: its calls are
+    refused (401) by the database lookup, and they spend its budget first, so past the budget
+    they are refused (429) without a query."""
+    device = enroll(client, limited, site)
+    Operator(limited).run(admin.revoke_device, tenant=site.tenant_id, device=device.device_id)
+    statuses = [beat(client, device.access_token).status for _ in range(CALL_BURST + 1)]
+    assert statuses == [401] * CALL_BURST + [429]
