@@ -118,13 +118,7 @@ class LoginLimiter:
                 )
             ).scalar_one()
             ids.append(int(row_id))
-        # Rows that left the window mean nothing any more.
-        await conn.execute(
-            delete(login_failures).where(
-                login_failures.c.key_hash.in_([k.key_hash for k in keys]),
-                login_failures.c.at <= now - self._window,
-            )
-        )
+        # Rows that left the window count no more; broker.db.housekeeping deletes them.
         return tuple(ids)
 
     async def succeeded(self, conn: AsyncConnection, key: LimitKey) -> None:
