@@ -62,8 +62,8 @@ def _print_json(data: Mapping[str, Any]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from broker import logs
     from broker.app import create_app
+    from broker.web import logs
 
     settings = _settings(args)
     logs.configure(settings.log_level)

@@ -13,11 +13,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, false, select, true
 
-from broker.accounts.service import Role
-from broker.auth.tokens import Principal
 from broker.db.schema import manager_assignments, users
 from broker.db.scope import TenantScope
 from broker.errors import NotFound
+from broker.identity import Principal, Role
 
 log = logging.getLogger("broker.access")
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from broker.accounts import service as accounts
 from broker.accounts.passwords import Passwords
-from broker.auth.devices import DeviceAuth
 from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.scope import TenantScope
 from broker.devices import policy
+from broker.devices.enrollment import DeviceAuth
 from broker.recordings.service import RecordingService
 from broker.services import build_services
 from broker.settings import PREFIX, Settings

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from broker.clock import Clock, utcnow
-from broker.db import migrate
+from broker.db import housekeeping, migrate
 from broker.db.database import Database
-from broker.db.housekeeping import housekeeping
 from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys
@@ -22,19 +24,18 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     # The body limit is structural (G1): no route can take a segment's worth of bytes.
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[middleware.errors])
-    app[keys.SETTINGS] = settings
-    app[keys.CLOCK] = clock
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
-    app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(housekeeping)
+    app.cleanup_ctx.append(functools.partial(_services, settings, clock))
+    app.cleanup_ctx.append(_housekeeping)
     app.on_response_prepare.append(middleware.security_headers)
     routes.install(app)
     return app
 
 
-async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
+async def _services(
+    settings: Settings, clock: Clock, app: web.Application
+) -> AsyncIterator[None]:
+    """The database opened (and migrated when asked), the services wired on it."""
     db = Database.from_url(settings.database_url)
     try:
         if settings.migrate_on_start:
@@ -45,20 +46,24 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 "security (the second wall between tenants) does not apply to it; connect "
                 "as a plain role that owns the tables", role,
             )
-        app[keys.DATABASE] = db
+        app[keys.SERVICES] = build_services(settings, db, clock)
         yield
     finally:
         await db.close()
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
-    services = build_services(app[keys.SETTINGS], app[keys.DATABASE], app[keys.CLOCK])
-    app[keys.SIGNER] = services.signer
-    app[keys.DEVICES] = services.devices
-    app[keys.RECORDINGS] = services.recordings
-    app[keys.SESSIONS] = services.sessions
-    app[keys.LOGIN] = services.login
-    app[keys.VIEWING] = services.viewing
-    app[keys.STORAGE] = services.storage
-    app[keys.DEVICE_LIMITS] = services.device_limits
-    yield
+async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """The sweeper (`broker.db.housekeeping`): started with the app, cancelled with it."""
+    services = app[keys.SERVICES]
+    task = asyncio.create_task(
+        housekeeping.sweep_forever(
+            services.db, services.clock, login_window=services.settings.login_window
+        ),
+        name="bucketreel-housekeeping",
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

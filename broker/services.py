@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.accounts.passwords import Passwords
-from broker.auth.devices import DeviceAuth
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
+from broker.devices.enrollment import DeviceAuth
 from broker.devices.ratelimit import CALLS, CREATES, Budget, DeviceLimits
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
@@ -32,6 +32,9 @@ class Services:
     viewing: ViewingService
     storage: StorageAccess
     device_limits: DeviceLimits
+    settings: Settings
+    db: Database
+    clock: Clock
 
 
 def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
@@ -95,7 +98,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     viewing = ViewingService(db=db, recordings=recordings, clock=clock)
     return Services(
         signer, devices, recordings, passwords, sessions, login, viewing, storage,
-        device_limits(settings, db, clock),
+        device_limits(settings, db, clock), settings, db, clock,
     )
 
 

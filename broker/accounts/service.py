@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from enum import StrEnum
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -16,14 +15,9 @@ from broker.audit import log as audit
 from broker.db.schema import manager_assignments, tenants, users
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, InvalidInput, NotFound
+from broker.identity import Role
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-
-
-class Role(StrEnum):
-    EMPLOYEE = "employee"
-    MANAGER = "manager"
-    ADMIN = "admin"
 
 
 async def create_tenant(conn: AsyncConnection, *, name: str, now: datetime) -> str:

@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
+from broker import access
 from broker.audit.log import Entry
-from broker.auth.tokens import Principal
 from broker.db.database import Database
 from broker.db.schema import audit_log, recordings, users
 from broker.db.scope import TenantScope
 from broker.errors import Forbidden
-from broker.recordings import access
+from broker.identity import Principal
 
 VIEW_ACTION = "segment.view_url"
 MAX_ROWS = 1000
@@ -65,7 +65,7 @@ def actor_label(actor: str, people: dict[str, Any]) -> tuple[str, str]:
 
 async def receipts(scope: TenantScope, user_id: str) -> list[Receipt]:
     """Every view URL minted for this person's recordings, newest first. The caller has
-    authorized the read (`broker.recordings.access.require_receipts`)."""
+    authorized the read (`broker.access.require_receipts`)."""
     theirs = {r.id for r in await scope.all(recordings, recordings.c.user_id == user_id)}
     people = await _people(scope)
     rows = await scope.all(

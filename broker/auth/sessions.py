@@ -34,12 +34,13 @@ from sqlalchemy import Row, select
 
 from broker.audit import log as audit
 from broker.auth.secrets import new_token, token_hash
-from broker.auth.tokens import Principal, TokenSigner
+from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import user_refresh_tokens, user_sessions, users
 from broker.db.scope import TenantScope
 from broker.errors import Forbidden, Unauthenticated
+from broker.identity import Principal
 from broker.settings import Secret
 from shared.errors import ErrorCode
 

@@ -8,39 +8,22 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 
 from broker.clock import Clock
 from broker.errors import Unauthenticated
+from broker.identity import Audience, Principal
 from broker.settings import Secret
 from shared.errors import ErrorCode
 
 ALGORITHM = "HS256"
 ISSUER = "bucketreel"
-Audience = Literal["device", "user"]
 
 
 def key_id(key: Secret) -> str:
     return "k" + hashlib.sha256(b"bucketreel-kid\x00" + key.reveal().encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Principal:
-    """Who is calling, as the verified token says: the only source of tenant and role."""
-
-    kind: Audience
-    subject: str  # device id or user id
-    tenant_id: str
-    user_id: str
-    role: str
-    # User sessions only: the session (refresh family) and the user's session version.
-    session_id: str = ""
-    session_version: int = 0
-    # When the verified token expires (Unix time; 0 for a principal not read from a token).
-    expires_at: int = field(default=0, compare=False)
 
 
 class TokenSigner:

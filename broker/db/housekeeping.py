@@ -21,15 +21,13 @@ same rows; harmless), and a failed sweep is logged and tried again at the next i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from aiohttp import web
 from sqlalchemy import Table, delete
 from sqlalchemy.exc import SQLAlchemyError
 
+from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import (
     device_refresh_tokens,
@@ -38,7 +36,6 @@ from broker.db.schema import (
     mfa_challenges,
     user_refresh_tokens,
 )
-from broker.web import appkeys as keys
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +64,12 @@ async def sweep(db: Database, now: datetime, *, login_window: int) -> dict[str, 
     return deleted
 
 
-async def housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """The app's sweeper (a `cleanup_ctx`): started with the app, cancelled with it."""
-    task = asyncio.create_task(_sweep_forever(app), name="bucketreel-housekeeping")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def _sweep_forever(app: web.Application) -> None:
-    db, clock = app[keys.DATABASE], app[keys.CLOCK]
-    window = app[keys.SETTINGS].login_window
+async def sweep_forever(db: Database, clock: Clock, *, login_window: int) -> None:
+    """Sweep at once and then every `INTERVAL` seconds until cancelled (`broker.app` runs it
+    for the app's lifetime)."""
     while True:
         try:
-            deleted = await sweep(db, clock(), login_window=window)
+            deleted = await sweep(db, clock(), login_window=login_window)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("housekeeping: the sweep failed (%s); trying again in %.0f s",
                         type(exc).__name__, INTERVAL)

@@ -15,13 +15,14 @@ from sqlalchemy import select, update
 
 from broker.audit import log as audit
 from broker.auth.secrets import new_token, token_hash
-from broker.auth.tokens import Principal, TokenSigner
+from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
 from broker.devices import heartbeat
 from broker.errors import NotFound, Unauthenticated
+from broker.identity import Principal
 from broker.settings import Secret
 from shared.errors import ErrorCode
 from shared.wire import TokenPair, format_timestamp

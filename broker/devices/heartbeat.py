@@ -17,13 +17,13 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from broker.auth.tokens import Principal
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import devices
 from broker.db.scope import TenantScope
 from broker.devices import policy
 from broker.errors import NotFound
+from broker.identity import Principal
 from shared.wire import Heartbeat, format_timestamp
 
 SILENT_AFTER = 3  # intervals

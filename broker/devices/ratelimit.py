@@ -4,7 +4,7 @@ Why: an enrolled device is trusted to call the broker, not to call it without en
 compromised agent looping on its calls would fill the database (recordings, gap reports,
 segments, upload grants and their audit entries) and mint presigned URLs by the thousand.
 Each call a device makes is counted against its budgets once its token is verified and
-before the database is asked about the device (`broker.auth.guard.device_principal`, called
+before the database is asked about the device (`broker.web.guard.device_principal`, called
 from `broker.web.routes._bind`), keyed by the device id the verified token names: a request
 without a valid token of that very device cannot spend its budget, and a device over budget
 costs no query.
@@ -77,11 +77,11 @@ from dataclasses import dataclass
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.audit import log as audit
-from broker.auth.tokens import Principal
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.scope import TenantScope
 from broker.errors import RateLimited
+from broker.identity import Principal
 
 log = logging.getLogger(__name__)
 

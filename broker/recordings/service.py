@@ -17,12 +17,12 @@ from typing import Any
 from sqlalchemy import Row, func, select
 
 from broker.audit import log as audit
-from broker.auth.tokens import Principal
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import recording_gaps, recordings, segments, upload_grants
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
+from broker.identity import Principal
 from broker.recordings import custody
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
@@ -333,7 +333,7 @@ class RecordingService:
         self, scope: TenantScope, recording_id: str, seq: int, *, actor: str
     ) -> ViewUrl:
         """Sign a GET for one verified segment and audit it. The caller has authorized it
-        (`broker.recordings.access`) in the same transaction."""
+        (`broker.access`) in the same transaction."""
         now = self._clock()
         segment = await _segment(scope, recording_id, seq)
         if segment.state != VERIFIED:

@@ -3,7 +3,7 @@
 Recorded time comes from the segments the agent declared (start and duration), so a gap is
 time in which no segment was recorded, whatever the reason (idle, paused, screen locked, the
 agent silent or offline without a spool). Authorization goes through
-`broker.recordings.access`, in the same transaction as the read.
+`broker.access`, in the same transaction as the read.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
 
-from broker.auth.tokens import Principal
+from broker import access
 from broker.db.database import Database
 from broker.db.schema import recordings, segments
 from broker.db.scope import TenantScope
-from broker.recordings import access
+from broker.identity import Principal
 
 # Segments closer than this are one continuous span (encoder and upload jitter).
 JOIN_TOLERANCE = timedelta(seconds=2)

@@ -1,19 +1,19 @@
 """What people (managers and admins) read: employees, recordings, short-lived view URLs.
 
-Every method authorizes through `broker.recordings.access` in the same transaction as the read.
+Every method authorizes through `broker.access` in the same transaction as the read.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from broker.auth.tokens import Principal
+from broker import access
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import recordings
 from broker.db.scope import TenantScope
 from broker.errors import NotFound
-from broker.recordings import access
+from broker.identity import Principal
 from broker.recordings.service import RecordingService, ViewUrl, recording_info
 from shared.wire import RecordingInfo, format_timestamp
 

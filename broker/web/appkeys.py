@@ -1,4 +1,5 @@
-"""Typed keys of everything the app holds; resources are opened in `broker.app`'s cleanup_ctx."""
+"""Typed keys of what the app holds: the services (opened in `broker.app`'s cleanup_ctx, one
+object that handlers take what they need from) and this API's OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,27 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.auth.devices import DeviceAuth
-from broker.auth.login import LoginService
-from broker.auth.sessions import UserSessions
-from broker.auth.tokens import TokenSigner
-from broker.clock import Clock
-from broker.db.database import Database
-from broker.devices.ratelimit import DeviceLimits
-from broker.recordings.service import RecordingService
-from broker.recordings.viewing import ViewingService
-from broker.settings import Settings
-from broker.storage.service import StorageAccess
+from broker.services import Services
 
-SETTINGS = web.AppKey("settings", Settings)
-CLOCK: web.AppKey[Clock] = web.AppKey("clock")
-DATABASE = web.AppKey("database", Database)
-SIGNER = web.AppKey("signer", TokenSigner)
-DEVICES = web.AppKey("devices", DeviceAuth)
-RECORDINGS = web.AppKey("recordings", RecordingService)
-SESSIONS = web.AppKey("sessions", UserSessions)
-LOGIN = web.AppKey("login", LoginService)
-VIEWING = web.AppKey("viewing", ViewingService)
+SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
-STORAGE = web.AppKey("storage", StorageAccess)
-DEVICE_LIMITS = web.AppKey("device_limits", DeviceLimits)

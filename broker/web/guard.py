@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from broker.auth.tokens import Principal
 from broker.db.scope import TenantScope
 from broker.errors import Forbidden, Unauthenticated
+from broker.identity import Principal
 from broker.web import cookies
-from broker.web.appkeys import DATABASE, DEVICES, SESSIONS, SIGNER
+from broker.web.appkeys import SERVICES
 from shared.errors import ErrorCode
 
 
@@ -32,11 +32,13 @@ Spend = Callable[[Principal], Awaitable[None]]
 async def device_principal(request: web.Request, spend: Spend | None = None) -> Principal:
     """The calling device; `spend` runs once the token is verified and before the database
     is asked about the device, so a device over its budget costs no query."""
-    principal = request.app[SIGNER].verify(bearer_token(request), "device")
+    principal = request.app[SERVICES].signer.verify(bearer_token(request), "device")
     if spend is not None:
         await spend(principal)
-    async with request.app[DATABASE].transaction() as conn:
-        await request.app[DEVICES].check_device(TenantScope(conn, principal.tenant_id), principal)
+    async with request.app[SERVICES].db.transaction() as conn:
+        await request.app[SERVICES].devices.check_device(
+            TenantScope(conn, principal.tenant_id), principal
+        )
     return principal
 
 
@@ -44,8 +46,8 @@ async def user_principal(request: web.Request, spend: Spend | None = None) -> Pr
     """The calling person (`spend` is for devices only: people have no request budget)."""
     from_cookie = "Authorization" not in request.headers and cookies.access_cookie(request)
     token = from_cookie or bearer_token(request)
-    principal = request.app[SIGNER].verify(token, "user")
-    sessions = request.app[SESSIONS]
+    principal = request.app[SERVICES].signer.verify(token, "user")
+    sessions = request.app[SERVICES].sessions
     if (
         from_cookie
         and request.method not in cookies.SAFE_METHODS
@@ -55,7 +57,7 @@ async def user_principal(request: web.Request, spend: Spend | None = None) -> Pr
             f"a request made with the session cookie needs the {cookies.CSRF_HEADER} header",
             code=ErrorCode.CSRF_FAILED,
         )
-    async with request.app[DATABASE].transaction() as conn:
+    async with request.app[SERVICES].db.transaction() as conn:
         await sessions.check(TenantScope(conn, principal.tenant_id), principal)
     return principal
 
@@ -65,7 +67,7 @@ async def device_or_user_principal(
 ) -> Principal:
     """A device or a person: the token's claimed audience picks which full verification runs."""
     if "Authorization" in request.headers:
-        audience = request.app[SIGNER].audience_of(bearer_token(request))
+        audience = request.app[SERVICES].signer.audience_of(bearer_token(request))
         if audience == "device":
             return await device_principal(request, spend)
     return await user_principal(request)

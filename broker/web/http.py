@@ -1,4 +1,5 @@
-"""Small helpers that every handler uses: reading a JSON body, replying with JSON."""
+"""Small helpers that every handler uses: reading a JSON body, replying with JSON, the
+caller's address."""
 
 from __future__ import annotations
 
@@ -8,8 +9,22 @@ from typing import Any
 from aiohttp import web
 
 from broker.errors import InvalidInput
+from broker.web.appkeys import SERVICES
 from shared.errors import ErrorCode
 from shared.wire import WireError
+
+MAX_EMAIL = 320
+MAX_PASSWORD = 1024
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: from the trusted proxy's header when one is configured."""
+    header = request.app[SERVICES].settings.client_address_header
+    if header:
+        forwarded = request.headers.get(header, "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()[:100]
+    return request.remote or "unknown"
 
 
 async def read_json(request: web.Request) -> Any:

@@ -6,13 +6,13 @@ from aiohttp import web
 from sqlalchemy import text
 
 from broker.errors import BrokerError
-from broker.web.appkeys import DATABASE, OPENAPI
+from broker.web.appkeys import OPENAPI, SERVICES
 from broker.web.http import reply
 
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[DATABASE].transaction() as conn:
+        async with request.app[SERVICES].db.transaction() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # a health probe reports, it does not raise
         raise BrokerError(f"database unreachable: {type(exc).__name__}") from None

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from broker.errors import BrokerError, RateLimited
-from broker.web.appkeys import SETTINGS
+from broker.web.appkeys import SERVICES
 from broker.web.http import error_reply
 from shared.errors import ErrorCode
 from shared.wire import WireError
@@ -59,7 +59,7 @@ HSTS = "max-age=63072000; includeSubDomains"
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    if request.secure or request.app[SETTINGS].behind_tls:
+    if request.secure or request.app[SERVICES].settings.behind_tls:
         headers.setdefault("Strict-Transport-Security", HSTS)
     headers.setdefault("Cache-Control", "no-store")
     headers.setdefault("X-Content-Type-Options", "nosniff")

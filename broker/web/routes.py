@@ -7,7 +7,7 @@ a new route cannot be added without saying how it is authenticated.
 session cookie), "device_or_user", or "refresh_cookie" (a browser session's refresh cookie
 and its CSRF token, checked by the session service itself; the handler takes no principal).
 `roles` limits a user route to those roles (empty: every role); what a person may then see
-is decided by `broker.recordings.access`.
+is decided by `broker.access`.
 
 Every call a device makes (a "device" route, or "device_or_user" with a device's token) is
 counted against that device's request budgets once its token is verified
@@ -23,18 +23,18 @@ from typing import Literal
 
 from aiohttp import web
 
-from broker.accounts import handlers as admin_handlers
-from broker.auth import handlers as device_handlers
-from broker.auth import user_handlers
-from broker.auth.guard import device_or_user_principal, device_principal, user_principal
-from broker.auth.tokens import Principal
-from broker.devices import handlers as agent_handlers
 from broker.errors import Forbidden
-from broker.recordings import handlers as recording_handlers
-from broker.storage import handlers as storage_handlers
+from broker.identity import Principal
 from broker.web import meta
-from broker.web.appkeys import DEVICE_LIMITS
+from broker.web.api import accounts as admin_handlers
+from broker.web.api import auth as user_handlers
+from broker.web.api import devices as agent_handlers
+from broker.web.api import enrollment as device_handlers
+from broker.web.api import recordings as recording_handlers
+from broker.web.api import storage as storage_handlers
+from broker.web.appkeys import SERVICES
 from broker.web.cookies import REFRESH_PATH
+from broker.web.guard import device_or_user_principal, device_principal, user_principal
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
@@ -467,7 +467,9 @@ def _bind(route: Route) -> PublicHandler:
         async def spend(device: Principal) -> None:
             # After the token is verified (only this device's valid token can spend its
             # budget), before the database is asked about the device.
-            await request.app[DEVICE_LIMITS].check(device, call=call, creates=route.creates)
+            await request.app[SERVICES].device_limits.check(
+                device, call=call, creates=route.creates
+            )
 
         principal = await principal_of(request, spend)
         if roles and principal.role not in roles:

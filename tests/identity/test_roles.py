@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import urllib3
 
-from broker.accounts.service import Role
+from broker.identity import Role
 from tests.identity.people import Org, make_person, sign_in
 from tests.support.api import enroll
 from tests.support.broker import BrokerProcess

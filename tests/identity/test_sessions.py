@@ -13,8 +13,9 @@ from typing import Any
 import jwt
 import pytest
 
-from broker.auth.tokens import Principal, TokenSigner, key_id
+from broker.auth.tokens import TokenSigner, key_id
 from broker.errors import ConfigError
+from broker.identity import Principal
 from broker.services import Services
 from broker.settings import Secret, Settings, generate_secrets
 from tests.identity.people import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.accounts import service as accounts
-from broker.auth.tokens import Principal
 from broker.db.scope import TenantScope
-from broker.web.appkeys import CLOCK, DATABASE, DEVICES
+from broker.identity import Principal
+from broker.web.appkeys import SERVICES
 from broker.web.http import json_object, read_json, reply, text_field
 
 
@@ -17,12 +17,12 @@ async def assign(request: web.Request, principal: Principal) -> web.Response:
         text_field(body, "manager_id", 100),
         text_field(body, "employee_id", 100),
     )
-    async with request.app[DATABASE].transaction() as conn:
+    async with request.app[SERVICES].db.transaction() as conn:
         created = await accounts.assign(
             TenantScope(conn, principal.tenant_id),
             manager_id=manager_id,
             employee_id=employee_id,
-            now=request.app[CLOCK](),
+            now=request.app[SERVICES].clock(),
             actor=f"user:{principal.user_id}",
         )
     return reply(
@@ -31,13 +31,13 @@ async def assign(request: web.Request, principal: Principal) -> web.Response:
 
 
 async def devices(request: web.Request, principal: Principal) -> web.Response:
-    listed = await request.app[DEVICES].list_devices(principal.tenant_id)
+    listed = await request.app[SERVICES].devices.list_devices(principal.tenant_id)
     return reply({"devices": listed})
 
 
 async def revoke_device(request: web.Request, principal: Principal) -> web.Response:
     device_id = request.match_info["device_id"]
-    await request.app[DEVICES].revoke(
+    await request.app[SERVICES].devices.revoke(
         principal.tenant_id, device_id, actor=f"user:{principal.user_id}"
     )
     return reply({"device_id": device_id, "state": "revoked"})

@@ -9,30 +9,25 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.auth.tokens import Principal
 from broker.errors import Unauthenticated
+from broker.identity import Principal
 from broker.web import cookies
-from broker.web.appkeys import CLOCK, DEVICES, LOGIN, SESSIONS, SETTINGS
-from broker.web.http import json_object, read_json, reply, text_field
+from broker.web.appkeys import SERVICES
+from broker.web.http import (
+    MAX_EMAIL,
+    MAX_PASSWORD,
+    client_address,
+    json_object,
+    read_json,
+    reply,
+    text_field,
+)
 from shared.wire import MAX_DEVICE_NAME, WireError, format_timestamp, optional_public_key
-
-MAX_EMAIL = 320
-MAX_PASSWORD = 1024
-
-
-def client_address(request: web.Request) -> str:
-    """The client's address: from the trusted proxy's header when one is configured."""
-    header = request.app[SETTINGS].client_address_header
-    if header:
-        forwarded = request.headers.get(header, "")
-        if forwarded.strip():
-            return forwarded.split(",")[-1].strip()[:100]
-    return request.remote or "unknown"
 
 
 async def login(request: web.Request) -> web.Response:
     body = json_object(await read_json(request))
-    step = await request.app[LOGIN].login(
+    step = await request.app[SERVICES].login.login(
         text_field(body, "tenant", 200),
         text_field(body, "email", MAX_EMAIL),
         text_field(body, "password", MAX_PASSWORD),
@@ -46,7 +41,7 @@ async def mfa(request: web.Request) -> web.Response:
     use_cookie = body.get("cookie", False)
     if not isinstance(use_cookie, bool):
         raise WireError("cookie", "must be true or false")
-    result = await request.app[LOGIN].mfa(
+    result = await request.app[SERVICES].login.mfa(
         text_field(body, "challenge", 200),
         text_field(body, "code", 40),
         client_address(request),
@@ -62,13 +57,13 @@ async def mfa(request: web.Request) -> web.Response:
         data["recovery_codes"] = result.recovery_codes
     response = reply(data)
     if use_cookie:
-        cookies.set_session(response, request, request.app[SETTINGS], tokens)
+        cookies.set_session(response, request, request.app[SERVICES].settings, tokens)
     return response
 
 
 async def refresh(request: web.Request) -> web.Response:
     body = json_object(await read_json(request))
-    tokens = await request.app[SESSIONS].refresh(text_field(body, "refresh_token", 200))
+    tokens = await request.app[SERVICES].sessions.refresh(text_field(body, "refresh_token", 200))
     return reply(tokens.to_json())
 
 
@@ -78,26 +73,28 @@ async def refresh_browser(request: web.Request) -> web.Response:
     token = cookies.refresh_cookie(request)
     if token is None or len(token) > 200:
         raise Unauthenticated("no browser session to refresh; sign in again")
-    tokens = await request.app[SESSIONS].refresh_browser(token, cookies.csrf_header(request))
-    expires_at = request.app[CLOCK]() + timedelta(seconds=tokens.expires_in)
+    tokens = await request.app[SERVICES].sessions.refresh_browser(
+        token, cookies.csrf_header(request)
+    )
+    expires_at = request.app[SERVICES].clock() + timedelta(seconds=tokens.expires_in)
     response = reply({
         "expires_in": tokens.expires_in,
         "expires_at": format_timestamp(expires_at),
         "csrf_token": tokens.csrf_token,
     })
-    cookies.set_session(response, request, request.app[SETTINGS], tokens)
+    cookies.set_session(response, request, request.app[SERVICES].settings, tokens)
     return response
 
 
 async def logout(request: web.Request, principal: Principal) -> web.Response:
-    await request.app[SESSIONS].logout(principal)
+    await request.app[SERVICES].sessions.logout(principal)
     response = reply({"status": "signed_out"})
     cookies.clear_session(response)
     return response
 
 
 async def sign_out_everywhere(request: web.Request, principal: Principal) -> web.Response:
-    await request.app[SESSIONS].sign_out_everywhere(principal)
+    await request.app[SERVICES].sessions.sign_out_everywhere(principal)
     response = reply({"status": "signed_out"})
     cookies.clear_session(response)
     return response
@@ -106,7 +103,7 @@ async def sign_out_everywhere(request: web.Request, principal: Principal) -> web
 async def register_device(request: web.Request, principal: Principal) -> web.Response:
     """A signed-in person enrolls their own workstation (`bucketreel-agent enroll --email`)."""
     body = json_object(await read_json(request))
-    pair = await request.app[DEVICES].enroll_user(
+    pair = await request.app[SERVICES].devices.enroll_user(
         principal, text_field(body, "name", MAX_DEVICE_NAME), optional_public_key(body)
     )
     return reply(pair.to_json(), status=201)

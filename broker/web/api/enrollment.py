@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.web.appkeys import DEVICES
+from broker.web.appkeys import SERVICES
 from broker.web.http import read_json, reply
 from shared.wire import EnrollRequest, RefreshRequest
 
 
 async def enroll(request: web.Request) -> web.Response:
     body = EnrollRequest.from_json(await read_json(request))
-    pair = await request.app[DEVICES].enroll(body.code, body.name, body.public_key)
+    pair = await request.app[SERVICES].devices.enroll(body.code, body.name, body.public_key)
     return reply(pair.to_json(), status=201)
 
 
 async def refresh(request: web.Request) -> web.Response:
     body = RefreshRequest.from_json(await read_json(request))
-    pair = await request.app[DEVICES].refresh(body.refresh_token)
+    pair = await request.app[SERVICES].devices.refresh(body.refresh_token)
     return reply(pair.to_json())

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.auth.tokens import Principal
-from broker.web.appkeys import STORAGE
+from broker.identity import Principal
+from broker.web.appkeys import SERVICES
 from broker.web.http import json_object, read_json, reply, text_field
 from shared.wire import WireError
 
@@ -23,7 +23,7 @@ def _optional_text(body: dict[str, Any], name: str, max_len: int) -> str | None:
 
 
 async def get_storage(request: web.Request, principal: Principal) -> web.Response:
-    return reply(await request.app[STORAGE].status(principal.tenant_id))
+    return reply(await request.app[SERVICES].storage.status(principal.tenant_id))
 
 
 async def put_storage(request: web.Request, principal: Principal) -> web.Response:
@@ -34,7 +34,7 @@ async def put_storage(request: web.Request, principal: Principal) -> web.Respons
     prefix = body.get("prefix", "")
     if not isinstance(prefix, str):
         raise WireError("prefix", "must be a string")
-    saved = await request.app[STORAGE].save(
+    saved = await request.app[SERVICES].storage.save(
         principal.tenant_id,
         bucket=text_field(body, "bucket", 63),
         region=text_field(body, "region", 40),
@@ -51,5 +51,7 @@ async def put_storage(request: web.Request, principal: Principal) -> web.Respons
 
 async def check_storage(request: web.Request, principal: Principal) -> web.Response:
     return reply(
-        await request.app[STORAGE].check(principal.tenant_id, actor=f"user:{principal.user_id}")
+        await request.app[SERVICES].storage.check(
+            principal.tenant_id, actor=f"user:{principal.user_id}"
+        )
     )

@@ -1,6 +1,6 @@
 """Plain HTML forms on signed-in pages carry the session's CSRF token as a form field.
 
-The route guard (`broker.auth.guard`) checks CSRF in one place; for a route that takes a
+The route guard (`broker.web.guard`) checks CSRF in one place; for a route that takes a
 form, the field is put on the request where `broker.web.cookies.csrf_header` finds it.
 """
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.auth.tokens import Principal
 from broker.errors import BrokerError, RateLimited
+from broker.identity import Principal
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

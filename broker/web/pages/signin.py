@@ -15,12 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 from aiohttp import web
 
 from broker.auth.login import LoginStep
-from broker.auth.tokens import Principal
-from broker.auth.user_handlers import MAX_EMAIL, MAX_PASSWORD, client_address
 from broker.errors import BrokerError, Forbidden, InvalidInput, RateLimited
+from broker.identity import Principal
 from broker.web import cookies
-from broker.web.appkeys import LOGIN, SESSIONS, SETTINGS
-from broker.web.http import reply
+from broker.web.appkeys import SERVICES
+from broker.web.http import MAX_EMAIL, MAX_PASSWORD, client_address, reply
 from broker.web.pages import qr
 from broker.web.pages.html import Markup, join, page, render, wants_html
 
@@ -92,7 +91,7 @@ def _signin_page(
     response = page("Sign in", join([message, body]), status=status)
     response.set_cookie(
         SIGNIN_COOKIE, token, path="/signin", httponly=True, samesite="Strict", max_age=900,
-        secure=cookies.secure_cookies(request, request.app[SETTINGS]),
+        secure=cookies.secure_cookies(request, request.app[SERVICES].settings),
     )
     return response
 
@@ -136,7 +135,9 @@ async def signin(request: web.Request) -> web.Response:
         tenant_, email_, password = _fields(form, "tenant", "email", "password")
         if len(tenant_) > 200 or len(email_) > MAX_EMAIL or len(password) > MAX_PASSWORD:
             raise InvalidInput("a field is too long")
-        step = await request.app[LOGIN].login(tenant_, email_, password, client_address(request))
+        step = await request.app[SERVICES].login.login(
+            tenant_, email_, password, client_address(request)
+        )
     except BrokerError as exc:
         return _failed(request, token, exc, _password_form(token, tenant, email))
     return _signin_page(request, token, _code_form(token, step))
@@ -149,7 +150,7 @@ async def signin_code(request: web.Request) -> web.Response:
         challenge, code = _fields(form, "challenge", "code")
         if len(challenge) > 200 or len(code) > 40:
             raise InvalidInput("a field is too long")
-        result = await request.app[LOGIN].mfa(
+        result = await request.app[SERVICES].login.mfa(
             challenge, code, client_address(request), browser=True
         )
     except BrokerError as exc:
@@ -160,14 +161,14 @@ async def signin_code(request: web.Request) -> web.Response:
         response = page("Recovery codes", render(_RECOVERY, codes=codes))
     else:
         response = see_other("/")
-    cookies.set_session(response, request, request.app[SETTINGS], result.tokens)
+    cookies.set_session(response, request, request.app[SERVICES].settings, result.tokens)
     response.del_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 
 
 async def logout(request: web.Request, principal: Principal) -> web.StreamResponse:
     """The sign-out form (its CSRF token checked by the route's guard)."""
-    await request.app[SESSIONS].logout(principal)
+    await request.app[SERVICES].sessions.logout(principal)
     response = see_other("/signin") if wants_html(request) else reply({"status": "signed_out"})
     cookies.clear_session(response)
     return response

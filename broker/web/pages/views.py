@@ -1,7 +1,7 @@
 """The signed-in pages: start page, an employee's day, the player, receipts, the audit log.
 
 Each handler gets the verified principal from the route table's guard, calls the service
-that authorizes through `broker.recordings.access`, and renders.
+that authorizes through `broker.access`, and renders.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from broker.audit import query as audit_query
-from broker.auth.tokens import Principal
 from broker.db.schema import users
 from broker.db.scope import TenantScope
 from broker.errors import InvalidInput
+from broker.identity import Principal
 from broker.recordings import timeline
-from broker.web.appkeys import CLOCK, DATABASE, SESSIONS, VIEWING
+from broker.web.appkeys import SERVICES
 from broker.web.pages import storage_origin
 from broker.web.pages.html import Markup, join, nav, page, render, when
 
@@ -26,14 +26,15 @@ DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
 async def _top(request: web.Request, principal: Principal) -> Markup:
     email = await _email(request, principal)
-    left = principal.expires_at - int(request.app[CLOCK]().timestamp())
+    left = principal.expires_at - int(request.app[SERVICES].clock().timestamp())
     return nav(
-        principal, request.app[SESSIONS].csrf_token(principal.session_id), email, max(0, left)
+        principal, request.app[SERVICES].sessions.csrf_token(principal.session_id), email,
+        max(0, left),
     )
 
 
 async def _email(request: web.Request, principal: Principal) -> str:
-    async with request.app[DATABASE].transaction() as conn:
+    async with request.app[SERVICES].db.transaction() as conn:
         row = await TenantScope(conn, principal.tenant_id).one(
             users, users.c.id == principal.user_id
         )
@@ -49,7 +50,7 @@ async def home(request: web.Request, principal: Principal) -> web.Response:
             'one: <a href="/receipts">who viewed my recordings</a>.</p>'
         )
         return page("Welcome", body, top=top)
-    people = await request.app[VIEWING].employees(principal)
+    people = await request.app[SERVICES].viewing.employees(principal)
     rows = join(
         render('<li><a href="/employees/{id}">{email}</a> <span class="role">{role}</span></li>',
                id=p["user_id"], email=p["email"], role=p["role"])
@@ -102,7 +103,7 @@ def _day_bar(day: timeline.Day) -> Markup:
 async def employee_day(request: web.Request, principal: Principal) -> web.Response:
     wanted = _parse_day(request.query.get("day"))
     day = await timeline.day_of(
-        request.app[DATABASE], principal, request.match_info["user_id"], wanted
+        request.app[SERVICES].db, principal, request.match_info["user_id"], wanted
     )
     days = join(
         render('<li><a href="?day={d}" {cur}>{d}</a></li>', d=d.isoformat(),
@@ -161,7 +162,7 @@ _PLAYER = """<section id="player" class="player" data-recording="{recording}" da
 
 async def player(request: web.Request, principal: Principal) -> web.Response:
     recording_id = request.match_info["recording_id"]
-    info = await request.app[VIEWING].recording(principal, recording_id)
+    info = await request.app[SERVICES].viewing.recording(principal, recording_id)
     playable = [s for s in info.segments if s.state == "verified"]
     segments = join(
         render('<li data-seq="{seq}" data-start="{start}" data-duration-ms="{ms}">'
@@ -171,10 +172,10 @@ async def player(request: web.Request, principal: Principal) -> web.Response:
     )
     body = render(
         _PLAYER, recording=info.recording_id, user=info.user_id, segments=segments,
-        csrf=request.app[SESSIONS].csrf_token(principal.session_id),
+        csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id),
         speeds=join(render('<option value="{n}">{n}×</option>', n=n) for n in range(1, 9)),
     )
-    async with request.app[DATABASE].transaction() as conn:
+    async with request.app[SERVICES].db.transaction() as conn:
         origins = await storage_origin.media_origins(TenantScope(conn, principal.tenant_id))
     return page(
         f"Recording of {when(_started(info.started_at))}", body, top=await _top(request, principal),
@@ -187,7 +188,7 @@ def _started(value: str) -> datetime:
 
 
 async def my_receipts(request: web.Request, principal: Principal) -> web.Response:
-    found = await audit_query.receipts_for(request.app[DATABASE], principal, principal.user_id)
+    found = await audit_query.receipts_for(request.app[SERVICES].db, principal, principal.user_id)
     rows = join(
         render("<tr><td>{at}</td><td>{who}</td><td>{role}</td><td>{rec}</td><td>{seq}</td></tr>",
                at=when(r.at), who=r.viewer, role=r.viewer_role, rec=r.recording_id, seq=r.seq)
@@ -205,7 +206,7 @@ async def my_receipts(request: web.Request, principal: Principal) -> web.Respons
 
 async def receipts_api(request: web.Request, principal: Principal) -> web.Response:
     found = await audit_query.receipts_for(
-        request.app[DATABASE], principal, request.match_info["user_id"]
+        request.app[SERVICES].db, principal, request.match_info["user_id"]
     )
     return web.json_response({
         "receipts": [
@@ -227,7 +228,7 @@ def _filter(request: web.Request) -> audit_query.AuditFilter:
 async def audit_page(request: web.Request, principal: Principal) -> web.Response:
     wanted = _filter(request)
     found, actions, people = await audit_query.admin_view(
-        request.app[DATABASE], principal, wanted, limit=AUDIT_PAGE_ROWS
+        request.app[SERVICES].db, principal, wanted, limit=AUDIT_PAGE_ROWS
     )
     body = render(
         _AUDIT, rows=join(_audit_row(e) for e in found),
@@ -276,7 +277,7 @@ def _audit_row(e: Any) -> Markup:
 
 async def audit_export(request: web.Request, principal: Principal) -> web.StreamResponse:
     found, _, _ = await audit_query.admin_view(
-        request.app[DATABASE], principal, _filter(request), limit=None
+        request.app[SERVICES].db, principal, _filter(request), limit=None
     )
     response = web.StreamResponse(headers={
         "Content-Type": "application/x-ndjson; charset=utf-8",
