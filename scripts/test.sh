@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: install, lint, type-check, then every test.
+# The whole check, as CI runs it: install, lint, type-check, the import contract
+# (.importlinter), then every test.
 #   scripts/test.sh [pytest args...]     e.g. scripts/test.sh -k broker -x
 # Exits with pytest's status; "no tests collected" (5) counts as a failure.
 set -euo pipefail
@@ -14,6 +15,8 @@ echo "== ruff" >&2
 "$BIN/ruff" check .
 echo "== mypy" >&2
 "$BIN/mypy"
+echo "== lint-imports" >&2
+"$BIN/lint-imports"
 echo "== pytest" >&2
 status=0
 "$BIN/python" -m pytest -p no:cacheprovider "$@" || status=$?
