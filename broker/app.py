@@ -15,6 +15,7 @@ from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys
 from broker.web import middleware, openapi, routes
+from broker.web.pages import html as pages_html
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
+    app[keys.TEMPLATES] = pages_html.environment()  # once, not per request
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(housekeeping)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jinja2
 from aiohttp import web
 
 from broker.auth.devices import DeviceAuth
@@ -30,3 +31,4 @@ VIEWING = web.AppKey("viewing", ViewingService)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 STORAGE = web.AppKey("storage", StorageAccess)
 DEVICE_LIMITS = web.AppKey("device_limits", DeviceLimits)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)  # the pages' (broker.web.pages.html)
