@@ -16,7 +16,7 @@ from broker.db.database import Database
 from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys
-from broker.web import middleware, openapi, routes
+from broker.web import middleware, openapi, routes, templating
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     # The body limit is structural (G1): no route can take a segment's worth of bytes.
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[middleware.errors])
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
+    app[keys.TEMPLATES] = templating.environment()  # once, not per request
     app.cleanup_ctx.append(functools.partial(_services, settings, clock))
     app.cleanup_ctx.append(_housekeeping)
     app.on_response_prepare.append(middleware.security_headers)

@@ -104,6 +104,12 @@ async def resolve_user(scope: TenantScope, ref: str) -> str:
     return str(row.id)
 
 
+async def email_of(scope: TenantScope, user_id: str) -> str:
+    """A user's email, or "" when this tenant has no such user."""
+    row = await scope.one(users, users.c.id == user_id)
+    return str(row.email) if row else ""
+
+
 async def assign(
     scope: TenantScope, *, manager_id: str, employee_id: str, now: datetime, actor: str
 ) -> bool:

@@ -6,7 +6,8 @@ database, so logout (the session revoked) and sign out everywhere (the version b
 session revoked) take effect at once, not when the access token expires.
 
 A refresh token works once. Presenting one that was already used means a copy exists
-somewhere else: the whole session is revoked and the event is audited (theft detection).
+somewhere else: the whole session is revoked and the event is audited (theft detection);
+the rotation is `broker.auth.refresh`'s, shared with devices.
 
 A browser session (signed in with cookies) uses the same rows and rotation, with three
 differences: its refresh tokens are hashed under their own purpose, so one is accepted only
@@ -30,10 +31,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 
 from broker.audit import log as audit
-from broker.auth.secrets import new_token, token_hash
+from broker.auth import refresh as rotation
+from broker.auth.secrets import token_hash
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
@@ -66,10 +68,6 @@ class SessionTokens:
             "token_type": "Bearer",
             "expires_in": self.expires_in,
         }
-
-
-def _not_valid() -> Unauthenticated:
-    return Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
 
 
 def _ended() -> Unauthenticated:
@@ -136,20 +134,13 @@ class UserSessions:
         purpose = BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE
         digest = token_hash(self._hmac_key, purpose, refresh_token)
         async with self._db.transaction() as conn:
-            # The token names its tenant: the one lookup made before a tenant is known.
-            row = (
-                await conn.execute(
-                    select(user_refresh_tokens).where(user_refresh_tokens.c.token_hash == digest)
-                )
-            ).first()
-            if row is None:
-                raise _not_valid()
+            presented = await rotation.find(conn, user_refresh_tokens, digest)
+            scope, row = presented.scope, presented.row
             if browser and not self.csrf_ok(row.session_id, csrf):
                 raise Forbidden(
                     "refreshing a browser session needs the session's CSRF token",
                     code=ErrorCode.CSRF_FAILED,
                 )
-            scope = TenantScope(conn, row.tenant_id)
             session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
             live = (
                 session is not None
@@ -157,37 +148,26 @@ class UserSessions:
                 and row.expires_at > now
                 and now < self.session_end(session.created_at, browser=browser)
             )
-            claimed = 0
-            if live:
-                claimed = await scope.update(
-                    user_refresh_tokens,
-                    user_refresh_tokens.c.id == row.id,
-                    user_refresh_tokens.c.used_at.is_(None),
-                    used_at=now,
-                )
-            if claimed == 1 and session is not None:
+            used = await rotation.use(presented, user_refresh_tokens, now, live=live)
+            if used is rotation.Use.FRESH and session is not None:
                 user = await scope.one(users, users.c.id == session.user_id)
                 if user is not None:
-                    refresh = await self._new_refresh(
+                    token = await self._new_refresh(
                         scope, session.id, now, started=session.created_at, browser=browser
                     )
                     return self._tokens(
-                        scope.tenant_id, user, session.id, refresh, now,
+                        scope.tenant_id, user, session.id, token, now,
                         started=session.created_at, browser=browser,
                     )
-            elif live and session is not None:
+            elif used is rotation.Use.REPLAYED and session is not None:
                 # Live but already used: a copy is being replayed. End the whole family.
                 await self._revoke(scope, session.id, now)
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=f"user:{session.user_id}",
-                    action="user.refresh_reuse",
-                    target=session.user_id,
-                    details={"session": session.id},
+                await rotation.reused(
+                    scope, now, kind="user", actor=f"user:{session.user_id}",
+                    target=session.user_id, details={"session": session.id},
                 )
         # Reached only on failure; the transaction above has committed any revocation.
-        raise _not_valid()
+        raise rotation.not_valid()
 
     async def check(self, scope: TenantScope, principal: Principal) -> None:
         """An access token works only while its session and session version are current."""
@@ -256,18 +236,12 @@ class UserSessions:
         started: datetime,
         browser: bool,
     ) -> tuple[str, datetime]:
-        token = new_token("bru_", 32)
         idle = self._browser_idle if browser else self._refresh_ttl
         expires_at = min(now + idle, self.session_end(started, browser=browser))
-        await scope.insert(
-            user_refresh_tokens,
-            id=str(uuid.uuid4()),
-            session_id=session_id,
-            token_hash=token_hash(
-                self._hmac_key, BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE, token
-            ),
-            created_at=now,
-            expires_at=expires_at,
+        token = await rotation.mint(
+            scope, user_refresh_tokens, key=self._hmac_key,
+            purpose=BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE, prefix="bru_",
+            now=now, expires_at=expires_at, session_id=session_id,
         )
         return token, expires_at
 

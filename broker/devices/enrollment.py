@@ -1,7 +1,8 @@
 """Devices (agents): one-time enrollment codes, rotating refresh tokens, access tokens.
 
 A refresh token works once. Presenting one that was already used means a copy exists
-somewhere else: the whole family is revoked and the event is audited (theft detection).
+somewhere else: the whole family is revoked and the event is audited (theft detection);
+the rotation is `broker.auth.refresh`'s, shared with people's sessions.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from broker.audit import log as audit
+from broker.auth import refresh as rotation
 from broker.auth.secrets import new_token, token_hash
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
@@ -113,47 +115,33 @@ class DeviceAuth:
         now = self._clock()
         digest = token_hash(self._hmac_key, REFRESH_PURPOSE, refresh_token)
         async with self._db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(device_refresh_tokens).where(
-                        device_refresh_tokens.c.token_hash == digest
-                    )
-                )
-            ).first()
-            if row is None:
-                raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
-            scope = TenantScope(conn, row.tenant_id)
-            claimed = await scope.update(
-                device_refresh_tokens,
-                device_refresh_tokens.c.id == row.id,
-                device_refresh_tokens.c.used_at.is_(None),
-                device_refresh_tokens.c.revoked_at.is_(None),
-                device_refresh_tokens.c.expires_at > now,
-                used_at=now,
+            presented = await rotation.find(conn, device_refresh_tokens, digest)
+            scope, row = presented.scope, presented.row
+            used = await rotation.use(
+                presented, device_refresh_tokens, now,
+                live=row.revoked_at is None and row.expires_at > now,
+                claim_if=(
+                    device_refresh_tokens.c.revoked_at.is_(None),
+                    device_refresh_tokens.c.expires_at > now,
+                ),
             )
             device = await scope.one(devices, devices.c.id == row.device_id)
-            if claimed == 1 and device is not None and device.revoked_at is None:
-                refresh = await self._new_refresh(scope, row.device_id, row.family_id, now)
-                return self._pair(row.tenant_id, device.user_id, row.device_id, refresh)
-            # Not claimed although neither revoked nor expired: it was used before.
-            reused = claimed == 0 and row.revoked_at is None and row.expires_at > now
-            if reused:
+            if used is rotation.Use.FRESH and device is not None and device.revoked_at is None:
+                token = await self._new_refresh(scope, row.device_id, row.family_id, now)
+                return self._pair(row.tenant_id, device.user_id, row.device_id, token)
+            if used is rotation.Use.REPLAYED:
                 await scope.update(
                     device_refresh_tokens,
                     device_refresh_tokens.c.family_id == row.family_id,
                     device_refresh_tokens.c.revoked_at.is_(None),
                     revoked_at=now,
                 )
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=f"device:{row.device_id}",
-                    action="device.refresh_reuse",
-                    target=row.device_id,
-                    details={"family": row.family_id},
+                await rotation.reused(
+                    scope, now, kind="device", actor=f"device:{row.device_id}",
+                    target=row.device_id, details={"family": row.family_id},
                 )
         # Reached only on failure; the transaction above has committed the revocation.
-        raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+        raise rotation.not_valid()
 
     async def enroll_user(
         self, principal: Principal, name: str, public_key: str | None = None
@@ -243,17 +231,11 @@ class DeviceAuth:
     async def _new_refresh(
         self, scope: TenantScope, device_id: str, family_id: str, now: datetime
     ) -> str:
-        token = new_token("brd_", 32)
-        await scope.insert(
-            device_refresh_tokens,
-            id=str(uuid.uuid4()),
-            device_id=device_id,
-            family_id=family_id,
-            token_hash=token_hash(self._hmac_key, REFRESH_PURPOSE, token),
-            created_at=now,
-            expires_at=now + self._refresh_ttl,
+        return await rotation.mint(
+            scope, device_refresh_tokens, key=self._hmac_key, purpose=REFRESH_PURPOSE,
+            prefix="brd_", now=now, expires_at=now + self._refresh_ttl,
+            device_id=device_id, family_id=family_id,
         )
-        return token
 
     def _pair(self, tenant_id: str, user_id: str, device_id: str, refresh: str) -> TokenPair:
         principal = Principal(

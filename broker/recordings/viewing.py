@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker import access
+from broker.accounts import service as accounts
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import recordings
@@ -23,6 +24,12 @@ class ViewingService:
         self._db = db
         self._recordings = recordings
         self._clock = clock
+
+    async def email(self, principal: Principal) -> str:
+        """The signed-in person's own email ("" if the row is gone), for the pages' top bar."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            return await accounts.email_of(scope, principal.user_id)
 
     async def employees(self, principal: Principal) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:

@@ -31,7 +31,7 @@ from broker.db.scope import TenantScope
 from broker.errors import BrokerError, Conflict
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
-from broker.storage import selfcheck
+from broker.storage import origins, selfcheck
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
 from broker.storage.s3 import BucketClient, BucketClients
@@ -116,6 +116,11 @@ class StorageAccess:
             "credential_version": version,
             "check": report.as_json(),
         }
+
+    async def media_origins(self, tenant_id: str) -> list[str]:
+        """The origins the player's media comes from (the pages' `media-src`)."""
+        async with self._db.transaction() as conn:
+            return await origins.media_origins(TenantScope(conn, tenant_id))
 
     async def check(self, tenant_id: str, *, actor: str) -> dict[str, Any]:
         """Run the self-check on the saved storage; record the result and the access state."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import jinja2
 from aiohttp import web
 
 from broker.services import Services
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+TEMPLATES = web.AppKey("templates", jinja2.Environment)  # the pages' (broker.web.templating)

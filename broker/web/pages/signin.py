@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import segno
 from aiohttp import web
+from markupsafe import Markup
 
 from broker.auth.login import LoginStep
 from broker.errors import BrokerError, Forbidden, InvalidInput, RateLimited
@@ -20,44 +23,28 @@ from broker.identity import Principal
 from broker.web import cookies
 from broker.web.appkeys import SERVICES
 from broker.web.http import MAX_EMAIL, MAX_PASSWORD, client_address, reply
-from broker.web.pages import qr
-from broker.web.pages.html import Markup, join, page, render, wants_html
+from broker.web.pages.html import page, wants_html
 
 SIGNIN_COOKIE = "bucketreel_signin"
+QR_SCALE = 5  # pixels per module
 
-_FIRST_STEP_FORM = """
-<form method="post" action="/signin" class="card">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<label>Organisation
-<input name="tenant" required autocomplete="organization" value="{tenant}"></label>
-<label>Email
-<input name="email" type="email" required autocomplete="username" value="{email}"></label>
-<label>Password
-<input name="password" type="password" required autocomplete="current-password"></label>
-<button type="submit">Continue</button>
-</form>"""
+Form = dict[str, Any]  # what signin.html is filled with
 
-_CODE_FORM = """{enroll}
-<form method="post" action="/signin/code" class="card">
-<input type="hidden" name="csrf_token" value="{csrf}">
-<input type="hidden" name="challenge" value="{challenge}">
-<label>Code from your authenticator app (or a recovery code)
-<input name="code" required autocomplete="one-time-code" inputmode="numeric" autofocus></label>
-<button type="submit">Sign in</button>
-</form>"""
 
-_ENROLL = """<section class="card enroll">
-<p>Two-factor authentication is required. Scan this code with an authenticator app
-(or type the key in by hand), then enter the 6-digit code it shows.</p>
-{qr}
-<p>Key: <code class="secret">{secret}</code></p>
-<details><summary>Setup URI</summary><code class="uri">{uri}</code></details>
-</section>"""
-
-_RECOVERY = """<p>Two-factor authentication is set up. Keep these recovery codes somewhere safe:
-each signs you in once if you lose your authenticator. They are shown only now.</p>
-<ol class="codes">{codes}</ol>
-<p><a class="button" href="/">Continue</a></p>"""
+def qr_svg(uri: str) -> Markup | None:
+    """The QR code of the setup URI as inline SVG (made here: the secret goes nowhere else),
+    at error correction M or, for a long URI, L; None when even a version-40 code at level L
+    cannot hold it (the page then asks for the key to be typed in)."""
+    for level in ("m", "l"):
+        try:
+            code = segno.make(uri, error=level, micro=False)
+        except segno.DataOverflowError:
+            continue
+        svg = code.svg_inline(
+            scale=QR_SCALE, svgclass="qr", lineclass=None, title="QR code of the setup URI"
+        )
+        return Markup(svg)  # noqa: S704 (segno's SVG: path data, our title, no input text)
+    return None
 
 
 def _fields(form: dict[str, str], *names: str) -> list[str]:
@@ -85,10 +72,9 @@ def _token(request: web.Request) -> str:
 
 
 def _signin_page(
-    request: web.Request, token: str, body: Markup, *, error: str = "", status: int = 200
+    request: web.Request, token: str, form: Form, *, error: str = "", status: int = 200
 ) -> web.Response:
-    message = render('<p class="error" role="alert">{e}</p>', e=error) if error else Markup("")
-    response = page("Sign in", join([message, body]), status=status)
+    response = page(request, "signin.html", title="Sign in", error=error, status=status, **form)
     response.set_cookie(
         SIGNIN_COOKIE, token, path="/signin", httponly=True, samesite="Strict", max_age=900,
         secure=cookies.secure_cookies(request, request.app[SERVICES].settings),
@@ -96,23 +82,24 @@ def _signin_page(
     return response
 
 
-def _password_form(token: str, tenant: str = "", email: str = "") -> Markup:
-    return render(_FIRST_STEP_FORM, csrf=token, tenant=tenant, email=email)
+def _password_form(token: str, tenant: str = "", email: str = "") -> Form:
+    return {"csrf": token, "tenant": tenant, "email": email, "challenge": ""}
 
 
-def _code_form(token: str, step: LoginStep) -> Markup:
-    enroll = Markup("")
+def _code_form(token: str, step: LoginStep) -> Form:
+    enroll = None
     if step.provisioning_uri:
         query = parse_qs(urlsplit(step.provisioning_uri).query)
-        enroll = render(_ENROLL, qr=qr.svg(step.provisioning_uri),
-                        secret=query.get("secret", [""])[0], uri=step.provisioning_uri)
-    return render(_CODE_FORM, csrf=token, enroll=enroll, challenge=step.challenge)
+        enroll = {
+            "qr": qr_svg(step.provisioning_uri),
+            "secret": query.get("secret", [""])[0],
+            "uri": step.provisioning_uri,
+        }
+    return {"csrf": token, "challenge": step.challenge, "enroll": enroll}
 
 
-def _failed(
-    request: web.Request, token: str, exc: BrokerError, body: Markup
-) -> web.Response:
-    response = _signin_page(request, token, body, error=exc.message, status=exc.status)
+def _failed(request: web.Request, token: str, exc: BrokerError, form: Form) -> web.Response:
+    response = _signin_page(request, token, form, error=exc.message, status=exc.status)
     if isinstance(exc, RateLimited):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
@@ -157,8 +144,9 @@ async def signin_code(request: web.Request) -> web.Response:
         # Start again from the password: a challenge is short-lived and single-use.
         return _failed(request, token, exc, _password_form(token))
     if result.recovery_codes:
-        codes = join(render("<li><code>{c}</code></li>", c=c) for c in result.recovery_codes)
-        response = page("Recovery codes", render(_RECOVERY, codes=codes))
+        response = page(
+            request, "recovery.html", title="Recovery codes", codes=result.recovery_codes
+        )
     else:
         response = see_other("/")
     cookies.set_session(response, request, request.app[SERVICES].settings, result.tokens)

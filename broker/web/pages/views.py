@@ -1,7 +1,7 @@
 """The signed-in pages: start page, an employee's day, the player, receipts, the audit log.
 
 Each handler gets the verified principal from the route table's guard, calls the service
-that authorizes through `broker.access`, and renders.
+that authorizes through `broker.recordings.access`, and renders.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ from typing import Any
 from aiohttp import web
 
 from broker.audit import query as audit_query
-from broker.db.schema import users
-from broker.db.scope import TenantScope
 from broker.errors import InvalidInput
 from broker.identity import Principal
 from broker.recordings import timeline
 from broker.web.appkeys import SERVICES
-from broker.web.pages import storage_origin
-from broker.web.pages.html import Markup, join, nav, page, render, when
+from broker.web.pages.html import Top, nav, page, when
 
 DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
 
-async def _top(request: web.Request, principal: Principal) -> Markup:
-    email = await _email(request, principal)
+async def _top(request: web.Request, principal: Principal) -> Top:
+    email = await request.app[SERVICES].viewing.email(principal)
     left = principal.expires_at - int(request.app[SERVICES].clock().timestamp())
     return nav(
         principal, request.app[SERVICES].sessions.csrf_token(principal.session_id), email,
@@ -33,32 +30,12 @@ async def _top(request: web.Request, principal: Principal) -> Markup:
     )
 
 
-async def _email(request: web.Request, principal: Principal) -> str:
-    async with request.app[SERVICES].db.transaction() as conn:
-        row = await TenantScope(conn, principal.tenant_id).one(
-            users, users.c.id == principal.user_id
-        )
-    return row.email if row else ""
-
-
 async def home(request: web.Request, principal: Principal) -> web.Response:
     top = await _top(request, principal)
     if principal.role == "employee":
-        body = render(
-            "<p>Your workstation's recordings are watched only by the managers assigned to you "
-            "and by your organisation's admins. Every view is recorded, and you can see each "
-            'one: <a href="/receipts">who viewed my recordings</a>.</p>'
-        )
-        return page("Welcome", body, top=top)
+        return page(request, "home.html", title="Welcome", top=top, people=None)
     people = await request.app[SERVICES].viewing.employees(principal)
-    rows = join(
-        render('<li><a href="/employees/{id}">{email}</a> <span class="role">{role}</span></li>',
-               id=p["user_id"], email=p["email"], role=p["role"])
-        for p in people
-    )
-    empty = render('<p class="empty">Nobody is assigned to you yet.</p>')
-    body = render('<ul class="people">{rows}</ul>', rows=rows) if people else empty
-    return page("People", body, top=top)
+    return page(request, "home.html", title="People", top=top, people=people)
 
 
 def _parse_day(raw: str | None) -> date | None:
@@ -75,29 +52,21 @@ def _x(moment: datetime, day: date) -> float:
     return round((moment - start).total_seconds() / 60, 2)
 
 
-def _day_bar(day: timeline.Day) -> Markup:
+def _day_bar(day: timeline.Day) -> dict[str, Any]:
+    """The day bar's shapes: recorded spans, gaps and the hour ticks, in minutes."""
     rects = [
-        render('<rect class="rec" x="{x}" y="0" width="{w}" height="30"><title>{t}</title></rect>',
-               x=_x(s.start, day.day), w=max(_x(s.end, day.day) - _x(s.start, day.day), 1),
-               t=f"recorded {when(s.start)} – {when(s.end)}")
+        {"kind": "rec", "x": _x(s.start, day.day),
+         "width": max(_x(s.end, day.day) - _x(s.start, day.day), 1),
+         "title": f"recorded {when(s.start)} – {when(s.end)}"}
         for s in day.spans
     ]
     rects += [
-        render('<rect class="gap" x="{x}" y="0" width="{w}" height="30"><title>{t}</title></rect>',
-               x=_x(a, day.day), w=_x(b, day.day) - _x(a, day.day),
-               t=f"no recording {when(a)} – {when(b)}")
+        {"kind": "gap", "x": _x(a, day.day), "width": _x(b, day.day) - _x(a, day.day),
+         "title": f"no recording {when(a)} – {when(b)}"}
         for a, b in day.gaps
     ]
-    ticks = join(
-        render('<text x="{x}" y="44" class="tick">{h}</text>', x=h * 60, h=str(h).zfill(2))
-        for h in range(0, 24, 3)
-    )
-    return render(
-        '<svg class="day" viewBox="0 0 {w} 48" preserveAspectRatio="none" role="img" '
-        'aria-label="recorded time and gaps over the day">'
-        '<rect class="bg" x="0" y="0" width="{w}" height="30"/>{rects}{ticks}</svg>',
-        w=DAY_WIDTH, rects=join(rects), ticks=ticks,
-    )
+    ticks = [{"x": h * 60, "label": str(h).zfill(2)} for h in range(0, 24, 3)]
+    return {"width": DAY_WIDTH, "rects": rects, "ticks": ticks}
 
 
 async def employee_day(request: web.Request, principal: Principal) -> web.Response:
@@ -105,36 +74,18 @@ async def employee_day(request: web.Request, principal: Principal) -> web.Respon
     day = await timeline.day_of(
         request.app[SERVICES].db, principal, request.match_info["user_id"], wanted
     )
-    days = join(
-        render('<li><a href="?day={d}" {cur}>{d}</a></li>', d=d.isoformat(),
-               cur=Markup('aria-current="date"') if d == day.day else Markup(""))
-        for d in day.days
+    return page(
+        request, "employee_day.html", title=day.email, top=await _top(request, principal),
+        day=day.day.isoformat(), bar=_day_bar(day),
+        days=[{"iso": d.isoformat(), "current": d == day.day} for d in day.days],
+        recordings=[
+            {"start": when(r["started_at"]), "end": when(r["finished_at"]),
+             "segments": r["segments"], "state": r["state"], "id": r["recording_id"]}
+            for r in day.recordings
+        ],
+        gaps=[{"start": when(a), "end": when(b), "duration": _duration(b - a)}
+              for a, b in day.gaps],
     )
-    recs = join(
-        render(
-            "<tr><td>{start}</td><td>{end}</td><td>{segments}</td><td>{state}</td>"
-            '<td><a href="/recordings/{id}">Play</a></td></tr>',
-            start=when(r["started_at"]), end=when(r["finished_at"]), segments=r["segments"],
-            state=r["state"], id=r["recording_id"],
-        )
-        for r in day.recordings
-    )
-    gaps = join(
-        render("<li>{a} – {b} <span class=\"dur\">({m})</span></li>", a=when(a), b=when(b),
-               m=_duration(b - a))
-        for a, b in day.gaps
-    )
-    body = render(
-        """<nav class="days"><h2>Days with recordings</h2><ul>{days}</ul></nav>
-<section><h2>{day} <small>(times in UTC)</small></h2>{bar}
-<table class="recordings"><thead><tr><th>Started</th><th>Finished</th><th>Segments</th>
-<th>State</th><th></th></tr></thead><tbody>{recs}</tbody></table>
-<h3>Gaps (no recording: idle, paused, locked or the agent silent)</h3>
-<ul class="gaps">{gaps}</ul></section>""",
-        days=days, day=day.day.isoformat(), bar=_day_bar(day), recs=recs,
-        gaps=gaps or render("<li>none</li>"),
-    )
-    return page(day.email, body, top=await _top(request, principal))
 
 
 def _duration(delta: timedelta) -> str:
@@ -143,43 +94,20 @@ def _duration(delta: timedelta) -> str:
     return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
 
 
-_PLAYER = """<section id="player" class="player" data-recording="{recording}" data-csrf="{csrf}">
-<video id="video" muted playsinline preload="auto"></video>
-<div class="controls">
-<button id="play" type="button" aria-keyshortcuts="Space">Play</button>
-<input id="seek" type="range" min="0" max="0" step="100" value="0"
- aria-label="Position in the recording">
-<output id="clock" aria-live="off">—</output>
-<label>Speed <select id="speed">{speeds}</select></label>
-</div>
-<p id="status" class="status" role="status"></p>
-<p class="help">Keys: Space play/pause · ← → 5 s (Shift: 30 s) · 1–8 speed. Times in UTC.</p>
-</section>
-<p><a href="/employees/{user}">Back to the day view</a></p>
-<h2>Segments</h2>
-<ol id="segments" class="segments">{segments}</ol>"""
-
-
 async def player(request: web.Request, principal: Principal) -> web.Response:
     recording_id = request.match_info["recording_id"]
     info = await request.app[SERVICES].viewing.recording(principal, recording_id)
-    playable = [s for s in info.segments if s.state == "verified"]
-    segments = join(
-        render('<li data-seq="{seq}" data-start="{start}" data-duration-ms="{ms}">'
-               "{start} · {sec} s</li>",
-               seq=s.seq, start=s.started_at, ms=s.duration_ms, sec=round(s.duration_ms / 1000, 1))
-        for s in playable
-    )
-    body = render(
-        _PLAYER, recording=info.recording_id, user=info.user_id, segments=segments,
-        csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id),
-        speeds=join(render('<option value="{n}">{n}×</option>', n=n) for n in range(1, 9)),
-    )
-    async with request.app[SERVICES].db.transaction() as conn:
-        origins = await storage_origin.media_origins(TenantScope(conn, principal.tenant_id))
+    origins = await request.app[SERVICES].storage.media_origins(principal.tenant_id)
     return page(
-        f"Recording of {when(_started(info.started_at))}", body, top=await _top(request, principal),
-        scripts=["player.js"], media_origins=origins,
+        request, "player.html", title=f"Recording of {when(_started(info.started_at))}",
+        top=await _top(request, principal), scripts=["player.js"], media_origins=origins,
+        recording=info.recording_id, user=info.user_id,
+        csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id), speeds=range(1, 9),
+        segments=[
+            {"seq": s.seq, "start": s.started_at, "duration_ms": s.duration_ms,
+             "seconds": round(s.duration_ms / 1000, 1)}
+            for s in info.segments if s.state == "verified"
+        ],
     )
 
 
@@ -189,19 +117,10 @@ def _started(value: str) -> datetime:
 
 async def my_receipts(request: web.Request, principal: Principal) -> web.Response:
     found = await audit_query.receipts_for(request.app[SERVICES].db, principal, principal.user_id)
-    rows = join(
-        render("<tr><td>{at}</td><td>{who}</td><td>{role}</td><td>{rec}</td><td>{seq}</td></tr>",
-               at=when(r.at), who=r.viewer, role=r.viewer_role, rec=r.recording_id, seq=r.seq)
-        for r in found
+    return page(
+        request, "receipts.html", title="Who viewed my recordings",
+        top=await _top(request, principal), receipts=found,
     )
-    body = render(
-        "<p>Every time someone opened a part of your recordings, the broker wrote it to the "
-        "tamper-evident audit log. This is that list, newest first (times in UTC).</p>"
-        '<table class="receipts"><thead><tr><th>When</th><th>Who</th><th>Role</th>'
-        "<th>Recording</th><th>Segment</th></tr></thead><tbody>{rows}</tbody></table>",
-        rows=rows or render('<tr><td colspan="5">Nobody has viewed your recordings.</td></tr>'),
-    )
-    return page("Who viewed my recordings", body, top=await _top(request, principal))
 
 
 async def receipts_api(request: web.Request, principal: Principal) -> web.Response:
@@ -230,49 +149,16 @@ async def audit_page(request: web.Request, principal: Principal) -> web.Response
     found, actions, people = await audit_query.admin_view(
         request.app[SERVICES].db, principal, wanted, limit=AUDIT_PAGE_ROWS
     )
-    body = render(
-        _AUDIT, rows=join(_audit_row(e) for e in found),
-        actor=wanted.actor, day=wanted.day.isoformat() if wanted.day else "",
-        actions=_options([("", "any action"), *((a, a) for a in actions)], wanted.action),
-        people=_options([("", "anyone"), *((p.id, p.email) for p in people)], wanted.employee),
-        export=f"/api/v1/admin/audit/export?{request.query_string}",
-        limit=AUDIT_PAGE_ROWS,
+    return page(
+        request, "audit.html", title="Audit log", top=await _top(request, principal),
+        entries=found, actor=wanted.actor, day=wanted.day.isoformat() if wanted.day else "",
+        actions=[("", "any action"), *((a, a) for a in actions)], action=wanted.action,
+        people=[("", "anyone"), *((p.id, p.email) for p in people)], employee=wanted.employee,
+        export=f"/api/v1/admin/audit/export?{request.query_string}", limit=AUDIT_PAGE_ROWS,
     )
-    return page("Audit log", body, top=await _top(request, principal))
 
 
 AUDIT_PAGE_ROWS = 500
-
-_AUDIT = """<form method="get" action="/audit" class="filters">
-<label>Actor <input name="actor" value="{actor}"
- placeholder="email, user:…, device:…, operator"></label>
-<label>Action <select name="action">{actions}</select></label>
-<label>Employee <select name="employee">{people}</select></label>
-<label>Day (UTC) <input name="day" type="date" value="{day}"></label>
-<button type="submit">Filter</button>
-<a class="button" href="{export}" download>Export as JSON lines</a>
-</form>
-<p class="help">Newest first, at most {limit} rows here; the export holds every match with the
-chain's hashes. <code>bucketreel-broker admin audit-verify --tenant T</code> checks the chain.</p>
-<table class="audit"><thead><tr><th>#</th><th>When (UTC)</th><th>Actor</th><th>Action</th>
-<th>Target</th><th>Details</th></tr></thead><tbody>{rows}</tbody></table>"""
-
-
-def _options(choices: list[tuple[str, str]], current: str) -> Markup:
-    return join(
-        render('<option value="{v}" {sel}>{label}</option>', v=v, label=label,
-               sel=Markup("selected") if v == current else Markup(""))
-        for v, label in choices
-    )
-
-
-def _audit_row(e: Any) -> Markup:
-    return render(
-        "<tr><td>{seq}</td><td>{at}</td><td>{actor}</td><td>{action}</td><td>{target}</td>"
-        "<td><code>{details}</code></td></tr>",
-        seq=e.seq, at=when(e.at), actor=e.actor, action=e.action, target=e.target,
-        details=", ".join(f"{k}={v}" for k, v in sorted(e.details.items())),
-    )
 
 
 async def audit_export(request: web.Request, principal: Principal) -> web.StreamResponse:
