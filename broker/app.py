@@ -62,3 +62,4 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[keys.STORAGE] = services.storage
     app[keys.DEVICE_LIMITS] = services.device_limits
     yield
+    services.storage.close()  # the storage pool: no new calls to buckets
