@@ -69,24 +69,20 @@ class StorageIO:
                 )
             self._calls[tenant_id] += 1
 
-        def call() -> T:
-            try:
-                return fn(*args)
-            finally:
-                with self._lock:
-                    self._calls[tenant_id] -= 1
-                    if self._calls[tenant_id] <= 0:
-                        del self._calls[tenant_id]
-
-        loop = asyncio.get_running_loop()
-        try:
-            future = loop.run_in_executor(self._pool, functools.partial(call))
-        except RuntimeError:  # the pool is shut down: the broker is stopping
+        def release(_: object) -> None:  # when the thread returns, or the call never ran
             with self._lock:
                 self._calls[tenant_id] -= 1
-            raise StorageUnavailable("the broker is shutting down") from None
+                if self._calls[tenant_id] <= 0:
+                    del self._calls[tenant_id]
+
         try:
-            return await asyncio.wait_for(future, deadline)
+            future = self._pool.submit(functools.partial(fn, *args))
+        except RuntimeError:  # the pool is shut down: the broker is stopping
+            release(None)
+            raise StorageUnavailable("the broker is shutting down") from None
+        future.add_done_callback(release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except TimeoutError:
             raise StorageTimeout(
                 f"the tenant's bucket did not answer within {deadline:g} s"
