@@ -24,10 +24,13 @@ from sqlalchemy import Row
 from broker.db.schema import devices, recording_gaps, recordings, segments
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
-from broker.storage.s3 import BucketClient
+from broker.storage.config import StorageConfig
+from broker.storage.s3 import BucketClients, ObjectHead
 from shared.custody import GENESIS, CustodyRecord, verify
 from shared.errors import ErrorCode
 from shared.wire import UploadRequest
+
+HEAD_LANES = 2  # HeadObject calls at once per verification (the tenant may have 4 in all)
 
 
 def _refuse(message: str) -> Conflict:
@@ -171,7 +174,9 @@ async def load_state(scope: TenantScope, recording_id: str) -> CustodyState:
     )
 
 
-async def verify_recording(state: CustodyState, bucket: BucketClient) -> VerifyReport:
+async def verify_recording(
+    state: CustodyState, buckets: BucketClients, config: StorageConfig
+) -> VerifyReport:
     """Re-check a recording's chain and each object's stored checksum (HeadObject only).
 
     Runs outside any database transaction: it waits on the bucket.
@@ -187,7 +192,14 @@ async def verify_recording(state: CustodyState, bucket: BucketClient) -> VerifyR
             report.findings.append(Finding(seq, "missing", f"never declared{why}"))
 
     record_seq = {r.sha256: r.seq for r in rows}
-    heads = await asyncio.gather(*(asyncio.to_thread(bucket.head, r.object_key) for r in rows))
+    bucket = await buckets.client(config)
+    lanes = asyncio.Semaphore(HEAD_LANES)  # within the tenant's share of the storage pool
+
+    async def head_of(key: str) -> ObjectHead | None:
+        async with lanes:
+            return await buckets.head(bucket, key)
+
+    heads = await asyncio.gather(*(head_of(r.object_key) for r in rows))
     for row, head in zip(rows, heads, strict=True):
         before = len(report.findings)
         if public_key is None or row.record_signature is None or row.record_prev is None:
