@@ -282,7 +282,8 @@ class RecordingService:
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            await _own_recording(scope, principal, recording_id)
+            recording = await _own_recording(scope, principal, recording_id)
+            signature = await custody.admit_gap(scope, recording, gap)
             await scope.insert(
                 recording_gaps,
                 id=str(uuid.uuid4()),
@@ -292,6 +293,7 @@ class RecordingService:
                 reported_at=now,
                 gap_from=gap.from_,
                 gap_to=gap.to,
+                signature=signature,
             )
             await audit.record(
                 scope,
