@@ -148,26 +148,38 @@ class EndpointPolicy:
         from a worker thread."""
         _, host, port = self.check_url(url)
         try:
+            literal: Address | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        # For a name, one message whether it does not resolve or resolves inside: the broker
+        # is no oracle of what internal names exist.
+        hidden = EndpointRefused(
+            f"endpoint_url: the host {host!r} does not resolve to a public address; the "
+            "broker connects elsewhere only to hosts the operator allows in "
+            "BUCKETREEL_ALLOWED_ENDPOINT_HOSTS"
+        )
+        try:
             found = self.resolver(host, port)
         except (OSError, UnicodeError):
             found = []
         if not found:
-            raise EndpointRefused(f"endpoint_url: the host {host!r} does not resolve")
+            raise hidden
         allowed = self.allows_host(host, port)
         addresses: list[Address] = []
         for text in found:
             try:
                 address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
-                raise EndpointRefused(f"endpoint_url: {host!r} resolves to no IP") from None
+                raise hidden from None
             addresses.append(address)
             why = why_not_public(address)
             if why is None or allowed or (self.dev_mode and why.startswith("a loopback")):
                 continue
+            if literal is None:
+                raise hidden
             raise EndpointRefused(
-                f"endpoint_url: the host {host!r} is or resolves to {why}; the broker does "
-                "not connect there unless the operator allows the host in "
-                "BUCKETREEL_ALLOWED_ENDPOINT_HOSTS"
+                f"endpoint_url: {host} is {why}; the broker does not connect there unless "
+                "the operator allows the host in BUCKETREEL_ALLOWED_ENDPOINT_HOSTS"
             )
         return PinnedEndpoint(
             url=url, host=host, port=port, address=str(addresses[0]), trusted=allowed

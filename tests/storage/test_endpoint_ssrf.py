@@ -168,8 +168,10 @@ def test_a_changed_dns_answer_is_never_used_the_connection_is_pinned(
     assert asked == ["moto.rebind.invalid"]
     # Without the operator's allowance, the internal answer is refused when it is checked.
     strict = EndpointPolicy(resolver=rebinding)
-    with pytest.raises(EndpointRefused, match="private"):
+    with pytest.raises(EndpointRefused, match="does not resolve to a public address"):
         strict.resolve(f"https://moto.rebind.invalid:{port}")
+    with pytest.raises(EndpointRefused, match="is a private address"):
+        strict.resolve("https://10.0.0.1")
 
 
 def test_an_endpoint_the_operator_did_not_name_gets_only_coarse_outcomes(
