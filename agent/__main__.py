@@ -23,7 +23,7 @@ from typing import Any
 from agent import config, paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
-from agent.custody import DeviceKey, key_path
+from agent.custody import DeviceKey, key_path, sign_gap
 from agent.delivery import DEFAULT_DRAIN_SECONDS
 from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
@@ -247,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "with that process: unreadable, so unrecoverable)", wiped,
             )
         uploader = Uploader(broker)
-        close_dead_recording(broker, read_status(paths.config_dir()))
+        close_dead_recording(broker, read_status(paths.config_dir()), key)
         status = StatusFile(paths.config_dir())
         status.update(state="starting")
         heartbeat = HeartbeatSender(broker, status, settings.heartbeat_seconds)
@@ -297,7 +297,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def close_dead_recording(broker: BrokerClient, stale: dict[str, object] | None) -> None:
+def close_dead_recording(
+    broker: BrokerClient, stale: dict[str, object] | None, key: DeviceKey | None = None
+) -> None:
     """Finish the recording a killed run left open, reporting the gap as `agent_died`.
 
     Called with the instance lock held, so the status file is a dead run's: an agent that
@@ -312,7 +314,9 @@ def close_dead_recording(broker: BrokerClient, stale: dict[str, object] | None) 
     seqs = sorted({s for s in gaps if isinstance(s, int) and s >= 0}) if isinstance(
         gaps, list) else []
     try:
-        broker.report_gap(recording_id, GapReport(seqs=seqs, reason="agent_died"))
+        broker.report_gap(
+            recording_id, sign_gap(key, recording_id, GapReport(seqs=seqs, reason="agent_died"))
+        )
         broker.finish_recording(recording_id)
     except BrokerError as exc:
         log.warning("could not close recording %s of a previous run: %s", recording_id, exc)

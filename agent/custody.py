@@ -6,6 +6,10 @@ public key is registered with the broker. Each segment of a recording is sealed,
 order, with a record naming its bytes' SHA-256, its seq, the recording and the hash of the
 previous segment's record, signed with that key. A segment that is later dropped or refused
 keeps its place in the chain: the broker and `admin verify-recording` see the gap.
+
+Records are of format v2: they sign the segment's start and duration as declared, so
+neither can be changed in the broker's database unseen. Gap reports are signed too
+(`sign_gap`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +31,16 @@ from cryptography.hazmat.primitives.serialization import (
 
 from agent.credentials import read_private, write_private
 from agent.errors import CredentialError
-from shared.custody import GENESIS, CustodyRecord, encode_public_key, sign
-from shared.wire import CustodyProof
+from shared.custody import (
+    GENESIS,
+    V2,
+    CustodyRecord,
+    GapRecord,
+    encode_public_key,
+    sign,
+    timestamp_ms,
+)
+from shared.wire import CustodyProof, GapReport, format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:  # importing the encoder (PyAV) would slow `enroll` down for nothing
     from agent.encode import Segment
@@ -59,7 +72,7 @@ class DeviceKey:
         """Base64 of the raw 32-byte public key, as the enroll request carries it."""
         return encode_public_key(self._key.public_key())
 
-    def sign(self, record: CustodyRecord) -> str:
+    def sign(self, record: CustodyRecord | GapRecord) -> str:
         return sign(self._key, record)
 
     def save(self, path: Path) -> None:
@@ -108,8 +121,29 @@ class CustodyChain:
                 size=segment.size,
                 sha256=segment.sha256_b64(),
                 prev=self._prev,
+                version=V2,
+                started_at_ms=timestamp_ms(_as_sent(segment.started_at)),
+                duration_ms=segment.duration_ms,
             )
             proof = CustodyProof(prev=self._prev, signature=self._key.sign(record))
             self._prev = record.digest()
             self._next_seq = segment.seq + 1
         return dataclasses.replace(segment, custody=proof)
+
+
+def _as_sent(value: datetime) -> datetime:
+    """The time as the broker will read it from the request (the wire's own round trip)."""
+    return parse_timestamp(format_timestamp(value))
+
+
+def sign_gap(key: DeviceKey | None, recording_id: str, gap: GapReport) -> GapReport:
+    """`gap` with the device's signature of it (as the broker will rebuild it), or unchanged
+    for a device enrolled without a key."""
+    if key is None:
+        return gap
+    record = GapRecord.of(
+        recording_id, gap.seqs, gap.reason,
+        None if gap.from_ is None else _as_sent(gap.from_),
+        None if gap.to is None else _as_sent(gap.to),
+    )
+    return dataclasses.replace(gap, signature=key.sign(record))

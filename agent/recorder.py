@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
-from agent.custody import CustodyChain, DeviceKey
+from agent.custody import CustodyChain, DeviceKey, sign_gap
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
 from agent.errors import AgentError
@@ -270,7 +270,9 @@ class Recorder:
             if not seqs:
                 continue
             try:
-                self.broker.report_gap(recording_id, GapReport(seqs=sorted(seqs), reason=reason))
+                self.broker.report_gap(recording_id, sign_gap(
+                    self.key, recording_id, GapReport(seqs=sorted(seqs), reason=reason)
+                ))
             except AgentError as exc:
                 log.warning("could not report the gap (%s: %s) to the broker: %s",
                             reason, seqs, exc)
@@ -280,8 +282,10 @@ class Recorder:
         try:
             self.broker.report_gap(
                 recording_id,
-                GapReport(seqs=[], reason=pause.reason, from_=pause.started_at,
-                          to=pause.ended_at or pause.started_at),
+                sign_gap(self.key, recording_id, GapReport(
+                    seqs=[], reason=pause.reason, from_=pause.started_at,
+                    to=pause.ended_at or pause.started_at,
+                )),
             )
         except AgentError as exc:
             log.warning("could not report the pause (%s) to the broker: %s", pause.reason, exc)

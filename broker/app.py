@@ -48,7 +48,10 @@ async def _services(
                 "as a plain role that owns the tables", role,
             )
         app[keys.SERVICES] = build_services(settings, db, clock)
-        yield
+        try:
+            yield
+        finally:
+            app[keys.SERVICES].storage.close()  # the storage pool: no new calls to buckets
     finally:
         await db.close()
 

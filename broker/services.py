@@ -17,6 +17,7 @@ from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
 from broker.storage.credentials import BrokerIdentity
+from broker.storage.endpoint import EndpointPolicy
 from broker.storage.s3 import BucketClients
 from broker.storage.service import StorageAccess
 
@@ -53,7 +54,12 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         code_ttl=settings.enrollment_code_ttl,
         clock=clock,
     )
-    buckets = BucketClients(BrokerIdentity.from_settings(settings))
+    buckets = BucketClients(
+        BrokerIdentity.from_settings(settings),
+        EndpointPolicy.from_setting(
+            settings.allowed_endpoint_hosts, dev_mode=settings.dev_mode
+        ),
+    )
     storage = StorageAccess(db=db, keys=settings.master_keys, buckets=buckets, clock=clock)
     recordings = RecordingService(
         db=db,

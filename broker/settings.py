@@ -15,6 +15,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from broker.errors import ConfigError
 
@@ -115,6 +116,9 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: Secret | None = None
     sts_endpoint_url: str | None = None
+    # Tenants' custom S3 endpoints the operator allows although they are plain http or resolve
+    # to a non-public address (`broker.storage.endpoint`): "host" or "host:port" entries.
+    allowed_endpoint_hosts: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -221,6 +225,14 @@ class Settings:
             Secret(aws_secret_raw) if aws_secret_raw else None
         )
         settings_kwargs["sts_endpoint_url"] = env.get(PREFIX + "STS_ENDPOINT_URL") or None
+        allowed_hosts = env.get(PREFIX + "ALLOWED_ENDPOINT_HOSTS", "")
+        bad_hosts = _bad_host_entries(allowed_hosts)
+        if bad_hosts:
+            problems.append(
+                f"{PREFIX}ALLOWED_ENDPOINT_HOSTS holds entries that are not host[:port]: "
+                + ", ".join(bad_hosts)
+            )
+        settings_kwargs["allowed_endpoint_hosts"] = allowed_hosts
         if problems or secret_key is None or hmac_key is None or master_keys is None:
             raise ConfigError(
                 "refusing to start: "
@@ -234,6 +246,34 @@ class Settings:
             master_keys=master_keys,
             **settings_kwargs,  # type: ignore[arg-type]
         )
+
+
+def parse_allowed_hosts(raw: str) -> frozenset[str]:
+    """`BUCKETREEL_ALLOWED_ENDPOINT_HOSTS`: comma-separated `host`, `host:port`, `[v6]:port`,
+    lower case; a bare IPv6 address is bracketed as URLs write it."""
+    entries: set[str] = set()
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if not item:
+            continue
+        if item.startswith("[") or item.count(":") <= 1:
+            entries.add(item)
+        else:
+            entries.add(f"[{item}]")
+    return frozenset(entries)
+
+
+def _bad_host_entries(raw: str) -> list[str]:
+    bad = []
+    for item in parse_allowed_hosts(raw):
+        try:
+            parts = urlsplit(f"http://{item}")
+            port = parts.port
+        except ValueError:
+            bad.append(item)
+            continue
+        if not parts.hostname or parts.path or port == 0:
+            bad.append(item)
+    return sorted(bad)
 
 
 def _parse_master_keys(raw: str, problems: list[str]) -> MasterKeys | None:

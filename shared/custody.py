@@ -10,6 +10,13 @@ The signed bytes are a canonical encoding built from the fields, never bytes sen
 agent: the broker rebuilds the record from what it knows (the path's recording id and seq,
 the declared size and SHA-256) plus the `prev` the agent names, so a record signed for one
 segment can never be passed off as another's.
+
+Format v2 (what agents sign now) also covers the segment's declared `started_at` (Unix
+milliseconds) and `duration_ms`, so re-timing a segment in the broker's database breaks its
+record; v1 records (older agents) cover neither and are named as v1 wherever they are
+checked. A v2 signature never verifies as v1 nor the other way round (each format has its own
+context prefix). Gap reports are signed too (`GapRecord`): which segments will never arrive,
+or which time range was a pause, and why.
 """
 
 from __future__ import annotations
@@ -19,11 +26,16 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 RECORD_CONTEXT = b"bucketreel-custody-record-v1\n"
+RECORD_CONTEXT_V2 = b"bucketreel-custody-record-v2\n"
+GAP_CONTEXT = b"bucketreel-custody-gap-v1\n"
+V1, V2 = 1, 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 GENESIS = "0" * 64
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -33,6 +45,18 @@ class CustodyFormatError(ValueError):
     """A public key, signature or hash is not of the form the record format needs."""
 
 
+def timestamp_ms(value: datetime) -> int:
+    """Whole Unix milliseconds (exact integer arithmetic; a naive value is taken as UTC, as
+    SQLite gives them back), the form in which records sign times."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _canonical(context: bytes, body: dict[str, object]) -> bytes:
+    return context + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CustodyRecord:
     recording_id: str
@@ -40,20 +64,57 @@ class CustodyRecord:
     size: int
     sha256: str  # base64, as the upload declares it
     prev: str  # hex SHA-256 of the previous record, GENESIS for the first
+    version: int = V1
+    started_at_ms: int | None = None  # v2: the declared start, Unix milliseconds
+    duration_ms: int | None = None  # v2: the declared duration
 
     def canonical(self) -> bytes:
-        body = {
+        body: dict[str, object] = {
             "prev": self.prev,
             "recording_id": self.recording_id,
             "seq": self.seq,
             "sha256": self.sha256,
             "size": self.size,
         }
-        return RECORD_CONTEXT + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        if self.version == V1:
+            return _canonical(RECORD_CONTEXT, body)
+        if self.version != V2 or self.started_at_ms is None or self.duration_ms is None:
+            raise CustodyFormatError("a v2 record signs its start and duration")
+        body.update(started_at=self.started_at_ms, duration_ms=self.duration_ms)
+        return _canonical(RECORD_CONTEXT_V2, body)
 
     def digest(self) -> str:
         """The record's hash (hex): what the next record's `prev` names."""
         return hashlib.sha256(self.canonical()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GapRecord:
+    """A gap report as the device signs it: segments that will never arrive (`seqs`, sorted,
+    each once), or a pause (`from`/`to`, Unix milliseconds), and the reason."""
+
+    recording_id: str
+    seqs: tuple[int, ...]
+    reason: str
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    @classmethod
+    def of(
+        cls, recording_id: str, seqs: list[int] | tuple[int, ...], reason: str,
+        from_: datetime | None, to: datetime | None,
+    ) -> GapRecord:
+        return cls(
+            recording_id=recording_id, seqs=tuple(sorted(set(seqs))), reason=reason,
+            from_ms=None if from_ is None else timestamp_ms(from_),
+            to_ms=None if to is None else timestamp_ms(to),
+        )
+
+    def canonical(self) -> bytes:
+        return _canonical(GAP_CONTEXT, {
+            "from": self.from_ms, "reason": self.reason, "recording_id": self.recording_id,
+            "seqs": list(self.seqs), "to": self.to_ms,
+        })
 
 
 def is_record_hash(value: object) -> bool:
@@ -78,12 +139,12 @@ def decode_public_key(value: str) -> Ed25519PublicKey:
         raise CustodyFormatError("not an Ed25519 public key") from None
 
 
-def sign(key: Ed25519PrivateKey, record: CustodyRecord) -> str:
+def sign(key: Ed25519PrivateKey, record: CustodyRecord | GapRecord) -> str:
     """The base64 Ed25519 signature of the record's canonical bytes."""
     return base64.b64encode(key.sign(record.canonical())).decode("ascii")
 
 
-def verify(public_key: str, record: CustodyRecord, signature: str) -> bool:
+def verify(public_key: str, record: CustodyRecord | GapRecord, signature: str) -> bool:
     """Whether `signature` is the device's signature of `record` (False on any malformed input)."""
     try:
         key = decode_public_key(public_key)

@@ -327,6 +327,8 @@ class GapReport:
     reason: str
     from_: datetime | None = None
     to: datetime | None = None
+    # The device's signature of the report (`shared.custody.GapRecord`), base64.
+    signature: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> GapReport:
@@ -340,24 +342,34 @@ class GapReport:
         reason = d.get("reason")
         if reason not in GAP_REASONS:
             raise WireError("reason", f"must be one of {', '.join(GAP_REASONS)}")
+        signature = None
+        if d.get("signature") is not None:
+            signature = _str(d, "signature", max_len=100)
+            try:
+                if len(base64.b64decode(signature, validate=True)) != 64:
+                    raise binascii.Error
+            except binascii.Error:
+                raise WireError("signature", "must be the base64 of a 64-byte signature") from None
         if reason not in PAUSE_REASONS:
             for name in ("from", "to"):
                 if d.get(name) is not None:
                     raise WireError(name, f"only a pause ({', '.join(PAUSE_REASONS)}) has one")
-            return cls(seqs=sorted(set(seqs)), reason=str(reason))
+            return cls(seqs=sorted(set(seqs)), reason=str(reason), signature=signature)
         if seqs:
             raise WireError("seqs", "must be empty for a pause")
         start = parse_timestamp(d.get("from"), "from")
         end = parse_timestamp(d.get("to"), "to")
         if end < start:
             raise WireError("to", "must not be before from")
-        return cls(seqs=[], reason=str(reason), from_=start, to=end)
+        return cls(seqs=[], reason=str(reason), from_=start, to=end, signature=signature)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"seqs": list(self.seqs), "reason": self.reason}
         if self.from_ is not None and self.to is not None:
             body["from"] = format_timestamp(self.from_)
             body["to"] = format_timestamp(self.to)
+        if self.signature is not None:
+            body["signature"] = self.signature
         return body
 
 

@@ -20,6 +20,7 @@ from shared.errors import ErrorCode
 
 ALGORITHM = "HS256"
 ISSUER = "bucketreel"
+LEEWAY = 5  # seconds of clock skew allowed between replicas, on every time rule below
 
 
 def key_id(key: Secret) -> str:
@@ -70,6 +71,21 @@ class TokenSigner:
         audience = claims.get("aud")
         return audience if isinstance(audience, str) else None
 
+    def _check_age(self, claims: dict[str, Any]) -> None:
+        """A token's own `exp` is not trusted alone: whoever holds a key (the previous one
+        after a rotation, say) could sign a token valid for ten years. No token this broker
+        issues lives longer than `ttl`, so one whose `exp - iat` or whose age `now - iat`
+        exceeds it (plus the leeway), or that was issued in the future, was not issued here."""
+        issued, expires = claims["iat"], claims["exp"]
+        for value in (issued, expires):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise jwt.InvalidTokenError("iat and exp must be numbers")
+        now = self._clock().timestamp()
+        if expires - issued > self.ttl + LEEWAY:
+            raise jwt.InvalidTokenError("the token claims a longer life than any issued")
+        if now - issued > self.ttl + LEEWAY or issued > now + LEEWAY:
+            raise jwt.InvalidTokenError("the token is older than any issued token lives")
+
     def verify(self, token: str, audience: Audience) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
@@ -83,8 +99,9 @@ class TokenSigner:
                 audience=audience,
                 issuer=ISSUER,
                 options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"]},
-                leeway=5,
+                leeway=LEEWAY,
             )
+            self._check_age(claims)
             session_version = claims["sv"] if audience == "user" else 0
             if isinstance(session_version, bool) or not isinstance(session_version, int):
                 raise jwt.InvalidTokenError("session version is not an integer")

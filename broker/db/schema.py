@@ -316,6 +316,8 @@ segments = Table(
     Column("record_prev", String(64), nullable=True),
     Column("record_hash", String(64), nullable=True),
     Column("record_signature", String(100), nullable=True),
+    # 0009: the record's format (shared.custody V1/V2); NULL on older rows: v1 when signed
+    Column("record_version", Integer, nullable=True),
     UniqueConstraint("recording_id", "seq", name="uq_segments_recording_seq"),
     tenant_link("segments", "recording_id", "recordings"),
     tenant_key("segments"),
@@ -334,6 +336,8 @@ recording_gaps = Table(
     # 0006: a pause's time range (reasons idle and locked)
     Column("gap_from", UTCDateTime(), nullable=True),
     Column("gap_to", UTCDateTime(), nullable=True),
+    # 0009: the device's signature of the report (shared.custody.GapRecord), when it sent one
+    Column("signature", String(100), nullable=True),
     tenant_link("recording_gaps", "recording_id", "recordings"),
 )
 

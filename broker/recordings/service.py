@@ -6,10 +6,10 @@ it signs a PUT for the agent and later checks the object's metadata with `HeadOb
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from broker.recordings import custody
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
 from broker.storage.credentials import StorageAccessDenied
-from broker.storage.s3 import BucketClient, BucketClients, ObjectHead
+from broker.storage.s3 import BucketClients, ObjectHead
 from broker.storage.service import StorageAccess
 from shared.errors import ErrorCode
 from shared.keys import segment_key
@@ -137,6 +137,8 @@ class RecordingService:
     async def grant_upload(
         self, principal: Principal, recording_id: str, seq: int, declared: UploadRequest
     ) -> UploadGrant:
+        """Decide in one transaction, sign with none open (the storage pool may wait on STS),
+        record the grant in a second: no request holds a database lock while it waits."""
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
@@ -162,21 +164,25 @@ class RecordingService:
                 raise Conflict(f"segment {seq} was declared with other content before")
             else:
                 custody.check_regrant(segment, declared)
-            bucket = await self._bucket(scope)
-            put = await asyncio.to_thread(
-                bucket.presign_put,
-                segment.object_key,
-                size=segment.size,
-                sha256_b64=segment.sha256,
-                md5_b64=segment.md5,
-                ttl=self._upload_ttl,
-            )
-            expires_at = now + timedelta(seconds=self._upload_ttl)
+            config = await storage_config.load(scope, self._keys)
+        # A declared segment without a grant is simply granted again on the next request.
+        bucket, put = await self._buckets.presign_put(
+            config,
+            segment.object_key,
+            size=segment.size,
+            sha256_b64=segment.sha256,
+            md5_b64=segment.md5,
+            ttl=self._upload_ttl,
+        )
+        now = self._clock()
+        expires_at = now + timedelta(seconds=self._upload_ttl)
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
             await scope.insert(
                 upload_grants,
                 id=str(uuid.uuid4()),
                 segment_id=segment.id,
-                credential_version=bucket.config.credential_version,
+                credential_version=config.credential_version,
                 issued_at=now,
                 expires_at=expires_at,
             )
@@ -203,9 +209,10 @@ class RecordingService:
             if segment.state == VERIFIED:
                 return VERIFIED
             await custody.check_stored(scope, recording, segment)
-            bucket = await self._bucket(scope)
+            config = await storage_config.load(scope, self._keys)
+        bucket = await self._buckets.client(config)
         try:
-            head = await asyncio.to_thread(bucket.head, segment.object_key)
+            head = await self._buckets.head(bucket, segment.object_key)
         except StorageAccessDenied:
             # On S3 without a list right a missing object answers 403 too; the canary tells.
             if self._storage is None or not await self._storage.access_works(
@@ -275,7 +282,8 @@ class RecordingService:
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            await _own_recording(scope, principal, recording_id)
+            recording = await _own_recording(scope, principal, recording_id)
+            signature = await custody.admit_gap(scope, recording, gap)
             await scope.insert(
                 recording_gaps,
                 id=str(uuid.uuid4()),
@@ -285,6 +293,7 @@ class RecordingService:
                 reported_at=now,
                 gap_from=gap.from_,
                 gap_to=gap.to,
+                signature=signature,
             )
             await audit.record(
                 scope,
@@ -300,9 +309,9 @@ class RecordingService:
         """Re-check a recording's chain of custody against the bucket (operator command)."""
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
-            bucket = await self._bucket(scope)
+            config = await storage_config.load(scope, self._keys)
             state = await custody.load_state(scope, recording_id)
-        report = await custody.verify_recording(state, bucket)
+        report = await custody.verify_recording(state, self._buckets, config)
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
             await audit.record(
@@ -323,31 +332,45 @@ class RecordingService:
 
     async def operator_view_url(self, tenant_id: str, recording_id: str, seq: int) -> ViewUrl:
         """A short-lived GET URL for one verified segment, for an operator at the CLI."""
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
+
+        async def exists(scope: TenantScope) -> None:
             if await scope.one(recordings, recordings.c.id == recording_id) is None:
                 raise NotFound("no such recording in this tenant")
-            return await self.mint_view_url(scope, recording_id, seq, actor="operator")
+
+        return await self.mint_view_url(
+            tenant_id, recording_id, seq, actor="operator", authorize=exists
+        )
 
     async def mint_view_url(
-        self, scope: TenantScope, recording_id: str, seq: int, *, actor: str
+        self,
+        tenant_id: str,
+        recording_id: str,
+        seq: int,
+        *,
+        actor: str,
+        authorize: Callable[[TenantScope], Awaitable[None]],
     ) -> ViewUrl:
-        """Sign a GET for one verified segment and audit it. The caller has authorized it
-        (`broker.access`) in the same transaction."""
+        """Sign a GET for one verified segment and audit it: `authorize` and the checks in
+        one transaction, the signature with none open, the audit entry in a second, which
+        commits before the URL is handed out."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            await authorize(scope)
+            segment = await _segment(scope, recording_id, seq)
+            if segment.state != VERIFIED:
+                raise Conflict(f"segment {seq} has not been verified in the bucket yet")
+            config = await storage_config.load(scope, self._keys)
+        url = await self._buckets.presign_get(config, segment.object_key, ttl=self._view_ttl)
         now = self._clock()
-        segment = await _segment(scope, recording_id, seq)
-        if segment.state != VERIFIED:
-            raise Conflict(f"segment {seq} has not been verified in the bucket yet")
-        bucket = await self._bucket(scope)
-        url = await asyncio.to_thread(bucket.presign_get, segment.object_key, ttl=self._view_ttl)
-        await audit.record(
-            scope,
-            at=now,
-            actor=actor,
-            action="segment.view_url",
-            target=segment.object_key,
-            details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
-        )
+        async with self._db.transaction() as conn:
+            await audit.record(
+                TenantScope(conn, tenant_id),
+                at=now,
+                actor=actor,
+                action="segment.view_url",
+                target=segment.object_key,
+                details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
+            )
         return ViewUrl(url, now + timedelta(seconds=self._view_ttl))
 
     async def _declare(
@@ -378,10 +401,6 @@ class RecordingService:
             **record,
         )
         return await _segment(scope, recording.id, seq)
-
-    async def _bucket(self, scope: TenantScope) -> BucketClient:
-        config = await storage_config.load(scope, self._keys)
-        return await asyncio.to_thread(self._buckets.get, config)
 
 
 def _actor(principal: Principal) -> str:

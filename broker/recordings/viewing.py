@@ -1,6 +1,7 @@
 """What people (managers and admins) read: employees, recordings, short-lived view URLs.
 
-Every method authorizes through `broker.access` in the same transaction as the read.
+Every method authorizes through `broker.access` in the same transaction as the read
+(a view URL is signed after that transaction and audited in the next, before it is handed out).
 """
 
 from __future__ import annotations
@@ -61,12 +62,13 @@ class ViewingService:
             return await recording_info(scope, recording_id)
 
     async def view_url(self, principal: Principal, recording_id: str, seq: int) -> ViewUrl:
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
+        async def authorize(scope: TenantScope) -> None:
             await self._authorize(scope, principal, recording_id)
-            return await self._recordings.mint_view_url(
-                scope, recording_id, seq, actor=f"user:{principal.user_id}"
-            )
+
+        return await self._recordings.mint_view_url(
+            principal.tenant_id, recording_id, seq, actor=f"user:{principal.user_id}",
+            authorize=authorize,
+        )
 
     async def _authorize(self, scope: TenantScope, principal: Principal, recording_id: str) -> None:
         recording = await scope.one(recordings, recordings.c.id == recording_id)

@@ -64,8 +64,9 @@ class BrokerIdentity:
             "sts",
             region_name=region,
             endpoint_url=self.sts_endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5,
-                          read_timeout=10),
+            # Short: AssumeRole runs on the storage pool under a deadline (`broker.storage.io`).
+            config=Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3,
+                          read_timeout=5),
             **kwargs,
         )
 

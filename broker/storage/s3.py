@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from broker.errors import StorageUnavailable
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
+from broker.storage.endpoint import EndpointPolicy, PinnedEndpoint, pin
+from broker.storage.io import StorageIO
 from shared.keys import SEGMENT_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
+
+# botocore's limits per request: short, so a bucket that accepts and never answers frees the
+# storage thread soon (`broker.storage.io`); the async deadlines below bound the caller.
+CONNECT_TIMEOUT = 3
+READ_TIMEOUT = 5
+ATTEMPTS = 2
+SELFCHECK_CONNECT_TIMEOUT = 2
+SELFCHECK_READ_TIMEOUT = 3
+CLIENT_DEADLINE = 15.0  # making a client: DNS, and STS AssumeRole for a role
+HEAD_DEADLINE = 2 * (CONNECT_TIMEOUT + READ_TIMEOUT) + 2.0
+PRESIGN_DEADLINE = 15.0  # local, unless an assumed role's session must be refreshed (STS)
+REPIN_SECONDS = 300  # a custom endpoint's host is resolved (and checked) again this often
 
 
 def _log_operation(params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -57,17 +72,38 @@ class ObjectHead:
 
 
 class BucketClient:
-    def __init__(self, config: StorageConfig, identity: BrokerIdentity | None = None) -> None:
+    """Blocking (DNS, STS, S3): made and used on the storage pool only (`BucketClients`)."""
+
+    def __init__(
+        self,
+        config: StorageConfig,
+        identity: BrokerIdentity | None = None,
+        policy: EndpointPolicy | None = None,
+        *,
+        selfcheck: bool = False,
+    ) -> None:
         self.config = config
+        self.created = time.monotonic()
+        # A custom endpoint: resolved once, checked, and every connection pinned to that
+        # address (`broker.storage.endpoint`); its replies are reported coarsely.
+        self.pinned: PinnedEndpoint | None = None
+        if config.endpoint_url is not None:
+            self.pinned = (policy or EndpointPolicy()).resolve(config.endpoint_url)
+        # What a custom endpoint the operator did not allow answered is never shown in detail.
+        self.coarse = self.pinned is not None and not self.pinned.trusted
         botocore_config = Config(
             signature_version="s3v4",  # never SigV2, whatever the region
             region_name=config.region,
             s3={"addressing_style": "path" if config.endpoint_url else "virtual"},
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5,
-            read_timeout=10,
+            # The self-check's probes are tried once, each briefly: it has one deadline.
+            retries={"mode": "standard", "max_attempts": 1 if selfcheck else ATTEMPTS},
+            connect_timeout=SELFCHECK_CONNECT_TIMEOUT if selfcheck else CONNECT_TIMEOUT,
+            read_timeout=SELFCHECK_READ_TIMEOUT if selfcheck else READ_TIMEOUT,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            # A custom endpoint never through an environment proxy: the proxy would resolve
+            # the host itself, past the check (and `pin` refuses any other host anyway).
+            **({"proxies": {}} if self.pinned is not None else {}),
         )
         session = boto_session(config, identity or BrokerIdentity())
         self._client: Any = session.client(
@@ -76,6 +112,8 @@ class BucketClient:
             endpoint_url=config.endpoint_url,
             config=botocore_config,
         )
+        if self.pinned is not None:
+            pin(self._client, self.pinned)
         self._client.meta.events.register("provide-client-params.s3", _log_operation)
 
     def presign_put(
@@ -136,11 +174,14 @@ class BucketClient:
                 raise StorageAccessDenied(
                     "the bucket refused HeadObject with HTTP 403; check the broker's credentials"
                 ) from None
+            # A custom endpoint learns nothing of what answered there (no status, no class).
+            detail = "" if self.coarse else f" with HTTP {status}"
             raise StorageUnavailable(
-                f"the bucket refused HeadObject with HTTP {status}; check the broker's credentials"
+                f"the bucket refused HeadObject{detail}; check the broker's credentials"
             ) from None
         except BotoCoreError as exc:
-            raise StorageUnavailable(f"the bucket did not answer: {type(exc).__name__}") from None
+            detail = "" if self.coarse else f": {type(exc).__name__}"
+            raise StorageUnavailable(f"the bucket did not answer{detail}") from None
         return ObjectHead(
             size=int(reply["ContentLength"]),
             sha256=reply.get("ChecksumSHA256"),
@@ -151,23 +192,66 @@ class BucketClient:
 
 class BucketClients:
     """One client per tenant, keyed by its whole configuration: saving new storage (keys or a
-    role) replaces the tenant's client on the next request, without a restart."""
+    role) replaces the tenant's client on the next request, without a restart.
 
-    def __init__(self, identity: BrokerIdentity | None = None) -> None:
+    The async methods are the broker's way to its buckets: each runs on the storage pool
+    (`broker.storage.io`) under a deadline. Call them with no database transaction open."""
+
+    def __init__(
+        self,
+        identity: BrokerIdentity | None = None,
+        policy: EndpointPolicy | None = None,
+        io: StorageIO | None = None,
+    ) -> None:
         self.identity = identity or BrokerIdentity()
+        self.policy = policy or EndpointPolicy()
+        self.io = io or StorageIO()
         self._lock = threading.Lock()
         self._clients: dict[str, BucketClient] = {}
 
     def get(self, config: StorageConfig) -> BucketClient:
+        """Blocking: on the storage pool only (`client`)."""
         with self._lock:
             client = self._clients.get(config.tenant_id)
-            if client is not None and client.config == config:
+            if client is not None and client.config == config and not (
+                client.pinned is not None and time.monotonic() - client.created > REPIN_SECONDS
+            ):
                 return client
-        client = BucketClient(config, self.identity)  # may call STS: outside the lock
+        client = BucketClient(config, self.identity, self.policy)  # DNS, STS: outside the lock
         with self._lock:
             self._clients[config.tenant_id] = client
         return client
 
     def fresh(self, config: StorageConfig) -> BucketClient:
-        """A client for a configuration that is not saved (yet), never cached."""
-        return BucketClient(config, self.identity)
+        """A self-check's client, never cached (the configuration may not be saved yet)."""
+        return BucketClient(config, self.identity, self.policy, selfcheck=True)
+
+    async def client(self, config: StorageConfig) -> BucketClient:
+        return await self.io.run(config.tenant_id, self.get, config, deadline=CLIENT_DEADLINE)
+
+    async def presign_put(
+        self, config: StorageConfig, key: str, *, size: int, sha256_b64: str, md5_b64: str,
+        ttl: int,
+    ) -> tuple[BucketClient, PresignedPut]:
+        bucket = await self.client(config)
+
+        def sign() -> PresignedPut:
+            return bucket.presign_put(
+                key, size=size, sha256_b64=sha256_b64, md5_b64=md5_b64, ttl=ttl
+            )
+
+        put = await self.io.run(config.tenant_id, sign, deadline=PRESIGN_DEADLINE)
+        return bucket, put
+
+    async def presign_get(self, config: StorageConfig, key: str, *, ttl: int) -> str:
+        bucket = await self.client(config)
+
+        def sign() -> str:
+            return bucket.presign_get(key, ttl=ttl)
+
+        return await self.io.run(config.tenant_id, sign, deadline=PRESIGN_DEADLINE)
+
+    async def head(self, bucket: BucketClient, key: str) -> ObjectHead | None:
+        return await self.io.run(
+            bucket.config.tenant_id, bucket.head, key, deadline=HEAD_DEADLINE
+        )

@@ -14,8 +14,14 @@ prefix too, so the minimal identity policy on `B/P/*` covers the write):
   head    HeadObject of a random missing key                       → must be 403: on S3 a
           404 there means the principal holds s3:ListBucket
 
-Each probe that is not refused is a red, named finding. The probes appear in the customer's
-CloudTrail (data events) like any request; the admin guide says so.
+Each probe that is not refused is a red, named finding. The probes run one after another on
+one storage thread (`broker.storage.io`), each tried once with short timeouts, and none starts
+after the self-check's deadline. For a tenant's custom endpoint that the operator did not
+allow by name (`BUCKETREEL_ALLOWED_ENDPOINT_HOSTS`), outcomes say only
+`reachable` (an HTTP success), `refused` (an HTTP error) or `unreachable` (no answer): never
+the status, the XML error code or the error class, which would map an internal network.
+The probes appear in the customer's CloudTrail (data events) like any request; the admin
+guide says so.
 
 The canary: the write probe's object is known to exist. A HeadObject on it answers 200 while
 the broker's credentials work and 403 once they are revoked, which a HeadObject on a segment
@@ -25,6 +31,7 @@ that may be missing cannot tell apart on S3 (HEAD replies carry no error code).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -108,8 +115,16 @@ def _outcome(call: Any) -> tuple[int | None, str]:
     return status, str(status)
 
 
-def run(bucket: BucketClient, now: datetime) -> CheckReport:
-    """Every probe, in order; never raises for what the bucket answers."""
+def coarse(status: int | None) -> str:
+    """What a custom endpoint's answer may show: reachable, refused or unreachable."""
+    if status is None:
+        return "unreachable"
+    return "reachable" if 200 <= status < 300 else "refused"
+
+
+def run(bucket: BucketClient, now: datetime, *, deadline: float | None = None) -> CheckReport:
+    """Every probe, in order; never raises for what the bucket answers. No probe starts
+    after `deadline` (a `time.monotonic()` value): it is reported unreachable."""
     config = bucket.config
     client = bucket._raw()  # this module is its one allowed user
     base = selfcheck_prefix(config.prefix)
@@ -120,8 +135,13 @@ def run(bucket: BucketClient, now: datetime) -> CheckReport:
 
     def probe(name: str, operation: str, expected: str, call: Any,
               passes: Any, finding: str) -> int | None:
-        status, outcome = _outcome(call)
+        if deadline is not None and time.monotonic() >= deadline:
+            status, outcome = None, "error: the self-check ran out of time"
+        else:
+            status, outcome = _outcome(call)
         passed = bool(passes(status, outcome))
+        if bucket.coarse:
+            outcome = coarse(status)
         probes.append(Probe(name, operation, expected, outcome, passed))
         if not passed:
             findings.append(Finding(finding, "red", FINDINGS[finding], outcome))

@@ -13,10 +13,10 @@ knows to exist. 403 there means the credentials are revoked: the storage is mark
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
+import time
 from datetime import datetime
 from typing import Any
 
@@ -28,19 +28,23 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import storage_access
 from broker.db.scope import TenantScope
-from broker.errors import BrokerError, Conflict
+from broker.errors import BrokerError, Conflict, RateLimited
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
 from broker.storage import origins, selfcheck
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
-from broker.storage.s3 import BucketClient, BucketClients
+from broker.storage.io import StorageTimeout
+from broker.storage.s3 import CLIENT_DEADLINE, BucketClient, BucketClients
 from shared.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 
 OK = "ok"
 ACCESS_REVOKED = "access_revoked"
+# The whole self-check (its client, AssumeRole, five probes) ends within this; each probe is
+# tried once with short timeouts (`broker.storage.s3`), and none starts after it.
+SELFCHECK_DEADLINE = 20.0
 
 
 class StorageRisk(Conflict):
@@ -55,6 +59,9 @@ class StorageAccess:
         self._keys = keys
         self._buckets = buckets
         self._clock = clock
+
+    def close(self) -> None:
+        self._buckets.io.close()
 
     # -- external ID ----------------------------------------------------------------------
 
@@ -80,13 +87,19 @@ class StorageAccess:
         accept_risk: bool = False,
         actor: str,
     ) -> dict[str, Any]:
+        if endpoint_url is not None:
+            self._buckets.policy.check_url(endpoint_url)  # its form first: no DNS for junk
         external_id = await self.external_id(tenant_id) if role_arn else None
         candidate = storage_config.candidate(
             tenant_id, bucket=bucket, region=region, endpoint_url=endpoint_url, prefix=prefix,
             access_key_id=access_key_id, secret_access_key=secret_access_key,
             role_arn=role_arn, external_id=external_id,
         )
-        report = await self._run(candidate, fresh=True)
+        if endpoint_url is not None:  # a refused host is a 400 naming it, before any probe
+            await self._buckets.io.run(
+                tenant_id, self._buckets.policy.resolve, endpoint_url, deadline=CLIENT_DEADLINE
+            )
+        report = await self._run(candidate)
         if report.findings and not accept_risk:
             raise StorageRisk(
                 "the self-check found: "
@@ -126,7 +139,7 @@ class StorageAccess:
         """Run the self-check on the saved storage; record the result and the access state."""
         async with self._db.transaction() as conn:
             config = await storage_config.load(TenantScope(conn, tenant_id), self._keys)
-        report = await self._run(config, fresh=False)
+        report = await self._run(config)
         now = self._clock()
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
@@ -175,7 +188,7 @@ class StorageAccess:
         try:
             if canary is None:  # never self-checked: a 403 cannot be told apart; assume revoked
                 raise StorageAccessDenied("no canary object to check the credentials with")
-            await asyncio.to_thread(bucket.head, canary)
+            await self._buckets.head(bucket, canary)
         except StorageAccessDenied:
             await self.mark_revoked(
                 tenant_id, reason="the bucket answered 403 to the broker's credentials "
@@ -211,20 +224,33 @@ class StorageAccess:
 
     # -- internals ------------------------------------------------------------------------
 
-    async def _run(self, config: StorageConfig, *, fresh: bool) -> selfcheck.CheckReport:
+    async def _run(self, config: StorageConfig) -> selfcheck.CheckReport:
+        """The self-check, on the storage pool: one per tenant at a time and a few per
+        broker (429 otherwise), all of it within SELFCHECK_DEADLINE."""
         now = self._clock()
-        try:
-            get = self._buckets.fresh if fresh else self._buckets.get
-            bucket = await asyncio.to_thread(get, config)
-        except BrokerError as exc:  # STS refused the role, or did not answer
-            return selfcheck.CheckReport(
-                checked_at=now, can_write=False, canary_key=None,
-                findings=[selfcheck.Finding(
-                    "cannot_write", "red", selfcheck.FINDINGS["cannot_write"],
-                    f"error: {exc.message}",
-                )],
-            )
-        return await asyncio.to_thread(selfcheck.run, bucket, now)
+        async with self._buckets.io.selfcheck_slot(config.tenant_id):
+            deadline = time.monotonic() + SELFCHECK_DEADLINE
+
+            def check() -> selfcheck.CheckReport:
+                bucket = self._buckets.fresh(config)  # DNS, AssumeRole: inside the deadline
+                return selfcheck.run(bucket, now, deadline=deadline)
+
+            try:
+                return await self._buckets.io.run(
+                    config.tenant_id, check, deadline=SELFCHECK_DEADLINE + 1.0
+                )
+            except RateLimited:
+                raise
+            except StorageTimeout:
+                outcome = "error: no answer in time"
+            except BrokerError as exc:  # STS refused or did not answer; a refused host
+                outcome = f"error: {exc.message}"
+        return selfcheck.CheckReport(
+            checked_at=now, can_write=False, canary_key=None,
+            findings=[selfcheck.Finding(
+                "cannot_write", "red", selfcheck.FINDINGS["cannot_write"], outcome,
+            )],
+        )
 
     async def _store_report(
         self, scope: TenantScope, report: selfcheck.CheckReport, *, actor: str, now: datetime

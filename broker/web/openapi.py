@@ -85,6 +85,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "from": {**_TIME, "description": "a pause's start (idle, locked only)"},
             "to": {**_TIME, "description": "a pause's end (idle, locked only)"},
         },
+        signature={
+            "type": ["string", "null"], "contentEncoding": "base64",
+            "description": "the device's Ed25519 signature of the report (custody gap record)",
+        },
     ),
     "Heartbeat": _obj(
         ["state", "spool_bytes", "spool_segments", "errors"],

@@ -57,3 +57,4 @@ def test_the_agent_signs_a_recording_that_verifies(
     report = broker.admin("verify-recording", "--tenant", tenant.name, recording_id)
     assert report["ok"] is True, report
     assert report["verified"] == len(info["segments"])
+    assert (report["record_format"], report["times_signed"]) == ("v2", True), report

@@ -126,7 +126,8 @@ def test_a_signed_recording_verifies(
     code, report = verify_cli(broker, tenant, recording_id)
     assert code == 0, report
     assert report == {"recording_id": recording_id, "ok": True, "segments": 3, "verified": 3,
-                      "findings": []}
+                      "record_format": "v1", "record_versions": {"v1": 3},
+                      "times_signed": False, "gaps": 0, "signed_gaps": 0, "findings": []}
 
 
 def test_forged_broken_or_moved_records_are_refused(

@@ -88,6 +88,9 @@ def test_each_token_attack_is_refused(
         "tampered": head + "." + b64({**good, "role": "admin", "tid": other_tenant.tenant_id})
         + "." + sig,
         "expired": forge(broker, {**good, "iat": now - 2000, "exp": now - 1000}),
+        "ten-year life": forge(broker, {**good, "iat": now, "exp": now + 10 * 365 * 86_400}),
+        "issued long ago": forge(broker, {**good, "iat": now - 86_400, "exp": now + 600}),
+        "issued in the future": forge(broker, {**good, "iat": now + 3600, "exp": now + 4000}),
         "wrong tenant": forge(broker, {**good, "tid": other_tenant.tenant_id}),
         "other audience": forge(broker, {**good, "aud": "device"}),
         "role raised": forge(broker, {**good, "role": "manager"}),
@@ -204,3 +207,33 @@ def test_key_rotation_keeps_tokens_of_the_previous_key_valid(broker: BrokerProce
     assert rotated.verify(rotated.issue(principal), "user") == principal
     with pytest.raises(Exception, match="invalid or expired"):
         signer(new, None).verify(before, "user")  # the old key dropped at the next rotation
+
+
+def test_a_token_under_the_previous_key_cannot_outlive_the_access_token_ttl() -> None:
+    """A leaked previous key must not mint tokens that outlast the rotation meant to end it:
+    a ten-year `exp` (or an `iat` from long ago) is refused whatever key signed it."""
+    old, new = "o" * 48, "n" * 48
+    rotated = TokenSigner(
+        current=Secret(new), previous=Secret(old), ttl=900, clock=lambda: datetime.now(UTC)
+    )
+    now = int(time.time())
+    claims = {
+        "iss": "bucketreel", "aud": "user", "sub": "u", "tid": "t", "uid": "u",
+        "role": "admin", "sid": "s", "sv": 1, "jti": uuid.uuid4().hex,
+    }
+
+    def under_old_key(iat: int, exp: int) -> str:
+        return jwt.encode(
+            {**claims, "iat": iat, "exp": exp}, old, algorithm="HS256",
+            headers={"kid": key_id(Secret(old))},
+        )
+
+    assert rotated.verify(under_old_key(now, now + 900), "user").subject == "u"
+    for iat, exp in [
+        (now, now + 10 * 365 * 86_400),  # a ten-year life
+        (now - 86_400, now + 600),  # issued a day ago, exp stretched
+        (now - 900 - 60, now + 60),  # older than any token lives
+        (now + 3600, now + 3600 + 900),  # issued in the future
+    ]:
+        with pytest.raises(Exception, match="invalid or expired"):
+            rotated.verify(under_old_key(iat, exp), "user")

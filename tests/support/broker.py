@@ -69,6 +69,9 @@ def parse_env_file(text: str) -> dict[str, str]:
     return result
 
 
+ALLOWED_ENDPOINT_HOSTS_VAR = "BUCKETREEL_ALLOWED_ENDPOINT_HOSTS"
+
+
 def base_env() -> dict[str, str]:
     """This process's environment without BUCKETREEL_* and AWS_* settings left from outside."""
     env = {
@@ -167,6 +170,9 @@ class BrokerProcess:
             raise BrokerCommandError(f"{SCRIPT_NAME} gen-secrets printed no KEY=value lines")
         env.update(self.secrets)
         env[DATABASE_URL_VAR] = self.database_url
+        # The suite's moto runs on plain http on the loopback, which the broker refuses for
+        # tenants' endpoints unless allowed; tests of that refusal set this to "".
+        env[ALLOWED_ENDPOINT_HOSTS_VAR] = "127.0.0.1"
         env.update(self.extra_env)
         self.env = env
         run_cli(["migrate"], env, timeout=300)

@@ -1,7 +1,7 @@
 """The signed-in pages: start page, an employee's day, the player, receipts, the audit log.
 
 Each handler gets the verified principal from the route table's guard, calls the service
-that authorizes through `broker.recordings.access`, and renders.
+that authorizes through `broker.access`, and renders.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Where the broker waits on customers' storage: its own bounded thread pool, with limits.
+
+Every blocking call that may reach a tenant's bucket or STS (making a client: DNS and
+AssumeRole; HeadObject; the self-check's probes; presigning, which may refresh an assumed
+role's session) runs here, never on the default executor that hashes passwords, and never
+while a database transaction is open (the callers commit first). One tenant whose endpoint
+accepts connections and never answers can therefore hold at most `per_tenant` of these
+threads, and never a database lock; the others go on.
+
+- Each call has a deadline (`asyncio.wait_for`); the thread it ran on stays busy until
+  botocore's own connect/read timeouts end it, so it still counts against its tenant until it
+  really returns.
+- A tenant over `per_tenant` calls at once gets 429 with `Retry-After`.
+- Self-checks: one per tenant at a time and `selfchecks` across tenants (429 otherwise),
+  each under one overall deadline (`broker.storage.service`).
+
+The limits hold per broker process (like the device budgets): N replicas allow N times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from broker.errors import RateLimited, StorageUnavailable
+
+T = TypeVar("T")
+
+WORKERS = 16
+PER_TENANT = 4
+SELFCHECKS = 2
+RETRY_AFTER = 5
+
+
+class StorageBusy(RateLimited):
+    """Too many storage calls or self-checks under way for this tenant or this broker."""
+
+
+class StorageTimeout(StorageUnavailable):
+    """The bucket (or STS) did not answer within the call's deadline."""
+
+
+class StorageIO:
+    def __init__(
+        self, *, workers: int = WORKERS, per_tenant: int = PER_TENANT, selfchecks: int = SELFCHECKS
+    ) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="storage-io")
+        self._per_tenant = per_tenant
+        self._selfchecks = selfchecks
+        self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()  # tenant -> calls whose thread has not returned
+        self._checking: set[str] = set()
+
+    async def run(
+        self, tenant_id: str, fn: Callable[..., T], /, *args: object, deadline: float
+    ) -> T:
+        """`fn(*args)` on the storage pool, for `tenant_id`, within `deadline` seconds."""
+        with self._lock:
+            if self._calls[tenant_id] >= self._per_tenant:
+                raise StorageBusy(
+                    "too many requests to this tenant's bucket are under way; try again shortly",
+                    retry_after=RETRY_AFTER,
+                )
+            self._calls[tenant_id] += 1
+
+        def release(_: object) -> None:  # when the thread returns, or the call never ran
+            with self._lock:
+                self._calls[tenant_id] -= 1
+                if self._calls[tenant_id] <= 0:
+                    del self._calls[tenant_id]
+
+        try:
+            future = self._pool.submit(functools.partial(fn, *args))
+        except RuntimeError:  # the pool is shut down: the broker is stopping
+            release(None)
+            raise StorageUnavailable("the broker is shutting down") from None
+        future.add_done_callback(release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
+        except TimeoutError:
+            raise StorageTimeout(
+                f"the tenant's bucket did not answer within {deadline:g} s"
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def selfcheck_slot(self, tenant_id: str) -> AsyncIterator[None]:
+        """Hold the tenant's one self-check slot (and one of the broker's few)."""
+        with self._lock:
+            if tenant_id in self._checking:
+                raise StorageBusy(
+                    "a storage self-check for this tenant is under way; wait for it",
+                    retry_after=RETRY_AFTER,
+                )
+            if len(self._checking) >= self._selfchecks:
+                raise StorageBusy(
+                    "the broker is running as many storage self-checks as it allows; "
+                    "try again shortly",
+                    retry_after=RETRY_AFTER,
+                )
+            self._checking.add(tenant_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._checking.discard(tenant_id)
+
+    def close(self) -> None:
+        """Stop taking work; threads still waiting on a bucket end with botocore's timeouts."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
