@@ -41,6 +41,8 @@ RECOVERY_PURPOSE = "recovery-code"
 TOTP_SEAL_PURPOSE = "totp"
 RECOVERY_CODES = 10
 MAX_CHALLENGE_FAILURES = 5
+AUDIT_ACCOUNT_PURPOSE = "audit-account"
+MASKED_ACCOUNT_CHARS = 16  # 64 bits of the HMAC: enough to tell names apart, nothing more
 ENROLL = "enroll"
 TOTP = "totp"
 
@@ -77,6 +79,14 @@ def _bad_code() -> Unauthenticated:
     return Unauthenticated(
         "the code is wrong, expired or was used already", code=ErrorCode.INVALID_MFA_CODE
     )
+
+
+def masked_account(hmac_key: Secret, tenant_id: str, email: str) -> str:
+    """What the audit log keeps of an account name that matched nobody: a truncated HMAC
+    under the server's key (never the typed string, which may be a password)."""
+    return "acct_" + token_hash(hmac_key, AUDIT_ACCOUNT_PURPOSE, f"{tenant_id}\x00{email}")[
+        :MASKED_ACCOUNT_CHARS
+    ]
 
 
 def normalize_recovery_code(code: str) -> str:
@@ -147,6 +157,12 @@ class LoginService:
         """The failure is counted already (reserved before the check); audit it."""
         if tenant_row is None:
             return  # no tenant to audit in (the failure still counts)
+        # Never the typed string: people type passwords into the email field. A known user
+        # is named by id only; an unknown account by a short keyed digest (the same typo
+        # gives the same digest, so repeated guesses at one name can be told apart).
+        details: dict[str, Any] = {"step": "password"}
+        if user is None:
+            details["account"] = masked_account(self._hmac_key, tenant_row.id, email)
         async with self._db.transaction() as conn:
             await audit.record(
                 TenantScope(conn, tenant_row.id),
@@ -154,7 +170,7 @@ class LoginService:
                 actor=f"user:{user.id}" if user else "anonymous",
                 action="auth.login_failed",
                 target=user.id if user else "unknown-user",
-                details={"email": email, "step": "password"},
+                details=details,
             )
 
     async def _challenge(
