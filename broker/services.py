@@ -60,6 +60,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         view_ttl=settings.view_url_ttl,
         clock=clock,
         storage=storage,
+        clock_skew=settings.clock_skew,
     )
     passwords = Passwords(
         time_cost=settings.argon2_time_cost,

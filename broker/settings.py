@@ -103,6 +103,9 @@ class Settings:
     device_call_burst: int = 600
     device_creates_per_hour: int = 120
     device_create_burst: int = 60
+    # Seconds an agent's declared times may lie ahead of the broker's clock (or before its
+    # recording's start): `broker.recordings.bounds`.
+    clock_skew: int = 300
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None
@@ -206,6 +209,7 @@ class Settings:
             "device_call_burst": number("DEVICE_CALL_BURST", 600, 20, 100_000),
             "device_creates_per_hour": number("DEVICE_CREATES_PER_HOUR", 120, 30, 36_000),
             "device_create_burst": number("DEVICE_CREATE_BURST", 60, 10, 10_000),
+            "clock_skew": number("CLOCK_SKEW", 300, 5, 3600),
             "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
             "behind_tls": flag("BEHIND_TLS"),
             "dev_mode": dev_mode,

@@ -15,8 +15,7 @@ from broker.audit import query as audit_query
 from broker.auth.tokens import Principal
 from broker.db.schema import users
 from broker.db.scope import TenantScope
-from broker.errors import InvalidInput
-from broker.recordings import timeline
+from broker.recordings import bounds, timeline
 from broker.web.appkeys import CLOCK, DATABASE, SESSIONS, VIEWING
 from broker.web.pages import storage_origin
 from broker.web.pages.html import Markup, join, nav, page, render, when
@@ -61,12 +60,7 @@ async def home(request: web.Request, principal: Principal) -> web.Response:
 
 
 def _parse_day(raw: str | None) -> date | None:
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput("day must be YYYY-MM-DD") from None
+    return bounds.parse_day(raw)
 
 
 def _x(moment: datetime, day: date) -> float:
