@@ -12,7 +12,7 @@ from aiohttp import web
 from broker.auth.tokens import Principal
 from broker.errors import Unauthenticated
 from broker.web import cookies
-from broker.web.appkeys import CLOCK, DEVICES, LOGIN, SESSIONS, SETTINGS
+from broker.web.appkeys import CLOCK, DEVICE_LIMITS, DEVICES, LOGIN, SESSIONS, SETTINGS
 from broker.web.http import json_object, read_json, reply, text_field
 from shared.wire import MAX_DEVICE_NAME, WireError, format_timestamp, optional_public_key
 
@@ -106,6 +106,10 @@ async def sign_out_everywhere(request: web.Request, principal: Principal) -> web
 async def register_device(request: web.Request, principal: Principal) -> web.Response:
     """A signed-in person enrolls their own workstation (`bucketreel-agent enroll --email`)."""
     body = json_object(await read_json(request))
+    # Registrations by login spend the person's and the tenant's budgets (devices.ratelimit).
+    await request.app[DEVICE_LIMITS].check_registration(
+        principal, call="POST /api/v1/devices/register"
+    )
     pair = await request.app[DEVICES].enroll_user(
         principal, text_field(body, "name", MAX_DEVICE_NAME), optional_public_key(body)
     )

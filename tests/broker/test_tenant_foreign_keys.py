@@ -424,7 +424,7 @@ def test_the_migration_keeps_every_row_both_ways(
             on(url, partial(insert_as, tenant=a, link=link, target=theirs[link.parent]))
 
         on(url, migrate.upgrade, app=app)
-        assert on(url, migrate.current_revision) == "0008"
+        assert on(url, migrate.current_revision) == "0009_device_caps"
         assert snapshot(url) == rows
         assert on(url, catalog) == walls
         assert on(url, differences) == []
@@ -495,7 +495,7 @@ def test_the_migration_stops_at_a_reference_to_another_tenant(empty_database: st
         await migrate.upgrade(engine)
         return await migrate.current_revision(engine)
 
-    assert on(url, fix_and_migrate) == "0008"
+    assert on(url, fix_and_migrate) == "0009_device_caps"
 
 
 @pytest.mark.parametrize("app", [False, True], ids=["cli-engine", "app-engine"])
