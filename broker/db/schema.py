@@ -116,7 +116,7 @@ users = Table(
     # 0009: this person's own device cap (null: the tenant's); failed passwords since the
     # last full sign-in, shown at the next one.
     Column("device_cap", Integer, nullable=True),
-    Column("failed_logins", Integer, nullable=False, default=0, server_default="0"),
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("failed_login_at", UTCDateTime(), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
     tenant_key("users"),

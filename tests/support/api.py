@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import urllib3
-from sqlalchemy import select
+from sqlalchemy import Connection, MetaData, inspect, select
 
 from broker import admin
 from broker.db.engine import create_engine
@@ -187,18 +187,24 @@ def put_with_grant(grant: dict[str, Any], data: bytes) -> urllib3.BaseHTTPRespon
 
 
 def snapshot(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, to prove a refused request changed nothing."""
+    """Every row of every table, to prove a refused request changed nothing. The tables and
+    columns are read from the database itself, so a database at an older migration (whose
+    tables lack a later migration's columns) is read as it is."""
+
+    def read_all(sync: Connection) -> dict[str, list[tuple[Any, ...]]]:
+        present = set(inspect(sync).get_table_names())
+        found = MetaData()
+        found.reflect(sync, only=[name for name in metadata.tables if name in present])
+        return {
+            table.name: sorted((tuple(r) for r in sync.execute(select(table)).all()), key=repr)
+            for table in found.sorted_tables
+        }
 
     async def read() -> dict[str, list[tuple[Any, ...]]]:
         engine = create_engine(database_url)
         try:
             async with engine.connect() as conn:
-                return {
-                    table.name: sorted(
-                        (tuple(r) for r in (await conn.execute(select(table))).all()), key=repr
-                    )
-                    for table in metadata.sorted_tables
-                }
+                return await conn.run_sync(read_all)
         finally:
             await engine.dispose()
 
