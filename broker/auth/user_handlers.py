@@ -37,6 +37,7 @@ async def login(request: web.Request) -> web.Response:
         text_field(body, "email", MAX_EMAIL),
         text_field(body, "password", MAX_PASSWORD),
         client_address(request),
+        known_device=cookies.known_device_cookie(request),
     )
     return reply(step.to_json())
 
@@ -51,6 +52,7 @@ async def mfa(request: web.Request) -> web.Response:
         text_field(body, "code", 40),
         client_address(request),
         browser=use_cookie,
+        known_device=cookies.known_device_cookie(request),
     )
     tokens = result.tokens
     data: dict[str, Any]
@@ -60,9 +62,12 @@ async def mfa(request: web.Request) -> web.Response:
         data = tokens.to_json()
     if result.recovery_codes:
         data["recovery_codes"] = result.recovery_codes
+    if result.failed_sign_ins is not None:  # the person sees that someone tried
+        data["failed_sign_ins"] = result.failed_sign_ins.to_json()
     response = reply(data)
     if use_cookie:
         cookies.set_session(response, request, request.app[SETTINGS], tokens)
+    cookies.set_known_device(response, request, request.app[SETTINGS], result.known_device)
     return response
 
 

@@ -119,6 +119,13 @@ def _failed(
     return response
 
 
+_FAILED_SIGN_INS = """<p class="warning" role="alert">Since your last sign-in there were
+<strong>{count}</strong> failed attempt(s) to sign in to your account (wrong password or
+code), the last at {last}. If that was not you, tell your administrator; your account's admins
+see these attempts in the audit log.</p>
+<p><a class="button" href="/">Continue</a></p>"""
+
+
 def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
@@ -136,7 +143,10 @@ async def signin(request: web.Request) -> web.Response:
         tenant_, email_, password = _fields(form, "tenant", "email", "password")
         if len(tenant_) > 200 or len(email_) > MAX_EMAIL or len(password) > MAX_PASSWORD:
             raise InvalidInput("a field is too long")
-        step = await request.app[LOGIN].login(tenant_, email_, password, client_address(request))
+        step = await request.app[LOGIN].login(
+            tenant_, email_, password, client_address(request),
+            known_device=cookies.known_device_cookie(request),
+        )
     except BrokerError as exc:
         return _failed(request, token, exc, _password_form(token, tenant, email))
     return _signin_page(request, token, _code_form(token, step))
@@ -150,17 +160,25 @@ async def signin_code(request: web.Request) -> web.Response:
         if len(challenge) > 200 or len(code) > 40:
             raise InvalidInput("a field is too long")
         result = await request.app[LOGIN].mfa(
-            challenge, code, client_address(request), browser=True
+            challenge, code, client_address(request), browser=True,
+            known_device=cookies.known_device_cookie(request),
         )
     except BrokerError as exc:
         # Start again from the password: a challenge is short-lived and single-use.
         return _failed(request, token, exc, _password_form(token))
+    failed = result.failed_sign_ins
     if result.recovery_codes:
         codes = join(render("<li><code>{c}</code></li>", c=c) for c in result.recovery_codes)
         response = page("Recovery codes", render(_RECOVERY, codes=codes))
+    elif failed is not None:  # the person sees that someone tried, before going on
+        response = page("Failed sign-in attempts", render(
+            _FAILED_SIGN_INS, count=failed.count,
+            last=failed.last_at.strftime("%Y-%m-%d %H:%M UTC") if failed.last_at else "-",
+        ))
     else:
         response = see_other("/")
     cookies.set_session(response, request, request.app[SETTINGS], result.tokens)
+    cookies.set_known_device(response, request, request.app[SETTINGS], result.known_device)
     response.del_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 
