@@ -40,11 +40,18 @@ def _window(field: str, value: datetime, lo: datetime, hi: datetime) -> None:
         )
 
 
-def _earliest(recording_start: datetime, skew: timedelta) -> datetime:
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, held at the calendar's ends (bad rows stored before these bounds
+    existed may sit next to them)."""
     try:
-        return recording_start - skew
-    except OverflowError:  # a bad row stored before these bounds existed
-        return datetime.min.replace(tzinfo=recording_start.tzinfo)
+        return moment + delta
+    except OverflowError:
+        edge = datetime.max if delta > timedelta(0) else datetime.min
+        return edge.replace(tzinfo=moment.tzinfo)
+
+
+def _earliest(recording_start: datetime, skew: timedelta) -> datetime:
+    return _shift(recording_start, -skew)
 
 
 def check_recording_start(started_at: datetime, *, now: datetime, skew: timedelta) -> None:
@@ -79,13 +86,14 @@ def check_segment(
         raise _refused("duration_ms", "the segment would end in the future")
     if before is not None:
         before_end = segment_end(*before)
-        if before_end is not None and started_at < before_end - OVERLAP_TOLERANCE:
+        if before_end is None or started_at < _shift(before_end, -OVERLAP_TOLERANCE):
+            ends = before_end.isoformat() if before_end is not None else "never"
             raise _refused(
                 "started_at",
                 f"segment {seq} must start after the segment before it ends "
-                f"({before_end.isoformat()}): segments follow their seq in time",
+                f"({ends}): segments follow their seq in time",
             )
-    if after is not None and end > after[0] + OVERLAP_TOLERANCE:
+    if after is not None and end > _shift(after[0], OVERLAP_TOLERANCE):
         raise _refused(
             "started_at",
             f"segment {seq} must end before the segment after it starts "

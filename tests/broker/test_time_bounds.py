@@ -120,14 +120,20 @@ def test_gap_times_are_bounded(api: Api, device: Device) -> None:
     assert gap(iso(now), iso(now + timedelta(seconds=1))).status == 201
 
 
-async def _store_bad_rows(database_url: str, device: Device) -> None:
+async def _store_bad_rows(database_url: str, device: Device, recording: str) -> None:
     """Rows as an agent could store them before the bounds: far future, at the calendar's
-    end, and long before anything."""
+    end, and long before anything; and a segment 5 at the calendar's end in `recording`."""
     db = Database.from_url(database_url)
     now = datetime.now(UTC)
     try:
         async with db.transaction() as conn:
             scope = TenantScope(conn, device.tenant.tenant_id)
+            await scope.insert(
+                segments, id=str(uuid.uuid4()), recording_id=recording, seq=5,
+                object_key="bad/end", state="pending", size=1, sha256="s", md5="m",
+                started_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+                duration_ms=3_600_000, created_at=now,
+            )
             for n, at in enumerate((
                 datetime(9999, 12, 31, 23, 30, tzinfo=UTC),
                 datetime(9999, 12, 30, 12, tzinfo=UTC),
@@ -152,8 +158,10 @@ def test_the_day_view_survives_bad_rows_already_stored(
 ) -> None:
     good = start(api, device, iso(datetime.now(UTC))).body["recording_id"]
     assert declare(api, device, good, 0).status == 200
-    asyncio.run(_store_bad_rows(broker.database_url, device))
+    asyncio.run(_store_bad_rows(broker.database_url, device, good))
     page = f"/employees/{device.user_id}"
+    assert refused(declare(api, device, good, 6), "started_at"), "after a segment never ending"
+    assert declare(api, device, good, 1).status == 200, "before it: fine"
 
     default = api.call("GET", page, token=admin.access_token)
     assert default.status == 200, default.raw[:500]
