@@ -207,3 +207,27 @@ def test_the_hard_limit_is_per_account_and_client(broker: BrokerProcess, tenant:
     walled = login(stranger, person)
     assert walled.status == 429, walled.body
     assert int(walled.headers["Retry-After"]) > ACCOUNT_DELAY_CAP, "a wall for that client"
+
+
+def test_signing_out_everywhere_forgets_the_known_browsers(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    person = make_person(broker, tenant)
+    browser = Client(broker.url)
+    done = first_sign_in(browser, person)
+    cookie = cookie_value(done)
+    out = browser.call("POST", "/api/v1/auth/sign-out-everywhere",
+                       token=done.body["access_token"])
+    assert out.status == 200, out.body
+    clock = Clock(datetime.now(UTC) + timedelta(hours=1))
+
+    async def use(services: Services) -> None:
+        for n in range(LIMIT):
+            with pytest.raises(Unauthenticated):
+                await services.login.login(tenant.name, person.email, WRONG, f"10.99.0.{n}")
+        with pytest.raises(RateLimited):
+            await services.login.login(
+                tenant.name, person.email, PASSWORD, "10.99.1.1", known_device=cookie
+            )
+
+    in_process(broker, clock, use)
