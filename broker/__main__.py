@@ -247,6 +247,23 @@ async def _revoke_device(ctx: admin.AdminContext, args: argparse.Namespace) -> d
     return await admin.revoke_device(ctx, tenant=args.tenant, device=args.device)
 
 
+async def _set_device_cap(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
+    from broker import admin
+
+    cap = None if args.clear else args.max
+    return await admin.set_device_cap(ctx, tenant=args.tenant, user=args.user, cap=cap)
+
+
+def _device_cap(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be between 0 and 10000")
+    return value
+
+
 def _policy_flag(key: str) -> Callable[[str], float | int]:
     """The argparse type of a `set-policy` option: the policy's own checks (shared.wire)."""
     kind = POLICY_RANGES[key].kind
@@ -454,6 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True, help="tenant id or name")
     p.add_argument("--device", required=True, help="device id")
     p.set_defaults(func=_admin(_revoke_device))
+
+    p = adm_sub.add_parser(
+        "set-device-cap",
+        help="how many devices not revoked a person may have: the tenant's cap, or with "
+        "--user one person's (default BUCKETREEL_DEVICE_CAP)",
+    )
+    p.add_argument("--tenant", required=True, help="tenant id or name")
+    p.add_argument("--user", help="a person's id or email (else the tenant's cap)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--max", type=_device_cap, help="the cap (0-10000)")
+    which.add_argument("--clear", action="store_true", help="back to the default")
+    p.set_defaults(func=_admin(_set_device_cap))
 
     p = adm_sub.add_parser(
         "set-policy",

@@ -166,6 +166,18 @@ async def revoke_device(ctx: AdminContext, *, tenant: str, device: str) -> dict[
     return {"device_id": device, "state": "revoked"}
 
 
+async def set_device_cap(
+    ctx: AdminContext, *, tenant: str, user: str | None, cap: int | None
+) -> dict[str, Any]:
+    """The tenant's device cap (`user` None) or one person's; `cap` None clears it."""
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+        user_id = (
+            await accounts.resolve_user(TenantScope(conn, tenant_id), user) if user else None
+        )
+    return await ctx.devices.set_cap(tenant_id, user_id=user_id, cap=cap, actor="operator")
+
+
 async def show_policy(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
     """The tenant's recording policy: every key (null: left to each agent), `updated_at`."""
     async with ctx.db.transaction() as conn:

@@ -12,7 +12,16 @@ from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.devices.enrollment import DeviceAuth
-from broker.devices.ratelimit import CALLS, CREATES, Budget, DeviceLimits
+from broker.devices.ratelimit import (
+    CALLS,
+    CREATES,
+    PERSON_CREATES,
+    PERSON_REGISTRATIONS,
+    TENANT_CREATES,
+    TENANT_REGISTRATIONS,
+    Budget,
+    DeviceLimits,
+)
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
 from broker.settings import Settings
@@ -53,6 +62,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         refresh_ttl=settings.device_refresh_ttl,
         code_ttl=settings.enrollment_code_ttl,
         clock=clock,
+        device_cap=settings.device_cap,
     )
     buckets = BucketClients(
         BrokerIdentity.from_settings(settings),
@@ -69,6 +79,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         view_ttl=settings.view_url_ttl,
         clock=clock,
         storage=storage,
+        clock_skew=settings.clock_skew,
     )
     passwords = Passwords(
         time_cost=settings.argon2_time_cost,
@@ -118,5 +129,17 @@ def device_limits(settings: Settings, db: Database, clock: Clock) -> DeviceLimit
         creates=Budget.per_hour(
             CREATES, settings.device_creates_per_hour, settings.device_create_burst
         ),
+        person_creates=_half_burst(PERSON_CREATES, settings.person_creates_per_hour),
+        tenant_creates=_half_burst(TENANT_CREATES, settings.tenant_creates_per_hour),
+        person_registrations=_half_burst(
+            PERSON_REGISTRATIONS, settings.person_registrations_per_hour
+        ),
+        tenant_registrations=_half_burst(
+            TENANT_REGISTRATIONS, settings.tenant_registrations_per_hour
+        ),
         clock=clock,
     )
+
+
+def _half_burst(name: str, per_hour: int) -> Budget:
+    return Budget.per_hour(name, per_hour, max(1, per_hour // 2))

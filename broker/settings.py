@@ -104,6 +104,17 @@ class Settings:
     device_call_burst: int = 600
     device_creates_per_hour: int = 120
     device_create_burst: int = 60
+    # Devices not revoked a person may have (a tenant's or a person's own cap overrides it:
+    # `broker.devices.caps`); creates shared by a person's and a tenant's devices; device
+    # registrations by login per person and per tenant (per hour; bursts are half of these).
+    device_cap: int = 3
+    person_creates_per_hour: int = 240
+    tenant_creates_per_hour: int = 36_000
+    person_registrations_per_hour: int = 10
+    tenant_registrations_per_hour: int = 200
+    # Seconds an agent's declared times may lie ahead of the broker's clock (or before its
+    # recording's start): `broker.recordings.bounds`.
+    clock_skew: int = 300
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None
@@ -210,6 +221,18 @@ class Settings:
             "device_call_burst": number("DEVICE_CALL_BURST", 600, 20, 100_000),
             "device_creates_per_hour": number("DEVICE_CREATES_PER_HOUR", 120, 30, 36_000),
             "device_create_burst": number("DEVICE_CREATE_BURST", 60, 10, 10_000),
+            "device_cap": number("DEVICE_CAP", 3, 1, 10_000),
+            "person_creates_per_hour": number("PERSON_CREATES_PER_HOUR", 240, 30, 360_000),
+            "tenant_creates_per_hour": number(
+                "TENANT_CREATES_PER_HOUR", 36_000, 60, 36_000_000
+            ),
+            "person_registrations_per_hour": number(
+                "PERSON_REGISTRATIONS_PER_HOUR", 10, 2, 3600
+            ),
+            "tenant_registrations_per_hour": number(
+                "TENANT_REGISTRATIONS_PER_HOUR", 200, 2, 360_000
+            ),
+            "clock_skew": number("CLOCK_SKEW", 300, 5, 3600),
             "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
             "behind_tls": flag("BEHIND_TLS"),
             "dev_mode": dev_mode,

@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     STORAGE_NOT_CONFIGURED = "storage_not_configured"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     RATE_LIMITED = "rate_limited"
+    DEVICE_LIMIT = "device_limit"
     INVALID_CREDENTIALS = "invalid_credentials"
     INVALID_MFA_CODE = "invalid_mfa_code"
     WEAK_PASSWORD = "weak_password"

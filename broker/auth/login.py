@@ -6,12 +6,19 @@ a new secret with it (`mfa: "enroll"`); the secret is stored only once a first c
 the authenticator has it, and one-time recovery codes are returned then, once.
 
 Step two takes a TOTP code (±1 step, each step accepted once per user, ever) or a recovery
-code (each once). Every failure counts against the account and the client address.
+code (each once). Every failure counts against the account, the account from this client
+(or from this known browser) and the client address (`broker.auth.ratelimit`: a wall per
+account and client, a slowdown per account). A browser that completed a sign-in before
+carries a known-device cookie (`broker.auth.known_device`) and is not slowed by strangers'
+failures. The person is told, at their next full sign-in, how many failed attempts there
+were since the last one; when an account reaches the limit, an `auth.account_under_attack`
+entry goes to the audit log (and a warning to the broker's log), for its admins.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -23,8 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.accounts.passwords import Passwords
 from broker.audit import log as audit
-from broker.auth import totp
-from broker.auth.ratelimit import Attempt, LoginLimiter
+from broker.auth import known_device, totp
+from broker.auth.known_device import KnownDevice
+from broker.auth.ratelimit import Attempt, LimitKey, LoginLimiter
 from broker.auth.secrets import new_token, token_hash
 from broker.auth.sessions import SessionTokens, UserSessions
 from broker.clock import Clock
@@ -36,11 +44,15 @@ from broker.sealing import Sealed, seal, unseal
 from broker.settings import MasterKeys, Secret
 from shared.errors import ErrorCode
 
+log = logging.getLogger(__name__)
+
 CHALLENGE_PURPOSE = "mfa-challenge"
 RECOVERY_PURPOSE = "recovery-code"
 TOTP_SEAL_PURPOSE = "totp"
 RECOVERY_CODES = 10
 MAX_CHALLENGE_FAILURES = 5
+AUDIT_ACCOUNT_PURPOSE = "audit-account"
+MASKED_ACCOUNT_CHARS = 16  # 64 bits of the HMAC: enough to tell names apart, nothing more
 ENROLL = "enroll"
 TOTP = "totp"
 
@@ -64,9 +76,25 @@ class LoginStep:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedSignIns:
+    """Failed passwords and codes for the account since its last full sign-in."""
+
+    count: int
+    last_at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "last_at": self.last_at.isoformat() if self.last_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LoginResult:
     tokens: SessionTokens
     recovery_codes: list[str]
+    known_device: str = ""  # the known-device cookie's value for this browser
+    failed_sign_ins: FailedSignIns | None = None  # since the last full sign-in, if any
 
 
 def _bad_credentials() -> Unauthenticated:
@@ -77,6 +105,14 @@ def _bad_code() -> Unauthenticated:
     return Unauthenticated(
         "the code is wrong, expired or was used already", code=ErrorCode.INVALID_MFA_CODE
     )
+
+
+def masked_account(hmac_key: Secret, tenant_id: str, email: str) -> str:
+    """What the audit log keeps of an account name that matched nobody: a truncated HMAC
+    under the server's key (never the typed string, which may be a password)."""
+    return "acct_" + token_hash(hmac_key, AUDIT_ACCOUNT_PURPOSE, f"{tenant_id}\x00{email}")[
+        :MASKED_ACCOUNT_CHARS
+    ]
 
 
 def normalize_recovery_code(code: str) -> str:
@@ -105,10 +141,18 @@ class LoginService:
         self._challenge_ttl = timedelta(seconds=challenge_ttl)
         self._clock = clock
 
-    async def login(self, tenant: str, email: str, password: str, client: str) -> LoginStep:
+    async def login(
+        self,
+        tenant: str,
+        email: str,
+        password: str,
+        client: str,
+        *,
+        known_device: str | None = None,
+    ) -> LoginStep:
+        """Step one; `known_device`: the browser's known-device cookie, if it sent one."""
         now = self._clock()
         email = email.strip().lower()
-        client_key = self._limiter.client(client)
         try:
             async with self._db.transaction() as conn:
                 tenant_row = (
@@ -116,12 +160,15 @@ class LoginService:
                         select(tenants).where(or_(tenants.c.id == tenant, tenants.c.name == tenant))
                     )
                 ).first()
-                account = self._limiter.account(tenant_row.id if tenant_row else tenant, email)
-                # counted as a failure until the password proves right (no parallel overshoot)
-                attempt = await self._limiter.reserve(conn, [account, client_key], now)
                 user = None
                 if tenant_row is not None:
                     user = await TenantScope(conn, tenant_row.id).one(users, users.c.email == email)
+                keys = self._limit_keys(
+                    tenant_row.id if tenant_row else tenant, email, client,
+                    self._known(known_device, user, now),
+                )
+                # counted as a failure until the password proves right (no parallel overshoot)
+                attempt = await self._limiter.reserve(conn, keys, now)
         except SQLAlchemyError:
             raise ServiceUnavailable("login is unavailable: the database did not answer") from None
         if user is None:
@@ -130,7 +177,7 @@ class LoginService:
         else:
             ok = await asyncio.to_thread(self._passwords.verify, user.password_hash, password)
         if not ok or user is None or tenant_row is None:
-            await self._login_failed(tenant_row, user, email, now)
+            await self._login_failed(tenant_row, user, email, keys[1], now)
             raise _bad_credentials()
         new_hash = None
         if self._passwords.needs_rehash(user.password_hash):
@@ -142,20 +189,89 @@ class LoginService:
         tenant_row: Row[Any] | None,
         user: Row[Any] | None,
         email: str,
+        account: LimitKey,
         now: datetime,
     ) -> None:
         """The failure is counted already (reserved before the check); audit it."""
         if tenant_row is None:
             return  # no tenant to audit in (the failure still counts)
+        # Never the typed string: people type passwords into the email field. A known user
+        # is named by id only; an unknown account by a short keyed digest (the same typo
+        # gives the same digest, so repeated guesses at one name can be told apart).
+        details: dict[str, Any] = {"step": "password"}
+        if user is None:
+            details["account"] = masked_account(self._hmac_key, tenant_row.id, email)
         async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_row.id)
             await audit.record(
-                TenantScope(conn, tenant_row.id),
+                scope,
                 at=now,
                 actor=f"user:{user.id}" if user else "anonymous",
                 action="auth.login_failed",
                 target=user.id if user else "unknown-user",
-                details={"email": email, "step": "password"},
+                details=details,
             )
+            if user is not None:
+                await self._note_failure(scope, user.id, account, now)
+
+    async def _note_failure(
+        self, scope: TenantScope, user_id: str, account: LimitKey, now: datetime
+    ) -> None:
+        """Count a failure on the user's row (shown at their next full sign-in); when the
+        account reaches the limit (and at every hundredth failure after), say it is under
+        attack: an audit entry for the tenant's admins and a warning in the broker's log."""
+        await scope.update(
+            users, users.c.id == user_id,
+            failed_logins=users.c.failed_logins + 1, failed_login_at=now,
+        )
+        row = await scope.one(users, users.c.id == user_id)
+        failures = row.failed_logins if row is not None else 0
+        if failures != self._limiter.account_limit and failures % 100 != 0:
+            return
+        in_window = await self._limiter.count(scope.conn, account, now)
+        await audit.record(
+            scope,
+            at=now,
+            actor="broker",
+            action="auth.account_under_attack",
+            target=user_id,
+            details={
+                "failed_since_last_sign_in": failures,
+                "failed_in_window": in_window,
+                "window_seconds": self._limiter.window_seconds,
+            },
+        )
+        log.warning(
+            "account %s (tenant %s): %d failed sign-ins since its last sign-in; further "
+            "attempts without its known-device cookie are slowed down",
+            user_id, scope.tenant_id, failures,
+        )
+
+    def _known(
+        self, cookie: str | None, user: Row[Any] | None, now: datetime
+    ) -> KnownDevice | None:
+        """The browser's known-device cookie, if it is valid for this very account."""
+        if user is None:
+            return None
+        known = known_device.verify(self._hmac_key, cookie, now=now.timestamp())
+        if known is None or known.user_id != user.id:
+            return None
+        if known.session_version != user.session_version:
+            return None  # "sign out everywhere" since
+        return known
+
+    def _limit_keys(
+        self, tenant: str, email: str, client: str, known: KnownDevice | None
+    ) -> list[LimitKey]:
+        """[account from this source (hard), account (slowed, or only counted for a known
+        browser), client address (hard)]."""
+        return [
+            self._limiter.account_client(
+                tenant, email, client, known=known.browser_id if known else None
+            ),
+            self._limiter.account(tenant, email, known=known is not None),
+            self._limiter.client(client),
+        ]
 
     async def _challenge(
         self,
@@ -199,9 +315,16 @@ class LoginService:
         return LoginStep(kind, challenge, int(self._challenge_ttl.total_seconds()), uri)
 
     async def mfa(
-        self, challenge: str, code: str, client: str, *, browser: bool = False
+        self,
+        challenge: str,
+        code: str,
+        client: str,
+        *,
+        browser: bool = False,
+        known_device: str | None = None,
     ) -> LoginResult:
-        """Step two; `browser`: the session is a cookie session (see `UserSessions.open`)."""
+        """Step two; `browser`: the session is a cookie session (see `UserSessions.open`);
+        `known_device`: the browser's known-device cookie, if it sent one."""
         now = self._clock()
         digest = token_hash(self._hmac_key, CHALLENGE_PURPOSE, challenge)
         client_key = self._limiter.client(client)
@@ -227,8 +350,10 @@ class LoginService:
                     user = await scope.one(users, users.c.id == row.user_id)
                     if user is None:
                         raise _bad_code()
-                    account = self._limiter.account(row.tenant_id, user.email)
-                    await self._limiter.check(conn, [account, client_key], now)
+                    keys = self._limit_keys(
+                        row.tenant_id, user.email, client, self._known(known_device, user, now)
+                    )
+                    await self._limiter.check(conn, keys, now)
                     result = await self._verify(scope, row, user, code, now, browser)
                     if result is None:
                         await scope.update(
@@ -236,7 +361,7 @@ class LoginService:
                             mfa_challenges.c.id == row.id,
                             failures=mfa_challenges.c.failures + 1,
                         )
-                        await self._limiter.failed(conn, [account, client_key], now)
+                        await self._limiter.failed(conn, keys, now)
                         await audit.record(
                             scope,
                             at=now,
@@ -245,8 +370,9 @@ class LoginService:
                             target=user.id,
                             details={"kind": row.kind},
                         )
+                        await self._note_failure(scope, user.id, keys[1], now)
                     else:
-                        await self._limiter.succeeded(conn, account)
+                        await self._limiter.succeeded(conn, keys[0])
         except SQLAlchemyError:
             raise ServiceUnavailable("login is unavailable: the database did not answer") from None
         if row is None or not live:
@@ -320,6 +446,12 @@ class LoginService:
         ):
             return None
         tokens = await self._sessions.open(scope, user, now, browser=browser)
+        failed = None
+        if user.failed_logins:
+            failed = FailedSignIns(user.failed_logins, user.failed_login_at)
+            await scope.update(
+                users, users.c.id == user.id, failed_logins=0, failed_login_at=None
+            )
         await audit.record(
             scope,
             at=now,
@@ -328,7 +460,10 @@ class LoginService:
             target=user.id,
             details={"mfa": how, "session": tokens.session_id},
         )
-        return LoginResult(tokens, recovery)
+        cookie = known_device.issue(
+            self._hmac_key, user.id, user.session_version, now=now.timestamp()
+        )
+        return LoginResult(tokens, recovery, cookie, failed)
 
     async def _new_recovery_codes(
         self, scope: TenantScope, user_id: str, now: datetime

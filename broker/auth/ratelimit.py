@@ -1,10 +1,24 @@
-"""Failed-login limits, per account and per client address, kept in the database.
+"""Failed-login limits, kept in the database: a wall per (account, client), a slowdown per
+account, and a wall per client address.
 
-Each failed password or code adds a row keyed by an HMAC (of the tenant and email, or of the
-client address: the address itself is never stored). A login is refused with 429 and
-`Retry-After` while a key has `limit` failures within the last `window` seconds; the oldest of
-them leaving the window releases it. The state is in the database, so it holds across
-replicas.
+Each failed password or code adds a row per key it counts against; keys are HMACs (of the
+tenant and email, of the client address, of both: the address itself is never stored). A
+`LimitKey` is one of:
+
+* **hard** — refused with 429 and `Retry-After` while the key has `limit` failures within
+  the last `window` seconds; the oldest of them leaving the window releases it. Used per
+  (account, client address) (`BUCKETREEL_LOGIN_MAX_FAILURES`, 5), per (account, known
+  browser) for a browser that signed in to the account before (the same limit), and per
+  client address across accounts (`BUCKETREEL_LOGIN_CLIENT_MAX_FAILURES`, 50).
+* **slow** — per account, from everywhere. Past `limit` failures in the window, each further
+  attempt waits `2 ** (failures - limit)` seconds after the newest failure, at most
+  `ACCOUNT_DELAY_CAP` (60 s): 429 with a small `Retry-After`. This was a wall (five wrong
+  passwords from anywhere locked the account for 15 minutes, its owner included); now a
+  stranger can keep the account slowed to about one guess a minute, never locked.
+* **counted** — per account again, for a browser holding the account's known-device cookie
+  (`broker.auth.known_device`): its failures are recorded against the account, but the
+  account's slowdown does not hold it back, so the owner's correct password from a browser
+  that signed in before reaches the code step during an attack.
 
 No overshoot under concurrency: counting and recording are one atomic step per key. On
 PostgreSQL the transaction takes a transaction-scoped advisory lock per key before it counts
@@ -21,8 +35,10 @@ transaction as the refusal it causes; an attempt whose process dies mid-check st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,11 +48,15 @@ from broker.db.schema import login_failures
 from broker.errors import RateLimited
 from broker.settings import Secret
 
+ACCOUNT_DELAY_CAP = 60  # seconds: the longest wait the account-wide slowdown imposes
+Mode = Literal["hard", "slow", "counted"]
+
 
 @dataclass(frozen=True, slots=True)
 class LimitKey:
     key_hash: str
     limit: int
+    mode: Mode = "hard"
 
     @property
     def lock_id(self) -> int:
@@ -51,6 +71,18 @@ class Attempt:
     row_ids: tuple[int, ...]
 
 
+def slowdown(failures: int, limit: int) -> int:
+    """Seconds an account with `failures` in the window makes the next attempt wait after
+    its newest failure (0 below the limit)."""
+    if failures < limit:
+        return 0
+    return min(ACCOUNT_DELAY_CAP, int(2 ** min(failures - limit, 16)))
+
+
+def _ref(tenant: str, email: str) -> str:
+    return tenant.strip().lower() + "\x00" + email.strip().lower()
+
+
 class LoginLimiter:
     def __init__(
         self, *, hmac_key: Secret, window: int, account_limit: int, client_limit: int
@@ -60,33 +92,77 @@ class LoginLimiter:
         self._account_limit = account_limit
         self._client_limit = client_limit
 
-    def account(self, tenant: str, email: str) -> LimitKey:
-        ref = tenant.strip().lower() + "\x00" + email.strip().lower()
-        return LimitKey(token_hash(self._hmac_key, "limit-account", ref), self._account_limit)
+    @property
+    def account_limit(self) -> int:
+        return self._account_limit
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self._window.total_seconds())
+
+    def account(self, tenant: str, email: str, *, known: bool = False) -> LimitKey:
+        """The account from everywhere: slowed (or, from a known browser, only counted)."""
+        return LimitKey(
+            token_hash(self._hmac_key, "limit-account", _ref(tenant, email)),
+            self._account_limit,
+            "counted" if known else "slow",
+        )
+
+    def account_client(
+        self, tenant: str, email: str, client: str, *, known: str | None = None
+    ) -> LimitKey:
+        """The account from one client address, or from one known browser (`known`: its
+        cookie's id): the hard limit."""
+        source = f"browser:{known}" if known else f"address:{client}"
+        ref = _ref(tenant, email) + "\x00" + source
+        return LimitKey(token_hash(self._hmac_key, "limit-pair", ref), self._account_limit)
 
     def client(self, address: str) -> LimitKey:
         return LimitKey(token_hash(self._hmac_key, "limit-client", address), self._client_limit)
 
     async def check(self, conn: AsyncConnection, keys: list[LimitKey], now: datetime) -> None:
-        """Raise RateLimited when any key is over its limit. Until `conn`'s transaction ends,
-        no other transaction can count or record for these keys (see the module's docstring)."""
+        """Raise RateLimited when any key holds the attempt back. Until `conn`'s transaction
+        ends, no other transaction can count or record for these keys."""
         await _lock(conn, keys)
         since = now - self._window
         for key in keys:
-            count, oldest = (
+            if key.mode == "counted":
+                continue
+            count, oldest, newest = (
                 await conn.execute(
-                    select(func.count(), func.min(login_failures.c.at)).where(
-                        login_failures.c.key_hash == key.key_hash, login_failures.c.at > since
-                    )
+                    select(
+                        func.count(), func.min(login_failures.c.at), func.max(login_failures.c.at)
+                    ).where(login_failures.c.key_hash == key.key_hash, login_failures.c.at > since)
                 )
             ).one()
-            if count >= key.limit:
+            if key.mode == "slow":
+                wait = slowdown(count, key.limit)
+                if wait and newest is not None and now < newest + timedelta(seconds=wait):
+                    retry = (newest + timedelta(seconds=wait) - now).total_seconds()
+                    raise RateLimited(
+                        "this account had many failed sign-ins: wait a moment and try again",
+                        retry_after=math.ceil(retry),
+                    )
+            elif count >= key.limit:
                 # The oldest failure in the window leaves it first (a safe upper bound when
                 # there are more than `limit` of them).
                 retry = (oldest + self._window - now).total_seconds() if oldest else 1
                 raise RateLimited(
                     "too many failed attempts; try again later", retry_after=int(retry) + 1
                 )
+
+    async def count(self, conn: AsyncConnection, key: LimitKey, now: datetime) -> int:
+        """The key's failures within the window."""
+        return int(
+            (
+                await conn.execute(
+                    select(func.count()).where(
+                        login_failures.c.key_hash == key.key_hash,
+                        login_failures.c.at > now - self._window,
+                    )
+                )
+            ).scalar_one()
+        )
 
     async def failed(self, conn: AsyncConnection, keys: list[LimitKey], now: datetime) -> None:
         """Record a failure for each key (after `check` in the same transaction)."""
@@ -122,7 +198,9 @@ class LoginLimiter:
         return tuple(ids)
 
     async def succeeded(self, conn: AsyncConnection, key: LimitKey) -> None:
-        """A full, good login clears the account's failures (never the client's)."""
+        """A full, good login clears that source's failures for the account (`key`: the
+        account and client, or the account and known browser). Never the account's own, so
+        the owner signing in does not hand a stranger a fresh set of fast guesses."""
         await conn.execute(delete(login_failures).where(login_failures.c.key_hash == key.key_hash))
 
 

@@ -93,6 +93,8 @@ tenants = Table(
     Column("id", ID, primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
+    # 0009: devices not revoked a person may have (null: BUCKETREEL_DEVICE_CAP).
+    Column("device_cap", Integer, nullable=True),
 )
 
 users = Table(
@@ -111,6 +113,11 @@ users = Table(
     Column("totp_kek_version", String(8), nullable=True),
     Column("totp_last_step", BigInteger, nullable=True),
     Column("totp_enrolled_at", UTCDateTime(), nullable=True),
+    # 0009: this person's own device cap (null: the tenant's); failed passwords since the
+    # last full sign-in, shown at the next one.
+    Column("device_cap", Integer, nullable=True),
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
+    Column("failed_login_at", UTCDateTime(), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
     tenant_key("users"),
 )

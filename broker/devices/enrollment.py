@@ -22,7 +22,7 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
-from broker.devices import heartbeat
+from broker.devices import caps, heartbeat
 from broker.errors import NotFound, Unauthenticated
 from broker.identity import Principal
 from broker.settings import Secret
@@ -49,7 +49,9 @@ class DeviceAuth:
         refresh_ttl: int,
         code_ttl: int,
         clock: Clock,
+        device_cap: int = caps.DEFAULT_DEVICE_CAP,
     ) -> None:
+        self._device_cap = device_cap  # unless the tenant or the person has their own
         self._db = db
         self._signer = signer
         self._hmac_key = hmac_key
@@ -167,6 +169,7 @@ class DeviceAuth:
     ) -> TokenPair:
         """A device row, its first refresh token and the audit entry, in the caller's
         transaction; `actor` None means the new device itself (enrollment by code)."""
+        await caps.require_room(scope, user_id, self._device_cap)
         device_id = str(uuid.uuid4())
         await scope.insert(
             devices, id=device_id, user_id=user_id, name=name, created_at=now,
@@ -187,6 +190,23 @@ class DeviceAuth:
             },
         )
         return self._pair(scope.tenant_id, user_id, device_id, refresh)
+
+    async def set_cap(
+        self, tenant_id: str, *, user_id: str | None, cap: int | None, actor: str
+    ) -> dict[str, Any]:
+        """Set or clear (None) the tenant's device cap, or one person's; audited."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, tenant_id)
+            state = await caps.set_cap(scope, user_id=user_id, cap=cap)
+            await audit.record(
+                scope,
+                at=self._clock(),
+                actor=actor,
+                action="device.cap_set",
+                target=user_id or tenant_id,
+                details={"device_cap": cap, "scope": "person" if user_id else "tenant"},
+            )
+        return {**state, "default": self._device_cap}
 
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:

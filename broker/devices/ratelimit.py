@@ -44,6 +44,14 @@ Why these defaults, from what a normal agent does:
   A runaway device gets 60 plus 2 880 such rows a day instead of 864 000 (10/s), and every
   recording start it makes costs it 30 s of budget.
 
+Per person and per tenant as well: a person's devices share the person's creates budget,
+and a tenant's share the tenant's, so more devices do not mean more rows (the number of
+devices is capped as well: `broker.devices.caps`). Registering a workstation by login
+(`POST /api/v1/devices/register`) spends a registration budget per person and per tenant.
+Defaults (see `broker.settings`): a person 240 creates an hour with a burst of 120 (two
+busy devices' worth), a tenant 36 000 an hour (3 000 agents at 12 an hour) with a burst of
+18 000; a person 10 registrations an hour (burst 5), a tenant 200 (burst 100).
+
 The budgets hold per broker process: behind N replicas a device may make N times as many
 calls. That is acceptable for abuse control (it bounds a runaway device, it does not count
 guesses at a secret). The failed-login limiter (`broker.auth.ratelimit`) lives in the
@@ -87,6 +95,18 @@ log = logging.getLogger(__name__)
 
 CALLS = "calls"
 CREATES = "creates"
+PERSON_CREATES = "person_creates"
+TENANT_CREATES = "tenant_creates"
+PERSON_REGISTRATIONS = "person_registrations"
+TENANT_REGISTRATIONS = "tenant_registrations"
+_WHOSE = {  # for the refusal's message
+    CALLS: "this device",
+    CREATES: "this device",
+    PERSON_CREATES: "this person (all their devices together)",
+    TENANT_CREATES: "this tenant (all its devices together)",
+    PERSON_REGISTRATIONS: "this person",
+    TENANT_REGISTRATIONS: "this tenant",
+}
 NOTICE_WINDOW = 60.0  # seconds: at most one warning and one audit entry per device per window
 MAX_DEVICES = 100_000  # devices tracked per process (about 400 bytes each: 40 MB at most)
 _EPSILON = 1e-9  # float slack: after waiting `Retry-After` a call is always served
@@ -175,17 +195,29 @@ class BucketTable:
 
     def take(self, key: str, names: Sequence[str]) -> Refusal | None:
         """Spend one call of each budget named, or none of them: None when served."""
+        return self.take_all([(key, names)])
+
+    def take_all(self, demands: Sequence[tuple[str, Sequence[str]]]) -> Refusal | None:
+        """`take` over several keys at once (a device, its person, its tenant): every budget
+        named is spent, or none. A refusal's notice state is the first key's."""
         now = self._clock()
         self._sweep(now)
-        state = self._state(key, now)
-        wanted = [self._index[name] for name in names]
-        waits = [(self._wait(state.tokens[i], self._budgets[i]), i) for i in wanted]
-        wait, binding = max(waits, default=(0.0, 0))
+        wanted = [
+            (self._state(key, now), [self._index[name] for name in names])
+            for key, names in demands
+        ]
+        wait, binding = 0.0, 0
+        for state, indexes in wanted:
+            for i in indexes:
+                need = self._wait(state.tokens[i], self._budgets[i])
+                if need > wait:
+                    wait, binding = need, i
         if wait <= 0:
-            for i in wanted:
-                state.tokens[i] -= 1.0
+            for state, indexes in wanted:
+                for i in indexes:
+                    state.tokens[i] -= 1.0
             return None
-        return self._refuse(state, self._budgets[binding], wait, now)
+        return self._refuse(wanted[0][0], self._budgets[binding], wait, now)
 
     def tokens(self, key: str, name: str) -> float | None:
         """The calls left in a key's bucket as of its last use (None: not tracked)."""
@@ -248,6 +280,10 @@ class DeviceLimits:
         calls: Budget,
         creates: Budget,
         clock: Clock,
+        person_creates: Budget | None = None,
+        tenant_creates: Budget | None = None,
+        person_registrations: Budget | None = None,
+        tenant_registrations: Budget | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         max_devices: int = MAX_DEVICES,
         notice_window: float = NOTICE_WINDOW,
@@ -255,9 +291,28 @@ class DeviceLimits:
         self._db = db
         self._clock = clock
         self._notice_window = notice_window
+        shared = {
+            PERSON_CREATES: person_creates,
+            TENANT_CREATES: tenant_creates,
+            PERSON_REGISTRATIONS: person_registrations,
+            TENANT_REGISTRATIONS: tenant_registrations,
+        }
+        self._shared = {name for name, budget in shared.items() if budget is not None}
+        budgets = [calls, creates, *(b for b in shared.values() if b is not None)]
+        # Keys: a device's id, "person:<tenant>:<user>", "tenant:<tenant>" (disjoint forms).
         self.table = BucketTable(
-            [calls, creates], max_keys=max_devices, notice_window=notice_window, clock=monotonic
+            budgets, max_keys=max_devices, notice_window=notice_window, clock=monotonic
         )
+
+    def _demands(
+        self, principal: Principal, device: Sequence[str], person: str, tenant: str
+    ) -> list[tuple[str, Sequence[str]]]:
+        demands: list[tuple[str, Sequence[str]]] = [(principal.subject, device)] if device else []
+        if person in self._shared:
+            demands.append((f"person:{principal.tenant_id}:{principal.user_id}", (person,)))
+        if tenant in self._shared:
+            demands.append((f"tenant:{principal.tenant_id}", (tenant,)))
+        return demands
 
     async def check(self, principal: Principal, *, call: str, creates: bool) -> None:
         """Spend the device's budgets on this call, or raise RateLimited.
@@ -265,48 +320,69 @@ class DeviceLimits:
         `principal` is a verified device; `call` names the route ("POST /api/v1/recordings")
         for the warning and audit entry; `creates` spends the stricter budget too.
         """
-        refusal = self.table.take(principal.subject, (CALLS, CREATES) if creates else (CALLS,))
+        if creates:
+            demands = self._demands(principal, (CALLS, CREATES), PERSON_CREATES, TENANT_CREATES)
+        else:
+            demands = [(principal.subject, (CALLS,))]
+        await self._spend(principal, demands, call, "device.rate_limited")
+
+    async def check_registration(self, principal: Principal, *, call: str) -> None:
+        """Spend a person's and their tenant's registration budgets (a person registering a
+        workstation by login), or raise RateLimited."""
+        demands = self._demands(principal, (), PERSON_REGISTRATIONS, TENANT_REGISTRATIONS)
+        if demands:
+            await self._spend(principal, demands, call, "device.registration_limited")
+
+    async def _spend(
+        self,
+        principal: Principal,
+        demands: Sequence[tuple[str, Sequence[str]]],
+        call: str,
+        action: str,
+    ) -> None:
+        refusal = self.table.take_all(demands)
         if refusal is None:
             return
         retry_after = math.ceil(refusal.retry_after)
         if refusal.notice:
-            await self._notice(principal, call, refusal, retry_after)
+            await self._notice(principal, call, refusal, retry_after, action)
         raise RateLimited(
-            f"this device is over its {refusal.budget.name} budget; try again in "
-            f"{retry_after} s",
+            f"{_WHOSE.get(refusal.budget.name, 'the caller')} is over its "
+            f"{refusal.budget.name} budget; try again in {retry_after} s",
             retry_after=retry_after,
         )
 
     async def _notice(
-        self, principal: Principal, call: str, refusal: Refusal, retry_after: int
+        self, principal: Principal, call: str, refusal: Refusal, retry_after: int, action: str
     ) -> None:
-        """One warning and one audit entry for this device and window (never per call)."""
+        """One warning and one audit entry for this caller and window (never per call)."""
         details = {
             "budget": refusal.budget.name,
             "call": call,
             "refused": refusal.refused,
             "retry_after": retry_after,
         }
+        who = f"{principal.kind} {principal.subject}"
         log.warning(
-            "device %s (tenant %s) is over its %s budget (%s): %d call(s) refused since the "
+            "%s (tenant %s) is over its %s budget (%s): %d call(s) refused since the "
             "last notice; further refusals go unlogged for %.0f s",
-            principal.subject, principal.tenant_id, refusal.budget.name, call, refusal.refused,
+            who, principal.tenant_id, refusal.budget.name, call, refusal.refused,
             self._notice_window,
-            extra={"fields": {"device_id": principal.subject, **details}},
+            extra={"fields": {f"{principal.kind}_id": principal.subject, **details}},
         )
         try:
             async with self._db.transaction() as conn:
                 await audit.record(
                     TenantScope(conn, principal.tenant_id),
                     at=self._clock(),
-                    actor=f"device:{principal.subject}",
-                    action="device.rate_limited",
+                    actor=f"{principal.kind}:{principal.subject}",
+                    action=action,
                     target=principal.subject,
                     details=details,
                 )
         except SQLAlchemyError as exc:
             # The refusal stands either way; the warning above has recorded it.
             log.warning(
-                "device %s: the rate-limit audit entry was not written: %s",
+                "%s %s: the rate-limit audit entry was not written: %s", principal.kind,
                 principal.subject, type(exc).__name__,
             )

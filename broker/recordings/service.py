@@ -23,7 +23,7 @@ from broker.db.schema import recording_gaps, recordings, segments, upload_grants
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
 from broker.identity import Principal
-from broker.recordings import custody
+from broker.recordings import bounds, custody
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
 from broker.storage.credentials import StorageAccessDenied
@@ -64,8 +64,10 @@ class RecordingService:
         view_ttl: int,
         clock: Clock,
         storage: StorageAccess | None = None,
+        clock_skew: int = bounds.DEFAULT_CLOCK_SKEW,
     ) -> None:
         self._storage = storage  # revocation checks (DESIGN G6)
+        self._skew = timedelta(seconds=clock_skew)  # declared times: broker.recordings.bounds
         self._db = db
         self._keys = keys
         self._buckets = buckets
@@ -76,6 +78,7 @@ class RecordingService:
     async def start(self, principal: Principal, started_at: datetime) -> str:
         """A new recording for the calling device; any it left open before is closed."""
         now = self._clock()
+        bounds.check_recording_start(started_at, now=now, skew=self._skew)
         recording_id = str(uuid.uuid4())
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
@@ -283,6 +286,9 @@ class RecordingService:
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
             recording = await _own_recording(scope, principal, recording_id)
+            bounds.check_gap(
+                gap.from_, gap.to, recording_start=recording.started_at, now=now, skew=self._skew
+            )
             signature = await custody.admit_gap(scope, recording, gap)
             await scope.insert(
                 recording_gaps,
@@ -383,6 +389,7 @@ class RecordingService:
     ) -> Row[Any]:
         config_prefix = (await storage_config.load(scope, self._keys)).prefix
         key = segment_key(config_prefix, scope.tenant_id, recording.user_id, recording.id, seq)
+        await self._check_time(scope, recording, seq, declared, now)
         record = await custody.admit(scope, recording, seq, declared)
         segment_id = str(uuid.uuid4())
         await scope.insert(
@@ -401,6 +408,39 @@ class RecordingService:
             **record,
         )
         return await _segment(scope, recording.id, seq)
+
+    async def _check_time(
+        self,
+        scope: TenantScope,
+        recording: Row[Any],
+        seq: int,
+        declared: UploadRequest,
+        now: datetime,
+    ) -> None:
+        """The declared time is plausible and in seq order (`broker.recordings.bounds`)."""
+
+        async def neighbour(*criteria: Any, order: Any) -> tuple[datetime, int] | None:
+            row = (
+                await scope.execute(
+                    select(segments.c.started_at, segments.c.duration_ms)
+                    .where(segments.c.tenant_id == scope.tenant_id, *criteria)
+                    .order_by(order)
+                    .limit(1)
+                )
+            ).first()
+            return None if row is None else (row.started_at, row.duration_ms)
+
+        in_recording = segments.c.recording_id == recording.id
+        bounds.check_segment(
+            seq=seq,
+            started_at=declared.started_at,
+            duration_ms=declared.duration_ms,
+            recording_start=recording.started_at,
+            before=await neighbour(in_recording, segments.c.seq < seq, order=segments.c.seq.desc()),
+            after=await neighbour(in_recording, segments.c.seq > seq, order=segments.c.seq),
+            now=now,
+            skew=self._skew,
+        )
 
 
 def _actor(principal: Principal) -> str:

@@ -19,6 +19,7 @@ from broker.db.database import Database
 from broker.db.schema import recordings, segments
 from broker.db.scope import TenantScope
 from broker.identity import Principal
+from broker.recordings import bounds
 
 # Segments closer than this are one continuous span (encoder and upload jitter).
 JOIN_TOLERANCE = timedelta(seconds=2)
@@ -66,6 +67,19 @@ def gaps_between(spans: Sequence[Piece]) -> list[tuple[datetime, datetime]]:
     return gaps
 
 
+def _pieces(segs: Sequence[Any]) -> list[Piece]:
+    """The segments as time spans, leaving out rows no day can show: times stored before
+    the broker bounded them (`broker.recordings.bounds`) may end past the calendar's end."""
+    pieces = []
+    for s in segs:
+        end = bounds.segment_end(s.started_at, s.duration_ms)
+        day = s.started_at.astimezone(UTC).date()
+        if end is None or not bounds.FIRST_DAY <= day <= bounds.LAST_DAY:
+            continue
+        pieces.append(Piece(s.started_at, end, s.recording_id))
+    return pieces
+
+
 async def day_of(db: Database, principal: Principal, user_id: str, day: date | None) -> Day:
     async with db.transaction() as conn:
         scope = TenantScope(conn, principal.tenant_id)
@@ -79,12 +93,10 @@ async def day_of(db: Database, principal: Principal, user_id: str, day: date | N
             if ids
             else []
         )
-    pieces = [
-        Piece(s.started_at, s.started_at + timedelta(milliseconds=s.duration_ms), s.recording_id)
-        for s in segs
-    ]
+    pieces = _pieces(segs)
     days = sorted({p.start.astimezone(UTC).date() for p in pieces}, reverse=True)
-    chosen = day or (days[0] if days else datetime.now(UTC).date())
+    today = datetime.now(UTC).date()
+    chosen = day or next((d for d in days if d <= today), days[-1] if days else today)
     start = datetime.combine(chosen, time(), tzinfo=UTC)
     end = start + timedelta(days=1)
     todays = [p for p in pieces if start <= p.start < end]

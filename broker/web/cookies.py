@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from broker.auth import known_device
 from broker.auth.sessions import SessionTokens
 from broker.settings import Settings
 
@@ -64,6 +65,28 @@ def set_session(
             samesite="Strict",
             max_age=tokens.refresh_expires_in,
         )
+
+
+def set_known_device(
+    response: web.StreamResponse, request: web.Request, settings: Settings, value: str
+) -> None:
+    """The known-device cookie (`broker.auth.known_device`), after a full sign-in: sent to
+    the sign-in routes of this site only, never readable by a script."""
+    if not value:
+        return
+    response.set_cookie(
+        known_device.COOKIE,
+        value,
+        path="/",
+        secure=secure_cookies(request, settings),
+        httponly=True,
+        samesite="Strict",
+        max_age=known_device.KNOWN_DEVICE_TTL,
+    )
+
+
+def known_device_cookie(request: web.Request) -> str | None:
+    return request.cookies.get(known_device.COOKIE) or None
 
 
 def clear_session(response: web.StreamResponse) -> None:

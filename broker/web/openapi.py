@@ -185,6 +185,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         expires_in={"type": "integer"},
         csrf_token={"type": "string", "description": "cookie sessions only"},
         recovery_codes={"type": "array", "items": {"type": "string"}},
+        failed_sign_ins={
+            "type": "object",
+            "description": "failed passwords and codes since the last full sign-in, if any",
+            "properties": {"count": {"type": "integer"}, "last_at": _TIME},
+        },
     ),
     "SessionRefreshed": _obj(
         ["expires_in", "expires_at", "csrf_token"],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.api import Api, Device, Tenant, enroll, start_recording
+from tests.support.api import Api, Device, Tenant, enroll, now_iso, start_recording
 from tests.support.broker import BrokerProcess
 
 
@@ -20,7 +20,7 @@ def test_refresh_rotates_and_the_old_token_stops_working(api: Api, device: Devic
 
     assert (again.status, again.body["error"]) == (401, "invalid_token")
     new_access = first.body["access_token"]
-    assert api.call("POST", "/api/v1/recordings", {"started_at": "2026-01-01T00:00:00Z"},
+    assert api.call("POST", "/api/v1/recordings", {"started_at": now_iso()},
                     token=new_access).status == 201
 
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyotp
 
 from tests.identity.people import PASSWORD, Client, Person, make_person, sign_in, step_now
-from tests.support.api import Api, Tenant
+from tests.support.api import Api, Tenant, now_iso
 from tests.support.broker import BrokerProcess
 
 AGENT = str(Path(sys.executable).with_name("bucketreel-agent"))
@@ -34,7 +34,7 @@ def device_works(broker: BrokerProcess, home: Path) -> None:
 
     credential = json.loads((home / "device.json").read_text())
     reply = Api(broker.url).call(
-        "POST", "/api/v1/recordings", {"started_at": "2026-01-01T00:00:00Z"},
+        "POST", "/api/v1/recordings", {"started_at": now_iso()},
         token=credential["access_token"],
     )
     assert reply.status == 201, reply.body

@@ -155,7 +155,10 @@ def test_a_cookie_login_sets_a_refresh_cookie_for_the_refresh_route_only(
 ) -> None:
     _, done = cookie_login(client, broker, tenant)
 
-    assert set(done.cookies) == {"bucketreel_session", "bucketreel_csrf", "bucketreel_refresh"}
+    assert set(done.cookies) == {
+        "bucketreel_session", "bucketreel_csrf", "bucketreel_refresh",
+        "bucketreel_known",  # the known-device cookie (tests/identity/test_lockout.py)
+    }
     assert_refresh_cookie(done.cookies["bucketreel_refresh"], max_age=IDLE)
     assert done.cookies["bucketreel_refresh"].value.startswith("bru_")
     session = done.cookies["bucketreel_session"]

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from broker.auth.ratelimit import ACCOUNT_DELAY_CAP
 from broker.db.database import Database
 from broker.db.schema import login_failures
+from broker.errors import RateLimited, Unauthenticated
 from broker.services import Services
 from tests.identity.conftest import IDENTITY_ENV
 from tests.identity.people import Client, in_process, login, make_person, mfa
@@ -22,20 +24,23 @@ CLIENT_LIMIT = int(IDENTITY_ENV["BUCKETREEL_LOGIN_CLIENT_MAX_FAILURES"])
 WINDOW = 900
 
 
-def test_account_limit_engages_with_429_and_retry_after_and_releases(
+def test_the_limit_per_account_and_client_engages_with_429_and_retry_after_and_releases(
     broker: BrokerProcess, tenant: Tenant
 ) -> None:
+    """The hard limit is per (account, client address): strangers elsewhere only slow the
+    account down (tests/identity/test_lockout.py)."""
     person = make_person(broker, tenant)
-    for _ in range(ACCOUNT_LIMIT):  # each from another address: this is the account's limit
-        assert login(Client(broker.url), person, "not the password!").status == 401
+    client = Client(broker.url)
+    for _ in range(ACCOUNT_LIMIT):
+        assert login(client, person, "not the password!").status == 401
 
-    limited = login(Client(broker.url), person)  # even the right password
+    limited = login(client, person)  # even the right password, from that client
 
     assert (limited.status, limited.body["error"]) == (429, "rate_limited")
-    assert 0 < int(limited.headers["Retry-After"]) <= WINDOW + 1
+    assert ACCOUNT_DELAY_CAP < int(limited.headers["Retry-After"]) <= WINDOW + 1
 
     async def later(services: Services) -> str:
-        step = await services.login.login(tenant.name, person.email, PASSWORD, "10.9.9.9")
+        step = await services.login.login(tenant.name, person.email, PASSWORD, client.address)
         return step.mfa
 
     released = datetime.now(UTC) + timedelta(seconds=WINDOW + 1)
@@ -48,28 +53,56 @@ def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
     """Each guess is counted before its (slow) password check, atomically with the count: a
     burst in parallel gets exactly `limit` checks, not one per request in flight."""
     person = make_person(broker, tenant)
+    client = Client(broker.url)
     burst = 4 * ACCOUNT_LIMIT
     with ThreadPoolExecutor(burst) as pool:
         statuses = list(pool.map(
-            lambda _: login(Client(broker.url), person, "not the password!").status,
-            range(burst),
+            lambda _: login(client, person, "not the password!").status, range(burst)
         ))
     assert sorted(statuses) == [401] * ACCOUNT_LIMIT + [429] * (burst - ACCOUNT_LIMIT)
-    assert login(Client(broker.url), person).status == 429, "even the right password now"
+    assert login(client, person).status == 429, "even the right password now, from there"
+
+
+def test_a_burst_from_many_addresses_gets_no_more_than_the_limit(
+    broker: BrokerProcess, tenant: Tenant
+) -> None:
+    """The same across addresses, on the account's slowdown (a clock of the test's own: the
+    burst is at one instant, so past the limit each attempt has to wait)."""
+    person = make_person(broker, tenant)
+    at = datetime.now(UTC) + timedelta(hours=2)
+    burst = 4 * ACCOUNT_LIMIT
+
+    async def use(services: Services) -> list[str]:
+        async def guess(n: int) -> str:
+            try:
+                await services.login.login(
+                    tenant.name, person.email, "not the password!", f"10.66.0.{n}"
+                )
+            except RateLimited:
+                return "limited"
+            except Unauthenticated:
+                return "checked"
+            return "in"
+
+        return list(await asyncio.gather(*(guess(n) for n in range(burst))))
+
+    outcomes = in_process(broker, lambda: at, use)
+    assert sorted(outcomes) == ["checked"] * ACCOUNT_LIMIT + ["limited"] * (burst - ACCOUNT_LIMIT)
 
 
 def test_parallel_wrong_codes_get_no_more_than_the_limit(
     broker: BrokerProcess, tenant: Tenant
 ) -> None:
     person = make_person(broker, tenant)
+    client = Client(broker.url)
     challenges = []
     for _ in range(3 * ACCOUNT_LIMIT):  # right passwords: none of these counts as a failure
-        step = login(Client(broker.url), person)
+        step = login(client, person)
         assert step.status == 200, step.body
         challenges.append(step.body["challenge"])
     with ThreadPoolExecutor(len(challenges)) as pool:
         statuses = list(pool.map(
-            lambda challenge: mfa(Client(broker.url), challenge, "000000").status, challenges
+            lambda challenge: mfa(client, challenge, "000000").status, challenges
         ))
     assert sorted(statuses) == [401] * ACCOUNT_LIMIT + [429] * (len(challenges) - ACCOUNT_LIMIT)
 
@@ -78,13 +111,23 @@ def test_wrong_codes_count_against_the_account_too(
     broker: BrokerProcess, tenant: Tenant
 ) -> None:
     person = make_person(broker, tenant)
-    for _ in range(ACCOUNT_LIMIT):
-        client = Client(broker.url)
-        step = login(client, person)
-        assert step.status == 200
-        assert mfa(client, step.body["challenge"], "000000").status == 401
+    at = datetime.now(UTC) + timedelta(hours=3)
 
-    assert login(Client(broker.url), person).status == 429
+    async def use(services: Services) -> None:
+        for n in range(ACCOUNT_LIMIT):  # each from another address
+            step = await services.login.login(tenant.name, person.email, PASSWORD, f"10.55.0.{n}")
+            try:
+                await services.login.mfa(step.challenge, "000000", f"10.55.0.{n}")
+            except Unauthenticated:
+                continue
+            raise AssertionError("a wrong code was accepted")
+        try:
+            await services.login.login(tenant.name, person.email, PASSWORD, "10.55.1.1")
+        except RateLimited:
+            return
+        raise AssertionError("the account was not slowed down by wrong codes")
+
+    in_process(broker, lambda: at, use)
 
 
 def test_client_limit_engages_across_accounts(broker: BrokerProcess, tenant: Tenant) -> None:

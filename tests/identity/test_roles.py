@@ -9,7 +9,7 @@ import urllib3
 
 from broker.identity import Role
 from tests.identity.people import Org, make_person, sign_in
-from tests.support.api import enroll
+from tests.support.api import enroll, now_iso
 from tests.support.broker import BrokerProcess
 
 
@@ -120,6 +120,6 @@ def test_a_person_enrolls_their_own_workstation_by_login(org: Org) -> None:
     reply = org.api.call("POST", "/api/v1/devices/register", {"name": "laptop"},
                          token=org.employee.access_token)
     assert reply.status == 201, reply.body
-    started = org.api.call("POST", "/api/v1/recordings", {"started_at": "2026-01-01T00:00:00Z"},
+    started = org.api.call("POST", "/api/v1/recordings", {"started_at": now_iso()},
                            token=reply.body["access_token"])
     assert started.status == 201

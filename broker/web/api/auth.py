@@ -32,6 +32,7 @@ async def login(request: web.Request) -> web.Response:
         text_field(body, "email", MAX_EMAIL),
         text_field(body, "password", MAX_PASSWORD),
         client_address(request),
+        known_device=cookies.known_device_cookie(request),
     )
     return reply(step.to_json())
 
@@ -46,6 +47,7 @@ async def mfa(request: web.Request) -> web.Response:
         text_field(body, "code", 40),
         client_address(request),
         browser=use_cookie,
+        known_device=cookies.known_device_cookie(request),
     )
     tokens = result.tokens
     data: dict[str, Any]
@@ -55,9 +57,14 @@ async def mfa(request: web.Request) -> web.Response:
         data = tokens.to_json()
     if result.recovery_codes:
         data["recovery_codes"] = result.recovery_codes
+    if result.failed_sign_ins is not None:  # the person sees that someone tried
+        data["failed_sign_ins"] = result.failed_sign_ins.to_json()
     response = reply(data)
     if use_cookie:
         cookies.set_session(response, request, request.app[SERVICES].settings, tokens)
+    cookies.set_known_device(
+        response, request, request.app[SERVICES].settings, result.known_device
+    )
     return response
 
 
@@ -103,7 +110,12 @@ async def sign_out_everywhere(request: web.Request, principal: Principal) -> web
 async def register_device(request: web.Request, principal: Principal) -> web.Response:
     """A signed-in person enrolls their own workstation (`bucketreel-agent enroll --email`)."""
     body = json_object(await read_json(request))
-    pair = await request.app[SERVICES].devices.enroll_user(
+    services = request.app[SERVICES]
+    # Registrations by login spend the person's and the tenant's budgets (devices.ratelimit).
+    await services.device_limits.check_registration(
+        principal, call="POST /api/v1/devices/register"
+    )
+    pair = await services.devices.enroll_user(
         principal, text_field(body, "name", MAX_DEVICE_NAME), optional_public_key(body)
     )
     return reply(pair.to_json(), status=201)

@@ -123,7 +123,8 @@ async def signin(request: web.Request) -> web.Response:
         if len(tenant_) > 200 or len(email_) > MAX_EMAIL or len(password) > MAX_PASSWORD:
             raise InvalidInput("a field is too long")
         step = await request.app[SERVICES].login.login(
-            tenant_, email_, password, client_address(request)
+            tenant_, email_, password, client_address(request),
+            known_device=cookies.known_device_cookie(request),
         )
     except BrokerError as exc:
         return _failed(request, token, exc, _password_form(token, tenant, email))
@@ -138,18 +139,28 @@ async def signin_code(request: web.Request) -> web.Response:
         if len(challenge) > 200 or len(code) > 40:
             raise InvalidInput("a field is too long")
         result = await request.app[SERVICES].login.mfa(
-            challenge, code, client_address(request), browser=True
+            challenge, code, client_address(request), browser=True,
+            known_device=cookies.known_device_cookie(request),
         )
     except BrokerError as exc:
         # Start again from the password: a challenge is short-lived and single-use.
         return _failed(request, token, exc, _password_form(token))
+    failed = result.failed_sign_ins
     if result.recovery_codes:
         response = page(
             request, "recovery.html", title="Recovery codes", codes=result.recovery_codes
         )
+    elif failed is not None:  # the person sees that someone tried, before going on
+        response = page(
+            request, "failed_sign_ins.html", title="Failed sign-in attempts",
+            count=failed.count,
+            last=failed.last_at.strftime("%Y-%m-%d %H:%M UTC") if failed.last_at else "-",
+        )
     else:
         response = see_other("/")
-    cookies.set_session(response, request, request.app[SERVICES].settings, result.tokens)
+    settings = request.app[SERVICES].settings
+    cookies.set_session(response, request, settings, result.tokens)
+    cookies.set_known_device(response, request, settings, result.known_device)
     response.del_cookie(SIGNIN_COOKIE, path="/signin")
     return response
 

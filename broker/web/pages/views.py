@@ -12,9 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from broker.audit import query as audit_query
-from broker.errors import InvalidInput
 from broker.identity import Principal
-from broker.recordings import timeline
+from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
 from broker.web.pages.html import Top, nav, page, when
 
@@ -39,12 +38,7 @@ async def home(request: web.Request, principal: Principal) -> web.Response:
 
 
 def _parse_day(raw: str | None) -> date | None:
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInput("day must be YYYY-MM-DD") from None
+    return bounds.parse_day(raw)
 
 
 def _x(moment: datetime, day: date) -> float:
