@@ -134,57 +134,62 @@ class UserSessions:
         now = self._clock()
         purpose = BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE
         digest = token_hash(self._hmac_key, purpose, refresh_token)
-        async with self._db.transaction() as conn:
-            # The token names its tenant: the one lookup made before a tenant is known.
-            row = (
-                await conn.execute(
-                    select(user_refresh_tokens).where(user_refresh_tokens.c.token_hash == digest)
-                )
-            ).first()
-            if row is None:
-                raise _not_valid()
-            if browser and not self.csrf_ok(row.session_id, csrf):
-                raise Forbidden(
-                    "refreshing a browser session needs the session's CSRF token",
-                    code=ErrorCode.CSRF_FAILED,
-                )
-            scope = TenantScope(conn, row.tenant_id)
-            session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
-            live = (
-                session is not None
-                and session.revoked_at is None
-                and row.expires_at > now
-                and now < self.session_end(session.created_at, browser=browser)
-            )
-            claimed = 0
-            if live:
-                claimed = await scope.update(
-                    user_refresh_tokens,
-                    user_refresh_tokens.c.id == row.id,
-                    user_refresh_tokens.c.used_at.is_(None),
-                    used_at=now,
-                )
-            if claimed == 1 and session is not None:
-                user = await scope.one(users, users.c.id == session.user_id)
-                if user is not None:
-                    refresh = await self._new_refresh(
-                        scope, session.id, now, started=session.created_at, browser=browser
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                # The token names its tenant: the one lookup made before a tenant is known.
+                row = (
+                    await conn.execute(
+                        select(user_refresh_tokens).where(
+                            user_refresh_tokens.c.token_hash == digest
+                        )
                     )
-                    return self._tokens(
-                        scope.tenant_id, user, session.id, refresh, now,
-                        started=session.created_at, browser=browser,
+                ).first()
+                if row is None:
+                    raise _not_valid()
+                if browser and not self.csrf_ok(row.session_id, csrf):
+                    raise Forbidden(
+                        "refreshing a browser session needs the session's CSRF token",
+                        code=ErrorCode.CSRF_FAILED,
                     )
-            elif live and session is not None:
-                # Live but already used: a copy is being replayed. End the whole family.
-                await self._revoke(scope, session.id, now)
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=f"user:{session.user_id}",
-                    action="user.refresh_reuse",
-                    target=session.user_id,
-                    details={"session": session.id},
+                scope = TenantScope(conn, row.tenant_id)
+                session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
+                live = (
+                    session is not None
+                    and session.revoked_at is None
+                    and row.expires_at > now
+                    and now < self.session_end(session.created_at, browser=browser)
                 )
+                claimed = 0
+                if live:
+                    claimed = await scope.update(
+                        user_refresh_tokens,
+                        user_refresh_tokens.c.id == row.id,
+                        user_refresh_tokens.c.used_at.is_(None),
+                        used_at=now,
+                    )
+                if claimed == 1 and session is not None:
+                    user = await scope.one(users, users.c.id == session.user_id)
+                    if user is not None:
+                        refresh = await self._new_refresh(
+                            scope, session.id, now, started=session.created_at, browser=browser
+                        )
+                        return self._tokens(
+                            scope.tenant_id, user, session.id, refresh, now,
+                            started=session.created_at, browser=browser,
+                        )
+                elif live and session is not None:
+                    # Live but already used: a copy is being replayed. End the whole family.
+                    # Nothing was written yet (the claim matched no row): the chain lock first.
+                    await audit.lock_chain(scope)
+                    await self._revoke(scope, session.id, now)
+                    await audit.record(
+                        scope,
+                        at=now,
+                        actor=f"user:{session.user_id}",
+                        action="user.refresh_reuse",
+                        target=session.user_id,
+                        details={"session": session.id},
+                    )
         # Reached only on failure; the transaction above has committed any revocation.
         raise _not_valid()
 
@@ -203,40 +208,44 @@ class UserSessions:
 
     async def logout(self, principal: Principal) -> None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await self._revoke(scope, principal.session_id, now)
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"user:{principal.user_id}",
-                action="user.logout",
-                target=principal.user_id,
-                details={"session": principal.session_id},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await self._revoke(scope, principal.session_id, now)
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"user:{principal.user_id}",
+                    action="user.logout",
+                    target=principal.user_id,
+                    details={"session": principal.session_id},
+                )
 
     async def sign_out_everywhere(self, principal: Principal) -> None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await scope.update(
-                users,
-                users.c.id == principal.user_id,
-                session_version=users.c.session_version + 1,
-            )
-            await scope.update(
-                user_sessions,
-                user_sessions.c.user_id == principal.user_id,
-                user_sessions.c.revoked_at.is_(None),
-                revoked_at=now,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"user:{principal.user_id}",
-                action="user.sign_out_everywhere",
-                target=principal.user_id,
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await scope.update(
+                    users,
+                    users.c.id == principal.user_id,
+                    session_version=users.c.session_version + 1,
+                )
+                await scope.update(
+                    user_sessions,
+                    user_sessions.c.user_id == principal.user_id,
+                    user_sessions.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"user:{principal.user_id}",
+                    action="user.sign_out_everywhere",
+                    target=principal.user_id,
+                )
 
     async def _revoke(self, scope: TenantScope, session_id: str, now: datetime) -> None:
         await scope.update(

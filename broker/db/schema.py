@@ -377,5 +377,8 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("client_hmac", String(64), nullable=True),
+    # HMAC of `hash` under the audit key of version `mac_key` (broker.audit.log); 0009
+    Column("mac", String(64), nullable=True),
+    Column("mac_key", String(16), nullable=True),
     UniqueConstraint("tenant_id", "seq", name="uq_audit_log_tenant_seq"),
 )

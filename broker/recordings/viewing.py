@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.audit import log as audit
 from broker.auth.tokens import Principal
 from broker.clock import Clock
 from broker.db.database import Database
@@ -54,12 +55,15 @@ class ViewingService:
             return await recording_info(scope, recording_id)
 
     async def view_url(self, principal: Principal, recording_id: str, seq: int) -> ViewUrl:
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await self._authorize(scope, principal, recording_id)
-            return await self._recordings.mint_view_url(
-                scope, recording_id, seq, actor=f"user:{principal.user_id}"
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await self._authorize(scope, principal, recording_id)
+                result = await self._recordings.mint_view_url(
+                    scope, recording_id, seq, actor=f"user:{principal.user_id}"
+                )
+        return result
 
     async def _authorize(self, scope: TenantScope, principal: Principal, recording_id: str) -> None:
         recording = await scope.one(recordings, recordings.c.id == recording_id)

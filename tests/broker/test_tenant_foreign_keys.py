@@ -107,6 +107,10 @@ LINKS = links_of_schema()
 PARENTS = sorted({link.parent for link in LINKS})
 
 
+# Columns later migrations add, which going back to 0007 drops (and their data with them).
+LATER = {"audit_log": ("mac", "mac_key")}
+
+
 def load_migration() -> ModuleType:
     return migrations.load_migration("0008_tenant_foreign_keys.py")
 
@@ -413,19 +417,19 @@ def test_the_migration_keeps_every_row_both_ways(
     assert on(url, tenants_per_table) == dict.fromkeys(load_migration().TABLES, 2), (
         "every table 0008 alters holds rows of both tenants, so the rows really move"
     )
-    rows, walls = snapshot(url), on(url, catalog)
+    rows, walls = snapshot(url, omit=LATER), on(url, catalog)
 
     theirs = on(url, lambda engine: parents_of(engine, b))
     for app in (False, True):  # the CLI's plain engine, then the app's own
         on(url, alembic("downgrade", "0007"), app=app)
         assert on(url, migrate.current_revision) == "0007"
-        assert snapshot(url) == rows
+        assert snapshot(url, omit=LATER) == rows
         for link in LINKS:  # the old plain keys took a reference to another tenant's row
             on(url, partial(insert_as, tenant=a, link=link, target=theirs[link.parent]))
 
         on(url, migrate.upgrade, app=app)
-        assert on(url, migrate.current_revision) == "0008"
-        assert snapshot(url) == rows
+        assert on(url, migrate.current_revision) == migrations.head_revision()
+        assert snapshot(url, omit=LATER) == rows
         assert on(url, catalog) == walls
         assert on(url, differences) == []
         with pytest.raises(IntegrityError):
@@ -495,7 +499,7 @@ def test_the_migration_stops_at_a_reference_to_another_tenant(empty_database: st
         await migrate.upgrade(engine)
         return await migrate.current_revision(engine)
 
-    assert on(url, fix_and_migrate) == "0008"
+    assert on(url, fix_and_migrate) == migrations.head_revision()
 
 
 @pytest.mark.parametrize("app", [False, True], ids=["cli-engine", "app-engine"])

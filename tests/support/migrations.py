@@ -18,3 +18,12 @@ def load_migration(filename: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def head_revision() -> str:
+    """The newest migration's revision id (what `migrate.upgrade` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(migrate.MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head

@@ -1,0 +1,49 @@
+"""audit entries MACed under a key that is not in the database
+
+Each audit entry gets `mac` (HMAC-SHA256 of its chain hash, its tenant and position) and
+`mac_key` (the version of the audit key, derived from `BUCKETREEL_MASTER_KEYS`). Entries
+written before this migration are MACed here, tenant by tenant, once their hash chain
+verifies, when the migration runs with the broker's keys (the broker and its `migrate` and
+`admin` commands hand them over). Without keys, or on a tenant whose chain is broken
+already, they stay unkeyed and `admin audit-verify` names each of them.
+
+Revision ID: 0009_audit_keyed
+Revises: 0008
+"""
+
+import logging
+
+import sqlalchemy as sa
+from alembic import op
+
+from broker.audit import log as audit
+
+revision = "0009_audit_keyed"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+log = logging.getLogger("broker.migrations")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("mac", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("mac_key", sa.String(length=16), nullable=True))
+    config = op.get_context().config
+    keys = config.attributes.get("audit_keys") if config is not None else None
+    if keys is None:
+        log.warning("migration 0009: no audit keys given; entries written before stay unkeyed")
+        return
+    sealed = audit.seal_unkeyed(op.get_bind(), keys)
+    if sealed:
+        log.warning(
+            "migration 0009: %d audit entries of %d tenants, written before it, are MACed now "
+            "(their hash chains verified)", sum(sealed.values()), len(sealed),
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_column("mac_key")
+        batch_op.drop_column("mac")
