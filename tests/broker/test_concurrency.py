@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker import admin
 from tests.identity.people import Client, Person, make_person, person, sign_in
@@ -263,8 +264,8 @@ def check_chain(broker: BrokerProcess, w: World, n: int, *, cli: bool = True) ->
         assert verdict["intact"] is True, verdict
         assert verdict["head"]["seq"] == verdict["entries"], verdict  # no gap, nothing after
     else:
-        problems = Operator(broker).run(chain_problems, tenant_id=w.tenant.tenant_id)
-        assert problems == [], problems
+        verdict = Operator(broker).run(chain_problems, tenant_id=w.tenant.tenant_id)
+        assert verdict["problems"] == [], verdict
     entries = audit_actions(broker, w.tenant.tenant_id)
     seqs = [seq for seq, _ in entries]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -279,12 +280,12 @@ def check_chain(broker: BrokerProcess, w: World, n: int, *, cli: bool = True) ->
     assert counts["auth.mfa_enroll"] == n + 2  # every employee, the admin and the manager
 
 
-async def chain_problems(ctx: admin.AdminContext, *, tenant_id: str) -> list[str]:
+async def chain_problems(ctx: admin.AdminContext, *, tenant_id: str) -> dict[str, Any]:
     from broker.audit import log as audit
     from broker.db.scope import TenantScope
 
     async with ctx.db.transaction() as conn:
-        return (await audit.verify_chain(TenantScope(conn, tenant_id))).problems
+        return {"problems": (await audit.verify_chain(TenantScope(conn, tenant_id))).problems}
 
 
 def audit_actions(broker: BrokerProcess, tenant_id: str) -> list[tuple[int, str]]:
