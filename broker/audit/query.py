@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
-from broker.audit.log import Entry
+from broker.audit.log import Entry, Head, head
 from broker.auth.tokens import Principal
 from broker.db.database import Database
 from broker.db.schema import audit_log, recordings, users
@@ -82,6 +82,18 @@ async def receipts(scope: TenantScope, user_id: str) -> list[Receipt]:
                     seq=int(details.get("seq", 0)))
         )
     return found
+
+
+async def receipts_and_head(
+    db: Database, principal: Principal, user_id: str
+) -> tuple[list[Receipt], Head | None]:
+    """A person's view receipts and, read in the same transaction, the head of the tenant's
+    chain (seq, hash, MAC): shown beside the receipts, so that entries removed from the end
+    of the log show as a lower number on a later visit."""
+    async with db.transaction() as conn:
+        scope = TenantScope(conn, principal.tenant_id)
+        await access.require_receipts(scope, principal, user_id)
+        return await receipts(scope, user_id), await head(scope)
 
 
 async def actions(scope: TenantScope) -> list[str]:

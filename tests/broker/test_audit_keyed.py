@@ -290,3 +290,40 @@ def test_recording_an_entry_without_the_keys_is_refused(empty_database: str) -> 
             await db.close()
 
     asyncio.run(go())
+
+
+def test_employees_see_the_chain_head_beside_their_receipts(
+    broker: BrokerProcess, s3_endpoint: S3Endpoint
+) -> None:
+    """The receipts page shows the head (seq, MAC, hash) audit-verify reports; cut entries
+    off the end of the log and the number shown drops."""
+    api = Client(broker.url)
+    tenant = make_tenant(broker, s3_endpoint)
+    employee = person(api, broker, tenant)
+    viewer = person(api, broker, tenant, "admin")
+    recording_id = verified_recording(api, enroll(api, broker, tenant, employee.user_id))
+    minted = api.call(
+        "POST", f"/api/v1/recordings/{recording_id}/segments/0/view", token=viewer.access_token
+    )
+    assert minted.status == 200, minted.body
+    head = verify(broker, tenant)["head"]
+
+    def shown() -> str:
+        page = api.call("GET", "/receipts", token=employee.access_token)
+        assert page.status == 200
+        return page.raw.decode()
+
+    text = shown()
+    assert viewer.email in text
+    assert f"ends at entry <strong>{head['seq']}</strong>" in text
+    assert f"<code>{head['mac'][:16]}</code> under key v1" in text
+    assert f"<code>{head['hash'][:16]}</code>" in text
+
+    async def cut_the_last(engine: AsyncEngine) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(delete(audit_log).where(
+                audit_log.c.tenant_id == tenant.tenant_id, audit_log.c.seq == head["seq"]
+            ))
+
+    on_engine(broker.database_url, cut_the_last)
+    assert f"ends at entry <strong>{head['seq'] - 1}</strong>" in shown()

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.audit import query as audit_query
+from broker.audit.log import Head
 from broker.auth.tokens import Principal
 from broker.db.schema import users
 from broker.db.scope import TenantScope
@@ -187,7 +188,9 @@ def _started(value: str) -> datetime:
 
 
 async def my_receipts(request: web.Request, principal: Principal) -> web.Response:
-    found = await audit_query.receipts_for(request.app[DATABASE], principal, principal.user_id)
+    found, head = await audit_query.receipts_and_head(
+        request.app[DATABASE], principal, principal.user_id
+    )
     rows = join(
         render("<tr><td>{at}</td><td>{who}</td><td>{role}</td><td>{rec}</td><td>{seq}</td></tr>",
                at=when(r.at), who=r.viewer, role=r.viewer_role, rec=r.recording_id, seq=r.seq)
@@ -200,7 +203,25 @@ async def my_receipts(request: web.Request, principal: Principal) -> web.Respons
         "<th>Recording</th><th>Segment</th></tr></thead><tbody>{rows}</tbody></table>",
         rows=rows or render('<tr><td colspan="5">Nobody has viewed your recordings.</td></tr>'),
     )
-    return page("Who viewed my recordings", body, top=await _top(request, principal))
+    return page(
+        "Who viewed my recordings", join([body, _chain_head(head)]),
+        top=await _top(request, principal),
+    )
+
+
+def _chain_head(head: Head | None) -> Markup:
+    """The head of the tenant's audit chain, for the person to note: a later visit showing
+    a lower number means entries were removed from the end of the log."""
+    if head is None:
+        return render("<p>The audit log is empty.</p>")
+    return render(
+        '<p class="chain-head">The audit log now ends at entry <strong>{seq}</strong> '
+        "(MAC <code>{mac}</code> under key {key}, chain hash <code>{digest}</code>). "
+        "Note the number: it only ever grows, so if a later visit shows a smaller one, "
+        "entries were removed from the log.</p>",
+        seq=head.seq, mac=(head.mac or "none")[:16], key=head.mac_key or "none",
+        digest=head.hash[:16],
+    )
 
 
 async def receipts_api(request: web.Request, principal: Principal) -> web.Response:
