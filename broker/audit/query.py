@@ -48,6 +48,7 @@ def _entry(r: Any) -> Entry:
     return Entry(
         seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target,
         details=json.loads(r.details), prev_hash=r.prev_hash, hash=r.hash,
+        mac=r.mac, mac_key=r.mac_key,
     )
 
 
@@ -145,7 +146,7 @@ def json_lines(entries: Iterable[Entry]) -> Iterable[str]:
             {
                 "seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
                 "target": e.target, "details": e.details, "prev_hash": e.prev_hash,
-                "hash": e.hash,
+                "hash": e.hash, "mac": e.mac, "mac_key": e.mac_key,
             },
             sort_keys=True,
         ) + "\n"
