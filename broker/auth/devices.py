@@ -155,25 +155,33 @@ class DeviceAuth:
                     return self._pair(row.tenant_id, device.user_id, row.device_id, refresh)
                 # Not claimed although neither revoked nor expired: it was used before.
                 reused = claimed == 0 and row.revoked_at is None and row.expires_at > now
-                if reused:
-                    # Nothing was written yet (the claim matched no row): the chain lock first.
-                    await audit.lock_chain(scope)
-                    await scope.update(
-                        device_refresh_tokens,
-                        device_refresh_tokens.c.family_id == row.family_id,
-                        device_refresh_tokens.c.revoked_at.is_(None),
-                        revoked_at=now,
-                    )
-                    await audit.record(
-                        scope,
-                        at=now,
-                        actor=f"device:{row.device_id}",
-                        action="device.refresh_reuse",
-                        target=row.device_id,
-                        details={"family": row.family_id},
-                    )
-        # Reached only on failure; the transaction above has committed the revocation.
+        if reused:
+            await self._revoke_family(row, now)
+        # Reached only on failure; any revocation has committed.
         raise Unauthenticated("refresh token is not valid", code=ErrorCode.INVALID_TOKEN)
+
+    async def _revoke_family(self, token: Any, now: datetime) -> None:
+        """A used refresh token came back: end its whole family, audited. A transaction of
+        its own, chain lock first (the claim before may hold the token's row: README's lock
+        order)."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, token.tenant_id)
+                await audit.lock_chain(scope)
+                await scope.update(
+                    device_refresh_tokens,
+                    device_refresh_tokens.c.family_id == token.family_id,
+                    device_refresh_tokens.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"device:{token.device_id}",
+                    action="device.refresh_reuse",
+                    target=token.device_id,
+                    details={"family": token.family_id},
+                )
 
     async def enroll_user(
         self, principal: Principal, name: str, public_key: str | None = None

@@ -159,7 +159,7 @@ class UserSessions:
                     and row.expires_at > now
                     and now < self.session_end(session.created_at, browser=browser)
                 )
-                claimed = 0
+                claimed, replayed = 0, None
                 if live:
                     claimed = await scope.update(
                         user_refresh_tokens,
@@ -178,20 +178,29 @@ class UserSessions:
                             started=session.created_at, browser=browser,
                         )
                 elif live and session is not None:
-                    # Live but already used: a copy is being replayed. End the whole family.
-                    # Nothing was written yet (the claim matched no row): the chain lock first.
-                    await audit.lock_chain(scope)
-                    await self._revoke(scope, session.id, now)
-                    await audit.record(
-                        scope,
-                        at=now,
-                        actor=f"user:{session.user_id}",
-                        action="user.refresh_reuse",
-                        target=session.user_id,
-                        details={"session": session.id},
-                    )
-        # Reached only on failure; the transaction above has committed any revocation.
+                    replayed = session  # live but already used: a copy is being replayed
+        if replayed is not None:
+            await self._end_replayed(replayed, now)
+        # Reached only on failure; any revocation has committed.
         raise _not_valid()
+
+    async def _end_replayed(self, session: Any, now: datetime) -> None:
+        """End the whole family of a replayed refresh token, audited: a transaction of its
+        own, chain lock first (the claim before may hold the token's row: README's lock
+        order)."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, session.tenant_id)
+                await audit.lock_chain(scope)
+                await self._revoke(scope, session.id, now)
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"user:{session.user_id}",
+                    action="user.refresh_reuse",
+                    target=session.user_id,
+                    details={"session": session.id},
+                )
 
     async def check(self, scope: TenantScope, principal: Principal) -> None:
         """An access token works only while its session and session version are current."""

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from broker import admin
@@ -315,3 +316,34 @@ def test_parallel_writes_of_several_tenants_all_succeed_and_keep_each_chain(
     assert {d["device_id"] for d in listed} == (
         {d.device_id for d in worlds[0].devices} | set(worlds[0].login_devices)
     )
+
+
+def test_one_refresh_token_sent_n_times_at_once_works_once_and_ends_its_family(
+    broker: BrokerProcess, s3_endpoint: S3Endpoint
+) -> None:
+    """A replayed token, raced: one request gets the next pair, every other one is refused
+    (401, never 500), the family ends (the winner's new token too), and the chain holds."""
+    tenant = make_tenant(broker, s3_endpoint)
+    api = client(broker)
+    employee = person(api, broker, tenant)
+
+    def refresh(path: str, token: str) -> Reply:
+        return client(broker).call("POST", path, {"refresh_token": token})
+
+    code = enrollment_code(broker, tenant, employee.user_id)
+    device = api.call("POST", "/api/v1/devices/enroll", {"code": code, "name": "ws"}).body
+    for path, token in (
+        ("/api/v1/devices/token", device["refresh_token"]),
+        ("/api/v1/auth/token", employee.refresh_token),
+    ):
+        replies = parallel([partial(refresh, path, token) for _ in range(N)])
+        statuses = Counter(r.status for r in replies)
+        assert statuses == {200: 1, 401: N - 1}, (path, statuses)
+        winner = next(r for r in replies if r.status == 200).body["refresh_token"]
+        after = api.call("POST", path, {"refresh_token": winner})
+        assert after.status == 401, (path, after.body)  # the family has ended
+    actions = Counter(action for _, action in audit_actions(broker, tenant.tenant_id))
+    assert actions["device.refresh_reuse"] >= 1
+    assert actions["user.refresh_reuse"] >= 1
+    problems = Operator(broker).run(chain_problems, tenant_id=tenant.tenant_id)["problems"]
+    assert problems == []
