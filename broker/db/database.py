@@ -3,7 +3,8 @@
 Write transactions run as `attempts()`: a deadlock or serialization failure the database
 still reports (the lock order in README's design notes should leave none) rolls the
 transaction back and runs it again, a few times, after a short random pause; then the
-request is answered 503 with `Retry-After`, never 500. A retried body must do nothing but
+request is answered 503 with `Retry-After`, never 500, as is SQLite still busy after its
+busy_timeout. A retried body must do nothing but
 database work (it may run more than once): no network, no thread, no process-wide state.
 """
 
@@ -38,17 +39,29 @@ _FIRST_PAUSE = 0.01  # seconds, doubled per attempt, with jitter
 AUDIT_KEYS_INFO = "bucketreel.audit_keys"
 
 
-def is_contention(exc: BaseException) -> bool:
-    """A deadlock or serialization failure (PostgreSQL), or SQLite still busy after its
-    busy_timeout: nothing was decided, and the same transaction may pass later."""
+def _rerunnable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure (PostgreSQL): rerunning the transaction may pass."""
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if state in RETRYABLE_SQLSTATES:
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in (
+        RETRYABLE_SQLSTATES
+    )
+
+
+def is_contention(exc: BaseException) -> bool:
+    """A deadlock or serialization failure (PostgreSQL), or SQLite still busy after its
+    busy_timeout (which has waited already, so it is not rerun): nothing was decided, and
+    the same transaction may pass later."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if _rerunnable(exc):
         return True
-    cause = getattr(orig, "__cause__", None) or orig
-    return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+    orig = exc.orig
+    return any(
+        isinstance(error, sqlite3.OperationalError) and "database is locked" in str(error)
+        for error in (orig, getattr(orig, "__cause__", None))
+    )
 
 
 def _busy() -> ServiceUnavailable:
@@ -185,7 +198,9 @@ class Attempt:
         if exc is None:
             self._attempts._succeeded()
             return False
-        if not is_contention(exc):
+        if is_contention(exc) and not _rerunnable(exc):
+            raise _busy() from None  # SQLite, busy for all of busy_timeout already
+        if not _rerunnable(exc):
             self._attempts._succeeded()  # the error propagates; no more attempts
             return False
         await self._attempts._failed(exc)
