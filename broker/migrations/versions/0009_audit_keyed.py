@@ -27,9 +27,10 @@ log = logging.getLogger("broker.migrations")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("mac", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("mac_key", sa.String(length=16), nullable=True))
+    # Plain ALTER TABLE on both databases (SQLite adds and, since 3.35, drops a column in
+    # place): no table is rebuilt, so nothing else about it changes.
+    op.add_column("audit_log", sa.Column("mac", sa.String(length=64), nullable=True))
+    op.add_column("audit_log", sa.Column("mac_key", sa.String(length=16), nullable=True))
     config = op.get_context().config
     keys = config.attributes.get("audit_keys") if config is not None else None
     if keys is None:
@@ -44,6 +45,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_column("mac_key")
-        batch_op.drop_column("mac")
+    op.drop_column("audit_log", "mac_key")
+    op.drop_column("audit_log", "mac")
