@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from broker.audit.log import ChainKeys
     from broker.db import migrate
     from broker.db.engine import create_engine
 
@@ -87,7 +88,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     async def run() -> str | None:
         engine = create_engine(settings.database_url)
         try:
-            await migrate.upgrade(engine)
+            await migrate.upgrade(
+                engine, audit_keys=ChainKeys.from_master(settings.master_keys)
+            )
             return await migrate.current_revision(engine)
         finally:
             await engine.dispose()
@@ -322,14 +325,21 @@ async def _audit_verify(ctx: admin.AdminContext, args: argparse.Namespace) -> di
 
     async with ctx.db.transaction() as conn:
         scope = TenantScope(conn, await accounts.resolve_tenant(conn, args.tenant))
-        problems = await audit.verify_chain(scope)
-        count = len(await audit.entries(scope))
-    if problems:
+        report = await audit.verify_chain(scope)
+    if report.problems:
         raise BrokerError(
-            f"the audit log of tenant {args.tenant} is BROKEN ({len(problems)} problems "
-            f"in {count} entries): " + "; ".join(problems)
+            f"the audit log of tenant {args.tenant} is BROKEN ({len(report.problems)} "
+            f"problems in {report.entries} entries): " + "; ".join(report.problems)
         )
-    return {"tenant_id": scope.tenant_id, "entries": count, "intact": True}
+    head = report.head
+    return {
+        "tenant_id": scope.tenant_id,
+        "entries": report.entries,
+        "intact": True,
+        "mac_keys": report.key_versions,
+        "head": {"seq": head.seq, "hash": head.hash, "mac": head.mac, "mac_key": head.mac_key}
+        if head is not None else None,
+    }
 
 
 def cmd_rotate_session_key(args: argparse.Namespace) -> int:

@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from broker.accounts import service as accounts
 from broker.accounts.passwords import Passwords
+from broker.audit.log import ChainKeys
 from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
@@ -37,10 +40,12 @@ class AdminContext:
 
 @asynccontextmanager
 async def context(settings: Settings, clock: Clock = utcnow) -> AsyncIterator[AdminContext]:
-    db = Database.from_url(settings.database_url)
+    db = Database.from_url(
+        settings.database_url, audit_keys=ChainKeys.from_master(settings.master_keys)
+    )
     try:
         if settings.migrate_on_start:
-            await migrate.upgrade(db.engine)
+            await migrate.upgrade(db.engine, audit_keys=db.audit_keys)
         services = build_services(settings, db, clock)
         yield AdminContext(
             settings, db, services.devices, services.recordings, services.passwords, clock,
@@ -51,24 +56,27 @@ async def context(settings: Settings, clock: Clock = utcnow) -> AsyncIterator[Ad
 
 
 async def create_tenant(ctx: AdminContext, name: str) -> dict[str, Any]:
-    async with ctx.db.transaction() as conn:
-        return {"tenant_id": await accounts.create_tenant(conn, name=name, now=ctx.clock())}
+    async for txn in ctx.db.attempts():
+        async with txn as conn:
+            result = {"tenant_id": await accounts.create_tenant(conn, name=name, now=ctx.clock())}
+    return result
 
 
 async def create_user(
     ctx: AdminContext, *, tenant: str, email: str, role: str, password: str
 ) -> dict[str, Any]:
-    async with ctx.db.transaction() as conn:
-        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-        user_id = await accounts.create_user(
-            scope,
-            email=email,
-            role=role,
-            password=password,
-            passwords=ctx.passwords,
-            now=ctx.clock(),
-            actor="operator",
-        )
+    async for txn in ctx.db.attempts():
+        async with txn as conn:
+            scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+            user_id = await accounts.create_user(
+                scope,
+                email=email,
+                role=role,
+                password=password,
+                passwords=ctx.passwords,
+                now=ctx.clock(),
+                actor="operator",
+            )
     return {"user_id": user_id}
 
 
@@ -139,17 +147,18 @@ async def verify_recording(ctx: AdminContext, *, tenant: str, recording: str) ->
 
 
 async def assign(ctx: AdminContext, *, tenant: str, manager: str, employee: str) -> dict[str, Any]:
-    async with ctx.db.transaction() as conn:
-        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-        manager_id = await accounts.resolve_user(scope, manager)
-        employee_id = await accounts.resolve_user(scope, employee)
-        created = await accounts.assign(
-            scope,
-            manager_id=manager_id,
-            employee_id=employee_id,
-            now=ctx.clock(),
-            actor="operator",
-        )
+    async for txn in ctx.db.attempts():
+        async with txn as conn:
+            scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+            manager_id = await accounts.resolve_user(scope, manager)
+            employee_id = await accounts.resolve_user(scope, employee)
+            created = await accounts.assign(
+                scope,
+                manager_id=manager_id,
+                employee_id=employee_id,
+                now=ctx.clock(),
+                actor="operator",
+            )
     return {"manager_id": manager_id, "employee_id": employee_id, "created": created}
 
 
@@ -187,9 +196,11 @@ async def show_policy(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
 
 async def set_policy(ctx: AdminContext, *, tenant: str, change: PolicyUpdate) -> dict[str, Any]:
     """Set (or clear, with None) the keys `change` names; audited with old and new values."""
-    async with ctx.db.transaction() as conn:
-        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-        return await policy.update(scope, change, now=ctx.clock(), actor="operator")
+    async for txn in ctx.db.attempts():
+        async with txn as conn:
+            scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
+            result = await policy.update(scope, change, now=ctx.clock(), actor="operator")
+    return result
 
 
 def rotate_session_key(settings: Settings) -> dict[str, str]:
@@ -207,7 +218,30 @@ def rotate_session_key(settings: Settings) -> dict[str, str]:
 
 
 async def rotate_master_key(ctx: AdminContext, *, batch_size: int = 200) -> dict[str, Any]:
-    """Re-seal every sealed value under the highest version in BUCKETREEL_MASTER_KEYS."""
+    """Re-seal every sealed value under the highest version in BUCKETREEL_MASTER_KEYS, and
+    MAC every tenant's audit chain under the audit key of that version."""
     from broker.storage import rekey
 
-    return await rekey.reseal_all(ctx.db, ctx.settings.master_keys, batch_size=batch_size)
+    result = await rekey.reseal_all(ctx.db, ctx.settings.master_keys, batch_size=batch_size)
+    return {**result, "audit": await _remac_audit(ctx)}
+
+
+async def _remac_audit(ctx: AdminContext) -> dict[str, Any]:
+    """Each tenant's chain, verified, then MACed anew where an entry is under an older key;
+    a broken chain is left as it is (and named), so a new MAC never blesses a rewrite."""
+    from broker.audit import log as audit
+    from broker.db.schema import tenants
+
+    async with ctx.db.transaction() as conn:
+        tenant_ids = [r.id for r in (await conn.execute(select(tenants.c.id))).all()]
+    remaced, broken = 0, []
+    for tenant_id in tenant_ids:
+        try:
+            async for txn in ctx.db.attempts():
+                async with txn as conn:
+                    remaced_here = await audit.remac(TenantScope(conn, tenant_id))
+        except audit.ChainBroken:
+            broken.append(tenant_id)
+            continue
+        remaced += remaced_here
+    return {"remaced": remaced, "broken_tenants": broken}

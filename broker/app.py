@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from broker.audit.log import ChainKeys
 from broker.clock import Clock, utcnow
 from broker.db import housekeeping, migrate
 from broker.db.database import Database
@@ -37,10 +38,12 @@ async def _services(
     settings: Settings, clock: Clock, app: web.Application
 ) -> AsyncIterator[None]:
     """The database opened (and migrated when asked), the services wired on it."""
-    db = Database.from_url(settings.database_url)
+    db = Database.from_url(
+        settings.database_url, audit_keys=ChainKeys.from_master(settings.master_keys)
+    )
     try:
         if settings.migrate_on_start:
-            await migrate.upgrade(db.engine)
+            await migrate.upgrade(db.engine, audit_keys=db.audit_keys)
         if role := await db.bypasses_row_security():
             log.warning(
                 "the database role %r is a superuser or has BYPASSRLS: PostgreSQL's row-level "

@@ -70,7 +70,13 @@ class RateLimited(BrokerError):
 
 
 class ServiceUnavailable(BrokerError):
-    """A dependency the request needs (the database) did not answer; nothing was decided."""
+    """A dependency the request needs (the database) did not answer, or stayed busy with
+    concurrent changes; nothing was decided. With `retry_after`, the reply says when to
+    try again (`Retry-After`, seconds)."""
 
     status = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = None if retry_after is None else max(1, int(retry_after))

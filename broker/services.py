@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.accounts.passwords import Passwords
+from broker.audit.log import ChainKeys
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
@@ -49,6 +50,8 @@ class Services:
 
 def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     """The plain services, wired; the CLI's admin commands use the same ones."""
+    if db.audit_keys is None:  # the services write the audit chain: its keys, from settings
+        db.audit_keys = ChainKeys.from_master(settings.master_keys)
     signer = TokenSigner(
         current=settings.secret_key,
         previous=settings.secret_key_previous,

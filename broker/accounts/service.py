@@ -25,13 +25,15 @@ async def create_tenant(conn: AsyncConnection, *, name: str, now: datetime) -> s
     if not 1 <= len(name) <= 200:
         raise InvalidInput("tenant name must be 1 to 200 characters long")
     tenant_id = str(uuid.uuid4())
+    scope = TenantScope(conn, tenant_id)
+    await audit.lock_chain(scope)  # before the first write (README's lock order)
     try:
         async with conn.begin_nested():
             await conn.execute(insert(tenants).values(id=tenant_id, name=name, created_at=now))
     except IntegrityError:
         raise Conflict(f"a tenant named {name!r} exists already") from None
     await audit.record(
-        TenantScope(conn, tenant_id),
+        scope,
         at=now,
         actor="operator",
         action="tenant.create",
@@ -72,6 +74,7 @@ async def create_user(
         raise InvalidInput(f"role must be one of {', '.join(r.value for r in Role)}") from None
     user_id = str(uuid.uuid4())
     password_hash = passwords.hash(password)
+    await audit.lock_chain(scope)  # before the first write (README's lock order)
     try:
         async with scope.conn.begin_nested():
             await scope.insert(
@@ -114,6 +117,7 @@ async def assign(
     scope: TenantScope, *, manager_id: str, employee_id: str, now: datetime, actor: str
 ) -> bool:
     """Let a manager see an employee's recordings; False when the pair existed already."""
+    await audit.lock_chain(scope)  # before the first write (README's lock order)
     manager = await scope.one(users, users.c.id == manager_id)
     employee = await scope.one(users, users.c.id == employee_id)
     if manager is None or employee is None:

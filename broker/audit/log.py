@@ -1,23 +1,78 @@
-"""The audit log: append-only, per tenant, hash-chained.
+"""The audit log: append-only, per tenant, hash-chained and MACed under a key not in the database.
 
-Each entry's hash covers its content and the previous entry's hash, so removing, reordering
-or editing an entry breaks the chain from there on (`verify_chain`).
+Each entry's `hash` covers its content and the previous entry's hash (SHA-256), so removing,
+reordering or editing an entry breaks the chain from there on. Anyone with write access to
+the database can recompute such a chain, so each entry also carries a `mac`: HMAC-SHA256 of
+its hash under the audit key of version `mac_key`, derived (HKDF) from the broker's master
+key of that version (`BUCKETREEL_MASTER_KEYS`), which never reaches the database. Without
+the key, a rewritten chain cannot be given valid MACs, and `verify_chain` says where it broke.
+
+Entries written before migration 0011 had no MAC; the migration gives them one
+(`seal_unkeyed`, after checking their hash chain) when it runs with the broker's keys, as
+the broker and its `migrate` command run it. After a master-key
+rotation `remac` moves every entry to the newest key; the hash chain itself never changes.
+
+Writers of one tenant's chain take turns (`lock_chain`), before any other write of their
+transaction: the lock order of README's design notes. This module is the chain's one home.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Connection, Row, select, text, update
 
-from broker.db.schema import audit_log, tenants
+from broker.db.database import AUDIT_KEYS_INFO
+from broker.db.schema import audit_log
 from broker.db.scope import TenantScope
+from broker.settings import MasterKeys
 
 GENESIS = "0" * 64
+_KEY_INFO = b"bucketreel audit chain mac v1"
+_LOCKED_INFO = "bucketreel.audit_chain_locked"
+# pg_advisory_xact_lock(class, key): this class is the tenant's audit chain ("BRal").
+_CHAIN_LOCK_CLASS = 0x4252616C
+
+
+class ChainLockOrder(RuntimeError):
+    """A transaction asked for the chain lock after it had written or locked rows: a bug
+    (it could deadlock), never user input. See the lock order in README's design notes."""
+
+
+class AuditKeyMissing(RuntimeError):
+    """The database handle has no audit keys: the broker was wired without its settings."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainKeys:
+    """Audit MAC keys by version; the newest version MACs new entries, every one verifies."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    current: str
+
+    @classmethod
+    def from_master(cls, master: MasterKeys) -> ChainKeys:
+        return cls(
+            keys={version: _derive(key) for version, key in master.keys.items()},
+            current=master.current,
+        )
+
+    def get(self, version: str) -> bytes | None:
+        return self.keys.get(version)
+
+
+def _derive(master_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(
+        master_key
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +85,30 @@ class Entry:
     details: dict[str, Any]
     prev_hash: str
     hash: str
+    mac: str | None = None
+    mac_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Head:
+    """The newest entry of a tenant's chain: what employees see beside their receipts."""
+
+    seq: int
+    hash: str
+    mac: str | None
+    mac_key: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainReport:
+    entries: int
+    problems: list[str]
+    key_versions: dict[str, int]  # entries per audit key version
+    head: Head | None
+
+    @property
+    def intact(self) -> bool:
+        return not self.problems
 
 
 def entry_hash(
@@ -50,6 +129,56 @@ def entry_hash(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def entry_mac(key: bytes, *, tenant_id: str, seq: int, digest: str, version: str) -> str:
+    """The MAC of one entry: its chain hash (which covers everything before it), bound to
+    its tenant, position and key version."""
+    material = json.dumps([tenant_id, seq, digest, version], separators=(",", ":"))
+    return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()
+
+
+def _row_hash(tenant_id: str, r: Any) -> str:
+    return entry_hash(
+        tenant_id=tenant_id, seq=r.seq, at=r.at, actor=r.actor, action=r.action,
+        target=r.target, details=r.details, prev_hash=r.prev_hash,
+    )
+
+
+def _keys(scope: TenantScope) -> ChainKeys:
+    keys = scope.conn.info.get(AUDIT_KEYS_INFO)
+    if not isinstance(keys, ChainKeys):
+        raise AuditKeyMissing("this database handle has no audit keys (Database.audit_keys)")
+    return keys
+
+
+async def lock_chain(scope: TenantScope) -> None:
+    """Take the tenant's chain lock for the rest of the transaction; idempotent.
+
+    It must come before the transaction writes or locks any row (PostgreSQL: a per-tenant
+    advisory transaction lock; it conflicts with nothing but itself, so foreign keys' KEY
+    SHARE locks on the tenant row never meet it). On SQLite every write transaction holds
+    the database's write lock from `BEGIN IMMEDIATE` on, which serializes the chain.
+    """
+    sync = scope.conn.sync_connection
+    transaction = sync.get_transaction() if sync is not None else None
+    held = scope.conn.info.get(_LOCKED_INFO)
+    if held is not None and held[0] is transaction and held[1] == scope.tenant_id:
+        return
+    if scope.conn.dialect.name == "postgresql":
+        wrote = (await scope.execute(
+            text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+        )).scalar_one()
+        if wrote:
+            raise ChainLockOrder(
+                "the audit chain lock must be taken before the transaction's first write"
+            )
+        await scope.execute(
+            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant))").bindparams(
+                cls=_CHAIN_LOCK_CLASS, tenant=scope.tenant_id
+            )
+        )
+    scope.conn.info[_LOCKED_INFO] = (transaction, scope.tenant_id)
+
+
 async def record(
     scope: TenantScope,
     *,
@@ -59,11 +188,12 @@ async def record(
     target: str,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append one entry in the caller's transaction (it commits or rolls back with the change)."""
-    if scope.conn.dialect.name == "postgresql":  # one writer per tenant chain at a time
-        await scope.execute(
-            select(tenants.c.id).where(tenants.c.id == scope.tenant_id).with_for_update()
-        )
+    """Append one entry in the caller's transaction (it commits or rolls back with the change).
+
+    The transaction must have taken `lock_chain` first if it wrote anything before.
+    """
+    keys = _keys(scope)
+    await lock_chain(scope)
     last = (
         await scope.execute(
             select(audit_log.c.seq, audit_log.c.hash)
@@ -85,6 +215,10 @@ async def record(
         details=details_json,
         prev_hash=prev_hash,
     )
+    version = keys.current
+    mac = entry_mac(
+        keys.keys[version], tenant_id=scope.tenant_id, seq=seq, digest=digest, version=version
+    )
     await scope.insert(
         audit_log,
         seq=seq,
@@ -95,45 +229,156 @@ async def record(
         details=details_json,
         prev_hash=prev_hash,
         hash=digest,
+        mac=mac,
+        mac_key=version,
+    )
+
+
+def _entry(r: Any) -> Entry:
+    return Entry(
+        seq=r.seq,
+        at=r.at,
+        actor=r.actor,
+        action=r.action,
+        target=r.target,
+        details=json.loads(r.details),
+        prev_hash=r.prev_hash,
+        hash=r.hash,
+        mac=r.mac,
+        mac_key=r.mac_key,
     )
 
 
 async def entries(scope: TenantScope) -> list[Entry]:
-    rows = await scope.all(audit_log, order_by=[audit_log.c.seq])
-    return [
-        Entry(
-            seq=r.seq,
-            at=r.at,
-            actor=r.actor,
-            action=r.action,
-            target=r.target,
-            details=json.loads(r.details),
-            prev_hash=r.prev_hash,
-            hash=r.hash,
-        )
-        for r in rows
-    ]
+    return [_entry(r) for r in await scope.all(audit_log, order_by=[audit_log.c.seq])]
 
 
-async def verify_chain(scope: TenantScope) -> list[str]:
-    """Problems found in the tenant's chain; an empty list means it is intact."""
+async def head(scope: TenantScope) -> Head | None:
+    rows = await scope.all(audit_log, order_by=[audit_log.c.seq.desc()], limit=1)
+    if not rows:
+        return None
+    r = rows[0]
+    return Head(seq=r.seq, hash=r.hash, mac=r.mac, mac_key=r.mac_key)
+
+
+def _check(
+    tenant_id: str, rows: list[Row[Any]], keys: ChainKeys, *, allow_unkeyed: bool = False
+) -> tuple[list[str], dict[str, int]]:
+    """Problems of a chain given as rows in seq order, and how many entries each key MACed.
+    `allow_unkeyed`: entries without a MAC are checked by their hash alone (sealing them)."""
     problems: list[str] = []
+    versions: dict[str, int] = {}
     prev = GENESIS
-    rows = await scope.all(audit_log, order_by=[audit_log.c.seq])
     for expected_seq, r in enumerate(rows, 1):
         if r.seq != expected_seq:
             problems.append(f"entry {expected_seq} is missing (found {r.seq})")
-        digest = entry_hash(
-            tenant_id=scope.tenant_id,
-            seq=r.seq,
-            at=r.at,
-            actor=r.actor,
-            action=r.action,
-            target=r.target,
-            details=r.details,
-            prev_hash=r.prev_hash,
-        )
-        if r.prev_hash != prev or r.hash != digest:
+        digest = _row_hash(tenant_id, r)
+        if r.prev_hash != prev or not hmac.compare_digest(r.hash, digest):
             problems.append(f"entry {r.seq} does not match the chain")
         prev = r.hash
-    return problems
+        if r.mac is None or r.mac_key is None:
+            if not allow_unkeyed:
+                problems.append(
+                    f"entry {r.seq} has no MAC: it was written or rewritten without the "
+                    "broker's audit key"
+                )
+            continue
+        key = keys.get(r.mac_key)
+        if key is None:
+            problems.append(
+                f"entry {r.seq} is MACed under audit key {r.mac_key}, which is not in "
+                "BUCKETREEL_MASTER_KEYS: it cannot be verified"
+            )
+            continue
+        versions[r.mac_key] = versions.get(r.mac_key, 0) + 1
+        want = entry_mac(key, tenant_id=tenant_id, seq=r.seq, digest=digest, version=r.mac_key)
+        if not hmac.compare_digest(r.mac, want):
+            problems.append(f"entry {r.seq} has a wrong MAC (rewritten without the audit key)")
+    return problems, versions
+
+
+async def verify_chain(scope: TenantScope) -> ChainReport:
+    """Recompute the tenant's chain and every MAC; `intact` when nothing is wrong."""
+    keys = _keys(scope)
+    rows = await scope.all(audit_log, order_by=[audit_log.c.seq])
+    problems, versions = _check(scope.tenant_id, rows, keys)
+    return ChainReport(
+        entries=len(rows), problems=problems, key_versions=versions, head=await head(scope)
+    )
+
+
+async def remac(scope: TenantScope) -> int:
+    """After a master-key rotation: MAC every entry not under the current key anew, once the
+    whole chain verifies as it is (so a new MAC never blesses a rewrite). Returns how many
+    entries changed; raises `ChainBroken`, changing nothing, when the chain does not verify.
+    Only `mac` and `mac_key` change: the hash chain, and so each entry's hash, stays."""
+    keys = _keys(scope)
+    await lock_chain(scope)
+    rows = await scope.all(audit_log, order_by=[audit_log.c.seq])
+    problems, _ = _check(scope.tenant_id, rows, keys)
+    if problems:
+        raise ChainBroken("; ".join(problems))
+    changed = 0
+    key = keys.keys[keys.current]
+    for r in rows:
+        if r.mac_key == keys.current:
+            continue
+        await scope.execute(
+            update(audit_log)
+            .where(audit_log.c.tenant_id == scope.tenant_id, audit_log.c.id == r.id)
+            .values(
+                mac=entry_mac(
+                    key, tenant_id=scope.tenant_id, seq=r.seq, digest=r.hash,
+                    version=keys.current,
+                ),
+                mac_key=keys.current,
+            )
+        )
+        changed += 1
+    return changed
+
+
+# What migration 0011 reads (named, so that later columns do not break the old migration).
+_SEALED_COLUMNS = (
+    "id", "seq", "at", "actor", "action", "target", "details", "prev_hash", "hash", "mac",
+    "mac_key",
+)
+
+
+def seal_unkeyed(conn: Connection, keys: ChainKeys) -> dict[str, int]:
+    """Migration 0011, run with the broker's keys: MAC the entries written before it (they
+    have none), tenant by tenant, where the hash chain verifies. A tenant whose chain is
+    broken already keeps its entries unkeyed, and `verify_chain` names them. Returns the
+    number of entries sealed per tenant."""
+    sealed: dict[str, int] = {}
+    key = keys.keys[keys.current]
+    tenant_ids = conn.execute(
+        select(audit_log.c.tenant_id).where(audit_log.c.mac.is_(None)).distinct()
+    ).scalars().all()
+    for tenant_id in tenant_ids:
+        rows = list(conn.execute(
+            select(*(audit_log.c[name] for name in _SEALED_COLUMNS))
+            .where(audit_log.c.tenant_id == tenant_id)
+            .order_by(audit_log.c.seq)
+        ).all())
+        problems, _ = _check(tenant_id, rows, keys, allow_unkeyed=True)
+        if problems:
+            continue
+        for r in rows:
+            if r.mac is not None:
+                continue
+            conn.execute(
+                update(audit_log).where(audit_log.c.id == r.id).values(
+                    mac=entry_mac(
+                        key, tenant_id=tenant_id, seq=r.seq, digest=r.hash,
+                        version=keys.current,
+                    ),
+                    mac_key=keys.current,
+                )
+            )
+        sealed[tenant_id] = sum(1 for r in rows if r.mac is None)
+    return sealed
+
+
+class ChainBroken(RuntimeError):
+    """The chain does not verify, so it is not (re-)MACed: a new MAC would bless a rewrite."""

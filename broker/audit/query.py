@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from broker import access
-from broker.audit.log import Entry
+from broker.audit.log import Entry, Head, head
 from broker.db.database import Database
 from broker.db.schema import audit_log, recordings, users
 from broker.db.scope import TenantScope
@@ -48,6 +48,7 @@ def _entry(r: Any) -> Entry:
     return Entry(
         seq=r.seq, at=r.at, actor=r.actor, action=r.action, target=r.target,
         details=json.loads(r.details), prev_hash=r.prev_hash, hash=r.hash,
+        mac=r.mac, mac_key=r.mac_key,
     )
 
 
@@ -82,6 +83,18 @@ async def receipts(scope: TenantScope, user_id: str) -> list[Receipt]:
                     seq=int(details.get("seq", 0)))
         )
     return found
+
+
+async def receipts_and_head(
+    db: Database, principal: Principal, user_id: str
+) -> tuple[list[Receipt], Head | None]:
+    """A person's view receipts and, read in the same transaction, the head of the tenant's
+    chain (seq, hash, MAC): shown beside the receipts, so that entries removed from the end
+    of the log show as a lower number on a later visit."""
+    async with db.transaction() as conn:
+        scope = TenantScope(conn, principal.tenant_id)
+        await access.require_receipts(scope, principal, user_id)
+        return await receipts(scope, user_id), await head(scope)
 
 
 async def actions(scope: TenantScope) -> list[str]:
@@ -133,7 +146,7 @@ def json_lines(entries: Iterable[Entry]) -> Iterable[str]:
             {
                 "seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
                 "target": e.target, "details": e.details, "prev_hash": e.prev_hash,
-                "hash": e.hash,
+                "hash": e.hash, "mac": e.mac, "mac_key": e.mac_key,
             },
             sort_keys=True,
         ) + "\n"

@@ -288,30 +288,33 @@ class LoginService:
             kind = ENROLL
             uri = totp.provisioning_uri(secret, email=user.email, tenant_name=tenant_row.name)
             pending = self._seal_totp(tenant_row.id, user.id, secret)
-        async with self._db.transaction() as conn:
-            await self._limiter.release(conn, attempt)  # the password was right
-            scope = TenantScope(conn, tenant_row.id)
-            if new_hash is not None:
-                await scope.update(users, users.c.id == user.id, password_hash=new_hash)
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=f"user:{user.id}",
-                    action="user.password_rehash",
-                    target=user.id,
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_row.id)
+                if new_hash is not None:  # audited below: the chain lock first (README)
+                    await audit.lock_chain(scope)
+                await self._limiter.release(conn, attempt)  # the password was right
+                if new_hash is not None:
+                    await scope.update(users, users.c.id == user.id, password_hash=new_hash)
+                    await audit.record(
+                        scope,
+                        at=now,
+                        actor=f"user:{user.id}",
+                        action="user.password_rehash",
+                        target=user.id,
+                    )
+                await scope.insert(
+                    mfa_challenges,
+                    id=str(uuid.uuid4()),
+                    user_id=user.id,
+                    challenge_hash=token_hash(self._hmac_key, CHALLENGE_PURPOSE, challenge),
+                    kind=kind,
+                    pending_sealed=pending.blob if pending else None,
+                    pending_kek_version=pending.kek_version if pending else None,
+                    failures=0,
+                    created_at=now,
+                    expires_at=now + self._challenge_ttl,
                 )
-            await scope.insert(
-                mfa_challenges,
-                id=str(uuid.uuid4()),
-                user_id=user.id,
-                challenge_hash=token_hash(self._hmac_key, CHALLENGE_PURPOSE, challenge),
-                kind=kind,
-                pending_sealed=pending.blob if pending else None,
-                pending_kek_version=pending.kek_version if pending else None,
-                failures=0,
-                created_at=now,
-                expires_at=now + self._challenge_ttl,
-            )
         return LoginStep(kind, challenge, int(self._challenge_ttl.total_seconds()), uri)
 
     async def mfa(
@@ -330,49 +333,52 @@ class LoginService:
         client_key = self._limiter.client(client)
         result: LoginResult | None = None
         try:
-            async with self._db.transaction() as conn:
-                row = (
-                    await conn.execute(
-                        select(mfa_challenges).where(mfa_challenges.c.challenge_hash == digest)
-                    )
-                ).first()
-                live = (
-                    row is not None
-                    and row.used_at is None
-                    and row.expires_at > now
-                    and row.failures < MAX_CHALLENGE_FAILURES
-                )
-                if row is None or not live:
-                    await self._limiter.check(conn, [client_key], now)
-                    await self._limiter.failed(conn, [client_key], now)
-                else:
-                    scope = TenantScope(conn, row.tenant_id)
-                    user = await scope.one(users, users.c.id == row.user_id)
-                    if user is None:
-                        raise _bad_code()
-                    keys = self._limit_keys(
-                        row.tenant_id, user.email, client, self._known(known_device, user, now)
-                    )
-                    await self._limiter.check(conn, keys, now)
-                    result = await self._verify(scope, row, user, code, now, browser)
-                    if result is None:
-                        await scope.update(
-                            mfa_challenges,
-                            mfa_challenges.c.id == row.id,
-                            failures=mfa_challenges.c.failures + 1,
+            async for txn in self._db.attempts():
+                async with txn as conn:
+                    row = (
+                        await conn.execute(
+                            select(mfa_challenges).where(mfa_challenges.c.challenge_hash == digest)
                         )
-                        await self._limiter.failed(conn, keys, now)
-                        await audit.record(
-                            scope,
-                            at=now,
-                            actor=f"user:{user.id}",
-                            action="auth.mfa_failed",
-                            target=user.id,
-                            details={"kind": row.kind},
-                        )
-                        await self._note_failure(scope, user.id, keys[1], now)
+                    ).first()
+                    live = (
+                        row is not None
+                        and row.used_at is None
+                        and row.expires_at > now
+                        and row.failures < MAX_CHALLENGE_FAILURES
+                    )
+                    if row is None or not live:
+                        await self._limiter.check(conn, [client_key], now)
+                        await self._limiter.failed(conn, [client_key], now)
                     else:
-                        await self._limiter.succeeded(conn, keys[0])
+                        scope = TenantScope(conn, row.tenant_id)
+                        user = await scope.one(users, users.c.id == row.user_id)
+                        if user is None:
+                            raise _bad_code()
+                        # Either way this is audited: the chain lock before any write (README).
+                        await audit.lock_chain(scope)
+                        keys = self._limit_keys(
+                            row.tenant_id, user.email, client, self._known(known_device, user, now)
+                        )
+                        await self._limiter.check(conn, keys, now)
+                        result = await self._verify(scope, row, user, code, now, browser)
+                        if result is None:
+                            await scope.update(
+                                mfa_challenges,
+                                mfa_challenges.c.id == row.id,
+                                failures=mfa_challenges.c.failures + 1,
+                            )
+                            await self._limiter.failed(conn, keys, now)
+                            await audit.record(
+                                scope,
+                                at=now,
+                                actor=f"user:{user.id}",
+                                action="auth.mfa_failed",
+                                target=user.id,
+                                details={"kind": row.kind},
+                            )
+                            await self._note_failure(scope, user.id, keys[1], now)
+                        else:
+                            await self._limiter.succeeded(conn, keys[0])
         except SQLAlchemyError:
             raise ServiceUnavailable("login is unavailable: the database did not answer") from None
         if row is None or not live:

@@ -133,41 +133,54 @@ class UserSessions:
         now = self._clock()
         purpose = BROWSER_REFRESH_PURPOSE if browser else REFRESH_PURPOSE
         digest = token_hash(self._hmac_key, purpose, refresh_token)
-        async with self._db.transaction() as conn:
-            presented = await rotation.find(conn, user_refresh_tokens, digest)
-            scope, row = presented.scope, presented.row
-            if browser and not self.csrf_ok(row.session_id, csrf):
-                raise Forbidden(
-                    "refreshing a browser session needs the session's CSRF token",
-                    code=ErrorCode.CSRF_FAILED,
+        replayed = None
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                presented = await rotation.find(conn, user_refresh_tokens, digest)
+                scope, row = presented.scope, presented.row
+                if browser and not self.csrf_ok(row.session_id, csrf):
+                    raise Forbidden(
+                        "refreshing a browser session needs the session's CSRF token",
+                        code=ErrorCode.CSRF_FAILED,
+                    )
+                session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
+                live = (
+                    session is not None
+                    and session.revoked_at is None
+                    and row.expires_at > now
+                    and now < self.session_end(session.created_at, browser=browser)
                 )
-            session = await scope.one(user_sessions, user_sessions.c.id == row.session_id)
-            live = (
-                session is not None
-                and session.revoked_at is None
-                and row.expires_at > now
-                and now < self.session_end(session.created_at, browser=browser)
-            )
-            used = await rotation.use(presented, user_refresh_tokens, now, live=live)
-            if used is rotation.Use.FRESH and session is not None:
-                user = await scope.one(users, users.c.id == session.user_id)
-                if user is not None:
-                    token = await self._new_refresh(
-                        scope, session.id, now, started=session.created_at, browser=browser
-                    )
-                    return self._tokens(
-                        scope.tenant_id, user, session.id, token, now,
-                        started=session.created_at, browser=browser,
-                    )
-            elif used is rotation.Use.REPLAYED and session is not None:
-                # Live but already used: a copy is being replayed. End the whole family.
+                used = await rotation.use(presented, user_refresh_tokens, now, live=live)
+                if used is rotation.Use.FRESH and session is not None:
+                    user = await scope.one(users, users.c.id == session.user_id)
+                    if user is not None:
+                        token = await self._new_refresh(
+                            scope, session.id, now, started=session.created_at, browser=browser
+                        )
+                        return self._tokens(
+                            scope.tenant_id, user, session.id, token, now,
+                            started=session.created_at, browser=browser,
+                        )
+                elif used is rotation.Use.REPLAYED and session is not None:
+                    replayed = session  # live but already used: a copy is being replayed
+        if replayed is not None:
+            await self._end_replayed(replayed, now)
+        # Reached only on failure; any revocation has committed.
+        raise rotation.not_valid()
+
+    async def _end_replayed(self, session: Any, now: datetime) -> None:
+        """End the whole family of a replayed refresh token, audited: a transaction of its
+        own, chain lock first (the claim before may hold the token's row: README's lock
+        order)."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, session.tenant_id)
+                await audit.lock_chain(scope)
                 await self._revoke(scope, session.id, now)
                 await rotation.reused(
                     scope, now, kind="user", actor=f"user:{session.user_id}",
                     target=session.user_id, details={"session": session.id},
                 )
-        # Reached only on failure; the transaction above has committed any revocation.
-        raise rotation.not_valid()
 
     async def check(self, scope: TenantScope, principal: Principal) -> None:
         """An access token works only while its session and session version are current."""
@@ -184,40 +197,44 @@ class UserSessions:
 
     async def logout(self, principal: Principal) -> None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await self._revoke(scope, principal.session_id, now)
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"user:{principal.user_id}",
-                action="user.logout",
-                target=principal.user_id,
-                details={"session": principal.session_id},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await self._revoke(scope, principal.session_id, now)
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"user:{principal.user_id}",
+                    action="user.logout",
+                    target=principal.user_id,
+                    details={"session": principal.session_id},
+                )
 
     async def sign_out_everywhere(self, principal: Principal) -> None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await scope.update(
-                users,
-                users.c.id == principal.user_id,
-                session_version=users.c.session_version + 1,
-            )
-            await scope.update(
-                user_sessions,
-                user_sessions.c.user_id == principal.user_id,
-                user_sessions.c.revoked_at.is_(None),
-                revoked_at=now,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=f"user:{principal.user_id}",
-                action="user.sign_out_everywhere",
-                target=principal.user_id,
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await scope.update(
+                    users,
+                    users.c.id == principal.user_id,
+                    session_version=users.c.session_version + 1,
+                )
+                await scope.update(
+                    user_sessions,
+                    user_sessions.c.user_id == principal.user_id,
+                    user_sessions.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=f"user:{principal.user_id}",
+                    action="user.sign_out_everywhere",
+                    target=principal.user_id,
+                )
 
     async def _revoke(self, scope: TenantScope, session_id: str, now: datetime) -> None:
         await scope.update(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
@@ -12,13 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import BrokerError
 
+if TYPE_CHECKING:
+    from broker.audit.log import ChainKeys
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def alembic_config(connection: Connection) -> Config:
+def alembic_config(connection: Connection, *, audit_keys: ChainKeys | None = None) -> Config:
+    """`audit_keys`: migration 0011 MACs older entries with them."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes["audit_keys"] = audit_keys
     return config
 
 
@@ -27,8 +33,9 @@ class MigrationRefused(BrokerError):
     it changed nothing, and the database stays at the version before it."""
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(engine: AsyncEngine, *, audit_keys: ChainKeys | None = None) -> None:
     """Bring the schema to the newest version; a no-op when it is already there.
+    `audit_keys` are the broker's, for the migration that MACs older audit entries.
 
     Errors say which step failed, never the URL (which may carry a password): the database
     could not be opened; or a migration failed (rolled back); or one refused the data.
@@ -40,7 +47,9 @@ async def upgrade(engine: AsyncEngine) -> None:
     try:
         async with conn.begin():
             await conn.run_sync(
-                lambda sync_conn: command.upgrade(alembic_config(sync_conn), "head")
+                lambda sync_conn: command.upgrade(
+                    alembic_config(sync_conn, audit_keys=audit_keys), "head"
+                )
             )
     except (OSError, DBAPIError) as exc:
         raise BrokerError(

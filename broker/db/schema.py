@@ -93,7 +93,7 @@ tenants = Table(
     Column("id", ID, primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", UTCDateTime(), nullable=False),
-    # 0009: devices not revoked a person may have (null: BUCKETREEL_DEVICE_CAP).
+    # 0010: devices not revoked a person may have (null: BUCKETREEL_DEVICE_CAP).
     Column("device_cap", Integer, nullable=True),
 )
 
@@ -113,7 +113,7 @@ users = Table(
     Column("totp_kek_version", String(8), nullable=True),
     Column("totp_last_step", BigInteger, nullable=True),
     Column("totp_enrolled_at", UTCDateTime(), nullable=True),
-    # 0009: this person's own device cap (null: the tenant's); failed passwords since the
+    # 0010: this person's own device cap (null: the tenant's); failed passwords since the
     # last full sign-in, shown at the next one.
     Column("device_cap", Integer, nullable=True),
     Column("failed_logins", Integer, nullable=False, server_default="0"),
@@ -388,5 +388,8 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Column("client_hmac", String(64), nullable=True),
+    # HMAC of `hash` under the audit key of version `mac_key` (broker.audit.log); 0011
+    Column("mac", String(64), nullable=True),
+    Column("mac_key", String(16), nullable=True),
     UniqueConstraint("tenant_id", "seq", name="uq_audit_log_tenant_seq"),
 )

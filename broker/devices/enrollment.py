@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from broker.audit import log as audit
 from broker.auth import refresh as rotation
@@ -64,97 +64,134 @@ class DeviceAuth:
     ) -> EnrollmentCode:
         now = self._clock()
         code = new_token("bre_", 24)
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            if await scope.one(users, users.c.id == user_id) is None:
-                raise NotFound("no such user in this tenant")
-            await scope.insert(
-                enrollment_codes,
-                id=str(uuid.uuid4()),
-                user_id=user_id,
-                code_hash=token_hash(self._hmac_key, CODE_PURPOSE, code),
-                created_at=now,
-                expires_at=now + self._code_ttl,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=actor,
-                action="device.enrollment_code",
-                target=user_id,
-                details={"expires_at": (now + self._code_ttl).isoformat()},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                if await scope.one(users, users.c.id == user_id) is None:
+                    raise NotFound("no such user in this tenant")
+                await scope.insert(
+                    enrollment_codes,
+                    id=str(uuid.uuid4()),
+                    user_id=user_id,
+                    code_hash=token_hash(self._hmac_key, CODE_PURPOSE, code),
+                    created_at=now,
+                    expires_at=now + self._code_ttl,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=actor,
+                    action="device.enrollment_code",
+                    target=user_id,
+                    details={"expires_at": (now + self._code_ttl).isoformat()},
+                )
         return EnrollmentCode(code, now + self._code_ttl)
 
     async def enroll(self, code: str, name: str, public_key: str | None = None) -> TokenPair:
         now = self._clock()
         code_hash = token_hash(self._hmac_key, CODE_PURPOSE, code)
-        async with self._db.transaction() as conn:
-            # The code itself names the tenant: this is the one lookup made before a tenant
-            # is known, by an unguessable value, and it claims the code in the same statement.
-            claimed = await conn.execute(
-                update(enrollment_codes)
-                .where(
-                    enrollment_codes.c.code_hash == code_hash,
-                    enrollment_codes.c.used_at.is_(None),
-                    enrollment_codes.c.expires_at > now,
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                # The code itself names the tenant: this is the one lookup made before a tenant
+                # is known, by an unguessable value. Then the tenant's chain lock (before any
+                # write: README's lock order), then the claim, conditional, so it works once.
+                found = (
+                    await conn.execute(
+                        select(enrollment_codes.c.tenant_id).where(
+                            enrollment_codes.c.code_hash == code_hash
+                        )
+                    )
+                ).first()
+                row = None
+                if found is not None:
+                    scope = TenantScope(conn, found.tenant_id)
+                    await audit.lock_chain(scope)
+                    claimed = await scope.execute(
+                        update(enrollment_codes)
+                        .where(
+                            enrollment_codes.c.tenant_id == scope.tenant_id,
+                            enrollment_codes.c.code_hash == code_hash,
+                            enrollment_codes.c.used_at.is_(None),
+                            enrollment_codes.c.expires_at > now,
+                        )
+                        .values(used_at=now)
+                        .returning(enrollment_codes.c.user_id)
+                    )
+                    row = claimed.first()
+                if found is None or row is None:
+                    raise Unauthenticated(
+                        "enrollment code is unknown, already used or expired",
+                        code=ErrorCode.INVALID_ENROLLMENT_CODE,
+                    )
+                result = await self._new_device(
+                    scope, row.user_id, name, public_key, now, actor=None, by="code"
                 )
-                .values(used_at=now)
-                .returning(enrollment_codes.c.tenant_id, enrollment_codes.c.user_id)
-            )
-            row = claimed.first()
-            if row is None:
-                raise Unauthenticated(
-                    "enrollment code is unknown, already used or expired",
-                    code=ErrorCode.INVALID_ENROLLMENT_CODE,
-                )
-            return await self._new_device(
-                TenantScope(conn, row.tenant_id), row.user_id, name, public_key, now,
-                actor=None, by="code",
-            )
+        return result
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = self._clock()
         digest = token_hash(self._hmac_key, REFRESH_PURPOSE, refresh_token)
-        async with self._db.transaction() as conn:
-            presented = await rotation.find(conn, device_refresh_tokens, digest)
-            scope, row = presented.scope, presented.row
-            used = await rotation.use(
-                presented, device_refresh_tokens, now,
-                live=row.revoked_at is None and row.expires_at > now,
-                claim_if=(
-                    device_refresh_tokens.c.revoked_at.is_(None),
-                    device_refresh_tokens.c.expires_at > now,
-                ),
-            )
-            device = await scope.one(devices, devices.c.id == row.device_id)
-            if used is rotation.Use.FRESH and device is not None and device.revoked_at is None:
-                token = await self._new_refresh(scope, row.device_id, row.family_id, now)
-                return self._pair(row.tenant_id, device.user_id, row.device_id, token)
-            if used is rotation.Use.REPLAYED:
+        reused: Any = None
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                presented = await rotation.find(conn, device_refresh_tokens, digest)
+                scope, row = presented.scope, presented.row
+                used = await rotation.use(
+                    presented, device_refresh_tokens, now,
+                    live=row.revoked_at is None and row.expires_at > now,
+                    claim_if=(
+                        device_refresh_tokens.c.revoked_at.is_(None),
+                        device_refresh_tokens.c.expires_at > now,
+                    ),
+                )
+                device = await scope.one(devices, devices.c.id == row.device_id)
+                if (
+                    used is rotation.Use.FRESH
+                    and device is not None
+                    and device.revoked_at is None
+                ):
+                    token = await self._new_refresh(scope, row.device_id, row.family_id, now)
+                    return self._pair(row.tenant_id, device.user_id, row.device_id, token)
+                reused = row if used is rotation.Use.REPLAYED else None
+        if reused is not None:
+            await self._revoke_family(reused, now)
+        # Reached only on failure; any revocation has committed.
+        raise rotation.not_valid()
+
+    async def _revoke_family(self, token: Any, now: datetime) -> None:
+        """A used refresh token came back: end its whole family, audited. A transaction of
+        its own, chain lock first (the claim before may hold the token's row: README's lock
+        order)."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, token.tenant_id)
+                await audit.lock_chain(scope)
                 await scope.update(
                     device_refresh_tokens,
-                    device_refresh_tokens.c.family_id == row.family_id,
+                    device_refresh_tokens.c.family_id == token.family_id,
                     device_refresh_tokens.c.revoked_at.is_(None),
                     revoked_at=now,
                 )
                 await rotation.reused(
-                    scope, now, kind="device", actor=f"device:{row.device_id}",
-                    target=row.device_id, details={"family": row.family_id},
+                    scope, now, kind="device", actor=f"device:{token.device_id}",
+                    target=token.device_id, details={"family": token.family_id},
                 )
-        # Reached only on failure; the transaction above has committed the revocation.
-        raise rotation.not_valid()
 
     async def enroll_user(
         self, principal: Principal, name: str, public_key: str | None = None
     ) -> TokenPair:
         """A device for the signed-in person (login with 2FA instead of an enrollment code)."""
         now = self._clock()
-        async with self._db.transaction() as conn:
-            return await self._new_device(
-                TenantScope(conn, principal.tenant_id), principal.user_id, name, public_key,
-                now, actor=f"user:{principal.user_id}", by="login",
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                result = await self._new_device(
+                    scope, principal.user_id, name, public_key, now,
+                    actor=f"user:{principal.user_id}", by="login",
+                )
+        return result
 
     async def _new_device(
         self,
@@ -227,20 +264,25 @@ class DeviceAuth:
     async def revoke(self, tenant_id: str, device_id: str, *, actor: str) -> None:
         """The device's access and refresh tokens stop working at once."""
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            if await scope.one(devices, devices.c.id == device_id) is None:
-                raise NotFound("no such device")
-            await scope.update(
-                devices, devices.c.id == device_id, devices.c.revoked_at.is_(None), revoked_at=now
-            )
-            await scope.update(
-                device_refresh_tokens,
-                device_refresh_tokens.c.device_id == device_id,
-                device_refresh_tokens.c.revoked_at.is_(None),
-                revoked_at=now,
-            )
-            await audit.record(scope, at=now, actor=actor, action="device.revoke", target=device_id)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                if await scope.one(devices, devices.c.id == device_id) is None:
+                    raise NotFound("no such device")
+                await scope.update(
+                    devices, devices.c.id == device_id, devices.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await scope.update(
+                    device_refresh_tokens,
+                    device_refresh_tokens.c.device_id == device_id,
+                    device_refresh_tokens.c.revoked_at.is_(None),
+                    revoked_at=now,
+                )
+                await audit.record(
+                    scope, at=now, actor=actor, action="device.revoke", target=device_id
+                )
 
     async def check_device(self, scope: TenantScope, principal: Principal) -> None:
         """A device's access token works only while the device is not revoked."""

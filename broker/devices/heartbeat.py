@@ -36,19 +36,20 @@ async def record(
     """Store the calling device's heartbeat (its own row only: the id comes from its token);
     the reply carries its tenant's policy."""
     now = clock()
-    async with db.transaction() as conn:
-        scope = TenantScope(conn, principal.tenant_id)
-        changed = await scope.update(
-            devices,
-            devices.c.id == principal.subject,
-            devices.c.revoked_at.is_(None),
-            last_seen_at=now,
-            last_status=json.dumps(beat.to_json(), sort_keys=True),
-            heartbeat_interval=beat.interval,
-        )
-        if changed != 1:
-            raise NotFound("no such device")
-        pushed = await policy.current(scope)
+    async for txn in db.attempts():
+        async with txn as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            changed = await scope.update(
+                devices,
+                devices.c.id == principal.subject,
+                devices.c.revoked_at.is_(None),
+                last_seen_at=now,
+                last_status=json.dumps(beat.to_json(), sort_keys=True),
+                heartbeat_interval=beat.interval,
+            )
+            if changed != 1:
+                raise NotFound("no such device")
+            pushed = await policy.current(scope)
     return {
         "received_at": format_timestamp(now),
         "interval": beat.interval,

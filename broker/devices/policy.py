@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row
 
 from broker.audit import log as audit
-from broker.db.schema import device_policies, tenants
+from broker.db.schema import device_policies
 from broker.db.scope import TenantScope
 from shared.wire import Policy, PolicyUpdate, format_timestamp
 
@@ -41,11 +41,9 @@ async def update(
     scope: TenantScope, change: PolicyUpdate, *, now: datetime, actor: str
 ) -> dict[str, Any]:
     """Apply `change` in the caller's transaction and audit it; returns `describe`'s view."""
-    # one writer per tenant at a time, so two first saves cannot both insert
-    # (FOR UPDATE on PostgreSQL; SQLite's writers already queue at BEGIN IMMEDIATE)
-    await scope.execute(
-        select(tenants.c.id).where(tenants.c.id == scope.tenant_id).with_for_update()
-    )
+    # one writer per tenant at a time, so two first saves cannot both insert: the audit
+    # chain's lock, taken first (README's lock order)
+    await audit.lock_chain(scope)
     row = await scope.one(device_policies)
     old = _policy(row)
     new = change.applied_to(old)

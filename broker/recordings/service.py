@@ -80,25 +80,27 @@ class RecordingService:
         now = self._clock()
         bounds.check_recording_start(started_at, now=now, skew=self._skew)
         recording_id = str(uuid.uuid4())
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await self._close_left_open(scope, principal, now)
-            await scope.insert(
-                recordings,
-                id=recording_id,
-                user_id=principal.user_id,
-                device_id=principal.subject,
-                state=RECORDING,
-                started_at=started_at,
-                created_at=now,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=_actor(principal),
-                action="recording.start",
-                target=recording_id,
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await self._close_left_open(scope, principal, now)
+                await scope.insert(
+                    recordings,
+                    id=recording_id,
+                    user_id=principal.user_id,
+                    device_id=principal.subject,
+                    state=RECORDING,
+                    started_at=started_at,
+                    created_at=now,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="recording.start",
+                    target=recording_id,
+                )
         return recording_id
 
     async def _close_left_open(
@@ -143,31 +145,34 @@ class RecordingService:
         """Decide in one transaction, sign with none open (the storage pool may wait on STS),
         record the grant in a second: no request holds a database lock while it waits."""
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            recording = await _own_recording(scope, principal, recording_id)
-            segment = await scope.one(
-                segments, segments.c.recording_id == recording_id, segments.c.seq == seq
-            )
-            regrant = segment is not None
-            if segment is None:
-                if recording.state != RECORDING:
-                    raise Conflict(
-                        "the recording is finished; it takes no new segments",
-                        code=ErrorCode.RECORDING_FINISHED,
-                    )
-                segment = await self._declare(scope, recording, seq, declared, now)
-            elif segment.state == VERIFIED:
-                raise Conflict(f"segment {seq} is complete already")
-            elif (segment.size, segment.sha256, segment.md5) != (
-                declared.size,
-                declared.sha256,
-                declared.md5,
-            ):
-                raise Conflict(f"segment {seq} was declared with other content before")
-            else:
-                custody.check_regrant(segment, declared)
-            config = await storage_config.load(scope, self._keys)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                recording = await _own_recording(scope, principal, recording_id)
+                segment = await scope.one(
+                    segments, segments.c.recording_id == recording_id, segments.c.seq == seq
+                )
+                regrant = segment is not None
+                if segment is None:
+                    if recording.state != RECORDING:
+                        raise Conflict(
+                            "the recording is finished; it takes no new segments",
+                            code=ErrorCode.RECORDING_FINISHED,
+                        )
+                    segment = await self._declare(scope, recording, seq, declared, now)
+                elif segment.state == VERIFIED:
+                    raise Conflict(f"segment {seq} is complete already")
+                elif (segment.size, segment.sha256, segment.md5) != (
+                    declared.size,
+                    declared.sha256,
+                    declared.md5,
+                ):
+                    raise Conflict(f"segment {seq} was declared with other content before")
+                else:
+                    custody.check_regrant(segment, declared)
+                config = await storage_config.load(scope, self._keys)
+                decided: Row[Any] = segment
+        segment = decided
         # A declared segment without a grant is simply granted again on the next request.
         bucket, put = await self._buckets.presign_put(
             config,
@@ -179,24 +184,26 @@ class RecordingService:
         )
         now = self._clock()
         expires_at = now + timedelta(seconds=self._upload_ttl)
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            await scope.insert(
-                upload_grants,
-                id=str(uuid.uuid4()),
-                segment_id=segment.id,
-                credential_version=config.credential_version,
-                issued_at=now,
-                expires_at=expires_at,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=_actor(principal),
-                action="segment.grant",
-                target=segment.object_key,
-                details={"size": segment.size},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await scope.insert(
+                    upload_grants,
+                    id=str(uuid.uuid4()),
+                    segment_id=segment.id,
+                    credential_version=config.credential_version,
+                    issued_at=now,
+                    expires_at=expires_at,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="segment.grant",
+                    target=segment.object_key,
+                    details={"size": segment.size},
+                )
         if regrant and self._storage is not None:
             # An earlier PUT of this segment failed: were the credentials revoked? (G6)
             await self._storage.confirm_access(principal.tenant_id, bucket)
@@ -224,35 +231,37 @@ class RecordingService:
                 raise
             head = None
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            if head is None:
-                raise Conflict(
-                    f"the bucket has no object for segment {seq}: upload it first",
-                    code=ErrorCode.SEGMENT_NOT_UPLOADED,
-                )
-            problem = _mismatch(segment, head)
-            if problem:
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=_actor(principal),
-                    action="segment.mismatch",
-                    target=segment.object_key,
-                    details={"problem": problem},
-                )
-            else:
-                await scope.update(
-                    segments, segments.c.id == segment.id, state=VERIFIED, verified_at=now
-                )
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=_actor(principal),
-                    action="segment.verified",
-                    target=segment.object_key,
-                    details={"size": head.size},
-                )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                if head is None:
+                    raise Conflict(
+                        f"the bucket has no object for segment {seq}: upload it first",
+                        code=ErrorCode.SEGMENT_NOT_UPLOADED,
+                    )
+                problem = _mismatch(segment, head)
+                if problem:
+                    await audit.record(
+                        scope,
+                        at=now,
+                        actor=_actor(principal),
+                        action="segment.mismatch",
+                        target=segment.object_key,
+                        details={"problem": problem},
+                    )
+                else:
+                    await scope.update(
+                        segments, segments.c.id == segment.id, state=VERIFIED, verified_at=now
+                    )
+                    await audit.record(
+                        scope,
+                        at=now,
+                        actor=_actor(principal),
+                        action="segment.verified",
+                        target=segment.object_key,
+                        details={"size": head.size},
+                    )
         if problem:  # raised after the audit entry has committed
             raise Conflict(
                 f"the object for segment {seq} does not match what was declared: {problem}",
@@ -262,54 +271,61 @@ class RecordingService:
 
     async def finish(self, principal: Principal, recording_id: str) -> RecordingInfo:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            recording = await _own_recording(scope, principal, recording_id)
-            if recording.state != FINISHED:
-                await scope.update(
-                    recordings, recordings.c.id == recording_id, state=FINISHED, finished_at=now
-                )
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=_actor(principal),
-                    action="recording.finish",
-                    target=recording_id,
-                )
-            return await recording_info(scope, recording_id)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                recording = await _own_recording(scope, principal, recording_id)
+                if recording.state != FINISHED:
+                    await scope.update(
+                        recordings, recordings.c.id == recording_id, state=FINISHED, finished_at=now
+                    )
+                    await audit.record(
+                        scope,
+                        at=now,
+                        actor=_actor(principal),
+                        action="recording.finish",
+                        target=recording_id,
+                    )
+                result = await recording_info(scope, recording_id)
+        return result
 
     async def report_gap(
         self, principal: Principal, recording_id: str, gap: GapReport
     ) -> RecordingInfo:
         """Record segments the recording's own device says will never arrive, and why."""
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            recording = await _own_recording(scope, principal, recording_id)
-            bounds.check_gap(
-                gap.from_, gap.to, recording_start=recording.started_at, now=now, skew=self._skew
-            )
-            signature = await custody.admit_gap(scope, recording, gap)
-            await scope.insert(
-                recording_gaps,
-                id=str(uuid.uuid4()),
-                recording_id=recording_id,
-                seqs=json.dumps(gap.seqs),
-                reason=gap.reason,
-                reported_at=now,
-                gap_from=gap.from_,
-                gap_to=gap.to,
-                signature=signature,
-            )
-            await audit.record(
-                scope,
-                at=now,
-                actor=_actor(principal),
-                action="recording.gap",
-                target=recording_id,
-                details={"reason": gap.reason, "segments": len(gap.seqs)},
-            )
-            return await recording_info(scope, recording_id)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, principal.tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                recording = await _own_recording(scope, principal, recording_id)
+                bounds.check_gap(
+                    gap.from_, gap.to,
+                    recording_start=recording.started_at, now=now, skew=self._skew,
+                )
+                signature = await custody.admit_gap(scope, recording, gap)
+                await scope.insert(
+                    recording_gaps,
+                    id=str(uuid.uuid4()),
+                    recording_id=recording_id,
+                    seqs=json.dumps(gap.seqs),
+                    reason=gap.reason,
+                    reported_at=now,
+                    gap_from=gap.from_,
+                    gap_to=gap.to,
+                    signature=signature,
+                )
+                await audit.record(
+                    scope,
+                    at=now,
+                    actor=_actor(principal),
+                    action="recording.gap",
+                    target=recording_id,
+                    details={"reason": gap.reason, "segments": len(gap.seqs)},
+                )
+                result = await recording_info(scope, recording_id)
+        return result
 
     async def verify_custody(self, tenant_id: str, recording_id: str) -> custody.VerifyReport:
         """Re-check a recording's chain of custody against the bucket (operator command)."""
@@ -318,16 +334,17 @@ class RecordingService:
             config = await storage_config.load(scope, self._keys)
             state = await custody.load_state(scope, recording_id)
         report = await custody.verify_recording(state, self._buckets, config)
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            await audit.record(
-                scope,
-                at=self._clock(),
-                actor="operator",
-                action="recording.verify_custody",
-                target=recording_id,
-                details={"ok": report.ok, "findings": len(report.findings)},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.record(
+                    scope,
+                    at=self._clock(),
+                    actor="operator",
+                    action="recording.verify_custody",
+                    target=recording_id,
+                    details={"ok": report.ok, "findings": len(report.findings)},
+                )
         return report
 
     async def get(self, principal: Principal, recording_id: str) -> RecordingInfo:
@@ -359,24 +376,26 @@ class RecordingService:
         """Sign a GET for one verified segment and audit it: `authorize` and the checks in
         one transaction, the signature with none open, the audit entry in a second, which
         commits before the URL is handed out."""
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            await authorize(scope)
-            segment = await _segment(scope, recording_id, seq)
-            if segment.state != VERIFIED:
-                raise Conflict(f"segment {seq} has not been verified in the bucket yet")
-            config = await storage_config.load(scope, self._keys)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await authorize(scope)
+                segment = await _segment(scope, recording_id, seq)
+                if segment.state != VERIFIED:
+                    raise Conflict(f"segment {seq} has not been verified in the bucket yet")
+                config = await storage_config.load(scope, self._keys)
         url = await self._buckets.presign_get(config, segment.object_key, ttl=self._view_ttl)
         now = self._clock()
-        async with self._db.transaction() as conn:
-            await audit.record(
-                TenantScope(conn, tenant_id),
-                at=now,
-                actor=actor,
-                action="segment.view_url",
-                target=segment.object_key,
-                details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                await audit.record(
+                    TenantScope(conn, tenant_id),
+                    at=now,
+                    actor=actor,
+                    action="segment.view_url",
+                    target=segment.object_key,
+                    details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
+                )
         return ViewUrl(url, now + timedelta(seconds=self._view_ttl))
 
     async def _declare(

@@ -140,6 +140,8 @@ async def save(
         secret_access_key=secret_access_key,
         role_arn=role_arn,
     )
+    # Before the first write, and before reading the version it raises (README's lock order).
+    await audit.lock_chain(scope)
     existing = await scope.one(storage_configs)
     version = existing.credential_version + 1 if existing else 1
     sealed = (

@@ -67,9 +67,11 @@ class StorageAccess:
 
     async def external_id(self, tenant_id: str) -> str:
         """The tenant's external ID for the role option, made on first use, never changed."""
-        async with self._db.transaction() as conn:
-            row = await access_row(TenantScope(conn, tenant_id), self._clock())
-            return str(row.external_id)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                row = await access_row(TenantScope(conn, tenant_id), self._clock())
+                result = str(row.external_id)
+        return result
 
     # -- save, check, status --------------------------------------------------------------
 
@@ -108,20 +110,22 @@ class StorageAccess:
                 "or save anyway with accept_risk (--accept-risk)."
             )
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            version = await storage_config.save(
-                scope, self._keys, bucket=bucket, region=region, endpoint_url=endpoint_url,
-                prefix=prefix, access_key_id=access_key_id,
-                secret_access_key=secret_access_key, role_arn=role_arn, now=now, actor=actor,
-                audit_details={"findings": report.finding_names},
-            )
-            if report.findings:
-                await audit.record(
-                    scope, at=now, actor=actor, action="storage.risk_accepted", target=bucket,
-                    details={"findings": report.finding_names, "credential_version": version},
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                version = await storage_config.save(
+                    scope, self._keys, bucket=bucket, region=region, endpoint_url=endpoint_url,
+                    prefix=prefix, access_key_id=access_key_id,
+                    secret_access_key=secret_access_key, role_arn=role_arn, now=now, actor=actor,
+                    audit_details={"findings": report.finding_names},
                 )
-            await self._store_report(scope, report, actor=actor, now=now)
+                if report.findings:
+                    await audit.record(
+                        scope, at=now, actor=actor, action="storage.risk_accepted", target=bucket,
+                        details={"findings": report.finding_names, "credential_version": version},
+                    )
+                await self._store_report(scope, report, actor=actor, now=now)
         return {
             "tenant_id": tenant_id,
             "bucket": bucket,
@@ -141,13 +145,15 @@ class StorageAccess:
             config = await storage_config.load(TenantScope(conn, tenant_id), self._keys)
         report = await self._run(config)
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            await audit.record(
-                scope, at=now, actor=actor, action="storage.check", target=config.bucket,
-                details={"findings": report.finding_names, "can_write": report.can_write},
-            )
-            await self._store_report(scope, report, actor=actor, now=now)
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                await audit.record(
+                    scope, at=now, actor=actor, action="storage.check", target=config.bucket,
+                    details={"findings": report.finding_names, "can_write": report.can_write},
+                )
+                await self._store_report(scope, report, actor=actor, now=now)
         return await self.status(tenant_id)
 
     async def status(self, tenant_id: str) -> dict[str, Any]:
@@ -207,19 +213,21 @@ class StorageAccess:
 
     async def mark_revoked(self, tenant_id: str, *, reason: str) -> None:
         now = self._clock()
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            row = await access_row(scope, now)
-            if row.state == ACCESS_REVOKED:
-                return
-            await scope.update(
-                storage_access, state=ACCESS_REVOKED, state_reason=reason[:300],
-                state_changed_at=now,
-            )
-            await audit.record(
-                scope, at=now, actor="broker", action="storage.access_revoked",
-                target=tenant_id, details={"reason": reason},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                row = await access_row(scope, now)
+                if row.state == ACCESS_REVOKED:
+                    return
+                await scope.update(
+                    storage_access, state=ACCESS_REVOKED, state_reason=reason[:300],
+                    state_changed_at=now,
+                )
+                await audit.record(
+                    scope, at=now, actor="broker", action="storage.access_revoked",
+                    target=tenant_id, details={"reason": reason},
+                )
         log.warning("tenant %s: storage access revoked: %s", tenant_id, reason)
 
     # -- internals ------------------------------------------------------------------------

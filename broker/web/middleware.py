@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from broker.errors import BrokerError, RateLimited
+from broker.errors import BrokerError, RateLimited, ServiceUnavailable
 from broker.web.appkeys import SERVICES
 from broker.web.http import error_reply
 from shared.errors import ErrorCode
@@ -34,7 +34,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status >= 500:
             log.warning("%s %s failed: %s", request.method, request.path, exc.message)
         response = error_reply(exc.status, exc.code, exc.message)
-        if isinstance(exc, RateLimited):
+        if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except WireError as exc:

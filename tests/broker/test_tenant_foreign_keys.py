@@ -107,6 +107,8 @@ LINKS = links_of_schema()
 PARENTS = sorted({link.parent for link in LINKS})
 
 
+
+
 def load_migration() -> ModuleType:
     return migrations.load_migration("0008_tenant_foreign_keys.py")
 

@@ -17,14 +17,15 @@ async def assign(request: web.Request, principal: Principal) -> web.Response:
         text_field(body, "manager_id", 100),
         text_field(body, "employee_id", 100),
     )
-    async with request.app[SERVICES].db.transaction() as conn:
-        created = await accounts.assign(
-            TenantScope(conn, principal.tenant_id),
-            manager_id=manager_id,
-            employee_id=employee_id,
-            now=request.app[SERVICES].clock(),
-            actor=f"user:{principal.user_id}",
-        )
+    async for txn in request.app[SERVICES].db.attempts():
+        async with txn as conn:
+            created = await accounts.assign(
+                TenantScope(conn, principal.tenant_id),
+                manager_id=manager_id,
+                employee_id=employee_id,
+                now=request.app[SERVICES].clock(),
+                actor=f"user:{principal.user_id}",
+            )
     return reply(
         {"manager_id": manager_id, "employee_id": employee_id}, status=201 if created else 200
     )

@@ -25,9 +25,10 @@ async def get_policy(request: web.Request, principal: Principal) -> web.Response
 
 async def put_policy(request: web.Request, principal: Principal) -> web.Response:
     change = PolicyUpdate.from_json(await read_json(request))  # 400 before anything changes
-    async with request.app[SERVICES].db.transaction() as conn:
-        updated = await policy.update(
-            TenantScope(conn, principal.tenant_id), change,
-            now=request.app[SERVICES].clock(), actor=f"user:{principal.user_id}",
-        )
+    async for txn in request.app[SERVICES].db.attempts():
+        async with txn as conn:
+            updated = await policy.update(
+                TenantScope(conn, principal.tenant_id), change,
+                now=request.app[SERVICES].clock(), actor=f"user:{principal.user_id}",
+            )
     return reply(updated)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from broker.audit import query as audit_query
+from broker.audit.log import Head
 from broker.identity import Principal
 from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
@@ -110,11 +111,24 @@ def _started(value: str) -> datetime:
 
 
 async def my_receipts(request: web.Request, principal: Principal) -> web.Response:
-    found = await audit_query.receipts_for(request.app[SERVICES].db, principal, principal.user_id)
+    found, head = await audit_query.receipts_and_head(
+        request.app[SERVICES].db, principal, principal.user_id
+    )
     return page(
         request, "receipts.html", title="Who viewed my recordings",
-        top=await _top(request, principal), receipts=found,
+        top=await _top(request, principal), receipts=found, head=_chain_head(head),
     )
+
+
+def _chain_head(head: Head | None) -> dict[str, Any] | None:
+    """The head of the tenant's audit chain, for the person to note: a later visit showing
+    a lower number means entries were removed from the end of the log."""
+    if head is None:
+        return None
+    return {
+        "seq": head.seq, "mac": (head.mac or "none")[:16], "key": head.mac_key or "none",
+        "digest": head.hash[:16],
+    }
 
 
 async def receipts_api(request: web.Request, principal: Principal) -> web.Response:
