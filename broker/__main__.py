@@ -79,9 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from broker.audit.log import ChainKeys
     from broker.db import migrate
     from broker.db.engine import create_engine
+    from broker.sealing import ChainKeys
 
     settings = _settings(args)
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from broker.accounts import service as accounts
 from broker.accounts.passwords import Passwords
-from broker.audit.log import ChainKeys
 from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
@@ -21,6 +20,7 @@ from broker.db.scope import TenantScope
 from broker.devices import policy
 from broker.devices.enrollment import DeviceAuth
 from broker.recordings.service import RecordingService
+from broker.sealing import ChainKeys
 from broker.services import build_services
 from broker.settings import PREFIX, Settings
 from broker.storage.service import StorageAccess

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from broker.audit.log import ChainKeys
 from broker.clock import Clock, utcnow
 from broker.db import housekeeping, migrate
 from broker.db.database import Database
+from broker.sealing import ChainKeys
 from broker.services import build_services
 from broker.settings import Settings
 from broker.web import appkeys as keys

@@ -7,15 +7,19 @@ row) and the key version, so a sealed value copied to another row or tenant fail
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from broker.errors import BrokerError
 from broker.settings import MasterKeys
 
 NONCE_BYTES = 12
+_CHAIN_KEY_INFO = b"bucketreel audit chain mac v1"
 
 
 class SealError(BrokerError):
@@ -50,3 +54,27 @@ def unseal(
         return AESGCM(keys.get(sealed.kek_version)).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
         raise SealError(f"sealed {purpose} of tenant {tenant_id} does not open") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainKeys:
+    """Audit MAC keys by version; the newest version MACs new entries, every one verifies."""
+
+    keys: Mapping[str, bytes] = field(repr=False)
+    current: str
+
+    @classmethod
+    def from_master(cls, master: MasterKeys) -> ChainKeys:
+        return cls(
+            keys={version: _derive(key) for version, key in master.keys.items()},
+            current=master.current,
+        )
+
+    def get(self, version: str) -> bytes | None:
+        return self.keys.get(version)
+
+
+def _derive(master_key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_CHAIN_KEY_INFO).derive(
+        master_key
+    )

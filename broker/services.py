@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.accounts.passwords import Passwords
-from broker.audit.log import ChainKeys
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
@@ -25,6 +24,7 @@ from broker.devices.ratelimit import (
 )
 from broker.recordings.service import RecordingService
 from broker.recordings.viewing import ViewingService
+from broker.sealing import ChainKeys
 from broker.settings import Settings
 from broker.storage.credentials import BrokerIdentity
 from broker.storage.endpoint import EndpointPolicy

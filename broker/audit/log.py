@@ -21,22 +21,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, Row, select, text, update
 
 from broker.db.database import AUDIT_KEYS_INFO
 from broker.db.schema import audit_log
 from broker.db.scope import TenantScope
-from broker.settings import MasterKeys
+from broker.sealing import ChainKeys
 
 GENESIS = "0" * 64
-_KEY_INFO = b"bucketreel audit chain mac v1"
 _LOCKED_INFO = "bucketreel.audit_chain_locked"
 # pg_advisory_xact_lock(class, key): this class is the tenant's audit chain ("BRal").
 _CHAIN_LOCK_CLASS = 0x4252616C
@@ -49,30 +45,6 @@ class ChainLockOrder(RuntimeError):
 
 class AuditKeyMissing(RuntimeError):
     """The database handle has no audit keys: the broker was wired without its settings."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChainKeys:
-    """Audit MAC keys by version; the newest version MACs new entries, every one verifies."""
-
-    keys: Mapping[str, bytes] = field(repr=False)
-    current: str
-
-    @classmethod
-    def from_master(cls, master: MasterKeys) -> ChainKeys:
-        return cls(
-            keys={version: _derive(key) for version, key in master.keys.items()},
-            current=master.current,
-        )
-
-    def get(self, version: str) -> bytes | None:
-        return self.keys.get(version)
-
-
-def _derive(master_key: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(
-        master_key
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

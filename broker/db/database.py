@@ -27,7 +27,7 @@ from broker.db.engine import create_engine, is_sqlite
 from broker.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
-    from broker.audit.log import ChainKeys
+    from broker.sealing import ChainKeys
 
 log = logging.getLogger(__name__)
 

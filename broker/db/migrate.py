@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.errors import BrokerError
 
 if TYPE_CHECKING:
-    from broker.audit.log import ChainKeys
+    from broker.sealing import ChainKeys
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 

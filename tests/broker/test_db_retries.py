@@ -15,12 +15,12 @@ from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit import log as audit
-from broker.audit.log import ChainKeys
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.schema import tenants
 from broker.db.scope import TenantScope
 from broker.errors import ServiceUnavailable
+from broker.sealing import ChainKeys
 from broker.settings import MasterKeys
 from broker.web import middleware
 
