@@ -33,11 +33,13 @@ from agent.errors import BrokerError, BrokerUnreachable, ConfigError, Credential
 from agent.logs import redact
 from agent.retry import RetryPolicy, parse_retry_after
 from shared import version
+from shared.api import LoginRequest, LoginStep, MfaRequest, RegisterDevice, Session
 from shared.wire import (
     POLICY_KEYS,
     EnrollRequest,
     GapReport,
     Heartbeat,
+    RecordingCreated,
     RefreshRequest,
     StartRecording,
     TokenPair,
@@ -164,21 +166,22 @@ class BrokerClient:
 
     # -- a person's session, only to enroll their own workstation (`enroll --email`) -------
 
-    def login(self, tenant: str, email: str, password: str) -> dict[str, Any]:
-        """Step one of a person's sign-in: `{"mfa", "challenge", "provisioning_uri"?}`."""
-        body = {"tenant": tenant, "email": email, "password": password}
-        return self._send("POST", LOGIN_PATH, body, token=None, idempotent=False, attempts=1)
+    def login(self, tenant: str, email: str, password: str) -> LoginStep:
+        """Step one of a person's sign-in: the MFA challenge (and the provisioning URI when
+        two-factor sign-in is not set up yet)."""
+        body = LoginRequest(tenant=tenant, email=email, password=password).to_json()
+        reply = self._send("POST", LOGIN_PATH, body, token=None, idempotent=False, attempts=1)
+        return self._parse(LoginStep.from_json, reply, "login")
 
-    def mfa(self, challenge: str, code: str) -> dict[str, Any]:
+    def mfa(self, challenge: str, code: str) -> Session:
         """Step two: the session tokens (and recovery codes on first enrollment)."""
-        body = {"challenge": challenge, "code": code}
-        return self._send("POST", MFA_PATH, body, token=None, idempotent=False, attempts=1)
+        body = MfaRequest(challenge=challenge, code=code).to_json()
+        reply = self._send("POST", MFA_PATH, body, token=None, idempotent=False, attempts=1)
+        return self._parse(Session.from_json, reply, "sign-in")
 
     def register(self, user_token: str, name: str, public_key: str | None) -> TokenPair:
         """Enroll this workstation for the signed-in person."""
-        body: dict[str, Any] = {"name": name}
-        if public_key is not None:
-            body["public_key"] = public_key
+        body = RegisterDevice(name=name, public_key=public_key).to_json()
         reply = self._send("POST", REGISTER_PATH, body, token=user_token, idempotent=False)
         return self._parse(TokenPair.from_json, reply, "register")
 
@@ -196,10 +199,7 @@ class BrokerClient:
         """Open a recording; returns its id."""
         body = StartRecording(started_at=started_at).to_json()
         reply = self._call("POST", RECORDINGS_PATH, body, idempotent=False)
-        recording_id = reply.get("recording_id")
-        if not isinstance(recording_id, str) or not recording_id:
-            raise BrokerError(200, "invalid_reply", "the broker's reply lacks 'recording_id'")
-        return recording_id
+        return self._parse(RecordingCreated.from_json, reply, "recording").recording_id
 
     def request_upload(self, recording_id: str, seq: int, request: UploadRequest) -> UploadGrant:
         """A presigned PUT for segment `seq` (a new grant each call; the key never changes)."""

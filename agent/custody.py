@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -146,4 +147,4 @@ def sign_gap(key: DeviceKey | None, recording_id: str, gap: GapReport) -> GapRep
         None if gap.from_ is None else _as_sent(gap.from_),
         None if gap.to is None else _as_sent(gap.to),
     )
-    return dataclasses.replace(gap, signature=key.sign(record))
+    return msgspec.structs.replace(gap, signature=key.sign(record))

@@ -27,24 +27,26 @@ DEFAULT_INTERVAL = 60.0
 
 
 def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
-    """The wire heartbeat for a status snapshot."""
+    """The wire heartbeat for a status snapshot (WireError when the snapshot does not fit the
+    contract's limits)."""
     last_upload = data.get("last_upload")
     last_error = data.get("last_error")
-    return Heartbeat(
-        state=str(data.get("state") or "unknown")[:20],
-        recording_id=data.get("recording_id"),
-        spool_bytes=int(data.get("spool_bytes") or 0),
-        spool_segments=int(data.get("spool_segments") or 0),
-        last_upload=dict(last_upload) if isinstance(last_upload, dict) else None,
-        errors=int(data.get("errors") or 0),
-        last_error=(
+    settings = data.get("settings")
+    return Heartbeat.from_json({
+        "state": str(data.get("state") or "unknown")[:20],
+        "recording_id": data.get("recording_id"),
+        "spool_bytes": int(data.get("spool_bytes") or 0),
+        "spool_segments": int(data.get("spool_segments") or 0),
+        "last_upload": dict(last_upload) if isinstance(last_upload, dict) else None,
+        "errors": int(data.get("errors") or 0),
+        "last_error": (
             {"at": last_error.get("at"), "message": str(last_error.get("message", ""))[:300]}
             if isinstance(last_error, dict)
             else None
         ),
-        interval=max(1, round(interval)),
-        settings=dict(settings) if isinstance(settings := data.get("settings"), dict) else None,
-    )
+        "interval": max(1, round(interval)),
+        "settings": dict(settings) if isinstance(settings, dict) else None,
+    })
 
 
 class HeartbeatSender:

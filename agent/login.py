@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore, DeviceCredential
 from agent.custody import DeviceKey
 from agent.enrollment import ENROLL_POLICY, keep, prepare
 from agent.errors import BrokerError, EnrollmentError
+from shared.api import Session
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,16 @@ def enroll_by_login(
     client = client or BrokerClient(broker_url, policy=ENROLL_POLICY)
     try:
         step = client.login(tenant, email, ask(f"password for {email}: "))
-        if step.get("mfa") == "enroll":
+        if step.mfa == "enroll":
             tell(
                 "Two-factor sign-in is not set up for this account yet. Add this key to your "
-                f"authenticator app, then type the code it shows:\n  {step['provisioning_uri']}"
+                f"authenticator app, then type the code it shows:\n  {step.provisioning_uri}"
             )
-        session = client.mfa(
-            str(step["challenge"]), ask("authenticator code (or a recovery code): ")
-        )
+        session = client.mfa(step.challenge, ask("authenticator code (or a recovery code): "))
         _show_recovery_codes(session, tell)
-        user_token = str(session["access_token"])
+        if session.access_token is None:
+            raise EnrollmentError("enrollment failed: the broker's reply lacks 'access_token'")
+        user_token = session.access_token
         key = DeviceKey.generate()
         try:
             pair = client.register(user_token, name, key.public_key)
@@ -56,13 +56,11 @@ def enroll_by_login(
             _end_session(client, user_token)
     except BrokerError as exc:
         raise EnrollmentError(f"enrollment failed: {exc}") from exc
-    except KeyError as exc:
-        raise EnrollmentError(f"enrollment failed: the broker's reply lacks {exc}") from None
     return keep(client, pair, key, store)
 
 
-def _show_recovery_codes(session: dict[str, Any], tell: Tell) -> None:
-    codes = session.get("recovery_codes")
+def _show_recovery_codes(session: Session, tell: Tell) -> None:
+    codes = session.recovery_codes
     if codes:
         tell(
             "Your one-time recovery codes (shown once; keep them somewhere safe):\n  "

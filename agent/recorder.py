@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
 from agent.custody import CustodyChain, DeviceKey, sign_gap
@@ -51,7 +51,7 @@ from agent.logs import Report, report
 from agent.spool import Spool
 from agent.status import StatusFile
 from agent.uploader import Uploader
-from shared.wire import GapReport
+from shared.wire import GapReason, GapReport
 
 log = logging.getLogger(__name__)
 
@@ -262,11 +262,12 @@ class Recorder:
 
     def _report_gaps(self, recording_id: str, outcome: DeliveryOutcome) -> None:
         """Tell the broker which segments will never arrive, by reason (best effort)."""
-        for seqs, reason in (
+        lost: tuple[tuple[list[int], GapReason], ...] = (
             ([e.seq for e in outcome.failed], "refused"),
             (outcome.dropped, "spool_limit"),
             (outcome.unsent, "unsent_at_exit"),
-        ):
+        )
+        for seqs, reason in lost:
             if not seqs:
                 continue
             try:
@@ -283,7 +284,7 @@ class Recorder:
             self.broker.report_gap(
                 recording_id,
                 sign_gap(self.key, recording_id, GapReport(
-                    seqs=[], reason=pause.reason, from_=pause.started_at,
+                    seqs=[], reason=cast(GapReason, pause.reason), from_=pause.started_at,
                     to=pause.ended_at or pause.started_at,
                 )),
             )

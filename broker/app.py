@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     # The body limit is structural (G1): no route can take a segment's worth of bytes.
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[middleware.errors])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[middleware.errors, middleware.same_origin],
+    )
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
     app[keys.TEMPLATES] = templating.environment()  # once, not per request
     app.cleanup_ctx.append(functools.partial(_services, settings, clock))

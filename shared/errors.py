@@ -28,4 +28,6 @@ class ErrorCode(StrEnum):
     WEAK_PASSWORD = "weak_password"
     CSRF_FAILED = "csrf_failed"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    CROSS_SITE = "cross_site_request"
     INTERNAL = "internal_error"

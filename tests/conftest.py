@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests.support import s3_operations
+from tests.support import contract, s3_operations
 from tests.support.api import Api, Tenant, make_tenant
 from tests.support.broker import BrokerCommandError, BrokerProcess
 from tests.support.display import XDisplay, run_xvfb
@@ -130,6 +130,24 @@ def _broker_s3_operations(session_tmp: Path) -> Iterator[None]:
     bad = s3_operations.violations(seen)
     if bad:
         pytest.fail(f"the broker performed or signed S3 operations it must not: {bad}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _replies_hold_to_the_contract() -> Iterator[None]:
+    """Every reply a broker gave the suite's API clients matches the schema its route declares
+    in the OpenAPI document (status and body; see tests/support/contract.py)."""
+    yield
+    from broker.web.openapi import document
+    from broker.web.routes import ROUTES
+
+    exchanges = contract.RECORDER.exchanges
+    bad = contract.violations(document(ROUTES), exchanges)
+    if bad:
+        listed = "\n".join(bad[:30])
+        pytest.fail(
+            f"{len(bad)} kinds of reply break their declared schema "
+            f"(of {len(exchanges)} replies):\n{listed}", pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

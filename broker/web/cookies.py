@@ -11,9 +11,16 @@ where browsers would not send it back. A state-changing request authenticated by
 must carry the session's CSRF token in `X-CSRF-Token` (the token is handed to the page at
 login, is in every signed-in page and in the readable `bucketreel_csrf` cookie); bearer-token
 requests need none, since a browser never attaches those by itself.
+
+Before there is a session, the sign-in page hands the browser a double-submit token: a random
+value in the HttpOnly, SameSite=Strict `bucketreel_signin` cookie, which must come back in the
+sign-in forms, and in `X-CSRF-Token` for an API sign-in that asks for cookies (`cookie: true`
+on `/api/v1/auth/mfa`). A cross-site page can neither read that cookie nor the page.
 """
 
 from __future__ import annotations
+
+import hmac
 
 from aiohttp import web
 
@@ -24,6 +31,7 @@ from broker.settings import Settings
 ACCESS_COOKIE = "bucketreel_session"
 CSRF_COOKIE = "bucketreel_csrf"
 REFRESH_COOKIE = "bucketreel_refresh"
+SIGNIN_COOKIE = "bucketreel_signin"
 REFRESH_PATH = "/api/v1/auth/refresh"
 CSRF_HEADER = "X-CSRF-Token"
 FORM_CSRF = "bucketreel.form_csrf"
@@ -108,4 +116,15 @@ def csrf_header(request: web.Request) -> str:
     request by `broker.web.pages.forms` for the routes that take plain HTML forms)."""
     form_token = request.get(FORM_CSRF, "")
     from_form = form_token if isinstance(form_token, str) else ""
-    return request.headers.get(CSRF_HEADER, "") or from_form
+    sent = request.headers.get(CSRF_HEADER, "") or from_form
+    return sent if sent.isascii() else ""  # never a token; compare_digest takes only ASCII
+
+
+def signin_token_ok(request: web.Request, sent: str | None = None) -> bool:
+    """Whether the sign-in double-submit token came back: `sent` (a form's field) or the
+    `X-CSRF-Token` header, equal to the `bucketreel_signin` cookie."""
+    expected = request.cookies.get(SIGNIN_COOKIE, "")
+    presented = request.headers.get(CSRF_HEADER, "") if sent is None else sent
+    if not expected or not expected.isascii() or not presented.isascii():
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())

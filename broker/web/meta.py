@@ -8,6 +8,7 @@ from sqlalchemy import text
 from broker.errors import BrokerError
 from broker.web.appkeys import OPENAPI, SERVICES
 from broker.web.http import reply
+from shared.api import Health
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -16,8 +17,8 @@ async def healthz(request: web.Request) -> web.Response:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # a health probe reports, it does not raise
         raise BrokerError(f"database unreachable: {type(exc).__name__}") from None
-    return reply({"status": "ok"})
+    return reply(Health(status="ok"))
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return reply(request.app[OPENAPI])
+    return web.json_response(request.app[OPENAPI])

@@ -1,17 +1,19 @@
-"""The one error middleware, and the headers every response carries."""
+"""The one error middleware, the same-origin rule for state-changing requests, and the
+headers every response carries."""
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from broker.errors import BrokerError, RateLimited, ServiceUnavailable
+from broker.errors import BrokerError, Forbidden, RateLimited, ServiceUnavailable
 from broker.web.appkeys import SERVICES
 from broker.web.http import error_reply
 from shared.errors import ErrorCode
-from shared.wire import WireError
+from shared.model import MalformedJSON, WireError
 
 log = logging.getLogger("broker.http")
 
@@ -37,6 +39,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    except MalformedJSON as exc:
+        return error_reply(400, ErrorCode.MALFORMED_JSON, exc.message)
     except WireError as exc:
         return error_reply(400, ErrorCode.INVALID_FIELD, str(exc))
     except web.HTTPException as exc:
@@ -51,6 +55,45 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_reply(500, ErrorCode.INTERNAL, "internal error")
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _own_hosts(request: web.Request) -> set[str]:
+    """The names this broker is reached by: the Host header, and behind a trusted proxy (one
+    whose client-address header is configured) the host the proxy says it forwarded."""
+    hosts = {request.host.lower()}
+    if request.app[SERVICES].settings.client_address_header:
+        forwarded = request.headers.get("X-Forwarded-Host", "")
+        hosts.update(h.strip().lower() for h in forwarded.split(",") if h.strip())
+    return hosts
+
+
+@web.middleware
+async def same_origin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A state-changing request from another site is refused (403) before any handler runs.
+
+    `Sec-Fetch-Site` decides when the browser sends it: `cross-site` and `same-site` (another
+    origin of the site) are refused, `same-origin` and `none` (the person's own action) pass;
+    a browser vouching for the origin may still send `Origin: null`, as Chromium does for a
+    form under the pages' `Referrer-Policy: no-referrer`. Without it, an `Origin` that is not
+    this broker's (`null` included) is refused. Agents and scripts send neither header.
+    """
+    if request.method not in STATE_CHANGING:
+        return await handler(request)
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if fetch_site in ("cross-site", "same-site"):
+        raise Forbidden("refused: a request from another site", code=ErrorCode.CROSS_SITE)
+    origin = request.headers.get("Origin")
+    if origin is not None and fetch_site not in ("same-origin", "none"):
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            netloc = ""
+        if not netloc or netloc not in _own_hosts(request):
+            raise Forbidden("refused: a request from another origin", code=ErrorCode.CROSS_SITE)
+    return await handler(request)
 
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"

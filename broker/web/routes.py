@@ -9,6 +9,12 @@ and its CSRF token, checked by the session service itself; the handler takes no 
 `roles` limits a user route to those roles (empty: every role); what a person may then see
 is decided by `broker.access`.
 
+`request` names the body's model (`shared.wire`, `shared.api`): the binder reads the body
+once (JSON only: 415 otherwise), decodes it into the model (400 naming the field) after the
+caller is authenticated, and hands the handler the typed object as its last argument.
+`responses` names each status's reply model; the OpenAPI document is generated from both.
+A path id that no row can have (NUL, over 100 characters) is a 404 before any handler runs.
+
 Every call a device makes (a "device" route, or "device_or_user" with a device's token) is
 counted against that device's request budgets once its token is verified
 (`broker.devices.ratelimit`); `creates` marks the routes that add rows without bound, which
@@ -17,13 +23,14 @@ spend the stricter budget too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
-from broker.errors import Forbidden
+from broker.errors import Forbidden, NotFound
 from broker.identity import Principal
 from broker.web import meta
 from broker.web.api import accounts as admin_handlers
@@ -35,17 +42,57 @@ from broker.web.api import storage as storage_handlers
 from broker.web.appkeys import SERVICES
 from broker.web.cookies import REFRESH_PATH
 from broker.web.guard import device_or_user_principal, device_principal, user_principal
+from broker.web.http import read_body
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
 from broker.web.pages import views as page_views
 from broker.web.pages.html import html_errors
+from shared.api import (
+    Assignment,
+    DeviceRevoked,
+    Devices,
+    Employees,
+    Health,
+    LoginRequest,
+    LoginStep,
+    MfaRequest,
+    Receipts,
+    Recordings,
+    RegisterDevice,
+    Session,
+    SessionRefreshed,
+    SignedOut,
+    StorageRequest,
+    StorageSaved,
+    StorageStatus,
+    ViewUrl,
+)
+from shared.model import Model
+from shared.wire import (
+    MAX_ID,
+    EnrollRequest,
+    GapReport,
+    Heartbeat,
+    HeartbeatReceived,
+    PolicyPatch,
+    PolicySettings,
+    RecordingCreated,
+    RecordingInfo,
+    RefreshRequest,
+    SegmentState,
+    StartRecording,
+    TokenPair,
+    UploadGrant,
+    UploadRequest,
+)
 
 Auth = Literal["public", "device", "user", "device_or_user", "refresh_cookie"]
 ADMIN = frozenset({"admin"})
 VIEWERS = frozenset({"manager", "admin"})
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-DeviceHandler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+# (request), (request, body), (request, principal) or (request, principal, body)
+Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,10 +100,11 @@ class Route:
     method: str
     path: str
     auth: Auth
-    handler: PublicHandler | DeviceHandler
+    handler: Handler
     summary: str
-    request_schema: str | None = None
-    responses: dict[int, str | None] = field(default_factory=dict)
+    request: type[Model] | None = None
+    # status → reply model; None: not a JSON model (a page, the OpenAPI document itself)
+    responses: dict[int, type[Model] | None] = field(default_factory=dict)
     roles: frozenset[str] = frozenset()
     # A page for browsers (HTML errors, sign-in redirect; `broker.web.pages`), and whether its
     # POST is a plain HTML form carrying the session's CSRF token as the `csrf_token` field.
@@ -77,7 +125,7 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=meta.healthz,
         summary="Liveness and database check",
-        responses={200: "Health"},
+        responses={200: Health},
     ),
     Route(
         method="GET",
@@ -93,8 +141,8 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=device_handlers.enroll,
         summary="Trade a one-time enrollment code for a device credential",
-        request_schema="EnrollRequest",
-        responses={201: "TokenPair"},
+        request=EnrollRequest,
+        responses={201: TokenPair},
     ),
     Route(
         method="POST",
@@ -102,8 +150,8 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=device_handlers.refresh,
         summary="Rotate a device refresh token",
-        request_schema="RefreshRequest",
-        responses={200: "TokenPair"},
+        request=RefreshRequest,
+        responses={200: TokenPair},
     ),
     Route(
         method="POST",
@@ -111,8 +159,8 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=recording_handlers.start,
         summary="Start a recording",
-        request_schema="StartRecording",
-        responses={201: "RecordingCreated"},
+        request=StartRecording,
+        responses={201: RecordingCreated},
         creates=True,
     ),
     Route(
@@ -121,7 +169,7 @@ ROUTES: tuple[Route, ...] = (
         auth="device_or_user",
         handler=recording_handlers.get,
         summary="A recording's metadata and segments (its device, or a person allowed to see it)",
-        responses={200: "RecordingInfo"},
+        responses={200: RecordingInfo},
     ),
     Route(
         method="POST",
@@ -129,7 +177,7 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=recording_handlers.finish,
         summary="Mark a recording finished",
-        responses={200: "RecordingInfo"},
+        responses={200: RecordingInfo},
     ),
     Route(
         method="POST",
@@ -137,8 +185,8 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=recording_handlers.gaps,
         summary="Report segments of this recording that will never arrive, and why",
-        request_schema="GapReport",
-        responses={201: "RecordingInfo"},
+        request=GapReport,
+        responses={201: RecordingInfo},
         creates=True,
     ),
     Route(
@@ -147,8 +195,8 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=agent_handlers.beat,
         summary="The calling agent's status, every minute and at start and stop",
-        request_schema="Heartbeat",
-        responses={200: "HeartbeatReceived"},
+        request=Heartbeat,
+        responses={200: HeartbeatReceived},
     ),
     Route(
         method="POST",
@@ -156,8 +204,8 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=recording_handlers.upload,
         summary="Declare a segment and get a single-use presigned PUT for it",
-        request_schema="UploadRequest",
-        responses={200: "UploadGrant"},
+        request=UploadRequest,
+        responses={200: UploadGrant},
     ),
     Route(
         method="POST",
@@ -165,7 +213,7 @@ ROUTES: tuple[Route, ...] = (
         auth="device",
         handler=recording_handlers.complete,
         summary="Have the broker verify the uploaded object (HeadObject)",
-        responses={200: "SegmentState"},
+        responses={200: SegmentState},
     ),
     Route(
         method="POST",
@@ -173,8 +221,8 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=user_handlers.login,
         summary="Login step one: password → a short-lived, single-use MFA challenge",
-        request_schema="LoginRequest",
-        responses={200: "LoginStep"},
+        request=LoginRequest,
+        responses={200: LoginStep},
     ),
     Route(
         method="POST",
@@ -182,8 +230,8 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=user_handlers.mfa,
         summary="Login step two: challenge + TOTP or recovery code → session",
-        request_schema="MfaRequest",
-        responses={200: "Session"},
+        request=MfaRequest,
+        responses={200: Session},
     ),
     Route(
         method="POST",
@@ -191,8 +239,8 @@ ROUTES: tuple[Route, ...] = (
         auth="public",
         handler=user_handlers.refresh,
         summary="Rotate a person's refresh token (reuse revokes the session)",
-        request_schema="RefreshRequest",
-        responses={200: "Session"},
+        request=RefreshRequest,
+        responses={200: Session},
     ),
     Route(
         method="POST",
@@ -201,7 +249,7 @@ ROUTES: tuple[Route, ...] = (
         handler=user_handlers.refresh_browser,
         summary="Keep a browser session: the refresh cookie and X-CSRF-Token → new cookies "
         "(reuse revokes the session; idle timeout and absolute lifetime apply)",
-        responses={200: "SessionRefreshed"},
+        responses={200: SessionRefreshed},
     ),
     Route(
         method="POST",
@@ -209,7 +257,7 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=user_handlers.logout,
         summary="End this session",
-        responses={200: "SignedOut"},
+        responses={200: SignedOut},
     ),
     Route(
         method="POST",
@@ -217,7 +265,7 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=user_handlers.sign_out_everywhere,
         summary="End every session of this person",
-        responses={200: "SignedOut"},
+        responses={200: SignedOut},
     ),
     Route(
         method="POST",
@@ -225,8 +273,8 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=user_handlers.register_device,
         summary="Enroll the signed-in person's own workstation",
-        request_schema="RegisterDevice",
-        responses={201: "TokenPair"},
+        request=RegisterDevice,
+        responses={201: TokenPair},
     ),
     Route(
         method="GET",
@@ -234,7 +282,7 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=recording_handlers.employees,
         summary="The people whose recordings the caller may see",
-        responses={200: "Employees"},
+        responses={200: Employees},
     ),
     Route(
         method="GET",
@@ -242,7 +290,7 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=recording_handlers.employee_recordings,
         summary="An employee's recordings",
-        responses={200: "Recordings"},
+        responses={200: Recordings},
     ),
     Route(
         method="POST",
@@ -251,7 +299,7 @@ ROUTES: tuple[Route, ...] = (
         roles=VIEWERS,
         handler=recording_handlers.view,
         summary="A short-lived presigned GET for one verified segment (audited)",
-        responses={200: "ViewUrl"},
+        responses={200: ViewUrl},
     ),
     Route(
         method="POST",
@@ -260,8 +308,8 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=admin_handlers.assign,
         summary="Let a manager see an employee's recordings",
-        request_schema="Assignment",
-        responses={200: "Assignment", 201: "Assignment"},
+        request=Assignment,
+        responses={200: Assignment, 201: Assignment},
     ),
     Route(
         method="GET",
@@ -270,7 +318,7 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=admin_handlers.devices,
         summary="The tenant's devices",
-        responses={200: "Devices"},
+        responses={200: Devices},
     ),
     Route(
         method="POST",
@@ -279,7 +327,7 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=admin_handlers.revoke_device,
         summary="Revoke a device: its tokens stop working at once",
-        responses={200: "DeviceRevoked"},
+        responses={200: DeviceRevoked},
     ),
     Route(
         method="GET",
@@ -288,7 +336,7 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=storage_handlers.get_storage,
         summary="The tenant's bucket, access state (ok / access_revoked), external ID, last check",
-        responses={200: "StorageStatus"},
+        responses={200: StorageStatus},
     ),
     Route(
         method="PUT",
@@ -297,8 +345,8 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=storage_handlers.put_storage,
         summary="Set the bucket with static keys or a role; the self-check runs first (audited)",
-        request_schema="StorageRequest",
-        responses={200: "StorageSaved"},
+        request=StorageRequest,
+        responses={200: StorageSaved},
     ),
     Route(
         method="POST",
@@ -307,7 +355,7 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=storage_handlers.check_storage,
         summary="Run the storage self-check now (probes appear in the customer's CloudTrail)",
-        responses={200: "StorageStatus"},
+        responses={200: StorageStatus},
     ),
     Route(
         method="GET",
@@ -316,7 +364,7 @@ ROUTES: tuple[Route, ...] = (
         roles=ADMIN,
         handler=agent_handlers.get_policy,
         summary="The recording policy pushed to the tenant's agents (null: each agent decides)",
-        responses={200: "Policy"},
+        responses={200: PolicySettings},
     ),
     Route(
         method="PATCH",
@@ -326,8 +374,8 @@ ROUTES: tuple[Route, ...] = (
         handler=agent_handlers.put_policy,
         summary="Set or clear (null) policy keys; agents apply it from their next segment "
         "(audited)",
-        request_schema="PolicyUpdate",
-        responses={200: "Policy"},
+        request=PolicyPatch,
+        responses={200: PolicySettings},
     ),
     # Manager pages (`broker.web.pages`): server-rendered HTML for browsers.
     Route(
@@ -374,7 +422,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Sign-out form (CSRF token as a form field)",
         page=True,
         form=True,
-        responses={200: "SignedOut", 303: None},
+        responses={200: SignedOut, 303: None},
     ),
     Route(
         method="GET",
@@ -430,7 +478,7 @@ ROUTES: tuple[Route, ...] = (
         auth="user",
         handler=page_views.receipts_api,
         summary="View receipts: who viewed this person's recordings (the person or an admin)",
-        responses={200: "Receipts"},
+        responses={200: Receipts},
     ),
     Route(
         method="GET",
@@ -451,30 +499,44 @@ _PRINCIPALS = {
 }
 
 
+_IDS = re.compile(r"{(\w+_id)}")
+
+
+def _check_ids(request: web.Request, names: list[str]) -> None:
+    for name in names:
+        value = request.match_info.get(name, "")
+        if len(value) > MAX_ID or "\x00" in value:
+            raise NotFound(f"no such {name.removesuffix('_id')}")
+
+
 def _bind(route: Route) -> PublicHandler:
-    if route.auth in ("public", "refresh_cookie"):
-        public: PublicHandler = route.handler  # type: ignore[assignment]
-        return public
-    guarded: DeviceHandler = route.handler  # type: ignore[assignment]
-    principal_of = _PRINCIPALS[route.auth]
+    ids = _IDS.findall(route.path)
+    model = route.request
+    principal_of = _PRINCIPALS.get(route.auth)
     roles = route.roles
     call = f"{route.method} {route.path}"  # the template: no ids in logs or audit details
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if route.form:
-            request = await pages_forms.csrf_from_form(request)
+        _check_ids(request, ids)
+        args: list[Any] = []
+        if principal_of is not None:
+            if route.form:
+                request = await pages_forms.csrf_from_form(request)
 
-        async def spend(device: Principal) -> None:
-            # After the token is verified (only this device's valid token can spend its
-            # budget), before the database is asked about the device.
-            await request.app[SERVICES].device_limits.check(
-                device, call=call, creates=route.creates
-            )
+            async def spend(device: Principal) -> None:
+                # After the token is verified (only this device's valid token can spend its
+                # budget), before the database is asked about the device.
+                await request.app[SERVICES].device_limits.check(
+                    device, call=call, creates=route.creates
+                )
 
-        principal = await principal_of(request, spend)
-        if roles and principal.role not in roles:
-            raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
-        return await guarded(request, principal)
+            principal = await principal_of(request, spend)
+            if roles and principal.role not in roles:
+                raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
+            args.append(principal)
+        if model is not None:
+            args.append(await read_body(request, model))
+        return await route.handler(request, *args)
 
     return handler
 

@@ -10,6 +10,7 @@ of their own (`in_process`), against the same database.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -89,8 +90,28 @@ def login(api: Api, person: Person, password: str = PASSWORD) -> Reply:
     )
 
 
+def signin_token(api: Api) -> str:
+    """The sign-in page's double-submit token, as a browser gets it: the `bucketreel_signin`
+    cookie of `GET /signin` (the page's forms carry the same value)."""
+    page = api.call("GET", "/signin")
+    found = re.search(r"bucketreel_signin=([^;,\s]+)", page.headers.get("Set-Cookie", ""))
+    assert page.status == 200, page.headers
+    assert found, page.headers
+    return found[1]
+
+
+def signin_headers(api: Api) -> dict[str, str]:
+    """What a browser's sign-in page sends with `cookie: true`: the cookie and the token."""
+    token = signin_token(api)
+    return {"Cookie": f"bucketreel_signin={token}", "X-CSRF-Token": token}
+
+
 def mfa(api: Api, challenge: str, code: str, **extra: Any) -> Reply:
-    return api.call("POST", "/api/v1/auth/mfa", {"challenge": challenge, "code": code, **extra})
+    headers = signin_headers(api) if extra.get("cookie") else None
+    return api.call(
+        "POST", "/api/v1/auth/mfa", {"challenge": challenge, "code": code, **extra},
+        headers=headers,
+    )
 
 
 def make_person(broker: BrokerProcess, tenant: Tenant, role: str = "employee") -> Person:

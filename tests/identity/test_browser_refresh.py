@@ -35,7 +35,9 @@ from tests.identity.people import (
     make_person,
     refresh_past_the_end,
     sign_in,
+    signin_token,
 )
+from tests.support import contract
 from tests.support.api import PASSWORD, Tenant
 from tests.support.broker import BrokerProcess
 
@@ -81,6 +83,9 @@ def send(
         reply = client.http.request(
             method, client.base_url + path, body=body, headers=headers, redirect=False
         )
+    contract.RECORDER.record(
+        method, path, reply.status, reply.headers.get("Content-Type", ""), reply.data
+    )
     parsed = None
     if reply.data and reply.headers.get("Content-Type", "").startswith("application/json"):
         parsed = json.loads(reply.data)
@@ -122,8 +127,10 @@ def cookie_login(client: Client, broker: BrokerProcess, tenant: Tenant) -> tuple
     step = login(client, person)
     assert step.status == 200, step.body
     person.secret = parse_qs(urlsplit(step.body["provisioning_uri"]).query)["secret"][0]
+    token = signin_token(client)
     done = send(client, "POST", "/api/v1/auth/mfa",
-                {"challenge": step.body["challenge"], "code": person.next_code(), "cookie": True})
+                {"challenge": step.body["challenge"], "code": person.next_code(), "cookie": True},
+                cookies={"bucketreel_signin": token}, csrf=token)
     assert done.status == 200, done.body
     return person, done
 
@@ -260,8 +267,10 @@ def test_logout_and_sign_out_everywhere_end_the_refresh_cookie(
     assert refresh(client, session).status == 401
 
     step = login(client, person)
+    token = signin_token(client)
     again = send(client, "POST", "/api/v1/auth/mfa",
-                 {"challenge": step.body["challenge"], "code": person.next_code(), "cookie": True})
+                {"challenge": step.body["challenge"], "code": person.next_code(), "cookie": True},
+                cookies={"bucketreel_signin": token}, csrf=token)
     other = Session.from_reply(again, again.body["csrf_token"])
     everywhere = send(client, "POST", "/api/v1/auth/sign-out-everywhere",
                       cookies=other.page_cookies(), csrf=other.csrf)

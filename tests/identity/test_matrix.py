@@ -45,7 +45,8 @@ def path_of(route: Route, org: Org) -> str:
 
 
 def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
-    if route.request_schema == "StorageRequest":
+    model = route.request.__name__ if route.request is not None else None
+    if model == "StorageRequest":
         # a complete storage set-up for the caller's own tenant: it must never touch org's
         return {
             "bucket": s3.create_bucket(), "region": s3.region, "endpoint_url": s3.url,
@@ -60,11 +61,11 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "Assignment": {"manager_id": org.manager.user_id, "employee_id": org.employee.user_id},
         "GapReport": {"seqs": [0], "reason": "refused"},
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
-        "PolicyUpdate": {"fps": 2, "segment_seconds": None},
+        "PolicyPatch": {"fps": 2, "segment_seconds": None},
     }
-    if route.request_schema not in bodies:
-        pytest.fail(f"{route.path}: give the matrix a body for {route.request_schema}")
-    return bodies[route.request_schema]
+    if model not in bodies:
+        pytest.fail(f"{route.path}: give the matrix a body for {model}")
+    return bodies[model]
 
 
 def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -23,6 +23,7 @@ from broker import admin
 from broker.db.engine import create_engine
 from broker.db.schema import metadata
 from broker.settings import Settings
+from tests.support import contract
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 
@@ -60,6 +61,10 @@ class Api:
             sent["Authorization"] = f"Bearer {token}"
         response = self.http.request(method, self.base_url + path, body=body, headers=sent)
         raw = response.data
+        contract.RECORDER.record(
+            method, self.base_url + path, response.status,
+            response.headers.get("Content-Type", ""), raw,
+        )
         parsed: Any = None
         if raw and response.headers.get("Content-Type", "").startswith("application/json"):
             parsed = json.loads(raw)

@@ -217,6 +217,10 @@ class BrokerProcess:
             )
         return value
 
+    def log_text(self) -> str:
+        """Everything the broker process logged so far."""
+        return self._process.log_text() if self._process is not None else ""
+
     def log_tail(self, lines: int = 60) -> str:
         return self._process.log_tail(lines) if self._process is not None else ""
 

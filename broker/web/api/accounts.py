@@ -8,32 +8,26 @@ from broker.accounts import service as accounts
 from broker.db.scope import TenantScope
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
-from broker.web.http import json_object, read_json, reply, text_field
+from broker.web.http import reply, shape
+from shared.api import Assignment, DeviceRevoked, Devices
 
 
-async def assign(request: web.Request, principal: Principal) -> web.Response:
-    body = json_object(await read_json(request))
-    manager_id, employee_id = (
-        text_field(body, "manager_id", 100),
-        text_field(body, "employee_id", 100),
-    )
+async def assign(request: web.Request, principal: Principal, body: Assignment) -> web.Response:
     async for txn in request.app[SERVICES].db.attempts():
         async with txn as conn:
             created = await accounts.assign(
                 TenantScope(conn, principal.tenant_id),
-                manager_id=manager_id,
-                employee_id=employee_id,
+                manager_id=body.manager_id,
+                employee_id=body.employee_id,
                 now=request.app[SERVICES].clock(),
                 actor=f"user:{principal.user_id}",
             )
-    return reply(
-        {"manager_id": manager_id, "employee_id": employee_id}, status=201 if created else 200
-    )
+    return reply(body, status=201 if created else 200)
 
 
 async def devices(request: web.Request, principal: Principal) -> web.Response:
     listed = await request.app[SERVICES].devices.list_devices(principal.tenant_id)
-    return reply({"devices": listed})
+    return reply(shape(Devices, {"devices": listed}))
 
 
 async def revoke_device(request: web.Request, principal: Principal) -> web.Response:
@@ -41,4 +35,4 @@ async def revoke_device(request: web.Request, principal: Principal) -> web.Respo
     await request.app[SERVICES].devices.revoke(
         principal.tenant_id, device_id, actor=f"user:{principal.user_id}"
     )
-    return reply({"device_id": device_id, "state": "revoked"})
+    return reply(DeviceRevoked(device_id=device_id, state="revoked"))

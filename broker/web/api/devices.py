@@ -8,27 +8,27 @@ from broker.db.scope import TenantScope
 from broker.devices import heartbeat, policy
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
-from broker.web.http import read_json, reply
-from shared.wire import Heartbeat, PolicyUpdate
+from broker.web.http import reply, shape
+from shared.wire import Heartbeat, HeartbeatReceived, PolicyPatch, PolicySettings
 
 
-async def beat(request: web.Request, principal: Principal) -> web.Response:
-    body = Heartbeat.from_json(await read_json(request))
+async def beat(request: web.Request, principal: Principal, body: Heartbeat) -> web.Response:
     services = request.app[SERVICES]
-    return reply(await heartbeat.record(services.db, services.clock, principal, body))
+    received = await heartbeat.record(services.db, services.clock, principal, body)
+    return reply(shape(HeartbeatReceived, received))
 
 
 async def get_policy(request: web.Request, principal: Principal) -> web.Response:
     async with request.app[SERVICES].db.transaction() as conn:
-        return reply(await policy.describe(TenantScope(conn, principal.tenant_id)))
+        described = await policy.describe(TenantScope(conn, principal.tenant_id))
+    return reply(shape(PolicySettings, described))
 
 
-async def put_policy(request: web.Request, principal: Principal) -> web.Response:
-    change = PolicyUpdate.from_json(await read_json(request))  # 400 before anything changes
+async def put_policy(request: web.Request, principal: Principal, body: PolicyPatch) -> web.Response:
     async for txn in request.app[SERVICES].db.attempts():
         async with txn as conn:
             updated = await policy.update(
-                TenantScope(conn, principal.tenant_id), change,
+                TenantScope(conn, principal.tenant_id), body.update(),
                 now=request.app[SERVICES].clock(), actor=f"user:{principal.user_id}",
             )
-    return reply(updated)
+    return reply(shape(PolicySettings, updated))

@@ -5,17 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.web.appkeys import SERVICES
-from broker.web.http import read_json, reply
+from broker.web.http import reply
 from shared.wire import EnrollRequest, RefreshRequest
 
 
-async def enroll(request: web.Request) -> web.Response:
-    body = EnrollRequest.from_json(await read_json(request))
+async def enroll(request: web.Request, body: EnrollRequest) -> web.Response:
     pair = await request.app[SERVICES].devices.enroll(body.code, body.name, body.public_key)
-    return reply(pair.to_json(), status=201)
+    return reply(pair, status=201)
 
 
-async def refresh(request: web.Request) -> web.Response:
-    body = RefreshRequest.from_json(await read_json(request))
+async def refresh(request: web.Request, body: RefreshRequest) -> web.Response:
     pair = await request.app[SERVICES].devices.refresh(body.refresh_token)
-    return reply(pair.to_json())
+    return reply(pair)

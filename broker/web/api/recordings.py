@@ -6,23 +6,30 @@ from aiohttp import web
 
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
-from broker.web.http import read_json, reply
-from shared.wire import GapReport, StartRecording, UploadRequest, format_timestamp, parse_seq
+from broker.web.http import reply, shape
+from shared.api import Employees, Recordings, ViewUrl
+from shared.wire import (
+    GapReport,
+    RecordingCreated,
+    SegmentState,
+    StartRecording,
+    UploadRequest,
+    format_timestamp,
+    parse_seq,
+)
 
 
-async def start(request: web.Request, principal: Principal) -> web.Response:
-    body = StartRecording.from_json(await read_json(request))
+async def start(request: web.Request, principal: Principal, body: StartRecording) -> web.Response:
     recording_id = await request.app[SERVICES].recordings.start(principal, body.started_at)
-    return reply({"recording_id": recording_id}, status=201)
+    return reply(RecordingCreated(recording_id=recording_id), status=201)
 
 
-async def upload(request: web.Request, principal: Principal) -> web.Response:
+async def upload(request: web.Request, principal: Principal, body: UploadRequest) -> web.Response:
     seq = parse_seq(request.match_info["seq"])
-    body = UploadRequest.from_json(await read_json(request))
     grant = await request.app[SERVICES].recordings.grant_upload(
         principal, request.match_info["recording_id"], seq, body
     )
-    return reply(grant.to_json())
+    return reply(grant)
 
 
 async def complete(request: web.Request, principal: Principal) -> web.Response:
@@ -30,23 +37,22 @@ async def complete(request: web.Request, principal: Principal) -> web.Response:
     state = await request.app[SERVICES].recordings.complete(
         principal, request.match_info["recording_id"], seq
     )
-    return reply({"state": state})
+    return reply(shape(SegmentState, {"state": state}))
 
 
 async def finish(request: web.Request, principal: Principal) -> web.Response:
     info = await request.app[SERVICES].recordings.finish(
         principal, request.match_info["recording_id"]
     )
-    return reply(info.to_json())
+    return reply(info)
 
 
-async def gaps(request: web.Request, principal: Principal) -> web.Response:
+async def gaps(request: web.Request, principal: Principal, body: GapReport) -> web.Response:
     """The recording's own device reports segments that will never arrive."""
-    body = GapReport.from_json(await read_json(request))
     info = await request.app[SERVICES].recordings.report_gap(
         principal, request.match_info["recording_id"], body
     )
-    return reply(info.to_json(), status=201)
+    return reply(info, status=201)
 
 
 async def get(request: web.Request, principal: Principal) -> web.Response:
@@ -56,18 +62,19 @@ async def get(request: web.Request, principal: Principal) -> web.Response:
         info = await request.app[SERVICES].recordings.get(principal, recording_id)
     else:
         info = await request.app[SERVICES].viewing.recording(principal, recording_id)
-    return reply(info.to_json())
+    return reply(info)
 
 
 async def employees(request: web.Request, principal: Principal) -> web.Response:
-    return reply({"employees": await request.app[SERVICES].viewing.employees(principal)})
+    listed = await request.app[SERVICES].viewing.employees(principal)
+    return reply(shape(Employees, {"employees": listed}))
 
 
 async def employee_recordings(request: web.Request, principal: Principal) -> web.Response:
     listed = await request.app[SERVICES].viewing.recordings_of(
         principal, request.match_info["user_id"]
     )
-    return reply({"recordings": listed})
+    return reply(shape(Recordings, {"recordings": listed}))
 
 
 async def view(request: web.Request, principal: Principal) -> web.Response:
@@ -75,4 +82,4 @@ async def view(request: web.Request, principal: Principal) -> web.Response:
     url = await request.app[SERVICES].viewing.view_url(
         principal, request.match_info["recording_id"], seq
     )
-    return reply({"url": url.url, "expires_at": format_timestamp(url.expires_at)})
+    return reply(ViewUrl(url=url.url, expires_at=format_timestamp(url.expires_at)))

@@ -8,7 +8,6 @@ session cookies (access, CSRF and the refresh cookie) are set exactly as the API
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,10 +21,12 @@ from broker.errors import BrokerError, Forbidden, InvalidInput, RateLimited
 from broker.identity import Principal
 from broker.web import cookies
 from broker.web.appkeys import SERVICES
-from broker.web.http import MAX_EMAIL, MAX_PASSWORD, client_address, reply
+from broker.web.http import client_address, reply
+from broker.web.pages.forms import read_form
 from broker.web.pages.html import page, wants_html
+from shared.api import MAX_EMAIL, MAX_PASSWORD, SignedOut
 
-SIGNIN_COOKIE = "bucketreel_signin"
+SIGNIN_COOKIE = cookies.SIGNIN_COOKIE
 QR_SCALE = 5  # pixels per module
 
 Form = dict[str, Any]  # what signin.html is filled with
@@ -59,10 +60,8 @@ def _fields(form: dict[str, str], *names: str) -> list[str]:
 
 async def _form(request: web.Request) -> dict[str, str]:
     """The posted form, after checking the double-submit token against the cookie."""
-    data = await request.post()
-    form = {k: v for k, v in data.items() if isinstance(v, str)}
-    expected = request.cookies.get(SIGNIN_COOKIE, "")
-    if not expected or not hmac.compare_digest(expected, form.get("csrf_token", "")):
+    form = await read_form(request)
+    if not cookies.signin_token_ok(request, form.get("csrf_token", "")):
         raise Forbidden("the sign-in form expired; open the sign-in page again")
     return form
 
@@ -76,7 +75,7 @@ def _signin_page(
 ) -> web.Response:
     response = page(request, "signin.html", title="Sign in", error=error, status=status, **form)
     response.set_cookie(
-        SIGNIN_COOKIE, token, path="/signin", httponly=True, samesite="Strict", max_age=900,
+        SIGNIN_COOKIE, token, path="/", httponly=True, samesite="Strict", max_age=900,
         secure=cookies.secure_cookies(request, request.app[SERVICES].settings),
     )
     return response
@@ -161,13 +160,14 @@ async def signin_code(request: web.Request) -> web.Response:
     settings = request.app[SERVICES].settings
     cookies.set_session(response, request, settings, result.tokens)
     cookies.set_known_device(response, request, settings, result.known_device)
-    response.del_cookie(SIGNIN_COOKIE, path="/signin")
+    response.del_cookie(SIGNIN_COOKIE, path="/")
     return response
 
 
 async def logout(request: web.Request, principal: Principal) -> web.StreamResponse:
     """The sign-out form (its CSRF token checked by the route's guard)."""
     await request.app[SERVICES].sessions.logout(principal)
-    response = see_other("/signin") if wants_html(request) else reply({"status": "signed_out"})
+    signed_out = SignedOut(status="signed_out")
+    response = see_other("/signin") if wants_html(request) else reply(signed_out)
     cookies.clear_session(response)
     return response

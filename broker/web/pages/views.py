@@ -13,10 +13,13 @@ from aiohttp import web
 
 from broker.audit import query as audit_query
 from broker.audit.log import Head
+from broker.errors import InvalidInput
 from broker.identity import Principal
 from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
+from broker.web.http import reply, shape
 from broker.web.pages.html import Top, nav, page, when
+from shared.api import Receipts
 
 DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
@@ -36,6 +39,9 @@ async def home(request: web.Request, principal: Principal) -> web.Response:
         return page(request, "home.html", title="Welcome", top=top, people=None)
     people = await request.app[SERVICES].viewing.employees(principal)
     return page(request, "home.html", title="People", top=top, people=people)
+
+
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
 
 
 def _parse_day(raw: str | None) -> date | None:
@@ -135,17 +141,20 @@ async def receipts_api(request: web.Request, principal: Principal) -> web.Respon
     found = await audit_query.receipts_for(
         request.app[SERVICES].db, principal, request.match_info["user_id"]
     )
-    return web.json_response({
+    return reply(shape(Receipts, {
         "receipts": [
             {"at": r.at.isoformat(), "viewer": r.viewer, "viewer_role": r.viewer_role,
              "recording_id": r.recording_id, "seq": r.seq}
             for r in found
         ]
-    })
+    }))
 
 
 def _filter(request: web.Request) -> audit_query.AuditFilter:
     q = request.query
+    for name in ("actor", "action", "employee", "day"):
+        if "\x00" in q.get(name, ""):  # no row holds one, and PostgreSQL cannot compare it
+            raise InvalidInput(f"{name} must not contain NUL characters")
     return audit_query.AuditFilter(
         actor=q.get("actor", "")[:200], action=q.get("action", "")[:64],
         employee=q.get("employee", "")[:64], day=_parse_day(q.get("day")),

@@ -1,0 +1,256 @@
+"""Wire models of the people's and admins' API: sign-in, sessions, devices, storage, viewing.
+
+Like `shared.wire` (the device API), each body is a `shared.model.Model` whose fields carry
+their limits; the broker's binder decodes requests with them, its handlers shape replies
+with them, and the OpenAPI document is generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from msgspec import UNSET, Meta, UnsetType
+
+from shared.errors import ErrorCode
+from shared.model import Model, invalid
+from shared.wire import (
+    DeviceName,
+    Id,
+    PublicKey,
+    Seq,
+    Time,
+    Token,
+    check_public_key,
+)
+
+MAX_TENANT = 200
+MAX_EMAIL = 320
+MAX_PASSWORD = 1024
+MAX_MFA_CODE = 40
+MAX_ENDPOINT_URL = 500
+
+Email = Annotated[str, Meta(min_length=1, max_length=MAX_EMAIL)]
+
+
+class Error(Model):
+    """Every refusal: a code from a fixed list and a sentence for a person."""
+
+    error: ErrorCode
+    message: str
+
+
+class Health(Model):
+    status: Literal["ok"]
+
+
+class LoginRequest(Model):
+    tenant: Annotated[str, Meta(min_length=1, max_length=MAX_TENANT,
+                                description="the tenant's name or id")]
+    email: Email
+    password: Annotated[str, Meta(min_length=1, max_length=MAX_PASSWORD)]
+
+
+class LoginStep(Model, omit_defaults=True):
+    mfa: Literal["totp", "enroll"]
+    challenge: Token
+    expires_in: int
+    provisioning_uri: Annotated[str, Meta(description="otpauth:// URI (enroll only)")] | None = (
+        None
+    )
+
+
+class MfaRequest(Model):
+    challenge: Token
+    code: Annotated[str, Meta(min_length=1, max_length=MAX_MFA_CODE,
+                              description="a 6-digit TOTP code or a recovery code")]
+    # a browser: set the session cookies instead (needs the sign-in page's double-submit
+    # token in X-CSRF-Token, see broker.web.cookies)
+    cookie: bool = False
+
+
+class FailedSignIns(Model):
+    """Failed passwords and codes for the account since its last full sign-in."""
+
+    count: int
+    last_at: Time | None
+
+
+class Session(Model, omit_defaults=True):
+    """Bearer tokens (`cookie: false`), or for a browser only the CSRF token (the session is
+    in cookies); recovery codes once, at enrollment; failed sign-ins since the last one, if
+    any (the person sees that someone tried)."""
+
+    expires_in: int
+    access_token: str | None = None
+    refresh_token: str | None = None
+    token_type: Literal["Bearer"] | None = None
+    csrf_token: str | None = None
+    recovery_codes: list[str] | None = None
+    failed_sign_ins: FailedSignIns | None = None
+
+
+class SessionRefreshed(Model):
+    expires_in: int  # seconds the new access cookie lives
+    expires_at: Time
+    csrf_token: str
+
+
+class SignedOut(Model):
+    status: Literal["signed_out"]
+
+
+class RegisterDevice(Model, omit_defaults=True):
+    name: DeviceName
+    public_key: PublicKey | None = None
+
+    def __post_init__(self) -> None:
+        check_public_key(self.public_key)
+
+
+class Employee(Model):
+    user_id: Id
+    email: str
+    role: str
+
+
+class Employees(Model):
+    employees: list[Employee]
+
+
+class RecordingSummary(Model):
+    recording_id: Id
+    device_id: Id | None
+    state: str
+    started_at: Time
+    finished_at: Time | None
+
+
+class Recordings(Model):
+    recordings: list[RecordingSummary]
+
+
+class ViewUrl(Model):
+    url: Annotated[str, Meta(extra_json_schema={"format": "uri"})]
+    expires_at: Time
+
+
+class Receipt(Model):
+    at: Time
+    viewer: str
+    viewer_role: str
+    recording_id: Id
+    seq: Seq
+
+
+class Receipts(Model):
+    receipts: list[Receipt]
+
+
+class Assignment(Model):
+    manager_id: Id
+    employee_id: Id
+
+
+class DeviceInfo(Model):
+    device_id: Id
+    user_id: Id
+    name: str
+    created_at: Time
+    revoked_at: Time | None
+    last_seen_at: Time | None = None
+    last_status: dict[str, Any] | None = None  # its last heartbeat (shared.wire.Heartbeat)
+    silent: bool = False
+    custody_key: bool = False
+
+
+class Devices(Model):
+    devices: list[DeviceInfo]
+
+
+class DeviceRevoked(Model):
+    device_id: Id
+    state: Literal["revoked"]
+
+
+def check_endpoint_url(value: str | None) -> None:
+    """An http(s) URL with a host (the storage service decides which hosts it accepts)."""
+    if value is None:
+        return
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a port out of range or not a number
+    except ValueError:
+        raise invalid("endpoint_url", "must be an http or https URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid("endpoint_url", "must be an http or https URL with a host")
+    del port
+
+
+class StorageRequest(Model):
+    """The tenant's bucket with static keys (`access_key_id` and `secret_access_key`) or a role
+    (`role_arn`); the self-check runs before anything is saved."""
+
+    bucket: Annotated[str, Meta(min_length=1, max_length=63)]
+    region: Annotated[str, Meta(min_length=1, max_length=40)]
+    endpoint_url: Annotated[str, Meta(min_length=1, max_length=MAX_ENDPOINT_URL)] | None = None
+    prefix: Annotated[str, Meta(max_length=200)] = ""
+    access_key_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    secret_access_key: Annotated[
+        str, Meta(min_length=1, max_length=256, extra_json_schema={"writeOnly": True})
+    ] | None = None
+    role_arn: Annotated[str, Meta(min_length=1, max_length=2048)] | None = None
+    accept_risk: bool = False  # save despite the self-check's findings
+
+    def __post_init__(self) -> None:
+        check_endpoint_url(self.endpoint_url)
+
+
+class Finding(Model):
+    name: str
+    severity: str
+    message: str
+    outcome: str
+
+
+class Probe(Model):
+    name: str
+    operation: str
+    expected: str
+    outcome: str
+    passed: bool
+
+
+class StorageCheck(Model):
+    checked_at: Time
+    can_write: bool
+    findings: list[Finding]
+    probes: list[Probe]
+
+
+class StorageSaved(Model):
+    tenant_id: Id
+    bucket: str
+    auth_mode: Literal["keys", "role"]
+    credential_version: int
+    check: StorageCheck
+
+
+class StorageStatus(Model):
+    """The storage (never a secret), the access state, the last self-check; the bucket's
+    fields only once one is configured."""
+
+    configured: bool
+    external_id: str
+    state: Literal["ok", "access_revoked"]
+    state_reason: str | None
+    state_changed_at: Time | None
+    last_check: StorageCheck | None
+    bucket: str | UnsetType = UNSET
+    region: str | UnsetType = UNSET
+    endpoint_url: str | UnsetType | None = UNSET
+    prefix: str | UnsetType = UNSET
+    auth_mode: Literal["keys", "role"] | UnsetType = UNSET
+    access_key_id: str | UnsetType | None = UNSET
+    role_arn: str | UnsetType | None = UNSET
+    credential_version: int | UnsetType = UNSET
