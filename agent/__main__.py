@@ -41,13 +41,13 @@ from agent.logs import (
     report,
     setup_logging,
 )
-from agent.memory import tune_malloc
 from agent.platform import winstop
+from agent.platform.memory import tune_malloc
+from agent.platform.stop import install_stop_signals
 from agent.recorder import (
     LiveSettings,
     Recorder,
     RecorderConfig,
-    install_stop_signals,
 )
 from agent.status import StatusFile, read_status
 from agent.uploader import Uploader
@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         "admin (--code), or by signing in as the employee (--email and --tenant: the password "
         "and the authenticator code are asked for at the terminal). The device credential is "
         "stored in the agent's config directory "
-        f"(${paths.HOME_ENV}, else $XDG_CONFIG_HOME/bucketreel or ~/.config/bucketreel).",
+        f"(${paths.HOME_ENV}, else %LOCALAPPDATA%\\bucketreel on Windows, "
+        "~/Library/Application Support/bucketreel on macOS, $XDG_CONFIG_HOME/bucketreel or "
+        "~/.config/bucketreel on Linux).",
     )
     p_enroll.add_argument("--broker", required=True, metavar="URL", help="the broker's URL")
     how = p_enroll.add_mutually_exclusive_group(required=True)

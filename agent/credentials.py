@@ -8,22 +8,19 @@ anyone but its owner is refused: it holds a refresh token.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-import stat
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.errors import CredentialError
+from agent.platform.files import make_private_dir, open_read, private_problem, write_atomic
 from shared.wire import TokenPair, WireError, format_timestamp, parse_timestamp
 
 FORMAT_VERSION = 1
 _MAX_FILE_BYTES = 64 * 1024
-_POSIX = os.name == "posix"
 
 
 def _now() -> datetime:
@@ -107,15 +104,9 @@ class DeviceCredential:
 def ensure_private_dir(path: Path) -> None:
     """Create `path` (and parents) and make sure the directory itself is mode 0700."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if _POSIX:
-            st = path.lstat()
-            if not stat.S_ISDIR(st.st_mode):
-                raise CredentialError(f"{path} is not a directory")
-            if stat.S_IMODE(st.st_mode) != 0o700:
-                path.chmod(0o700)
+        make_private_dir(path)
     except OSError as exc:
-        raise CredentialError(f"cannot create the directory {path}: {exc.strerror}") from exc
+        raise CredentialError(f"cannot create the directory {path}: {exc.strerror or exc}") from exc
 
 
 def save(path: Path, credential: DeviceCredential) -> None:
@@ -126,40 +117,10 @@ def save(path: Path, credential: DeviceCredential) -> None:
 
 def write_private(path: Path, payload: bytes) -> None:
     """Replace `path` atomically with `payload`, mode 0600, fsynced with its directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            if _POSIX:
-                os.fchmod(fd, 0o600)  # whatever the umask did
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomic(path, payload, durable=True)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise CredentialError(f"cannot write {path}: {exc.strerror}") from exc
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    if not _POSIX:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a directory; the rename is still done
-    finally:
-        os.close(fd)
+        raise CredentialError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def load(path: Path) -> DeviceCredential:
@@ -184,24 +145,15 @@ def read_private(path: Path, *, holds: str, max_bytes: int) -> bytes | None:
     or one larger than `max_bytes` is refused with a `CredentialError` saying what to do.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = open_read(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise CredentialError(f"cannot open {path}: {exc.strerror}") from exc
+        raise CredentialError(f"cannot open {path}: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CredentialError(f"{path} is not a regular file")
-        if _POSIX:
-            mode = stat.S_IMODE(st.st_mode)
-            if mode & 0o077:
-                raise CredentialError(
-                    f"{path} has mode {mode:04o}; it holds {holds} and must not be "
-                    f"accessible to others: run 'chmod 600 {path}'"
-                )
-            if st.st_uid != os.geteuid():
-                raise CredentialError(f"{path} belongs to another user (uid {st.st_uid})")
+        if problem := private_problem(st, path, holds):
+            raise CredentialError(problem)
         if st.st_size > max_bytes:
             raise CredentialError(f"{path} is too large to hold {holds}")
         with os.fdopen(fd, "rb", closefd=False) as fh:

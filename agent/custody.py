@@ -15,7 +15,6 @@ neither can be changed in the broker's database unseen. Gap reports are signed t
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +47,6 @@ if TYPE_CHECKING:  # importing the encoder (PyAV) would slow `enroll` down for n
 
 KEY_FILE = "device.key"
 _MAX_KEY_BYTES = 4096
-_POSIX = os.name == "posix"
 
 
 def key_path(credential_path: Path) -> Path:

@@ -1,18 +1,19 @@
-"""One agent per user: an exclusive `flock` on `<config dir>/agent.lock` for the whole run.
+"""One agent per user: an exclusive lock on `<config dir>/agent.lock` for the whole run.
 
-The kernel releases the lock when the process ends, however it ends (kill -9 included), so a
-stale lock file never blocks a restart. The file holds the owner's pid, for the message the
+The lock is the platform's (`agent.platform.lock`: `flock` on POSIX, `msvcrt.locking` on
+Windows); the kernel releases it when the process ends, however it ends, so a stale lock
+file never blocks a restart. `agent.lock.pid` beside it names the owner, for the message the
 second instance prints; nothing else.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 from pathlib import Path
 
 from agent.errors import AgentError
+from agent.platform.files import make_private_dir
+from agent.platform.lock import ExclusiveFileLock, LockHeld
 
 LOCK_FILE = "agent.lock"
 
@@ -22,42 +23,27 @@ class AlreadyRunning(AgentError):
 
 
 class InstanceLock:
-    """Held from `acquire()` until `release()` or the end of the process."""
+    """Held from `acquire()` until `release()`, the end of this object or of the process."""
 
     def __init__(self, config_dir: Path) -> None:
         self.path = config_dir / LOCK_FILE
-        self._fd: int | None = None
+        self._lock = ExclusiveFileLock(self.path)
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            reason = exc.strerror or exc
-            raise AgentError(f"cannot open the lock file {self.path}: {reason}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _read_pid(fd)
-            os.close(fd)
+            make_private_dir(self.path.parent)
+            self._lock.acquire(os.getpid())
+        except LockHeld as held:
             raise AlreadyRunning(
                 "another bucketreel-agent is already running for this user"
-                + (f" (pid {owner})" if owner else "")
+                + (f" (pid {held.owner})" if held.owner else "")
                 + f"; only one may run at a time (lock: {self.path})"
             ) from None
         except OSError as exc:
-            os.close(fd)
             raise AgentError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing the descriptor releases the flock
+        self._lock.release()
 
     def __enter__(self) -> InstanceLock:
         self.acquire()
@@ -65,11 +51,3 @@ class InstanceLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

@@ -1,7 +1,8 @@
 """Where the agent keeps its files. Pure path arithmetic: nothing here touches the disk.
 
-- config dir: `$BUCKETREEL_AGENT_HOME`, else `$XDG_CONFIG_HOME/bucketreel`,
-  else `~/.config/bucketreel`;
+- config dir: `$BUCKETREEL_AGENT_HOME`, else the OS's place (`agent.platform.dirs`):
+  `%LOCALAPPDATA%\\bucketreel` on Windows, `~/Library/Application Support/bucketreel` on
+  macOS, `$XDG_CONFIG_HOME/bucketreel` or `~/.config/bucketreel` on Linux;
 - device credential: `<config dir>/device.json`;
 - spool dir: `$BUCKETREEL_AGENT_SPOOL`, else `<config dir>/spool`.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from agent.errors import ConfigError
+from agent.platform.dirs import NoHomeDirectory, default_home
 
 HOME_ENV = "BUCKETREEL_AGENT_HOME"
 SPOOL_ENV = "BUCKETREEL_AGENT_SPOOL"
@@ -35,14 +37,11 @@ def config_dir(env: Mapping[str, str] | None = None) -> Path:
     e = _env(env)
     if home := e.get(HOME_ENV):
         return _absolute(home, HOME_ENV)
-    xdg = e.get("XDG_CONFIG_HOME")
-    if xdg and Path(xdg).is_absolute():  # the XDG spec says to ignore relative values
-        return Path(xdg) / "bucketreel"
     try:
-        return Path.home() / ".config" / "bucketreel"
-    except RuntimeError as exc:  # no $HOME and no passwd entry
+        return default_home(e)
+    except NoHomeDirectory as exc:
         raise ConfigError(
-            f"cannot find a home directory; set ${HOME_ENV} to a directory"
+            f"cannot find a home directory ({exc}); set ${HOME_ENV} to a directory"
         ) from exc
 
 

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
-from typing import Any, cast
+from typing import cast
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
 from agent.custody import CustodyChain, DeviceKey, sign_gap
@@ -527,36 +525,3 @@ class Recorder:
             # keep draining so the encoder never blocks; nothing more can be uploaded
             while (segment := segments.get()) is not None:
                 log.error("segment %d dropped after a fatal error", segment.seq)
-
-
-def install_stop_signals(
-    stop: threading.Event, report: Report = report
-) -> Callable[[], None]:
-    """SIGINT/SIGTERM (and SIGBREAK, Ctrl+Break on Windows) set `stop` (graceful); a second one
-    raises KeyboardInterrupt. A closed console window on Windows: agent.platform.winstop.
-
-    Call from the main thread. Returns a function that restores the previous handlers.
-    """
-    signums = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGBREAK"):
-        signums.append(signal.SIGBREAK)
-    previous: dict[int, Any] = {s: signal.getsignal(s) for s in signums}
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        report(
-            f"{signal.Signals(signum).name}: stopping; the current segment is being "
-            "finished and uploaded (interrupt again to abort)",
-            event="stopping", signal=signal.Signals(signum).name,
-        )
-
-    for s in signums:
-        signal.signal(s, handler)
-
-    def restore() -> None:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-    return restore

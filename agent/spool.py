@@ -36,7 +36,6 @@ as links: nothing outside the spool directory is ever touched.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -52,6 +51,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.encode import Segment
 from agent.errors import SpoolError
+from agent.platform.files import restrict_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _remove_tree(path: Path) -> int:
     """Remove the directory `path` (not a symlink) and everything below it; returns a count."""
     removed = 0
     # make sure we may list and delete inside it, whatever mode a previous run left
-    os.chmod(path, 0o700)
+    restrict_dir(path)
     with os.scandir(path) as entries:
         children = list(entries)
     for entry in children:
@@ -96,12 +96,12 @@ def wipe(spool_dir: Path) -> int:
         if st is None:
             spool_dir.mkdir(mode=0o700, parents=True)
         else:
-            os.chmod(spool_dir, 0o700)
+            restrict_dir(spool_dir)
             with os.scandir(spool_dir) as entries:
                 children = list(entries)
             for entry in children:
                 removed += _remove_entry(Path(entry.path))
-        os.chmod(spool_dir, 0o700)
+        restrict_dir(spool_dir)
     except OSError as exc:
         raise SpoolError(
             f"cannot wipe the spool directory {spool_dir}: {exc.strerror or exc}"
@@ -377,22 +377,6 @@ class Spool:
 
     def _write(self, blob: bytes) -> Path:
         """Write `blob` to a new file atomically; an OSError leaves no file behind."""
-        name = secrets.token_hex(16)
-        tmp = self.directory / f".{name}.tmp"
-        final = self.directory / name
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o600)
-            try:
-                view = memoryview(blob)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        final = self.directory / secrets.token_hex(16)
+        write_atomic(final, blob)
         return final

@@ -1,6 +1,6 @@
 """The running agent's status, for `bucketreel-agent status`: `<config dir>/status.json`.
 
-The agent rewrites the file (0600, atomically: temp file + rename) when something changes:
+The agent rewrites the file (0600, atomically: temp file + `os.replace`) when something changes:
 its state, the recording, the spool's size, the last upload, the errors and gaps. It holds
 no token, no URL and no recording byte. `status` reads it and checks the instance lock to
 tell a running agent from one that is gone (a crashed agent leaves a stale file behind).
@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from agent.platform.files import write_atomic
 
 STATUS_FILE = "status.json"
 
@@ -60,15 +61,8 @@ class StatusFile:
         self.update(errors=errors, last_error={"at": now_iso(), "message": message[:300]})
 
     def _write(self, text: str) -> None:
-        tmp = self.path.with_name(f".{STATUS_FILE}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.rename(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        with contextlib.suppress(OSError):  # status is best effort: the run goes on
+            write_atomic(self.path, text.encode())
 
 
 def read_status(config_dir: Path) -> dict[str, Any] | None:

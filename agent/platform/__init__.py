@@ -1,7 +1,17 @@
-"""How long the user has been idle, and whether the screen is locked: one function, one
-backend per platform (`linux`: X11's MIT-SCREEN-SAVER extension; `windows`:
-`GetLastInputInfo`; `macos`: `ioreg`'s HIDIdleTime). Every module imports on every platform;
-only the backend of the running one is ever called.
+"""The agent's platform layer: everything that differs between Linux, Windows and macOS.
+
+- `files`: private files, secure create (`O_NOFOLLOW`/`O_CLOEXEC` where they exist), atomic
+  replace (`os.replace`), the private-file checks;
+- `lock`: the exclusive file lock (`filelock`: `flock` / `msvcrt.locking`);
+- `dirs`: the agent's directory per OS (`platformdirs`);
+- `memory`: malloc tuning (glibc only);
+- `stop`, `winstop`: stop hooks (signals; the closed console window on Windows);
+- here, and `linux`, `windows`, `macos`: how long the user has been idle, and whether the
+  screen is locked (X11's MIT-SCREEN-SAVER, `GetLastInputInfo`, `ioreg`'s HIDIdleTime).
+
+Every module imports on every platform; only the running one's code is ever called. No agent
+module outside this package names a POSIX-only or Windows-only API
+(tests/agent/test_agent_portable.py checks it over the AST).
 """
 
 from __future__ import annotations
@@ -28,13 +38,14 @@ def idle_state() -> IdleState:
         from agent.platform import windows
 
         return windows.idle_state()
-    if sys.platform == "darwin":
+    elif sys.platform == "darwin":
         from agent.platform import macos
 
         return macos.idle_state()
-    from agent.platform import linux
+    else:
+        from agent.platform import linux
 
-    return linux.idle_state()
+        return linux.idle_state()
 
 
 __all__ = ["IdleState", "IdleUnavailable", "idle_state"]

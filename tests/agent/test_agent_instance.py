@@ -1,4 +1,4 @@
-"""One agent per user (the flock on <config dir>/agent.lock), and `status`."""
+"""One agent per user (the lock on <config dir>/agent.lock), and `status`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,12 @@ def test_a_second_lock_on_the_same_dir_is_refused_until_released(tmp_path: Path)
     first.acquire()
     lock_file = tmp_path / "conf" / "agent.lock"
     assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
-    assert lock_file.read_text() == f"{os.getpid()}\n"
+    assert (tmp_path / "conf" / "agent.lock.pid").read_text() == f"{os.getpid()}\n"
     owner = f"already running for this user \\(pid {os.getpid()}\\)"
     with pytest.raises(AlreadyRunning, match=owner):
         InstanceLock(tmp_path / "conf").acquire()
     first.release()
+    assert not (tmp_path / "conf" / "agent.lock.pid").exists()
     with InstanceLock(tmp_path / "conf"):
         pass  # free again
     # another user's config dir: independent
@@ -35,29 +38,36 @@ def test_a_second_lock_on_the_same_dir_is_refused_until_released(tmp_path: Path)
         pass
 
 
-def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
+@contextmanager
+def lock_held_elsewhere(config_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the instance lock on `config_dir`; killed at the end."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from agent.instance import InstanceLock;"
-         f"InstanceLock(Path({str(tmp_path)!r})).acquire(); print('held', flush=True);"
-         "time.sleep(60)"],
+         "import time; from pathlib import Path; from agent.instance import InstanceLock;"
+         f"lock = InstanceLock(Path({str(config_dir)!r})); lock.acquire();"
+         "print('held', flush=True); time.sleep(60)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(AlreadyRunning):
-            InstanceLock(tmp_path).acquire()
-        holder.kill()  # SIGKILL: no clean-up code runs
-        holder.wait(10)
-        with InstanceLock(tmp_path):  # the kernel released it; the stale file is harmless
-            pass
+        yield holder
     finally:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
+    with lock_held_elsewhere(tmp_path) as holder:
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(tmp_path).acquire()
+        holder.kill()  # SIGKILL: no clean-up code runs
+        holder.wait(10)
+        with InstanceLock(tmp_path):  # the kernel released it; the stale file is harmless
+            pass
 
 
 @pytest.mark.display

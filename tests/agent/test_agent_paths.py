@@ -34,3 +34,29 @@ def test_spool_env() -> None:
 def test_relative_overrides_are_refused(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         paths.spool_dir({"BUCKETREEL_AGENT_HOME": "/a", name: "relative/dir"})
+
+
+def test_each_os_has_its_own_place(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from agent.platform import dirs
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert dirs.default_home({}, "darwin") == (
+        tmp_path / "Library" / "Application Support" / "bucketreel"
+    )
+    # the Linux place is unchanged, so existing installations keep their files
+    assert dirs.default_home({}, "linux") == tmp_path / ".config" / "bucketreel"
+    assert dirs.default_home({"XDG_CONFIG_HOME": "/x"}, "linux") == Path("/x/bucketreel")
+    assert dirs.default_home({"XDG_CONFIG_HOME": "/x"}, "freebsd14") == Path("/x/bucketreel")
+
+
+def test_windows_uses_local_app_data() -> None:
+    from platformdirs.windows import Windows
+
+    from agent.platform import dirs
+
+    # platformdirs asks Windows for the known folder; here only its choice can be checked:
+    # local (not roaming) application data, no author level
+    chosen = Windows(dirs.APP, appauthor=False, roaming=False)
+    assert (chosen.appname, chosen.appauthor, chosen.roaming) == ("bucketreel", False, False)
+    with pytest.raises(dirs.NoHomeDirectory):
+        dirs.default_home({}, "win32")  # no known-folder API off Windows: a clear error

@@ -31,8 +31,13 @@ MMAP_THRESHOLD = 1 << 20
 
 def tune_malloc() -> bool:
     """Apply the settings above when running on glibc; returns whether they were applied."""
-    if not sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux"):
+        return _tune_glibc()
+    else:
         return False
+
+
+def _tune_glibc() -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
