@@ -10,7 +10,10 @@ threads, and never a database lock; the others go on.
 - Each call has a deadline (`asyncio.wait_for`); the thread it ran on stays busy until
   botocore's own connect/read timeouts end it, so it still counts against its tenant until it
   really returns.
-- A tenant over `per_tenant` calls at once gets 429 with `Retry-After`.
+- A call past a tenant's `per_tenant` waits for one of its slots, up to `QUEUE_WAIT` seconds
+  (a burst of grants from a tenant's many devices is served in turn, not refused); a tenant
+  still over its share after that gets 429 with `Retry-After`. The wait is asleep on the event
+  loop, never on a thread.
 - Self-checks: one per tenant at a time and `selfchecks` across tenants (429 otherwise),
   each under one overall deadline (`broker.storage.service`).
 
@@ -36,6 +39,8 @@ WORKERS = 16
 PER_TENANT = 4
 SELFCHECKS = 2
 RETRY_AFTER = 5
+QUEUE_WAIT = 2.0  # seconds a call may wait for one of its tenant's slots
+_POLL_FIRST, _POLL_MAX = 0.002, 0.05  # how often a waiting call looks again (doubling)
 
 
 class StorageBusy(RateLimited):
@@ -60,14 +65,9 @@ class StorageIO:
     async def run(
         self, tenant_id: str, fn: Callable[..., T], /, *args: object, deadline: float
     ) -> T:
-        """`fn(*args)` on the storage pool, for `tenant_id`, within `deadline` seconds."""
-        with self._lock:
-            if self._calls[tenant_id] >= self._per_tenant:
-                raise StorageBusy(
-                    "too many requests to this tenant's bucket are under way; try again shortly",
-                    retry_after=RETRY_AFTER,
-                )
-            self._calls[tenant_id] += 1
+        """`fn(*args)` on the storage pool, for `tenant_id`, within `deadline` seconds (plus
+        up to `QUEUE_WAIT` for a slot of the tenant's)."""
+        await self._take_slot(tenant_id, min(deadline, QUEUE_WAIT))
 
         def release(_: object) -> None:  # when the thread returns, or the call never ran
             with self._lock:
@@ -87,6 +87,29 @@ class StorageIO:
             raise StorageTimeout(
                 f"the tenant's bucket did not answer within {deadline:g} s"
             ) from None
+
+    async def _take_slot(self, tenant_id: str, wait: float) -> None:
+        """One of the tenant's `per_tenant` slots, waiting up to `wait` s; StorageBusy else.
+
+        Slots free when a worker thread returns (a done callback on that thread), so the wait
+        looks again on a short, doubling period instead of being woken.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        pause = _POLL_FIRST
+        while True:
+            with self._lock:
+                if self._calls[tenant_id] < self._per_tenant:
+                    self._calls[tenant_id] += 1
+                    return
+            left = give_up - loop.time()
+            if left <= 0:
+                raise StorageBusy(
+                    "too many requests to this tenant's bucket are under way; try again shortly",
+                    retry_after=RETRY_AFTER,
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
 
     @contextlib.asynccontextmanager
     async def selfcheck_slot(self, tenant_id: str) -> AsyncIterator[None]:
