@@ -1,0 +1,133 @@
+"""What the stages of a recording share: its states, the service's parts, the common reads.
+
+`RecordingService` (broker/recordings/service.py) is put together from one class per stage
+of the path a segment takes: `lifecycle` (start, finish, gaps), `uploads` (grant and
+verified completion), `reads` (info, view URLs, custody checks). Each owns its transactions.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, select
+
+from broker.clock import Clock
+from broker.db.database import Database
+from broker.db.schema import recording_gaps, recordings, segments, upload_grants
+from broker.db.scope import TenantScope
+from broker.errors import NotFound
+from broker.identity import Principal
+from broker.recordings import bounds
+from broker.settings import MasterKeys
+from broker.storage.s3 import BucketClients
+from broker.storage.service import StorageAccess
+from shared.wire import GapInfo, RecordingInfo, SegmentInfo, format_timestamp
+
+RECORDING = "recording"
+FINISHED = "finished"
+PENDING = "pending"
+VERIFIED = "verified"
+
+
+class RecordingParts:
+    """The state every stage reads: the database, keys, bucket clients, TTLs, the clock."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        keys: MasterKeys,
+        buckets: BucketClients,
+        upload_ttl: int,
+        view_ttl: int,
+        clock: Clock,
+        storage: StorageAccess | None = None,
+        clock_skew: int = bounds.DEFAULT_CLOCK_SKEW,
+    ) -> None:
+        self._storage = storage  # revocation checks (DESIGN G6)
+        self._skew = timedelta(seconds=clock_skew)  # declared times: broker.recordings.bounds
+        self._db = db
+        self._keys = keys
+        self._buckets = buckets
+        self._upload_ttl = upload_ttl
+        self._view_ttl = view_ttl
+        self._clock = clock
+
+
+def actor(principal: Principal) -> str:
+    return f"{principal.kind}:{principal.subject}"
+
+
+async def own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:
+    """The recording, if the calling device made it; otherwise it does not exist for them."""
+    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    if recording is None or recording.device_id != principal.subject:
+        raise NotFound("no such recording")
+    return recording
+
+
+async def segment_row(scope: TenantScope, recording_id: str, seq: int) -> Row[Any]:
+    segment = await scope.one(
+        segments, segments.c.recording_id == recording_id, segments.c.seq == seq
+    )
+    if segment is None:
+        raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
+    return segment
+
+
+async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo:
+    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    if recording is None:
+        raise NotFound("no such recording")
+    grant_counts: dict[str, int] = dict(
+        (
+            await scope.execute(
+                select(upload_grants.c.segment_id, func.count())
+                .where(upload_grants.c.tenant_id == scope.tenant_id)
+                .join(segments, segments.c.id == upload_grants.c.segment_id)
+                .where(segments.c.recording_id == recording_id)
+                .group_by(upload_grants.c.segment_id)
+            )
+        ).all()
+    )
+    rows = await scope.all(
+        segments, segments.c.recording_id == recording_id, order_by=[segments.c.seq]
+    )
+    return RecordingInfo(
+        recording_id=recording.id,
+        user_id=recording.user_id,
+        device_id=recording.device_id,
+        state=recording.state,
+        started_at=format_timestamp(recording.started_at),
+        finished_at=format_timestamp(recording.finished_at) if recording.finished_at else None,
+        segments=[
+            SegmentInfo(
+                seq=r.seq,
+                key=r.object_key,
+                state=r.state,
+                size=r.size,
+                sha256=r.sha256,
+                started_at=format_timestamp(r.started_at),
+                duration_ms=r.duration_ms,
+                grants=int(grant_counts.get(r.id, 0)),
+                record_hash=r.record_hash,
+            )
+            for r in rows
+        ],
+        gaps=[
+            GapInfo(
+                seqs=[int(x) for x in json.loads(g.seqs)],
+                reason=g.reason,
+                reported_at=format_timestamp(g.reported_at),
+                from_=format_timestamp(g.gap_from) if g.gap_from is not None else None,
+                to=format_timestamp(g.gap_to) if g.gap_to is not None else None,
+            )
+            for g in await scope.all(
+                recording_gaps,
+                recording_gaps.c.recording_id == recording_id,
+                order_by=[recording_gaps.c.reported_at],
+            )
+        ],
+    )
