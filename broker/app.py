@@ -22,6 +22,21 @@ from broker.web import middleware, openapi, routes, templating
 log = logging.getLogger(__name__)
 
 
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the broker's HTTP server until it is stopped (SIGINT or SIGTERM)."""
+    from broker.web import logs
+
+    logs.configure(settings.log_level)
+    log.info("serving on http://%s:%s", host, port)
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log_class=logs.AccessLogger,
+        print=None,
+    )
+
+
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     # The body limit is structural (G1): no route can take a segment's worth of bytes.
     app = web.Application(
