@@ -66,6 +66,79 @@ class MasterKeys:
             ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A whole-number setting: its default and the range `from_env` accepts."""
+
+    default: int
+    lo: int
+    hi: int
+
+
+# Every whole-number setting, declared once: the field of `Settings` (its default comes from
+# here), `BUCKETREEL_<NAME upper-cased>` in the environment, and the README's settings table
+# (tests/broker/test_settings_table.py holds the README to this).
+NUMBERS: dict[str, Number] = {
+    # Access tokens shorter than a minute only in development mode (tests of refreshing).
+    "access_token_ttl": Number(900, 60, 900),
+    "device_refresh_ttl": Number(90 * 86_400, 3600, 365 * 86_400),
+    "upload_url_ttl": Number(300, 30, 300),
+    "view_url_ttl": Number(60, 10, 120),
+    "enrollment_code_ttl": Number(86_400, 300, 30 * 86_400),
+    "max_body_bytes": Number(64 * 1024, 1024, 1024 * 1024),
+    # Identity: Argon2id parameters (never below OWASP's m=19456 KiB, t=2, p=1).
+    "argon2_time_cost": Number(2, 2, 20),
+    "argon2_memory_kib": Number(19_456, 19_456, 4 * 1024 * 1024),
+    "argon2_parallelism": Number(1, 1, 16),
+    "user_refresh_ttl": Number(14 * 86_400, 900, 90 * 86_400),
+    "mfa_challenge_ttl": Number(300, 30, 300),
+    # Browser (cookie) sessions: the refresh cookie's lifetime, i.e. how long a session lives
+    # without a refresh (no page open), and the absolute lifetime from sign-in.
+    "browser_idle_timeout": Number(1800, 60, 86_400),
+    "browser_session_max_age": Number(12 * 3600, 300, 7 * 86_400),
+    # Seconds an API (bearer) session lives from sign-in however often it is refreshed.
+    "user_session_max_age": Number(30 * 86_400, 3600, 365 * 86_400),
+    # Failed logins (password or code) allowed per window, per account and per client address.
+    "login_window": Number(900, 10, 86_400),
+    "login_max_failures": Number(5, 1, 100),
+    "login_client_max_failures": Number(50, 1, 10_000),
+    # Per-device request budgets on the device API, per broker process (token buckets; see
+    # `broker.devices.ratelimit` for why these defaults): every call, and the stricter one for
+    # calls that add rows without bound (recording starts, gap reports). Floors keep a
+    # legitimate agent unhindered: 240 calls/min is above the 180 an agent makes at the
+    # shortest segments and heartbeats (1 s each), so a spooled backlog always drains; a burst
+    # of 20 passes a segment's calls, a heartbeat and a run's start and end back to back;
+    # 30 creates/hour and a burst of 10 pass a run's start and gap reports (about 6) and the
+    # pauses of the default idle time.
+    "device_calls_per_minute": Number(600, 240, 60_000),
+    "device_call_burst": Number(600, 20, 100_000),
+    "device_creates_per_hour": Number(120, 30, 36_000),
+    "device_create_burst": Number(60, 10, 10_000),
+    # Devices not revoked a person may have (a tenant's or a person's own cap overrides it:
+    # `broker.devices.caps`); creates shared by a person's and a tenant's devices; device
+    # registrations by login per person and per tenant (per hour; bursts are half of these).
+    "device_cap": Number(3, 1, 10_000),
+    "person_creates_per_hour": Number(240, 30, 360_000),
+    "tenant_creates_per_hour": Number(36_000, 60, 36_000_000),
+    "person_registrations_per_hour": Number(10, 2, 3600),
+    "tenant_registrations_per_hour": Number(200, 2, 360_000),
+    # Seconds an agent's declared times may lie ahead of the broker's clock (or before its
+    # recording's start): `broker.recordings.bounds`.
+    "clock_skew": Number(300, 5, 3600),
+}
+DEV_MODE_MIN_ACCESS_TOKEN_TTL = 5
+# The other variables the broker reads (secrets, flags, text), for the README's table test.
+OTHER_VARIABLES = (
+    "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_PREVIOUS", "HMAC_KEY", "MASTER_KEYS",
+    "MIGRATE_ON_START", "LOG_LEVEL", "CLIENT_ADDRESS_HEADER", "BEHIND_TLS", "DEV_MODE",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STS_ENDPOINT_URL", "ALLOWED_ENDPOINT_HOSTS",
+)
+
+
+def _default(name: str) -> int:
+    return NUMBERS[name].default
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -73,48 +146,35 @@ class Settings:
     secret_key_previous: Secret | None = None
     hmac_key: Secret
     master_keys: MasterKeys
-    access_token_ttl: int = 900
-    device_refresh_ttl: int = 90 * 86_400
-    upload_url_ttl: int = 300
-    view_url_ttl: int = 60
-    enrollment_code_ttl: int = 86_400
-    max_body_bytes: int = 64 * 1024
+    access_token_ttl: int = _default("access_token_ttl")
+    device_refresh_ttl: int = _default("device_refresh_ttl")
+    upload_url_ttl: int = _default("upload_url_ttl")
+    view_url_ttl: int = _default("view_url_ttl")
+    enrollment_code_ttl: int = _default("enrollment_code_ttl")
+    max_body_bytes: int = _default("max_body_bytes")
     migrate_on_start: bool = True
     log_level: str = "INFO"
-    # Identity: Argon2id parameters (never below OWASP's m=19456 KiB, t=2, p=1).
-    argon2_time_cost: int = 2
-    argon2_memory_kib: int = 19_456
-    argon2_parallelism: int = 1
-    user_refresh_ttl: int = 14 * 86_400
-    mfa_challenge_ttl: int = 300
-    # Browser (cookie) sessions: the refresh cookie's lifetime, i.e. how long a session lives
-    # without a refresh (no page open), and the absolute lifetime from sign-in.
-    browser_idle_timeout: int = 1800
-    browser_session_max_age: int = 12 * 3600
-    # Seconds an API (bearer) session lives from sign-in however often it is refreshed.
-    user_session_max_age: int = 30 * 86_400
-    # Failed logins (password or code) allowed per window, per account and per client address.
-    login_window: int = 900
-    login_max_failures: int = 5
-    login_client_max_failures: int = 50
-    # Per-device request budgets on the device API, per broker process (token buckets; see
-    # `broker.devices.ratelimit` for why these defaults): every call, and the stricter one for
-    # calls that add rows without bound (recording starts, gap reports).
-    device_calls_per_minute: int = 600
-    device_call_burst: int = 600
-    device_creates_per_hour: int = 120
-    device_create_burst: int = 60
-    # Devices not revoked a person may have (a tenant's or a person's own cap overrides it:
-    # `broker.devices.caps`); creates shared by a person's and a tenant's devices; device
-    # registrations by login per person and per tenant (per hour; bursts are half of these).
-    device_cap: int = 3
-    person_creates_per_hour: int = 240
-    tenant_creates_per_hour: int = 36_000
-    person_registrations_per_hour: int = 10
-    tenant_registrations_per_hour: int = 200
-    # Seconds an agent's declared times may lie ahead of the broker's clock (or before its
-    # recording's start): `broker.recordings.bounds`.
-    clock_skew: int = 300
+    argon2_time_cost: int = _default("argon2_time_cost")
+    argon2_memory_kib: int = _default("argon2_memory_kib")
+    argon2_parallelism: int = _default("argon2_parallelism")
+    user_refresh_ttl: int = _default("user_refresh_ttl")
+    mfa_challenge_ttl: int = _default("mfa_challenge_ttl")
+    browser_idle_timeout: int = _default("browser_idle_timeout")
+    browser_session_max_age: int = _default("browser_session_max_age")
+    user_session_max_age: int = _default("user_session_max_age")
+    login_window: int = _default("login_window")
+    login_max_failures: int = _default("login_max_failures")
+    login_client_max_failures: int = _default("login_client_max_failures")
+    device_calls_per_minute: int = _default("device_calls_per_minute")
+    device_call_burst: int = _default("device_call_burst")
+    device_creates_per_hour: int = _default("device_creates_per_hour")
+    device_create_burst: int = _default("device_create_burst")
+    device_cap: int = _default("device_cap")
+    person_creates_per_hour: int = _default("person_creates_per_hour")
+    tenant_creates_per_hour: int = _default("tenant_creates_per_hour")
+    person_registrations_per_hour: int = _default("person_registrations_per_hour")
+    tenant_registrations_per_hour: int = _default("tenant_registrations_per_hour")
+    clock_skew: int = _default("clock_skew")
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None
@@ -178,61 +238,24 @@ class Settings:
         if secret_key and hmac_key and secret_key == hmac_key:
             problems.append(f"{PREFIX}SECRET_KEY and {PREFIX}HMAC_KEY must differ")
         dev_mode = flag("DEV_MODE")
-        # Access tokens shorter than a minute only in development mode (tests of refreshing).
-        access_ttl = number("ACCESS_TOKEN_TTL", 900, 5 if dev_mode else 60, 900)
-        browser_idle = number("BROWSER_IDLE_TIMEOUT", 1800, 60, 86_400)
+        numbers: dict[str, int] = {}
+        for name, spec in NUMBERS.items():
+            lo = spec.lo
+            if name == "access_token_ttl" and dev_mode:
+                lo = DEV_MODE_MIN_ACCESS_TOKEN_TTL  # tests of refreshing
+            numbers[name] = number(name.upper(), spec.default, lo, spec.hi)
+        access_ttl, browser_idle = numbers["access_token_ttl"], numbers["browser_idle_timeout"]
         if browser_idle <= access_ttl:
             problems.append(
                 f"{PREFIX}BROWSER_IDLE_TIMEOUT must be longer than {PREFIX}ACCESS_TOKEN_TTL "
                 "(a page refreshes its session shortly before the access token expires)"
             )
-        settings_kwargs = {
+        settings_kwargs: dict[str, object] = {
+            **numbers,
             "database_url": env.get(PREFIX + "DATABASE_URL") or DEFAULT_DATABASE_URL,
-            "access_token_ttl": access_ttl,
-            "device_refresh_ttl": number("DEVICE_REFRESH_TTL", 90 * 86_400, 3600, 365 * 86_400),
-            "upload_url_ttl": number("UPLOAD_URL_TTL", 300, 30, 300),
-            "view_url_ttl": number("VIEW_URL_TTL", 60, 10, 120),
-            "enrollment_code_ttl": number("ENROLLMENT_CODE_TTL", 86_400, 300, 30 * 86_400),
-            "max_body_bytes": number("MAX_BODY_BYTES", 64 * 1024, 1024, 1024 * 1024),
             "migrate_on_start": env.get(PREFIX + "MIGRATE_ON_START", "1").lower()
             not in {"0", "false", "no"},
             "log_level": env.get(PREFIX + "LOG_LEVEL", "INFO").upper(),
-            "argon2_time_cost": number("ARGON2_TIME_COST", 2, 2, 20),
-            "argon2_memory_kib": number("ARGON2_MEMORY_KIB", 19_456, 19_456, 4 * 1024 * 1024),
-            "argon2_parallelism": number("ARGON2_PARALLELISM", 1, 1, 16),
-            "user_refresh_ttl": number("USER_REFRESH_TTL", 14 * 86_400, 900, 90 * 86_400),
-            "mfa_challenge_ttl": number("MFA_CHALLENGE_TTL", 300, 30, 300),
-            "browser_idle_timeout": browser_idle,
-            "browser_session_max_age": number(
-                "BROWSER_SESSION_MAX_AGE", 12 * 3600, 300, 7 * 86_400
-            ),
-            "user_session_max_age": number(
-                "USER_SESSION_MAX_AGE", 30 * 86_400, 3600, 365 * 86_400
-            ),
-            "login_window": number("LOGIN_WINDOW", 900, 10, 86_400),
-            "login_max_failures": number("LOGIN_MAX_FAILURES", 5, 1, 100),
-            "login_client_max_failures": number("LOGIN_CLIENT_MAX_FAILURES", 50, 1, 10_000),
-            # Floors keep a legitimate agent unhindered: 240 calls/min is above the 180 an agent
-            # makes at the shortest segments and heartbeats (1 s each), so a spooled backlog
-            # always drains; a burst of 20 passes a segment's calls, a heartbeat and a run's
-            # start and end back to back; 30 creates/hour and a burst of 10 pass a run's
-            # start and gap reports (about 6) and the pauses of the default idle time.
-            "device_calls_per_minute": number("DEVICE_CALLS_PER_MINUTE", 600, 240, 60_000),
-            "device_call_burst": number("DEVICE_CALL_BURST", 600, 20, 100_000),
-            "device_creates_per_hour": number("DEVICE_CREATES_PER_HOUR", 120, 30, 36_000),
-            "device_create_burst": number("DEVICE_CREATE_BURST", 60, 10, 10_000),
-            "device_cap": number("DEVICE_CAP", 3, 1, 10_000),
-            "person_creates_per_hour": number("PERSON_CREATES_PER_HOUR", 240, 30, 360_000),
-            "tenant_creates_per_hour": number(
-                "TENANT_CREATES_PER_HOUR", 36_000, 60, 36_000_000
-            ),
-            "person_registrations_per_hour": number(
-                "PERSON_REGISTRATIONS_PER_HOUR", 10, 2, 3600
-            ),
-            "tenant_registrations_per_hour": number(
-                "TENANT_REGISTRATIONS_PER_HOUR", 200, 2, 360_000
-            ),
-            "clock_skew": number("CLOCK_SKEW", 300, 5, 3600),
             "client_address_header": env.get(PREFIX + "CLIENT_ADDRESS_HEADER") or None,
             "behind_tls": flag("BEHIND_TLS"),
             "dev_mode": dev_mode,
