@@ -232,17 +232,19 @@ class DeviceAuth:
         self, tenant_id: str, *, user_id: str | None, cap: int | None, actor: str
     ) -> dict[str, Any]:
         """Set or clear (None) the tenant's device cap, or one person's; audited."""
-        async with self._db.transaction() as conn:
-            scope = TenantScope(conn, tenant_id)
-            state = await caps.set_cap(scope, user_id=user_id, cap=cap)
-            await audit.record(
-                scope,
-                at=self._clock(),
-                actor=actor,
-                action="device.cap_set",
-                target=user_id or tenant_id,
-                details={"device_cap": cap, "scope": "person" if user_id else "tenant"},
-            )
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                state = await caps.set_cap(scope, user_id=user_id, cap=cap)
+                await audit.record(
+                    scope,
+                    at=self._clock(),
+                    actor=actor,
+                    action="device.cap_set",
+                    target=user_id or tenant_id,
+                    details={"device_cap": cap, "scope": "person" if user_id else "tenant"},
+                )
         return {**state, "default": self._device_cap}
 
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
