@@ -14,13 +14,14 @@ import getpass
 import json
 import logging
 import math
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent import config, paths, spool
+from agent import autostart, config, credentials, paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
 from agent.custody import DeviceKey, key_path, sign_gap
@@ -28,6 +29,7 @@ from agent.delivery import DEFAULT_DRAIN_SECONDS
 from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
 from agent.errors import AgentError, BrokerError, ConfigError
+from agent.health import DEFAULT_BLOCKED_SECONDS, status_line
 from agent.heartbeat import DEFAULT_INTERVAL, HeartbeatSender
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.instance import AlreadyRunning, InstanceLock
@@ -112,15 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="enroll this workstation (one-time code, or sign in as the employee)",
         description="Enroll this workstation with the broker, using a one-time code from an "
         "admin (--code), or by signing in as the employee (--email and --tenant: the password "
-        "and the authenticator code are asked for at the terminal). The device credential is "
+        "and the authenticator code are asked for at the terminal). For a silent install the "
+        "code may come from a file (--code-file) or, when none of --code, --code-file and "
+        f"--email is given, from ${ENROLL_CODE_ENV}. The device credential is "
         "stored in the agent's config directory "
         f"(${paths.HOME_ENV}, else %LOCALAPPDATA%\\bucketreel on Windows, "
         "~/Library/Application Support/bucketreel on macOS, $XDG_CONFIG_HOME/bucketreel or "
         "~/.config/bucketreel on Linux).",
     )
     p_enroll.add_argument("--broker", required=True, metavar="URL", help="the broker's URL")
-    how = p_enroll.add_mutually_exclusive_group(required=True)
+    how = p_enroll.add_mutually_exclusive_group()
     how.add_argument("--code", metavar="CODE", help="the enrollment code ('-' reads stdin)")
+    how.add_argument(
+        "--code-file", type=Path, metavar="PATH",
+        help="read the enrollment code from PATH, a file of this user that no one else may "
+        "read or write (mode 0600)",
+    )
     how.add_argument("--email", metavar="EMAIL", help="sign in as this employee instead")
     p_enroll.add_argument("--tenant", metavar="NAME", help="the organisation (with --email)")
     p_enroll.add_argument("--name", help="the device name shown to admins (default: host name)")
@@ -180,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause after S seconds without keyboard or mouse input, and while the screen "
         f"is locked (default {DEFAULT_IDLE_SECONDS:g}; 0 never pauses)",
     )
+    p_run.add_argument(
+        "--capture-blocked-seconds", type=_flag("capture_blocked_seconds"), metavar="S",
+        help="report the screen capture blocked (and upload nothing) after S seconds of "
+        "frames without a picture: one colour, or still while you work (default "
+        f"{DEFAULT_BLOCKED_SECONDS:g}; 0 never)",
+    )
     p_run.set_defaults(func=cmd_run)
 
     p_status = commands.add_parser(
@@ -191,6 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_status.add_argument("--json", action="store_true", help="print the status as JSON")
     p_status.set_defaults(func=cmd_status)
+
+    p_autostart = commands.add_parser(
+        "autostart",
+        help="start the agent at login, and again when it fails",
+        description="Install, remove or show this user's entry that starts 'run' at login and "
+        "again when it fails: a systemd user unit on Linux "
+        f"($XDG_CONFIG_HOME/systemd/user/{autostart.UNIT_NAME}, else under ~/.config), a "
+        f"LaunchAgent on macOS (~/Library/LaunchAgents/{autostart.LAUNCHD_LABEL}.plist), a "
+        f"Task Scheduler task on Windows (\\{autostart.TASK_NAME}). Enroll first: until then "
+        "the agent fails and is started again.",
+    )
+    actions = p_autostart.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p_install = actions.add_parser(
+        "install", help="write the entry, register it and start the agent",
+        description="Write the entry (replacing an older one), register it with the service "
+        "manager and start the agent. When the manager cannot be reached (no systemctl, no "
+        "user bus, no GUI session) the entry is still written, and the output says what to "
+        "run. Exit status 0 when the entry is written.",
+    )
+    p_install.add_argument(
+        "--dry-run", action="store_true",
+        help="print the entry on standard output; write and register nothing",
+    )
+    actions.add_parser(
+        "remove", help="stop the agent the entry started, and remove the entry",
+        description="Stop the agent the entry started (gracefully, on Linux and macOS) and "
+        "remove the entry. Exit status 0, also when nothing was installed.",
+    )
+    actions.add_parser(
+        "status", help="show whether the entry is installed, where, and what it starts",
+        description="Show whether the entry is installed, where, the command it starts and "
+        f"what the service manager says. Exit status 0 when installed, {EXIT_NOT_INSTALLED} "
+        "when not.",
+    )
+    p_autostart.set_defaults(func=cmd_autostart)
     return parser
 
 
@@ -215,12 +265,35 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             name=args.name, force=args.force,
         )
     else:
-        code: str = args.code
-        if code == "-":
-            code = sys.stdin.readline().strip()
+        code = _enrollment_code(args)
         credential = enroll(args.broker, code, store, name=args.name, force=args.force)
     print(f"enrolled: device {credential.device_id} at {credential.broker_url}")
     return 0
+
+
+ENROLL_CODE_ENV = "BUCKETREEL_ENROLL_CODE"
+_MAX_CODE_FILE = 4096
+
+
+def _enrollment_code(args: argparse.Namespace) -> str:
+    """The code from --code (or stdin), --code-file, or $BUCKETREEL_ENROLL_CODE, in that order."""
+    if args.code is not None:
+        return sys.stdin.readline().strip() if args.code == "-" else str(args.code)
+    if args.code_file is not None:
+        raw = credentials.read_private(
+            args.code_file, holds="an enrollment code", max_bytes=_MAX_CODE_FILE
+        )
+        if raw is None:
+            raise ConfigError(f"cannot read the enrollment code: {args.code_file} does not exist")
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{args.code_file} does not hold an enrollment code") from None
+    if code := os.environ.get(ENROLL_CODE_ENV, "").strip():
+        return code
+    raise ConfigError(
+        f"enroll needs --code CODE, --code-file PATH or --email EMAIL, or ${ENROLL_CODE_ENV}"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -271,6 +344,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             crf=settings.crf,
             drain_seconds=settings.drain_seconds,
             idle_seconds=first.idle_seconds,
+            blocked_seconds=settings.capture_blocked_seconds,
         )
         stop = threading.Event()
         restore = install_stop_signals(stop)
@@ -366,6 +440,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"settings: {num('fps')} fps, segments of {num('segment_seconds')} s, "
                   + (f"pause after {num('idle_seconds')} s idle" if settings.get("idle_seconds")
                      else "no idle pause"))
+        capture = status_line(data.get("capture"))
+        if capture is not None:
+            print(capture)
         print(f"segments uploaded: {data.get('uploaded', 0)}"
               + (f", last seq {last.get('seq')} at {last.get('at')}" if last else ""))
         in_ram = data.get("spool_memory_segments") or 0
@@ -377,6 +454,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"errors: {data.get('errors', 0)}"
               + (f", last at {error.get('at')}: {error.get('message')}" if error else ""))
     return 0 if running else EXIT_NOT_RUNNING
+
+
+EXIT_NOT_INSTALLED = 3
+
+
+def cmd_autostart(args: argparse.Namespace) -> int:
+    if args.action == "install" and args.dry_run:
+        where, text = autostart.preview()
+        _tell(f"dry run: would write {where}")
+        print(text, end="")
+        return 0
+    if args.action == "install":
+        result = autostart.install()
+    elif args.action == "remove":
+        result = autostart.remove()
+    else:
+        result = autostart.status()
+    print(f"autostart: {'installed' if result.installed else 'not installed'}: {result.where}")
+    if result.command is not None:
+        print(f"starts: {result.command}")
+    for note in result.notes:
+        print(note)
+    return EXIT_NOT_INSTALLED if args.action == "status" and not result.installed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ names (it must exist). It is flat, one key per setting, the flag's name with und
     spool_limit = "2G"        # or a number of bytes
     heartbeat_seconds = 60
     drain_seconds = 60
+    capture_blocked_seconds = 120   # no picture this long: capture blocked (0: never)
 
 An unknown key, a value of the wrong type or out of range is a `SettingsFileError` naming
 the file and the key (`bucketreel-agent` exits 78). The broker may push a policy (fps,
@@ -29,6 +30,7 @@ from typing import Any
 from agent.delivery import DEFAULT_DRAIN_SECONDS
 from agent.encode import DEFAULT_CRF
 from agent.errors import ConfigError
+from agent.health import DEFAULT_BLOCKED_SECONDS
 from agent.heartbeat import DEFAULT_INTERVAL
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.spool import DEFAULT_LIMIT
@@ -53,6 +55,7 @@ RANGES: dict[str, Range] = {
     "spool_limit": Range(str),
     "heartbeat_seconds": Range(float, 1, MAX_HEARTBEAT_SECONDS),
     "drain_seconds": Range(float, 0, 86400),
+    "capture_blocked_seconds": Range(float, 0, 86400),
 }
 
 
@@ -66,6 +69,7 @@ class Settings:
     spool_limit: int = DEFAULT_LIMIT
     heartbeat_seconds: float = DEFAULT_INTERVAL
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    capture_blocked_seconds: float = DEFAULT_BLOCKED_SECONDS
 
 
 def parse_size(text: str) -> int:

@@ -1,9 +1,9 @@
 """The heartbeat: the agent's status sent to the broker every minute, and at start and stop.
 
-It reads what `StatusFile` holds (state, recording, spool, last upload, errors) and posts it
-as a `shared.wire.Heartbeat`. One try per beat, never blocking the recording: a lost beat is
-logged and the next one goes out on time. The broker marks a device silent after three
-missed intervals.
+It reads what `StatusFile` holds (state, recording, spool, last upload, errors, whether the
+screen capture delivers pictures) and posts it as a `shared.wire.Heartbeat`. One try per
+beat, never blocking the recording: a lost beat is logged and the next one goes out on time.
+The broker marks a device silent after three missed intervals.
 
 The reply carries the tenant's recording policy (fps, segment length, idle timeout); the
 sender keeps the latest one (`policy`) for the recorder, which applies it from its next
@@ -32,6 +32,7 @@ def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
     last_upload = data.get("last_upload")
     last_error = data.get("last_error")
     settings = data.get("settings")
+    capture = data.get("capture")
     return Heartbeat.from_json({
         "state": str(data.get("state") or "unknown")[:20],
         "recording_id": data.get("recording_id"),
@@ -46,6 +47,7 @@ def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
         ),
         "interval": max(1, round(interval)),
         "settings": dict(settings) if isinstance(settings, dict) else None,
+        "capture": dict(capture) if isinstance(capture, dict) else None,
     })
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 IDLE = "idle"
 LOCKED = "locked"
 DEFAULT_IDLE_SECONDS = 300.0
+INPUT_POLL = 1.0  # how often `input_age` queries the platform
 
 
 class IdleWatch:
@@ -42,6 +43,8 @@ class IdleWatch:
         self._unavailable = False
         self._checked_at: float | None = None
         self._answer: str | None = None
+        self._input_at: float | None = None  # the last input as last queried (monotonic)
+        self._input_checked_at = 0.0
         self.idle_seconds = idle_seconds
 
     @property
@@ -72,11 +75,8 @@ class IdleWatch:
             if self._checked_at is not None and now - self._checked_at < self.poll:
                 return self._answer
             self._checked_at = now
-            try:
-                state = self._probe()
-            except IdleUnavailable as exc:
-                self._unavailable = True
-                log.warning("cannot tell idle time or screen lock, never pausing: %s", exc)
+            state = self._query(now)
+            if state is None:
                 self._answer = None
                 return None
             if not state.locked:
@@ -89,3 +89,29 @@ class IdleWatch:
             else:
                 self._answer = None
             return self._answer
+
+    def input_age(self) -> float | None:
+        """Seconds since the user's last keyboard or pointer input, None when that cannot be
+        measured (agent.health's "someone works"). Queried at most every `INPUT_POLL` s, even
+        when idle pausing is off."""
+        with self._lock:
+            if self._unavailable:
+                return None
+            now = self._clock()
+            stale = self._input_at is None or now - self._input_checked_at >= INPUT_POLL
+            if (stale and self._query(now) is None) or self._input_at is None:
+                return None
+            return max(0.0, now - self._input_at)
+
+    def _query(self, now: float) -> IdleState | None:
+        """The probe's answer (None, and never asked again, when it cannot tell); the lock
+        is held."""
+        try:
+            state = self._probe()
+        except IdleUnavailable as exc:
+            self._unavailable = True
+            log.warning("cannot tell idle time or screen lock, never pausing: %s", exc)
+            return None
+        self._input_at = now - state.idle_seconds
+        self._input_checked_at = now
+        return state

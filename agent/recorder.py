@@ -16,6 +16,12 @@ screen is locked, capture stops: the segment in progress is closed and uploaded,
 is captured until input returns (or the screen is unlocked). Each pause is reported to the
 broker as a gap with its reason (`idle`, `locked`) and time range; a pause is not a failure.
 
+A blocked capture (agent.health: the frames carry no picture for `blocked_seconds`) is a
+pause too: the segment in progress is closed and uploaded, and while it lasts frames are
+still grabbed, to notice the picture's return, but none is encoded. It is said loudly (a
+warning, `status`, the heartbeat's `capture`) and reported as a gap `capture_blocked` with
+its time range; recording resumes by itself in a new segment when the picture returns.
+
 The broker's policy (agent.heartbeat, agent.config.with_policy) may change fps, segment length
 and idle timeout while recording. The capture thread asks for the wanted settings at each
 frame: a new idle timeout holds from the next check; a new fps or segment length from the
@@ -44,8 +50,10 @@ from agent.custody import CustodyChain, DeviceKey, sign_gap
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
 from agent.errors import AgentError
+from agent.health import DEFAULT_BLOCKED_SECONDS, CaptureHealth, describe
 from agent.idle import DEFAULT_IDLE_SECONDS, IdleWatch
 from agent.logs import Report, report
+from agent.platform import screen
 from agent.spool import Spool
 from agent.status import StatusFile
 from agent.uploader import Uploader
@@ -68,6 +76,8 @@ class RecorderConfig:
     segment_queue: int = 32  # encoded segments waiting for upload (held in RAM)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS  # at stop, how long to wait for uploads
     idle_seconds: float = DEFAULT_IDLE_SECONDS  # pause after this long without input; 0: never
+    # declare the capture blocked after this long without a picture (agent.health); 0: never
+    blocked_seconds: float = DEFAULT_BLOCKED_SECONDS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,11 +102,12 @@ class Cut:
 
 
 RETIME = "retime"  # the capture schedule ends: new settings from the next segment
+CAPTURE_BLOCKED = "capture_blocked"  # the frames carry no picture (agent.health)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pause:
-    reason: str  # "idle" or "locked"
+    reason: str  # "idle", "locked" or "capture_blocked"
     started_at: datetime
     ended_at: datetime | None = None
 
@@ -109,7 +120,8 @@ class RunSummary:
     unchanged_frames: int = 0  # captured, identical to the previous one: not encoded
     dropped_frames: int = 0  # captured but dropped because the encoder lagged
     skipped_ticks: int = 0  # ticks not captured because capture ran late
-    pauses: list[Pause] = field(default_factory=list)  # idle or locked, in order
+    pauses: list[Pause] = field(default_factory=list)  # idle, locked or blocked, in order
+    blocked_frames: int = 0  # captured while the capture was blocked: not encoded
 
 
 class Recorder:
@@ -126,6 +138,7 @@ class Recorder:
         status: StatusFile | None = None,
         key: DeviceKey | None = None,
         idle: IdleWatch | None = None,
+        health: CaptureHealth | None = None,
         live_settings: Callable[[], LiveSettings] | None = None,
     ) -> None:
         """`live_settings` answers the settings wanted now (the broker's policy applied);
@@ -145,6 +158,9 @@ class Recorder:
             refresh_ticks=max(1, round(config.segment_seconds * config.fps)),
         )
         self.idle = idle if idle is not None else IdleWatch(config.idle_seconds)
+        self.health = health if health is not None else CaptureHealth(
+            config.blocked_seconds, input_age=self.idle.input_age
+        )
         self._live_settings = live_settings
         # what capture and encoder run with (fps, segment length), and the last settings wanted
         self._settings = LiveSettings(
@@ -173,12 +189,15 @@ class Recorder:
         region = probe_monitor(config.monitor)
         # check the encoder settings before the broker hears of us
         Segmenter(fps=config.fps, segment_seconds=config.segment_seconds)
+        self._warn_of_blocked_capture()
         started_at = datetime.now(UTC)
         recording_id = self.broker.start_recording(started_at)
         self._chain = None if self.key is None else CustodyChain(self.key, recording_id)
         summary = RunSummary(recording_id=recording_id)
         if self.status is not None:
-            self.status.update(state="recording", recording_id=recording_id)
+            self.status.update(
+                state="recording", recording_id=recording_id, capture=self.health.state()
+            )
         self._publish_settings()
         self._recording_id = recording_id
         self._report(
@@ -258,6 +277,16 @@ class Recorder:
             raise AgentError(f"recording {recording_id}: {gaps}")
         return summary
 
+    def _warn_of_blocked_capture(self) -> None:
+        """Say at start what the OS already tells: a Wayland session, no permission."""
+        cause = self.health.known_cause()
+        advice = screen.advice(cause)
+        if advice is not None:
+            self._report(
+                f"warning: {advice}; until then the screen capture will be reported blocked",
+                event="capture_warning", reason=cause,
+            )
+
     def _report_gaps(self, recording_id: str, outcome: DeliveryOutcome) -> None:
         """Tell the broker which segments will never arrive, by reason (best effort)."""
         lost: tuple[tuple[list[int], GapReason], ...] = (
@@ -313,7 +342,10 @@ class Recorder:
                     frames.put(Cut(self._retime()))
                     continue
                 frames.put(Cut())  # the encoder closes the segment; it gets uploaded
-                if not self._paused(stop, reason, summary, started):
+                if reason == CAPTURE_BLOCKED:
+                    if not self._blocked(stop, summary, started):
+                        break
+                elif not self._paused(stop, reason, summary, started):
                     break
         except Exception as exc:
             self._fail(exc, stop)
@@ -343,6 +375,8 @@ class Recorder:
                 reason = self.idle.check()
                 if reason is not None:
                     return reason
+                if self.health.feed(frame) and self.health.blocked is not None:
+                    return CAPTURE_BLOCKED  # the frame is dropped: it shows nothing
                 wanted = self._follow_policy()
                 if frame.tick // ticks_per_segment != slot:  # this frame starts a segment
                     if (wanted.fps, wanted.segment_seconds) != (
@@ -368,6 +402,7 @@ class Recorder:
         """Wait while paused; True when capture should resume, False when the run ends."""
         pause = Pause(reason=reason, started_at=datetime.now(UTC))
         summary.pauses.append(pause)
+        self.health.restart()  # a screen unchanged across the pause is no evidence
         what = "the screen is locked" if reason == "locked" else (
             f"no input for {self.idle.idle_seconds:g} s")
         self._report(f"paused: {what}; the current segment is being uploaded",
@@ -393,13 +428,66 @@ class Recorder:
                      recording_id=self._recording_id)
         if self.status is not None:
             self.status.update(state="recording")
+        self._report_later(ended)
+        return True
+
+    def _blocked(self, stop: threading.Event, summary: RunSummary, started: float) -> bool:
+        """Keep grabbing frames, encoding none, until the picture returns (True: recording
+        resumes) or the run ends (False)."""
+        blocked = self.health.blocked
+        if blocked is None:
+            return True
+        pause = Pause(reason=CAPTURE_BLOCKED, started_at=blocked.since)
+        summary.pauses.append(pause)
+        advice = screen.advice(blocked.reason)
+        self._report(
+            f"screen capture blocked ({blocked.reason}: {describe(blocked.reason)}): no "
+            f"picture for {self.health.blocked_seconds:g} s; nothing is uploaded while it "
+            "lasts, the gap is reported, and recording resumes when the picture returns"
+            + (f". {advice}" if advice else ""),
+            event="capture_blocked", reason=blocked.reason,
+            since=blocked.since.isoformat(), recording_id=self._recording_id,
+        )
+        if self.status is not None:
+            self.status.update(state=CAPTURE_BLOCKED, capture=self.health.state())
+        duration = self.config.duration
+        left = None if duration is None else duration - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            return False
+        ended_at: datetime | None = None
+        grabbed = self.capture.frames(stop, duration=left)
+        try:
+            for frame in grabbed:
+                summary.blocked_frames += 1
+                self._follow_policy()
+                if self.health.feed(frame) and self.health.blocked is None:
+                    ended_at = frame.captured_at
+                    break
+        finally:
+            grabbed.close()
+        if ended_at is None:
+            return False  # the gap ends with the run; reported at the end
+        ended = Pause(reason=CAPTURE_BLOCKED, started_at=pause.started_at, ended_at=ended_at)
+        summary.pauses[-1] = ended
+        seconds = (ended_at - pause.started_at).total_seconds()
+        self._report(
+            f"screen capture works again after {seconds:.0f} s blocked ({blocked.reason}): "
+            "recording resumes", event="capture_resumed", reason=blocked.reason,
+            blocked_seconds=round(seconds, 3), recording_id=self._recording_id,
+        )
+        if self.status is not None:
+            self.status.update(state="recording", capture=self.health.state())
+        self._report_later(ended)
+        return True
+
+    def _report_later(self, pause: Pause) -> None:
+        """Report a finished pause from a thread of its own (capture goes on meanwhile)."""
         reporter = threading.Thread(
-            target=self._report_pause, args=(self._recording_id, ended),
+            target=self._report_pause, args=(self._recording_id, pause),
             name="bucketreel-pause-report", daemon=True,
         )
         reporter.start()
         self._pause_reports.append(reporter)
-        return True
 
     def _follow_policy(self) -> LiveSettings:
         """The settings wanted now: a new idle timeout holds at once, and a change is

@@ -15,6 +15,7 @@ from msgspec import UNSET, Meta, UnsetType
 from shared.errors import ErrorCode
 from shared.model import Model, invalid
 from shared.wire import (
+    CaptureState,
     DeviceName,
     Id,
     PublicKey,
@@ -162,6 +163,8 @@ class DeviceInfo(Model):
     last_status: dict[str, Any] | None = None  # its last heartbeat (shared.wire.Heartbeat)
     silent: bool = False
     custody_key: bool = False
+    # whether its screen capture delivers pictures, as its agent last said (null: not running)
+    capture: CaptureState | None = None
 
 
 class Devices(Model):

@@ -194,11 +194,20 @@ class SegmentInfo(Model):
     record_hash: str | None = None  # the segment's chain-of-custody record, when signed
 
 
-GapReason = Literal["spool_limit", "unsent_at_exit", "refused", "agent_died", "idle", "locked"]
+GapReason = Literal[
+    "spool_limit", "unsent_at_exit", "refused", "agent_died", "idle", "locked", "capture_blocked"
+]
 GAP_REASONS: tuple[str, ...] = get_args(GapReason)
-# Pauses: the agent stopped capturing (no input for its idle time, or the screen locked).
-# They name no segment; they carry the paused time range instead.
-PAUSE_REASONS = ("idle", "locked")
+# Pauses: the agent stopped recording for a while: no input for its idle time, the screen
+# locked, or its capture delivering no picture (`capture_blocked`: see CaptureState). They
+# name no segment; they carry the time range instead.
+PAUSE_REASONS = ("idle", "locked", "capture_blocked")
+
+# Why a capture delivers no picture: the OS refuses it (macOS without the Screen Recording
+# permission), a Wayland session (X11 capture sees only black XWayland windows), a display
+# that shows one colour only, or a picture that stays still while the user works.
+CaptureBlockReason = Literal["no_permission", "wayland_session", "display_blank", "unknown"]
+CAPTURE_BLOCK_REASONS: tuple[str, ...] = get_args(CaptureBlockReason)
 
 
 class GapInfo(Model, omit_defaults=True):
@@ -211,7 +220,8 @@ class GapInfo(Model, omit_defaults=True):
 
 class GapReport(Model, omit_defaults=True):
     """Segments of a recording that will never arrive, and why (reported by its agent); or a
-    pause of the recording (reasons `idle` and `locked`) with its time range.
+    pause of the recording (reasons `idle`, `locked` and `capture_blocked`) with its time
+    range.
 
     `seqs` may be empty: for `agent_died`, whatever follows the last verified segment. A pause
     names no segment (`seqs` empty) and carries `from` and `to` (RFC 3339, `from` <= `to`);
@@ -275,6 +285,26 @@ class RunSettings(Model, omit_defaults=True):
     idle_seconds: NonNegative | None = None
 
 
+class CaptureState(Model, omit_defaults=True):
+    """Whether the agent's screen capture delivers pictures: `ok`, or `blocked` with the
+    reason and since when (the time it stopped uploading and started the gap)."""
+
+    state: Literal["ok", "blocked"]
+    reason: CaptureBlockReason | None = None
+    since: Timestamp | None = None
+
+    def __post_init__(self) -> None:
+        if self.state == "ok":
+            for name, value in (("reason", self.reason), ("since", self.since)):
+                if value is not None:
+                    raise invalid(name, "only a blocked capture has one")
+            return
+        for name, value in (("reason", self.reason), ("since", self.since)):
+            if value is None:
+                raise invalid(name, "is required when the capture is blocked")
+        utc_time(self.since, "since")
+
+
 class Heartbeat(Model):
     """What a running agent reports about itself every minute (and at start and stop)."""
 
@@ -290,6 +320,8 @@ class Heartbeat(Model):
     interval: Annotated[int, Meta(ge=1, le=MAX_HEARTBEAT_SECONDS)] = 60
     # so an admin sees that a policy arrived
     settings: RunSettings | None = None
+    # whether the screen capture delivers pictures (None: an older agent, or not recording)
+    capture: CaptureState | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ The broker keeps the latest report on the device row. A device not heard from fo
 `SILENT_AFTER` of its own intervals (counted from enrollment when it never reported) shows as
 `silent`: recording that stops without a word must not go unnoticed.
 
+The latest report says too whether the agent's screen capture delivers pictures (`capture`:
+ok, or blocked with a reason and since when); `capture_of` reads it for the admin's device
+list and the manager's day view. An agent that exited has no capture state.
+
 The reply carries the tenant's recording policy (`broker.devices.policy`): the keys an admin
 set, which the agent applies from its next segment.
 """
@@ -24,7 +28,7 @@ from broker.db.scope import TenantScope
 from broker.devices import policy
 from broker.errors import NotFound
 from broker.identity import Principal
-from shared.wire import Heartbeat, format_timestamp
+from shared.wire import CaptureState, Heartbeat, WireError, format_timestamp
 
 SILENT_AFTER = 3  # intervals
 DEFAULT_INTERVAL = 60  # seconds, until a device has told its own
@@ -65,15 +69,32 @@ def is_silent(row: Row[Any], now: datetime) -> bool:
     return bool(now - since > timedelta(seconds=SILENT_AFTER * interval))
 
 
-def status_fields(row: Row[Any], now: datetime) -> dict[str, Any]:
-    """The heartbeat part of a device listing."""
+def _last_status(row: Row[Any]) -> dict[str, Any] | None:
     try:
         last_status = json.loads(row.last_status) if row.last_status else None
     except ValueError:
-        last_status = None
+        return None
+    return last_status if isinstance(last_status, dict) else None
+
+
+def capture_of(row: Row[Any]) -> CaptureState | None:
+    """The capture state the device last reported (None: none, or the agent exited)."""
+    last_status = _last_status(row)
+    if last_status is None or last_status.get("state") == "exited" or row.revoked_at:
+        return None
+    try:
+        return CaptureState.from_json(last_status.get("capture"))
+    except WireError:
+        return None
+
+
+def status_fields(row: Row[Any], now: datetime) -> dict[str, Any]:
+    """The heartbeat part of a device listing."""
+    capture = capture_of(row)
     return {
         "last_seen_at": format_timestamp(row.last_seen_at) if row.last_seen_at else None,
-        "last_status": last_status,
+        "last_status": _last_status(row),
         "silent": is_silent(row, now),
         "custody_key": row.public_key is not None,
+        "capture": None if capture is None else capture.to_json(),
     }

@@ -4,6 +4,10 @@ Recorded time comes from the segments the agent declared (start and duration), s
 time in which no segment was recorded, whatever the reason (idle, paused, screen locked, the
 agent silent or offline without a spool). Authorization goes through
 `broker.access`, in the same transaction as the read.
+
+Why a gap is there comes from the agent: the pauses it reported (`idle`, `locked`,
+`capture_blocked`, with their time ranges) on the day, and whether a device of the employee
+says now that its screen capture is blocked (its last heartbeat).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from typing import Any
 
 from broker import access
 from broker.db.database import Database
-from broker.db.schema import recordings, segments
+from broker.db.schema import devices, recording_gaps, recordings, segments
 from broker.db.scope import TenantScope
+from broker.devices import heartbeat
 from broker.identity import Principal
 from broker.recordings import bounds
+from shared.wire import CaptureState
 
 # Segments closer than this are one continuous span (encoder and upload jitter).
 JOIN_TOLERANCE = timedelta(seconds=2)
@@ -32,6 +38,21 @@ class Piece:
     recording_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """A pause the agent reported: a time range and its reason."""
+
+    start: datetime
+    end: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedDevice:
+    name: str
+    capture: CaptureState
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Day:
     user_id: str
@@ -41,6 +62,17 @@ class Day:
     recordings: list[dict[str, Any]] = field(default_factory=list)
     spans: list[Piece] = field(default_factory=list)
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
+    pauses: list[Reported] = field(default_factory=list)  # reported on the day, in order
+    blocked: list[BlockedDevice] = field(default_factory=list)  # capture blocked now
+
+
+def reasons_within(start: datetime, end: datetime, pauses: Sequence[Reported]) -> list[str]:
+    """The reasons of the reported pauses that overlap [start, end], each once, in order."""
+    found: list[str] = []
+    for pause in pauses:
+        if pause.start < end and pause.end > start and pause.reason not in found:
+            found.append(pause.reason)
+    return found
 
 
 def spans_of(pieces: Sequence[Piece]) -> list[Piece]:
@@ -93,6 +125,19 @@ async def day_of(db: Database, principal: Principal, user_id: str, day: date | N
             if ids
             else []
         )
+        reported = (
+            await scope.all(
+                recording_gaps, recording_gaps.c.recording_id.in_(ids),
+                recording_gaps.c.gap_from.is_not(None), recording_gaps.c.gap_to.is_not(None),
+                order_by=[recording_gaps.c.gap_from],
+            )
+            if ids
+            else []
+        )
+        owned = await scope.all(
+            devices, devices.c.user_id == user_id, devices.c.revoked_at.is_(None),
+            order_by=[devices.c.created_at],
+        )
     pieces = _pieces(segs)
     days = sorted({p.start.astimezone(UTC).date() for p in pieces}, reverse=True)
     today = datetime.now(UTC).date()
@@ -116,7 +161,17 @@ async def day_of(db: Database, principal: Principal, user_id: str, day: date | N
         for r in recs
         if r.id in on_day or start <= r.started_at < end
     ]
+    pauses = [
+        Reported(g.gap_from, g.gap_to, g.reason)
+        for g in reported
+        if g.gap_from < end and g.gap_to >= start
+    ]
+    blocked = [
+        BlockedDevice(d.name, capture)
+        for d in owned
+        if (capture := heartbeat.capture_of(d)) is not None and capture.state == "blocked"
+    ]
     return Day(
         user_id=user_id, email=user.email, day=chosen, days=days, recordings=listed,
-        spans=spans, gaps=gaps_between(spans),
+        spans=spans, gaps=gaps_between(spans), pauses=pauses, blocked=blocked,
     )

@@ -23,6 +23,19 @@ from shared.api import Receipts
 
 DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
+# What each reason the agent reports for a pause means, for a manager.
+PAUSE_LABELS = {
+    "idle": "idle",
+    "locked": "screen locked",
+    "capture_blocked": "screen capture blocked",
+}
+CAPTURE_LABELS = {
+    "no_permission": "no permission",
+    "wayland_session": "Wayland session",
+    "display_blank": "display blank",
+    "unknown": "no picture",
+}
+
 
 async def _top(request: web.Request, principal: Principal) -> Top:
     email = await request.app[SERVICES].viewing.email(principal)
@@ -84,9 +97,30 @@ async def employee_day(request: web.Request, principal: Principal) -> web.Respon
              "segments": r["segments"], "state": r["state"], "id": r["recording_id"]}
             for r in day.recordings
         ],
-        gaps=[{"start": when(a), "end": when(b), "duration": _duration(b - a)}
-              for a, b in day.gaps],
+        gaps=_gaps(day),
+        blocked=[
+            {"device": b.name,
+             "reason": CAPTURE_LABELS.get(b.capture.reason or "unknown", "no picture"),
+             "since": when(b.capture.since)}
+            for b in day.blocked
+        ],
     )
+
+
+def _gaps(day: timeline.Day) -> list[dict[str, Any]]:
+    """The gaps between recorded spans, each with the reasons the agent reported for it, and
+    the reported pauses no such gap covers (one that lasts, or ended the recording)."""
+    ranges = [(a, b, timeline.reasons_within(a, b, day.pauses)) for a, b in day.gaps]
+    ranges += [
+        (p.start, p.end, [p.reason])
+        for p in day.pauses
+        if not any(p.start < b and p.end > a for a, b in day.gaps)
+    ]
+    return [
+        {"start": when(a), "end": when(b), "duration": _duration(b - a),
+         "why": ", ".join(PAUSE_LABELS.get(r, r) for r in reasons)}
+        for a, b, reasons in sorted(ranges, key=lambda g: g[0])
+    ]
 
 
 def _duration(delta: timedelta) -> str:
