@@ -25,13 +25,10 @@ from agent import autostart, config, credentials, paths, spool
 from agent.broker_client import BrokerClient
 from agent.credentials import CredentialStore
 from agent.custody import DeviceKey, key_path, sign_gap
-from agent.delivery import DEFAULT_DRAIN_SECONDS
-from agent.encode import DEFAULT_CRF
 from agent.enrollment import enroll
 from agent.errors import AgentError, BrokerError, ConfigError
-from agent.health import DEFAULT_BLOCKED_SECONDS, status_line
-from agent.heartbeat import DEFAULT_INTERVAL, HeartbeatSender
-from agent.idle import DEFAULT_IDLE_SECONDS
+from agent.health import status_line
+from agent.heartbeat import HeartbeatSender
 from agent.instance import AlreadyRunning, InstanceLock
 from agent.login import enroll_by_login
 from agent.logs import (
@@ -151,50 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         "there is one); flags override it",
     )
     p_run.add_argument(
-        "--fps", type=_flag("fps"), help="frames per second (default 1)",
-    )
-    p_run.add_argument(
-        "--segment-seconds", type=_flag("segment_seconds"), metavar="S",
-        help="length of each uploaded segment (default 60)",
-    )
-    p_run.add_argument(
         "--duration", type=_positive, metavar="S",
         help="stop after S seconds (default: run until interrupted)",
     )
-    p_run.add_argument(
-        "--monitor", type=_flag("monitor"), metavar="N",
-        help="monitor to record, as mss numbers them: 1 = first (default), 0 = all together",
-    )
-    p_run.add_argument(
-        "--crf", type=_flag("crf"),
-        help=f"H.264 quality, lower is better and larger (default {DEFAULT_CRF})",
-    )
-    p_run.add_argument(
-        "--spool-limit", type=_flag("spool_limit"), metavar="SIZE",
-        help="most disk the encrypted spool may use while uploads fail, e.g. 500M "
-        "(default 2G); at the limit the oldest segments are dropped and reported as gaps",
-    )
-    p_run.add_argument(
-        "--drain-seconds", type=_flag("drain_seconds"), metavar="S",
-        help="on stop, how long to keep trying to upload what is pending "
-        f"(default {DEFAULT_DRAIN_SECONDS:g})",
-    )
-    p_run.add_argument(
-        "--heartbeat-seconds", type=_flag("heartbeat_seconds"), metavar="S",
-        help="how often to report status to the broker (default "
-        f"{DEFAULT_INTERVAL:g}); the broker shows a device silent after three missed beats",
-    )
-    p_run.add_argument(
-        "--idle-seconds", type=_flag("idle_seconds"), metavar="S",
-        help="pause after S seconds without keyboard or mouse input, and while the screen "
-        f"is locked (default {DEFAULT_IDLE_SECONDS:g}; 0 never pauses)",
-    )
-    p_run.add_argument(
-        "--capture-blocked-seconds", type=_flag("capture_blocked_seconds"), metavar="S",
-        help="report the screen capture blocked (and upload nothing) after S seconds of "
-        "frames without a picture: one colour, or still while you work (default "
-        f"{DEFAULT_BLOCKED_SECONDS:g}; 0 never)",
-    )
+    for key, setting in config.SETTINGS.items():  # also the settings file's keys
+        p_run.add_argument(
+            "--" + key.replace("_", "-"), type=_flag(key), metavar=setting.metavar,
+            help=config.flag_help(key),
+        )
     p_run.set_defaults(func=cmd_run)
 
     p_status = commands.add_parser(

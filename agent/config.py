@@ -44,32 +44,84 @@ class SettingsFileError(ConfigError):
     """The settings file is missing (when named), unreadable, or holds a bad key or value."""
 
 
-# `kind` is float, int, or str for a size. The keys the broker's policy may set take the
-# policy's ranges (shared.wire), except that the agent's own idle time may have a fraction.
-RANGES: dict[str, Range] = {
-    "fps": POLICY_RANGES["fps"],
-    "segment_seconds": POLICY_RANGES["segment_seconds"],
-    "monitor": Range(int, 0, 64),
-    "crf": Range(int, 0, 51),
-    "idle_seconds": Range(float, 0, MAX_IDLE_SECONDS),
-    "spool_limit": Range(str),
-    "heartbeat_seconds": Range(float, 1, MAX_HEARTBEAT_SECONDS),
-    "drain_seconds": Range(float, 0, 86400),
-    "capture_blocked_seconds": Range(float, 0, 86400),
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One `run` setting: its range (`kind` float, int, or str for a size), its default, and
+    its command-line flag (`--<key with dashes>`: `metavar`, `help`; "{default}" in the help
+    is filled in)."""
+
+    range: Range
+    default: float | int
+    help: str
+    metavar: str | None = None
+
+
+# Every `run` setting, declared once: the settings file's key, the flag with its help, the
+# default and the range. The keys the broker's policy may set take the policy's ranges
+# (shared.wire), except that the agent's own idle time may have a fraction.
+SETTINGS: dict[str, Setting] = {
+    "fps": Setting(POLICY_RANGES["fps"], 1.0, "frames per second (default {default:g})"),
+    "segment_seconds": Setting(
+        POLICY_RANGES["segment_seconds"], 60.0,
+        "length of each uploaded segment (default {default:g})", "S",
+    ),
+    "monitor": Setting(
+        Range(int, 0, 64), 1,
+        "monitor to record, as mss numbers them: 1 = first (default), 0 = all together", "N",
+    ),
+    "crf": Setting(
+        Range(int, 0, 51), DEFAULT_CRF,
+        "H.264 quality, lower is better and larger (default {default})",
+    ),
+    "spool_limit": Setting(
+        Range(str), DEFAULT_LIMIT,
+        "most disk the encrypted spool may use while uploads fail, e.g. 500M (default 2G); at "
+        "the limit the oldest segments are dropped and reported as gaps", "SIZE",
+    ),
+    "drain_seconds": Setting(
+        Range(float, 0, 86400), DEFAULT_DRAIN_SECONDS,
+        "on stop, how long to keep trying to upload what is pending (default {default:g})", "S",
+    ),
+    "heartbeat_seconds": Setting(
+        Range(float, 1, MAX_HEARTBEAT_SECONDS), DEFAULT_INTERVAL,
+        "how often to report status to the broker (default {default:g}); the broker shows a "
+        "device silent after three missed beats", "S",
+    ),
+    "idle_seconds": Setting(
+        Range(float, 0, MAX_IDLE_SECONDS), DEFAULT_IDLE_SECONDS,
+        "pause after S seconds without keyboard or mouse input, and while the screen is locked "
+        "(default {default:g}; 0 never pauses)", "S",
+    ),
+    "capture_blocked_seconds": Setting(
+        Range(float, 0, 86400), DEFAULT_BLOCKED_SECONDS,
+        "report the screen capture blocked (and upload nothing) after S seconds of frames "
+        "without a picture: one colour, or still while you work (default {default:g}; 0 never)",
+        "S",
+    ),
 }
+RANGES: dict[str, Range] = {key: setting.range for key, setting in SETTINGS.items()}
+
+
+def flag_help(key: str) -> str:
+    setting = SETTINGS[key]
+    return setting.help.format(default=setting.default)
+
+
+def _default(key: str) -> Any:
+    return SETTINGS[key].default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    fps: float = 1.0
-    segment_seconds: float = 60.0
-    monitor: int = 1
-    crf: int = DEFAULT_CRF
-    idle_seconds: float = DEFAULT_IDLE_SECONDS
-    spool_limit: int = DEFAULT_LIMIT
-    heartbeat_seconds: float = DEFAULT_INTERVAL
-    drain_seconds: float = DEFAULT_DRAIN_SECONDS
-    capture_blocked_seconds: float = DEFAULT_BLOCKED_SECONDS
+    fps: float = _default("fps")
+    segment_seconds: float = _default("segment_seconds")
+    monitor: int = _default("monitor")
+    crf: int = _default("crf")
+    idle_seconds: float = _default("idle_seconds")
+    spool_limit: int = _default("spool_limit")
+    heartbeat_seconds: float = _default("heartbeat_seconds")
+    drain_seconds: float = _default("drain_seconds")
+    capture_blocked_seconds: float = _default("capture_blocked_seconds")
 
 
 def parse_size(text: str) -> int:

@@ -103,3 +103,25 @@ def test_broker_policy_overrides_the_file_but_never_a_flag() -> None:
     # a value the agent would refuse is ignored, not fatal
     assert with_policy(settings, {"fps": -1, "idle_seconds": None}, {}) == settings
     assert set(config.POLICY_KEYS) <= set(config.RANGES)
+
+
+def test_each_setting_is_declared_once_and_shown_everywhere() -> None:
+    """SETTINGS drives the file's keys, the flags and the defaults; the examples follow."""
+    import dataclasses
+    import re
+
+    from agent.__main__ import build_parser
+
+    assert set(config.RANGES) == set(config.SETTINGS)
+    defaults = {f.name: f.default for f in dataclasses.fields(config.Settings)}
+    assert defaults == {key: s.default for key, s in config.SETTINGS.items()}
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    flags = {a.dest: a for a in run._actions}
+    for key in config.SETTINGS:
+        assert key in flags, f"--{key.replace('_', '-')} is not a flag of run"
+        assert flags[key].help == config.flag_help(key)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = config.__doc__ or ""
+    for key in config.SETTINGS:
+        assert re.search(rf"^\s*{key} = ", documented, re.M), f"{key}: not in config's docstring"
+        assert re.search(rf"^\s*{key} = ", readme, re.M), f"{key}: not in the README's example"
