@@ -3,7 +3,8 @@
 #   1. Debian packages (only those missing): Python 3 with venv, Xvfb, xsetroot, xdotool,
 #      PostgreSQL (the tests start their own throwaway server; the system service is not used),
 #      ffmpeg (ffprobe, to check recordings independently of PyAV), chromium (headless, for
-#      the manager pages' browser tests; Playwright drives Debian's build, never its own);
+#      the manager pages' browser tests; Playwright drives Debian's build, never its own),
+#      systemd (systemd-analyze and systemd --test check the agent's autostart unit);
 #   2. .venv in the repository root (Python >= 3.11) from requirements.lock (hashes pinned);
 #   3. bucketreel itself, editable, without touching the locked dependencies.
 # Quiet on success; on failure it prints the failing step's output.
@@ -12,7 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium)
+DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium
+    systemd)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
