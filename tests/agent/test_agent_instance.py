@@ -125,8 +125,9 @@ def test_status_of_a_running_agent_then_of_a_stopped_one(
         assert lines[2] == (
             f"settings: 4 fps, segments of 1 s, pause after {DEFAULT_IDLE_SECONDS:g} s idle"
         )
-        assert lines[3].startswith("segments uploaded: ")
-        assert int(lines[3].split()[2].rstrip(",")) >= 2
+        assert lines[3] == "capture: ok"  # frames with a picture (agent.health)
+        assert lines[4].startswith("segments uploaded: ")
+        assert int(lines[4].split()[2].rstrip(",")) >= 2
         assert "spool: 0 segment(s), 0 bytes" in lines
         as_json = json.loads(agent("status", "--json", home=tmp_path).stdout)
         assert as_json["running"] is True
