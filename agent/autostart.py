@@ -82,7 +82,22 @@ def agent_command(executable: str | None = None, *, frozen: bool | None = None) 
         raise AutostartError("cannot tell which program this agent is (no sys.executable)")
     if frozen is None:
         frozen = bool(getattr(sys, "frozen", False))
-    return [program, "run"] if frozen else [program, "-P", "-m", "agent", "run"]
+    if not frozen:
+        return [program, "-P", "-m", "agent", "run"]
+    return [windowless(program), "run"]
+
+
+WINDOWLESS_SUFFIX = "-w.exe"
+
+
+def windowless(program: str) -> str:
+    """On Windows the build ships `bucketreel-agent-w.exe` beside the console program: the
+    same agent without a console window, which a logon task should start (a console window
+    would open at every logon, and closing it would stop the recording)."""
+    if not program.lower().endswith(".exe") or program.lower().endswith(WINDOWLESS_SUFFIX):
+        return program
+    sibling = program[: -len(".exe")] + WINDOWLESS_SUFFIX
+    return sibling if os.path.isfile(sibling) else program
 
 
 # --- the three entries, rendered ---------------------------------------------------------

@@ -1,11 +1,19 @@
 """Build the one-file `bucketreel-agent` binary with PyInstaller, then report its size.
 
-    .venv/bin/python build/build_agent.py [--dist DIR] [--work DIR] [--cold-start N]
+    python build/build_agent.py [--dist DIR] [--work DIR] [--cold-start N]
 
-Builds `build/bucketreel-agent.spec` into `build/dist/bucketreel-agent` (work files in
-`build/work/`, both gitignored). Prints the binary's path and size; with `--cold-start N`
-(default 5) it also runs `bucketreel-agent --version` N times and prints the wall times: a
-one-file binary unpacks itself into a temp dir on every start, so that is its cold start.
+Builds `build/bucketreel-agent.spec` on the OS it runs on (PyInstaller does not
+cross-compile) into `build/dist/` (work files in `build/work/`, both gitignored):
+
+    Linux, macOS   bucketreel-agent         one file, a console program (no macOS .app)
+    Windows        bucketreel-agent.exe     one file, console: for a terminal
+                   bucketreel-agent-w.exe   the same program without a console window, for
+                                            autostart (Task Scheduler) at logon
+
+`executables()` below is that table; the spec builds exactly what it lists. Prints one
+`built: PATH` line per output with its size; with `--cold-start N` (default 5) it also runs
+the console binary's `--version` N times and prints the wall times: a one-file binary unpacks
+itself into a temp dir on every start, so that is its cold start.
 Exit status: 0 built, 1 the build or the check failed.
 """
 
@@ -31,6 +39,29 @@ class BuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Executable:
+    """One program the spec builds: its name (without `.exe`) and whether it has a console."""
+
+    name: str
+    console: bool
+
+    def file_name(self, platform: str = sys.platform) -> str:
+        return f"{self.name}.exe" if platform == "win32" else self.name
+
+
+def executables(platform: str = sys.platform) -> tuple[Executable, ...]:
+    """What the spec builds on `platform` (a `sys.platform` value); the console one first.
+
+    Windows gets a second, windowless build of the same program: a console program started at
+    logon opens a console window the employee could close (which stops the agent).
+    """
+    console = Executable(NAME, console=True)
+    if platform == "win32":
+        return (console, Executable(f"{NAME}-w", console=False))
+    return (console,)
+
+
+@dataclass(frozen=True)
 class ColdStart:
     times: tuple[float, ...]  # seconds, one per run
 
@@ -42,13 +73,15 @@ class ColdStart:
         )
 
 
-def binary_path(dist: Path) -> Path:
-    suffix = ".exe" if sys.platform == "win32" else ""
-    return dist / f"{NAME}{suffix}"
+def binary_paths(dist: Path, platform: str = sys.platform) -> list[Path]:
+    """Where the build puts each of `executables(platform)`, in the same order."""
+    return [dist / exe.file_name(platform) for exe in executables(platform)]
 
 
-def build(dist: Path, work: Path, *, python: str = sys.executable, quiet: bool = False) -> Path:
-    """Run PyInstaller on the spec; return the binary's path."""
+def build(
+    dist: Path, work: Path, *, python: str = sys.executable, quiet: bool = False
+) -> list[Path]:
+    """Run PyInstaller on the spec; return the built binaries' paths, the console one first."""
     argv = [
         python, "-m", "PyInstaller", "--noconfirm", "--clean",
         "--distpath", str(dist), "--workpath", str(work),
@@ -60,10 +93,11 @@ def build(dist: Path, work: Path, *, python: str = sys.executable, quiet: bool =
     if result.returncode != 0:
         detail = f"\n{result.stdout}\n{result.stderr}" if quiet else ""
         raise BuildError(f"PyInstaller failed with exit code {result.returncode}{detail}")
-    path = binary_path(dist)
-    if not path.is_file():
-        raise BuildError(f"PyInstaller succeeded but {path} is missing")
-    return path
+    paths = binary_paths(dist)
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise BuildError(f"PyInstaller succeeded but {', '.join(missing)} is missing")
+    return paths
 
 
 def cold_start(binary: Path, runs: int) -> ColdStart:
@@ -85,7 +119,7 @@ def cold_start(binary: Path, runs: int) -> ColdStart:
 
 
 def human_size(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB ({size} bytes)"
+    return f"{size / 2**20:.1f} MiB ({size} bytes)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         started = time.perf_counter()
-        binary = build(args.dist.resolve(), args.work.resolve())
+        binaries = build(args.dist.resolve(), args.work.resolve())
         elapsed = time.perf_counter() - started
-        print(f"built {binary} in {elapsed:.0f} s")
-        print(f"size: {human_size(binary.stat().st_size)}")
+        print(f"PyInstaller took {elapsed:.0f} s")
+        for binary in binaries:
+            print(f"built: {binary}, {human_size(binary.stat().st_size)}")
         if args.cold_start > 0:
-            print(cold_start(binary, args.cold_start).summary())
+            print(cold_start(binaries[0], args.cold_start).summary())
     except BuildError as err:
         print(f"build_agent: error: {err}", file=sys.stderr)
         return 1

@@ -241,6 +241,16 @@ def test_the_command_is_this_python_or_the_frozen_binary() -> None:
         autostart.agent_command("")
 
 
+def test_a_logon_task_starts_the_windowless_build_when_it_is_there(tmp_path: Path) -> None:
+    console = tmp_path / "bucketreel-agent.exe"
+    console.write_bytes(b"MZ")
+    assert autostart.agent_command(str(console), frozen=True) == [str(console), "run"]
+    windowless = tmp_path / "bucketreel-agent-w.exe"
+    windowless.write_bytes(b"MZ")
+    assert autostart.agent_command(str(console), frozen=True) == [str(windowless), "run"]
+    assert autostart.agent_command(str(windowless), frozen=True) == [str(windowless), "run"]
+
+
 # --- systemd --------------------------------------------------------------------------------
 
 
