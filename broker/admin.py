@@ -17,7 +17,6 @@ from broker.clock import Clock, utcnow
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.scope import TenantScope
-from broker.devices import policy
 from broker.devices.enrollment import DeviceAuth
 from broker.recordings.service import RecordingService
 from broker.sealing import ChainKeys
@@ -190,17 +189,15 @@ async def set_device_cap(
 async def show_policy(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
     """The tenant's recording policy: every key (null: left to each agent), `updated_at`."""
     async with ctx.db.transaction() as conn:
-        scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-        return await policy.describe(scope)
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return await ctx.devices.describe_policy(tenant_id)
 
 
 async def set_policy(ctx: AdminContext, *, tenant: str, change: PolicyUpdate) -> dict[str, Any]:
     """Set (or clear, with None) the keys `change` names; audited with old and new values."""
-    async for txn in ctx.db.attempts():
-        async with txn as conn:
-            scope = TenantScope(conn, await accounts.resolve_tenant(conn, tenant))
-            result = await policy.update(scope, change, now=ctx.clock(), actor="operator")
-    return result
+    async with ctx.db.transaction() as conn:
+        tenant_id = await accounts.resolve_tenant(conn, tenant)
+    return await ctx.devices.update_policy(tenant_id, change, actor="operator")
 
 
 def rotate_session_key(settings: Settings) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.accounts.passwords import Passwords
+from broker.accounts.service import Accounts
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
@@ -35,6 +36,7 @@ from broker.storage.service import StorageAccess
 @dataclass(frozen=True, slots=True)
 class Services:
     signer: TokenSigner
+    accounts: Accounts
     devices: DeviceAuth
     recordings: RecordingService
     passwords: Passwords
@@ -117,8 +119,19 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     )
     viewing = ViewingService(db=db, recordings=recordings, clock=clock)
     return Services(
-        signer, devices, recordings, passwords, sessions, login, viewing, storage,
-        device_limits(settings, db, clock), settings, db, clock,
+        signer=signer,
+        accounts=Accounts(db=db, clock=clock),
+        devices=devices,
+        recordings=recordings,
+        passwords=passwords,
+        sessions=sessions,
+        login=login,
+        viewing=viewing,
+        storage=storage,
+        device_limits=device_limits(settings, db, clock),
+        settings=settings,
+        db=db,
+        clock=clock,
     )
 
 

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.accounts.passwords import Passwords
 from broker.audit import log as audit
+from broker.clock import Clock
+from broker.db.database import Database
 from broker.db.schema import manager_assignments, tenants, users
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, InvalidInput, NotFound
@@ -145,3 +147,24 @@ async def assign(
         details={"manager": manager_id},
     )
     return True
+
+
+class Accounts:
+    """What a tenant's admins change about people over the API (each call its own
+    transaction, audited)."""
+
+    def __init__(self, *, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def assign(
+        self, tenant_id: str, *, manager_id: str, employee_id: str, actor: str
+    ) -> bool:
+        """Let a manager see an employee's recordings; False when the pair existed already."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                created = await assign(
+                    TenantScope(conn, tenant_id), manager_id=manager_id,
+                    employee_id=employee_id, now=self._clock(), actor=actor,
+                )
+        return created

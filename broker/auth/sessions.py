@@ -182,6 +182,11 @@ class UserSessions:
                     target=session.user_id, details={"session": session.id},
                 )
 
+    async def verify(self, principal: Principal) -> None:
+        """`check` in a read transaction of its own (the request guard's call)."""
+        async with self._db.transaction() as conn:
+            await self.check(TenantScope(conn, principal.tenant_id), principal)
+
     async def check(self, scope: TenantScope, principal: Principal) -> None:
         """An access token works only while its session and session version are current."""
         user = await scope.one(users, users.c.id == principal.user_id)

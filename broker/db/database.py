@@ -108,6 +108,11 @@ class Database:
                 raise _busy() from None
             raise
 
+    async def ping(self) -> None:
+        """One round trip (`SELECT 1`): raises when the database cannot be reached."""
+        async with self.transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+
     def attempts(self, tries: int = ATTEMPTS) -> Attempts:
         """A write transaction that is rerun on a deadlock or serialization failure:
 

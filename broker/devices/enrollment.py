@@ -22,12 +22,12 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
-from broker.devices import caps, heartbeat
+from broker.devices import caps, heartbeat, policy
 from broker.errors import NotFound, Unauthenticated
 from broker.identity import Principal
 from broker.settings import Secret
 from shared.errors import ErrorCode
-from shared.wire import TokenPair, format_timestamp
+from shared.wire import PolicyUpdate, TokenPair, format_timestamp
 
 CODE_PURPOSE = "enrollment-code"
 REFRESH_PURPOSE = "device-refresh"
@@ -285,6 +285,27 @@ class DeviceAuth:
                 await audit.record(
                     scope, at=now, actor=actor, action="device.revoke", target=device_id
                 )
+
+    async def verify_device(self, principal: Principal) -> None:
+        """`check_device` in a read transaction of its own (the request guard's call)."""
+        async with self._db.transaction() as conn:
+            await self.check_device(TenantScope(conn, principal.tenant_id), principal)
+
+    async def describe_policy(self, tenant_id: str) -> dict[str, Any]:
+        """The tenant's recording policy as an admin sees it (`broker.devices.policy`)."""
+        async with self._db.transaction() as conn:
+            return await policy.describe(TenantScope(conn, tenant_id))
+
+    async def update_policy(
+        self, tenant_id: str, change: PolicyUpdate, *, actor: str
+    ) -> dict[str, Any]:
+        """Set (or clear, with None) the keys `change` names; audited with old and new."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                result = await policy.update(
+                    TenantScope(conn, tenant_id), change, now=self._clock(), actor=actor
+                )
+        return result
 
     async def check_device(self, scope: TenantScope, principal: Principal) -> None:
         """A device's access token works only while the device is not revoked."""

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from broker.db.scope import TenantScope
 from broker.errors import Forbidden, Unauthenticated
 from broker.identity import Principal
 from broker.web import cookies
@@ -35,10 +34,7 @@ async def device_principal(request: web.Request, spend: Spend | None = None) -> 
     principal = request.app[SERVICES].signer.verify(bearer_token(request), "device")
     if spend is not None:
         await spend(principal)
-    async with request.app[SERVICES].db.transaction() as conn:
-        await request.app[SERVICES].devices.check_device(
-            TenantScope(conn, principal.tenant_id), principal
-        )
+    await request.app[SERVICES].devices.verify_device(principal)
     return principal
 
 
@@ -57,8 +53,7 @@ async def user_principal(request: web.Request, spend: Spend | None = None) -> Pr
             f"a request made with the session cookie needs the {cookies.CSRF_HEADER} header",
             code=ErrorCode.CSRF_FAILED,
         )
-    async with request.app[SERVICES].db.transaction() as conn:
-        await sessions.check(TenantScope(conn, principal.tenant_id), principal)
+    await sessions.verify(principal)
     return principal
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import text
 
 from broker.errors import BrokerError
 from broker.web.appkeys import OPENAPI, SERVICES
@@ -13,8 +12,7 @@ from shared.api import Health
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[SERVICES].db.transaction() as conn:
-            await conn.execute(text("SELECT 1"))
+        await request.app[SERVICES].db.ping()
     except Exception as exc:  # a health probe reports, it does not raise
         raise BrokerError(f"database unreachable: {type(exc).__name__}") from None
     return reply(Health(status="ok"))

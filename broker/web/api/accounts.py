@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.accounts import service as accounts
-from broker.db.scope import TenantScope
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
@@ -13,15 +11,10 @@ from shared.api import Assignment, DeviceRevoked, Devices
 
 
 async def assign(request: web.Request, principal: Principal, body: Assignment) -> web.Response:
-    async for txn in request.app[SERVICES].db.attempts():
-        async with txn as conn:
-            created = await accounts.assign(
-                TenantScope(conn, principal.tenant_id),
-                manager_id=body.manager_id,
-                employee_id=body.employee_id,
-                now=request.app[SERVICES].clock(),
-                actor=f"user:{principal.user_id}",
-            )
+    created = await request.app[SERVICES].accounts.assign(
+        principal.tenant_id, manager_id=body.manager_id, employee_id=body.employee_id,
+        actor=f"user:{principal.user_id}",
+    )
     return reply(body, status=201 if created else 200)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.db.scope import TenantScope
-from broker.devices import heartbeat, policy
+from broker.devices import heartbeat
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
@@ -19,16 +18,12 @@ async def beat(request: web.Request, principal: Principal, body: Heartbeat) -> w
 
 
 async def get_policy(request: web.Request, principal: Principal) -> web.Response:
-    async with request.app[SERVICES].db.transaction() as conn:
-        described = await policy.describe(TenantScope(conn, principal.tenant_id))
+    described = await request.app[SERVICES].devices.describe_policy(principal.tenant_id)
     return reply(shape(PolicySettings, described))
 
 
 async def put_policy(request: web.Request, principal: Principal, body: PolicyPatch) -> web.Response:
-    async for txn in request.app[SERVICES].db.attempts():
-        async with txn as conn:
-            updated = await policy.update(
-                TenantScope(conn, principal.tenant_id), body.update(),
-                now=request.app[SERVICES].clock(), actor=f"user:{principal.user_id}",
-            )
+    updated = await request.app[SERVICES].devices.update_policy(
+        principal.tenant_id, body.update(), actor=f"user:{principal.user_id}"
+    )
     return reply(shape(PolicySettings, updated))
