@@ -371,3 +371,49 @@ def test_short_access_tokens_only_in_development_mode() -> None:
     settings = Settings.from_env({**env, "BUCKETREEL_DEV_MODE": "1"})
     assert settings.access_token_ttl == 5
     assert (settings.browser_idle_timeout, settings.browser_session_max_age) == (IDLE, MAX_AGE)
+
+
+def test_after_a_wrong_code_the_sign_in_form_keeps_organisation_and_email(
+    client: Client, broker: BrokerProcess, tenant: Tenant
+) -> None:
+    person = make_person(broker, tenant, "manager")
+    token = send(client, "GET", "/signin").cookies["bucketreel_signin"].value
+    tricky = person.email  # escaped into the page, never markup
+    first = send(
+        client, "POST", "/signin", cookies={"bucketreel_signin": token},
+        form={"csrf_token": token, "tenant": person.tenant.name, "email": tricky,
+              "password": PASSWORD},
+    )
+    assert first.status == 200, first.body
+    challenge = re.search(r'name="challenge" value="([^"]+)"', first.body)[1]
+    carried = dict(re.findall(r'<input type="hidden" name="(tenant|email)" value="([^"]*)"',
+                              first.body))
+    assert carried == {"tenant": person.tenant.name, "email": tricky}
+
+    wrong = send(
+        client, "POST", "/signin/code", cookies={"bucketreel_signin": token},
+        form={"csrf_token": token, "challenge": challenge, "code": "000000", **carried},
+    )
+    assert wrong.status == 401, wrong.body
+    assert 'action="/signin"' in wrong.body  # back at the password step ...
+    assert f'name="tenant" required autocomplete="organization" value="{person.tenant.name}"' \
+        in wrong.body  # ... with what the person typed
+    assert f'name="email" type="email" required autocomplete="username" value="{tricky}"' \
+        in wrong.body
+    assert 'name="password"' in wrong.body
+    assert PASSWORD not in wrong.body  # never the password
+
+
+def test_values_carried_through_the_code_form_are_escaped(
+    client: Client, broker: BrokerProcess, tenant: Tenant
+) -> None:
+    token = send(client, "GET", "/signin").cookies["bucketreel_signin"].value
+    hostile = '"><script>alert(1)</script>'
+    wrong = send(
+        client, "POST", "/signin/code", cookies={"bucketreel_signin": token},
+        form={"csrf_token": token, "challenge": "c" * 40, "code": "000000",
+              "tenant": hostile, "email": hostile},
+    )
+    assert wrong.status in {400, 401}, wrong.body
+    assert "<script>" not in wrong.body
+    assert "&#34;&gt;&lt;script&gt;" in wrong.body or "&quot;&gt;&lt;script&gt;" in wrong.body

@@ -85,7 +85,7 @@ def _password_form(token: str, tenant: str = "", email: str = "") -> Form:
     return {"csrf": token, "tenant": tenant, "email": email, "challenge": ""}
 
 
-def _code_form(token: str, step: LoginStep) -> Form:
+def _code_form(token: str, step: LoginStep, tenant: str, email: str) -> Form:
     enroll = None
     if step.provisioning_uri:
         query = parse_qs(urlsplit(step.provisioning_uri).query)
@@ -94,7 +94,12 @@ def _code_form(token: str, step: LoginStep) -> Form:
             "secret": query.get("secret", [""])[0],
             "uri": step.provisioning_uri,
         }
-    return {"csrf": token, "challenge": step.challenge, "enroll": enroll}
+    # what the person typed in the first step, so that after a wrong code the password form
+    # comes back filled in (not secret: they typed it, and the page is theirs)
+    return {
+        "csrf": token, "challenge": step.challenge, "enroll": enroll,
+        "tenant": tenant, "email": email,
+    }
 
 
 def _failed(request: web.Request, token: str, exc: BrokerError, form: Form) -> web.Response:
@@ -127,7 +132,7 @@ async def signin(request: web.Request) -> web.Response:
         )
     except BrokerError as exc:
         return _failed(request, token, exc, _password_form(token, tenant, email))
-    return _signin_page(request, token, _code_form(token, step))
+    return _signin_page(request, token, _code_form(token, step, tenant_, email_))
 
 
 async def signin_code(request: web.Request) -> web.Response:
@@ -142,8 +147,11 @@ async def signin_code(request: web.Request) -> web.Response:
             known_device=cookies.known_device_cookie(request),
         )
     except BrokerError as exc:
-        # Start again from the password: a challenge is short-lived and single-use.
-        return _failed(request, token, exc, _password_form(token))
+        # Start again from the password (a challenge is short-lived and single-use), with the
+        # organisation and email the code form carried back.
+        tenant = form.get("tenant", "")[:200]
+        email = form.get("email", "")[:MAX_EMAIL]
+        return _failed(request, token, exc, _password_form(token, tenant, email))
     failed = result.failed_sign_ins
     if result.recovery_codes:
         response = page(
