@@ -102,6 +102,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.auth in _DEVICE_CALLERS:
         responses["429"] = _rate_limited(route)
     error = _json(_ref(Error), "error")
+    if route.page:  # a page may answer a failure with itself, the message on it (sign-in)
+        error["description"] = "error: JSON from the error middleware, or the page again"
+        error["content"]["text/html"] = {"schema": {"type": "string"}}
     responses["4XX"] = error
     responses["5XX"] = error
     operation: dict[str, Any] = {"summary": route.summary, "responses": responses}
