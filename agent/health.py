@@ -80,11 +80,14 @@ def sample(raw: bytes | bytearray, width: int, height: int, *, rows: int = GRID_
 
 
 def _same_picture(frame: Frame, last: Frame | None) -> bool:
-    return (
-        last is not None
-        and (frame.width, frame.height) == (last.width, last.height)
-        and frame.raw == last.raw
-    )
+    """Byte for byte; the sparse grid answers first when it already differs (a grid that
+    differs means bytes that differ), so a changing screen costs no full-frame memcmp."""
+    if last is None or (frame.width, frame.height) != (last.width, last.height):
+        return False
+    grid = sample(frame.raw, frame.width, frame.height)
+    if grid != sample(last.raw, last.width, last.height):
+        return False
+    return frame.raw == last.raw
 
 
 def one_colour(frame: Frame) -> bool:
