@@ -257,3 +257,16 @@ class StorageStatus(Model):
     access_key_id: str | UnsetType | None = UNSET
     role_arn: str | UnsetType | None = UNSET
     credential_version: int | UnsetType = UNSET
+
+
+# --- The tenant admin's console: people, invitations, who watches whom.
+#
+# (end of people)
+#
+# --- Fleet: enrollment codes, devices.
+#
+# (end of fleet)
+#
+# --- Storage: the admin's view of the bucket, its policies, the rotation.
+#
+# (end of storage)

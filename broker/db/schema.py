@@ -95,6 +95,8 @@ tenants = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     # 0010: devices not revoked a person may have (null: BUCKETREEL_DEVICE_CAP).
     Column("device_cap", Integer, nullable=True),
+    # 0012: the IANA zone the tenant's pages cut days in (null: the viewer's, else UTC).
+    Column("time_zone", String(64), nullable=True),
 )
 
 users = Table(
@@ -118,6 +120,11 @@ users = Table(
     Column("device_cap", Integer, nullable=True),
     Column("failed_logins", Integer, nullable=False, server_default="0"),
     Column("failed_login_at", UTCDateTime(), nullable=True),
+    # 0012: "active" | "invited" (no password yet) | "deactivated"; the last full sign-in;
+    # an admin's 2FA reset not yet followed by re-enrolment.
+    Column("state", String(12), nullable=False, server_default="active"),
+    Column("last_sign_in_at", UTCDateTime(), nullable=True),
+    Column("mfa_reset_at", UTCDateTime(), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
     tenant_key("users"),
 )
@@ -211,6 +218,11 @@ enrollment_codes = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("used_at", UTCDateTime(), nullable=True),
+    # 0012: enrolls up to max_uses devices (1: one-time); withdrawn by an admin; its label.
+    Column("max_uses", Integer, nullable=False, server_default="1"),
+    Column("uses", Integer, nullable=False, server_default="0"),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Column("label", String(200), nullable=True),
     tenant_link("enrollment_codes", "user_id", "users"),
 )
 

@@ -489,6 +489,19 @@ ROUTES: tuple[Route, ...] = (
         summary="The tenant's audit log as JSON lines (same filters as the page)",
         responses={200: None},
     ),
+    # --- The tenant admin's console (`/admin/...` pages over `/api/v1/admin/...` routes).
+    # People: the list, invitations and their acceptance, roles, deactivation, 2FA reset,
+    # who watches whom.
+    #
+    # (end of people)
+    #
+    # Fleet: enrollment codes, devices, the recording policy page.
+    #
+    # (end of fleet)
+    #
+    # Storage: the bucket, its policies, the self-check, the rotation of keys.
+    #
+    # (end of storage)
 )
 
 

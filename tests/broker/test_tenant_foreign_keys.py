@@ -278,7 +278,8 @@ def a_row(link: Link, parents: Mapping[str, str], target: str) -> dict[str, Any]
             values[column.name] = target if own[column.name] == link else parents[
                 own[column.name].parent
             ]
-        elif column.primary_key or not column.nullable:
+        elif column.primary_key or not (column.nullable or column.server_default is not None):
+            # (a column with a server default may be newer than the database at hand)
             values[column.name] = fresh(column)
     return values
 
