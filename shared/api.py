@@ -142,6 +142,7 @@ class Receipt(Model):
     viewer_role: str
     recording_id: Id
     seq: Seq
+    own: bool  # the person watched their own recording
 
 
 class Receipts(Model):

@@ -34,6 +34,7 @@ class Receipt:
     viewer_role: str
     recording_id: str
     seq: int
+    own: bool = False  # the person watched their own recording
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +81,7 @@ async def receipts(scope: TenantScope, user_id: str) -> list[Receipt]:
         who, role = actor_label(r.actor, people)
         found.append(
             Receipt(at=r.at, viewer=who, viewer_role=role, recording_id=details["recording"],
-                    seq=int(details.get("seq", 0)))
+                    seq=int(details.get("seq", 0)), own=r.actor == f"user:{user_id}")
         )
     return found
 

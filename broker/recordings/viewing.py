@@ -1,4 +1,5 @@
-"""What people (managers and admins) read: employees, recordings, short-lived view URLs.
+"""What people read: their own recordings and those `broker.access` lets them see, and
+short-lived view URLs.
 
 Every method authorizes through `broker.access` in the same transaction as the read
 (a view URL is signed after that transaction and audited in the next, before it is handed out).

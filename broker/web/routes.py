@@ -89,7 +89,6 @@ from shared.wire import (
 
 Auth = Literal["public", "device", "user", "device_or_user", "refresh_cookie"]
 ADMIN = frozenset({"admin"})
-VIEWERS = frozenset({"manager", "admin"})
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # (request), (request, body), (request, principal) or (request, principal, body)
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -281,7 +280,7 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/employees",
         auth="user",
         handler=recording_handlers.employees,
-        summary="The people whose recordings the caller may see",
+        summary="The people whose recordings the caller may see besides their own",
         responses={200: Employees},
     ),
     Route(
@@ -289,16 +288,16 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/employees/{user_id}/recordings",
         auth="user",
         handler=recording_handlers.employee_recordings,
-        summary="An employee's recordings",
+        summary="A person's recordings (their own, or one the caller may see)",
         responses={200: Recordings},
     ),
     Route(
         method="POST",
         path=SEGMENT + "/view",
         auth="user",
-        roles=VIEWERS,
         handler=recording_handlers.view,
-        summary="A short-lived presigned GET for one verified segment (audited)",
+        summary="A short-lived presigned GET for one verified segment (audited; the "
+        "recording's own person, their managers, the tenant's admins: `broker.access`)",
         responses={200: ViewUrl},
     ),
     Route(
@@ -437,9 +436,9 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/employees/{user_id}",
         auth="user",
-        roles=VIEWERS,
         handler=page_views.employee_day,
-        summary="An employee's day: recordings, recorded time and gaps",
+        summary="A person's day: recordings, recorded time and gaps (the person, their "
+        "managers, the admins)",
         page=True,
         responses={200: None},
     ),
@@ -447,7 +446,6 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/recordings/{recording_id}",
         auth="user",
-        roles=VIEWERS,
         handler=page_views.player,
         summary="The player: a recording's segments as one timeline, straight from the bucket",
         page=True,

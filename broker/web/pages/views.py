@@ -48,10 +48,11 @@ async def _top(request: web.Request, principal: Principal) -> Top:
 
 async def home(request: web.Request, principal: Principal) -> web.Response:
     top = await _top(request, principal)
+    own = f"/employees/{principal.user_id}"
     if principal.role == "employee":
-        return page(request, "home.html", title="Welcome", top=top, people=None)
+        return page(request, "home.html", title="Welcome", top=top, people=None, own=own)
     people = await request.app[SERVICES].viewing.employees(principal)
-    return page(request, "home.html", title="People", top=top, people=people)
+    return page(request, "home.html", title="People", top=top, people=people, own=own)
 
 
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
@@ -178,7 +179,7 @@ async def receipts_api(request: web.Request, principal: Principal) -> web.Respon
     return reply(shape(Receipts, {
         "receipts": [
             {"at": r.at.isoformat(), "viewer": r.viewer, "viewer_role": r.viewer_role,
-             "recording_id": r.recording_id, "seq": r.seq}
+             "recording_id": r.recording_id, "seq": r.seq, "own": r.own}
             for r in found
         ]
     }))
