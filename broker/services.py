@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.accounts.organisation import Organisation
 from broker.accounts.passwords import Passwords
 from broker.accounts.service import Accounts
 from broker.auth.login import LoginService
@@ -37,6 +38,7 @@ from broker.storage.service import StorageAccess
 class Services:
     signer: TokenSigner
     accounts: Accounts
+    organisation: Organisation
     devices: DeviceAuth
     recordings: RecordingService
     passwords: Passwords
@@ -121,6 +123,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     return Services(
         signer=signer,
         accounts=Accounts(db=db, clock=clock),
+        organisation=Organisation(db=db, clock=clock),
         devices=devices,
         recordings=recordings,
         passwords=passwords,

@@ -260,6 +260,22 @@ class StorageStatus(Model):
     credential_version: int | UnsetType = UNSET
 
 
+class Organisation(Model):
+    """The tenant's own settings: its name and the IANA zone its pages cut days in (null:
+    each viewer's browser zone)."""
+
+    name: str
+    time_zone: str | None
+
+
+class OrganisationChange(Model, forbid_unknown_fields=True):
+    """`PUT /api/v1/admin/organisation`: the zone (an IANA name, at most 64 characters), or
+    null for each viewer's own."""
+
+    unknown_field = "not an organisation setting (known: time_zone)"
+
+    time_zone: Annotated[str, Meta(max_length=64)] | None
+
 # --- The tenant admin's console: people, invitations, who watches whom.
 #
 # (end of people)

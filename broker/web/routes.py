@@ -37,12 +37,14 @@ from broker.web.api import accounts as admin_handlers
 from broker.web.api import auth as user_handlers
 from broker.web.api import devices as agent_handlers
 from broker.web.api import enrollment as device_handlers
+from broker.web.api import organisation as organisation_handlers
 from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
 from broker.web.appkeys import SERVICES
 from broker.web.cookies import REFRESH_PATH
 from broker.web.guard import device_or_user_principal, device_principal, user_principal
 from broker.web.http import read_body
+from broker.web.pages import admin_organisation as page_organisation
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
@@ -57,6 +59,8 @@ from shared.api import (
     LoginRequest,
     LoginStep,
     MfaRequest,
+    Organisation,
+    OrganisationChange,
     Receipts,
     Recordings,
     RegisterDevice,
@@ -488,6 +492,49 @@ ROUTES: tuple[Route, ...] = (
         responses={200: None},
     ),
     # --- The tenant admin's console (`/admin/...` pages over `/api/v1/admin/...` routes).
+    # The organisation: its time zone.
+    Route(
+        method="GET",
+        path="/api/v1/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=organisation_handlers.get_organisation,
+        summary="The tenant's name and the time zone its pages cut days in (null: each "
+        "viewer's own)",
+        responses={200: Organisation},
+    ),
+    Route(
+        method="PUT",
+        path="/api/v1/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=organisation_handlers.put_organisation,
+        summary="Set the tenant's time zone (an IANA name) or clear it (null; audited)",
+        request=OrganisationChange,
+        responses={200: Organisation},
+    ),
+    Route(
+        method="GET",
+        path="/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=page_organisation.organisation_page,
+        summary="The organisation page: the time zone of the tenant's pages",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=page_organisation.organisation_form,
+        summary="The organisation form (CSRF token as a form field)",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
+    #
     # People: the list, invitations and their acceptance, roles, deactivation, 2FA reset,
     # who watches whom.
     #

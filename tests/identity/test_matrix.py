@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata
 from broker.web.routes import ROUTES, Route
 from tests.identity.people import Org
-from tests.support.api import now_iso, random_segment
+from tests.support.api import Reply, now_iso, random_segment
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 
@@ -44,7 +45,32 @@ def path_of(route: Route, org: Org) -> str:
     return re.sub(r"{(\w+)}", fill, route.path)
 
 
+# The fields each form route (`route.form`: a page's HTML form) is sent: a well-formed form, so
+# that what a caller meets is the guard's answer, not a complaint about the body.
+FORMS: dict[str, dict[str, str]] = {
+    "/logout": {},
+    "/admin/organisation": {"time_zone": "Europe/Berlin"},
+}
+
+
+class Form(dict[str, str]):
+    """A form body (sent url-encoded), as opposed to a JSON one."""
+
+
+def call(org: Org, route: Route, path: str, body: Any, token: str | None = None) -> Reply:
+    if isinstance(body, Form):
+        return org.api.call(
+            route.method, path, token=token, body=urlencode(body).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    return org.api.call(route.method, path, body, token=token)
+
+
 def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
+    if route.form:
+        if route.path not in FORMS:
+            pytest.fail(f"{route.path}: give the matrix the fields of its form")
+        return Form(FORMS[route.path])
     model = route.request.__name__ if route.request is not None else None
     if model == "StorageRequest":
         # a complete storage set-up for the caller's own tenant: it must never touch org's
@@ -62,6 +88,7 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "GapReport": {"seqs": [0], "reason": "refused"},
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
         "PolicyPatch": {"fps": 2, "segment_seconds": None},
+        "OrganisationChange": {"time_zone": "Europe/Berlin"},
     }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")
@@ -91,7 +118,7 @@ def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, 
 
 def test_nobody_without_a_token_gets_in(s3_endpoint: S3Endpoint, org: Org) -> None:
     for route in ORDERED:
-        reply = org.api.call(route.method, path_of(route, org), body_of(route, org, s3_endpoint))
+        reply = call(org, route, path_of(route, org), body_of(route, org, s3_endpoint))
         assert reply.status == 401, f"{route.method} {route.path}"
         assert reply.body["error"] in {"unauthenticated", "invalid_token"}
 
@@ -104,16 +131,16 @@ def test_wrong_kind_of_caller_and_missing_role_are_refused(
     for route in ORDERED:
         path, body = path_of(route, org), body_of(route, org, s3_endpoint)
         if route.auth == "user":
-            reply = org.api.call(route.method, path, body, token=org.device.access_token)
+            reply = call(org, route, path, body, token=org.device.access_token)
             assert reply.status == 401, f"device on {route.method} {route.path}"
             for role, person in people.items():
                 if route.roles and role not in route.roles:
-                    reply = org.api.call(route.method, path, body, token=person.access_token)
+                    reply = call(org, route, path, body, token=person.access_token)
                     assert reply.status == 403, f"{role} on {route.method} {route.path}"
                     checked += 1
         if route.auth in ("device", "refresh_cookie"):  # a person's bearer token is neither
             for role, person in people.items():
-                reply = org.api.call(route.method, path, body, token=person.access_token)
+                reply = call(org, route, path, body, token=person.access_token)
                 assert reply.status == 401, f"{role} on {route.method} {route.path}"
                 checked += 1
     assert checked > 0
@@ -133,7 +160,7 @@ def test_no_route_reads_or_writes_across_tenants(
     ):
         for route in ORDERED:
             body = body_of(route, org, s3_endpoint)
-            reply = org.api.call(route.method, path_of(route, org), body, token=token)
+            reply = call(org, route, path_of(route, org), body, token=token)
             where = f"{caller}: {route.method} {route.path} -> {reply.status}"
             assert reply.status < 500, where
             if reply.status < 300:
