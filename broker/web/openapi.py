@@ -25,6 +25,7 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "recording_id": _ID,
     "user_id": _ID,
     "device_id": _ID,
+    "code_id": _ID,
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
     "name": {"type": "string", "pattern": "^[a-z0-9-]+\\.(css|js)$"},
 }
@@ -81,6 +82,13 @@ def _rate_limited(route: Route) -> dict[str, Any]:
     return said
 
 
+# A form's "see other": no body, the next page in Location.
+_REDIRECT = {
+    "description": "see other: the page to go to next",
+    "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+}
+
+
 def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
     if model is not None:
         return _json(_ref(model), "success")
@@ -97,7 +105,8 @@ def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        str(status): _success(route, model) for status, model in route.responses.items()
+        str(status): _REDIRECT if 300 <= status < 400 else _success(route, model)
+        for status, model in route.responses.items()
     }
     if route.auth in _DEVICE_CALLERS:
         responses["429"] = _rate_limited(route)

@@ -37,6 +37,7 @@ from broker.web.api import accounts as admin_handlers
 from broker.web.api import auth as user_handlers
 from broker.web.api import devices as agent_handlers
 from broker.web.api import enrollment as device_handlers
+from broker.web.api import fleet as fleet_handlers
 from broker.web.api import organisation as organisation_handlers
 from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
@@ -44,6 +45,7 @@ from broker.web.appkeys import SERVICES
 from broker.web.cookies import REFRESH_PATH
 from broker.web.guard import device_or_user_principal, device_principal, user_principal
 from broker.web.http import read_body
+from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
@@ -52,9 +54,13 @@ from broker.web.pages import views as page_views
 from broker.web.pages.html import html_errors
 from shared.api import (
     Assignment,
+    CreateEnrollmentCode,
     DeviceRevoked,
     Devices,
     Employees,
+    EnrollmentCodeCreated,
+    EnrollmentCodeInfo,
+    EnrollmentCodes,
     Health,
     LoginRequest,
     LoginStep,
@@ -143,7 +149,7 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/devices/enroll",
         auth="public",
         handler=device_handlers.enroll,
-        summary="Trade a one-time enrollment code for a device credential",
+        summary="Trade one use of an enrollment code for a device credential",
         request=EnrollRequest,
         responses={201: TokenPair},
     ),
@@ -541,7 +547,109 @@ ROUTES: tuple[Route, ...] = (
     # (end of people)
     #
     # Fleet: enrollment codes, devices, the recording policy page.
-    #
+    Route(
+        method="GET",
+        path="/api/v1/admin/enrollment-codes",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.list_codes,
+        summary="The tenant's enrollment codes, newest first (never a code itself)",
+        responses={200: EnrollmentCodes},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/enrollment-codes",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.create_code,
+        summary="Create a code enrolling up to max_uses workstations of a person; the reply "
+        "holds the code (this once) and the `bucketreel-agent enroll` command (audited)",
+        request=CreateEnrollmentCode,
+        responses={201: EnrollmentCodeCreated},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/enrollment-codes/{code_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.revoke_code,
+        summary="Revoke an enrollment code: it enrolls no more devices (audited)",
+        responses={200: EnrollmentCodeInfo},
+    ),
+    Route(
+        method="GET",
+        path="/admin/devices",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.devices_page,
+        summary="Devices page: state, agent, last heartbeat, backlog, last upload, gaps",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/devices/{device_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.revoke_device,
+        summary="Revoke-device form (its tokens stop working at once)",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
+    Route(
+        method="GET",
+        path="/admin/enrollment",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.enrollment_page,
+        summary="Enrollment page: create codes, the agent's command, the codes and their state",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/enrollment",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.create_code,
+        summary="New-code form: the page again with the code and command, shown this once",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/enrollment/{code_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.revoke_code,
+        summary="Revoke-code form",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
+    Route(
+        method="GET",
+        path="/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.policy_page,
+        summary="Recording policy page: fps, segment length, idle timeout, each with its cost",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.save_policy,
+        summary="Recording policy form (an empty field leaves the setting to the agents)",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
     # (end of fleet)
     #
     # Storage: the bucket, its policies, the self-check, the rotation of keys.

@@ -28,12 +28,27 @@ ENDS_SESSION = ("/logout", "/sign-out-everywhere")
 ORDERED = sorted(GUARDED, key=lambda r: r.path.endswith(ENDS_SESSION))
 
 
+# Rows of org's tenant that only some routes' paths name, made before any test runs.
+MADE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _org_rows(org: Org) -> None:
+    made = org.api.call(
+        "POST", "/api/v1/admin/enrollment-codes", {"user_id": org.employee.user_id},
+        token=org.admin.access_token,
+    )
+    assert made.status == 201, made.body
+    MADE["code_id"] = made.body["code_id"]
+
+
 def path_of(route: Route, org: Org) -> str:
     values = {
         "recording_id": org.recording_id,
         "seq": "0",
         "user_id": org.employee.user_id,
         "device_id": org.device.device_id,
+        **MADE,
     }
 
     def fill(match: re.Match[str]) -> str:
@@ -46,10 +61,15 @@ def path_of(route: Route, org: Org) -> str:
 
 
 # The fields each form route (`route.form`: a page's HTML form) is sent: a well-formed form, so
-# that what a caller meets is the guard's answer, not a complaint about the body.
+# that what a caller meets is the guard's answer, not a complaint about the body. "{employee}"
+# stands for org's employee.
 FORMS: dict[str, dict[str, str]] = {
     "/logout": {},
     "/admin/organisation": {"time_zone": "Europe/Berlin"},
+    "/admin/devices/{device_id}/revoke": {},
+    "/admin/enrollment": {"user_id": "{employee}", "max_uses": "1", "hours": "1"},
+    "/admin/enrollment/{code_id}/revoke": {},
+    "/admin/policy": {"fps": "2"},
 }
 
 
@@ -70,7 +90,8 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
     if route.form:
         if route.path not in FORMS:
             pytest.fail(f"{route.path}: give the matrix the fields of its form")
-        return Form(FORMS[route.path])
+        employee = org.employee.user_id
+        return Form({k: v.replace("{employee}", employee) for k, v in FORMS[route.path].items()})
     model = route.request.__name__ if route.request is not None else None
     if model == "StorageRequest":
         # a complete storage set-up for the caller's own tenant: it must never touch org's
@@ -89,6 +110,7 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
         "PolicyPatch": {"fps": 2, "segment_seconds": None},
         "OrganisationChange": {"time_zone": "Europe/Berlin"},
+        "CreateEnrollmentCode": {"user_id": org.employee.user_id, "max_uses": 2},
     }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")

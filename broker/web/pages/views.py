@@ -55,9 +55,16 @@ async def home(request: web.Request, principal: Principal) -> web.Response:
     top = await top_bar(request, principal)
     own = f"/employees/{principal.user_id}"
     if principal.role == "employee":
-        return page(request, "home.html", title="Welcome", top=top, people=None, own=own)
+        return page(
+            request, "home.html", title="Welcome", top=top, people=None, own=own, silent=None
+        )
     people = await request.app[SERVICES].viewing.employees(principal)
-    return page(request, "home.html", title="People", top=top, people=people, own=own)
+    silent = None  # an admin's glance at the fleet: the devices gone silent
+    if principal.role == "admin":
+        silent = await request.app[SERVICES].devices.silent_devices(principal.tenant_id)
+    return page(
+        request, "home.html", title="People", top=top, people=people, own=own, silent=silent
+    )
 
 
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
