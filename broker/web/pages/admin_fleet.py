@@ -19,7 +19,7 @@ from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import public_url
 from broker.web.pages.forms import read_form
-from broker.web.pages.html import page, when
+from broker.web.pages.html import page
 from broker.web.pages.signin import see_other
 from broker.web.pages.views import top_bar
 from shared.api import CODE_TTL_MAX, CODE_TTL_MIN, MAX_CODE_USES, CreateEnrollmentCode
@@ -39,8 +39,9 @@ def _field_error(exc: WireError) -> str:
     return f"{LABELS.get(exc.field, exc.field)}: {exc.message}"
 
 
-def _at(value: str | None) -> str:
-    return when(datetime.fromisoformat(value) if value else None)
+def _at(value: str | None) -> datetime | None:
+    """A service's timestamp as the templates' `moment` takes it (the viewer's zone)."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def _size(count: int) -> str:
@@ -62,7 +63,7 @@ def _device_row(d: dict[str, Any]) -> dict[str, Any]:
         "id": d["device_id"], "name": d["name"], "email": d["email"], "state": state,
         "silent": d["state"] == "silent", "revoked": d["revoked_at"] is not None,
         "version": d["agent_version"] or "—",
-        "seen": _at(d["last_seen_at"]) if d["last_seen_at"] else "never",
+        "seen": _at(d["last_seen_at"]),
         "spool": (f"{d['spool_segments']} segments, {_size(d['spool_bytes'])}"
                   if d["spool_segments"] else "none"),
         "upload": upload and {
