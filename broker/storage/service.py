@@ -1,9 +1,9 @@
 """A tenant's storage access: save (with the self-check), check, status, revocation.
 
-Saving runs the self-check on the new credentials *before* anything is stored; findings
-refuse the save unless the caller accepts the risk, which is audited. The bucket clients are
-keyed by configuration, so saved keys or a role take effect on the next request, without a
-restart.
+Saving runs the self-check on the new credentials *before* anything is stored. Credentials
+that cannot write are refused, always; rights too many (list, delete, ACL) refuse the save
+unless the caller accepts the risk, which is audited. The bucket clients are keyed by
+configuration, so saved keys or a role take effect on the next request, without a restart.
 
 Revocation (DESIGN G6): when a re-grant (an earlier PUT failed) or a completion meets a 403,
 the broker asks the bucket about the tenant's canary, an object the self-check created and
@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from broker.audit import log as audit
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import storage_access
+from broker.db.schema import storage_access, storage_configs
 from broker.db.scope import TenantScope
 from broker.errors import BrokerError, Conflict, RateLimited
 from broker.settings import MasterKeys
@@ -48,7 +48,13 @@ SELFCHECK_DEADLINE = 20.0
 
 
 class StorageRisk(Conflict):
-    """The self-check found rights the broker must not have; saving needs `accept_risk`."""
+    """The self-check failed (nothing saved): the credentials cannot write, or they hold rights
+    the broker must not have (saving those needs `accept_risk`). `findings` says which."""
+
+    def __init__(self, message: str, *, findings: list[selfcheck.Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings
+        self.acceptable = all(f.name != "cannot_write" for f in findings)
 
 
 class StorageAccess:
@@ -102,13 +108,21 @@ class StorageAccess:
                 tenant_id, self._buckets.policy.resolve, endpoint_url, deadline=CLIENT_DEADLINE
             )
         report = await self._run(candidate)
-        if report.findings and not accept_risk:
-            raise StorageRisk(
-                "the self-check found: "
-                + "; ".join(f"{f.name} ({f.message}; {f.outcome})" for f in report.findings)
-                + ". Nothing was saved. Fix the IAM policies (bucketreel-broker iam-policy), "
-                "or save anyway with accept_risk (--accept-risk)."
-            )
+        if report.findings:
+            found = "; ".join(f"{f.name} ({f.message}; {f.outcome})" for f in report.findings)
+            if not report.can_write:  # no risk to accept: these credentials cannot do the job
+                raise StorageRisk(
+                    f"the self-check found: {found}. Nothing was saved. Check the key (or the "
+                    "role), the bucket, region and endpoint, and the identity policy.",
+                    findings=report.findings,
+                )
+            if not accept_risk:
+                raise StorageRisk(
+                    f"the self-check found: {found}. Nothing was saved. Fix the IAM policies "
+                    "(bucketreel-broker iam-policy), or save anyway with accept_risk "
+                    "(--accept-risk).",
+                    findings=report.findings,
+                )
         now = self._clock()
         async for txn in self._db.attempts():
             async with txn as conn:
@@ -196,9 +210,10 @@ class StorageAccess:
                 raise StorageAccessDenied("no canary object to check the credentials with")
             await self._buckets.head(bucket, canary)
         except StorageAccessDenied:
+            version = bucket.config.credential_version
             await self.mark_revoked(
                 tenant_id, reason="the bucket answered 403 to the broker's credentials "
-                f"(credential version {bucket.config.credential_version})",
+                f"(credential version {version})", credential_version=version,
             )
             return False
         return True
@@ -211,7 +226,11 @@ class StorageAccess:
                 "install new ones (bucketreel-broker admin set-storage)"
             )
 
-    async def mark_revoked(self, tenant_id: str, *, reason: str) -> None:
+    async def mark_revoked(
+        self, tenant_id: str, *, reason: str, credential_version: int | None = None
+    ) -> None:
+        """Mark the storage revoked, unless it is already, or `credential_version` (what was
+        refused) is no longer the saved one: new credentials saved meanwhile stand."""
         now = self._clock()
         async for txn in self._db.attempts():
             async with txn as conn:
@@ -220,6 +239,10 @@ class StorageAccess:
                 row = await access_row(scope, now)
                 if row.state == ACCESS_REVOKED:
                     return
+                if credential_version is not None:
+                    saved = await scope.one(storage_configs)
+                    if saved is None or saved.credential_version != credential_version:
+                        return
                 await scope.update(
                     storage_access, state=ACCESS_REVOKED, state_reason=reason[:300],
                     state_changed_at=now,
