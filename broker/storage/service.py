@@ -8,7 +8,9 @@ configuration, so saved keys or a role take effect on the next request, without 
 Revocation (DESIGN G6): when a re-grant (an earlier PUT failed) or a completion meets a 403,
 the broker asks the bucket about the tenant's canary, an object the self-check created and
 knows to exist. 403 there means the credentials are revoked: the storage is marked
-`access_revoked` (audited, logged) until new credentials pass the self-check.
+`access_revoked` (audited, logged) until new credentials pass the self-check. The same probe
+runs every `storage_check_interval` seconds for every tenant whose access works
+(`broker.storage.monitor`), so a key deactivated while no agent uploads shows too.
 """
 
 from __future__ import annotations
@@ -199,6 +201,21 @@ class StorageAccess:
         return result
 
     # -- revocation -----------------------------------------------------------------------
+
+    async def watch(self, tenant_id: str) -> bool:
+        """The periodic check (`broker.storage.monitor`): do the saved credentials still
+        work? A 403 (or STS refusing the role) marks the storage revoked; a bucket that does
+        not answer raises StorageUnavailable and changes nothing."""
+        async with self._db.transaction() as conn:
+            config = await storage_config.load(TenantScope(conn, tenant_id), self._keys)
+        try:
+            bucket = await self._buckets.client(config)
+        except StorageAccessDenied as exc:
+            await self.mark_revoked(
+                tenant_id, reason=exc.message, credential_version=config.credential_version
+            )
+            return False
+        return await self.access_works(tenant_id, bucket)
 
     async def access_works(self, tenant_id: str, bucket: BucketClient) -> bool:
         """HeadObject on the canary: False (and the storage marked revoked) on a 403."""
