@@ -30,10 +30,10 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import storage_access, storage_configs
 from broker.db.scope import TenantScope
-from broker.errors import BrokerError, Conflict, RateLimited
+from broker.errors import BrokerError, Conflict, InvalidInput, RateLimited
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
-from broker.storage import origins, selfcheck
+from broker.storage import origins, policy, selfcheck
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
 from broker.storage.io import StorageTimeout
@@ -47,6 +47,7 @@ ACCESS_REVOKED = "access_revoked"
 # The whole self-check (its client, AssumeRole, five probes) ends within this; each probe is
 # tried once with short timeouts (`broker.storage.s3`), and none starts after it.
 SELFCHECK_DEADLINE = 20.0
+MAX_ARN = 2048  # IAM's own limit on an ARN
 
 
 class StorageRisk(Conflict):
@@ -199,6 +200,45 @@ class StorageAccess:
                 credential_version=config.credential_version,
             )
         return result
+
+    async def policies(
+        self, tenant_id: str, *, bucket: str | None = None, prefix: str | None = None,
+        principal_arn: str | None = None,
+    ) -> dict[str, Any]:
+        """The identity, bucket and trust policies for the tenant's storage (or for `bucket`
+        and `prefix`, before any is saved), with the tenant's external ID in the trust policy.
+        The bucket policy's principal is the role in the role option, else `principal_arn`;
+        what is not known stays an upper-case placeholder, listed in `placeholders`."""
+        if principal_arn is not None and len(principal_arn) > MAX_ARN:
+            raise InvalidInput(f"principal_arn is longer than {MAX_ARN} characters")
+        external_id = await self.external_id(tenant_id)
+        async with self._db.transaction() as conn:
+            try:
+                config: StorageConfig | None = await storage_config.load(
+                    TenantScope(conn, tenant_id), self._keys
+                )
+            except storage_config.StorageNotConfigured:
+                config = None
+        if bucket is None:
+            if config is None:
+                raise storage_config.StorageNotConfigured(
+                    "no bucket is configured for this tenant: name one (bucket, prefix)"
+                )
+            bucket = config.bucket
+            prefix = config.prefix if prefix is None else prefix
+        if principal_arn is None and config is not None and config.auth_mode == storage_config.ROLE:
+            principal_arn = config.role_arn
+        documents = policy.policies(
+            bucket, prefix or "", principal_arn=principal_arn, external_id=external_id
+        )
+        principal = principal_arn or policy.PRINCIPAL_PLACEHOLDER
+        placeholders = ["ACCOUNT_ID"] if principal == policy.PRINCIPAL_PLACEHOLDER else []
+        placeholders.append("BROKER_ACCOUNT_ID")  # the broker's own identity (its operator's)
+        return {
+            "bucket": bucket, "prefix": (prefix or "").strip("/"), "external_id": external_id,
+            "principal_arn": principal, "assumer_arn": policy.ASSUMER_PLACEHOLDER,
+            "placeholders": placeholders, **documents,
+        }
 
     # -- revocation -----------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from shared.api import (
     Session,
     SessionRefreshed,
     SignedOut,
+    StoragePolicies,
     StorageRequest,
     StorageSaved,
     StorageStatus,
@@ -500,6 +501,16 @@ ROUTES: tuple[Route, ...] = (
     # (end of fleet)
     #
     # Storage: the bucket, its policies, the self-check, the rotation of keys.
+    Route(
+        method="GET",
+        path="/api/v1/admin/storage/policies",
+        auth="user",
+        roles=ADMIN,
+        handler=storage_handlers.get_policies,
+        summary="The IAM identity, bucket and trust policies for the tenant's bucket (or for "
+        "?bucket=&prefix= before one is saved), with the tenant's external ID",
+        responses={200: StoragePolicies},
+    ),
     #
     # (end of storage)
 )

@@ -11,7 +11,10 @@ from aiohttp import web
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
-from shared.api import StorageRequest, StorageSaved, StorageStatus
+from shared.api import StoragePolicies, StorageRequest, StorageSaved, StorageStatus
+
+# The policies route's query, each optional (`StorageAccess.policies` checks their form).
+POLICY_QUERY = ("bucket", "prefix", "principal_arn")
 
 
 async def get_storage(request: web.Request, principal: Principal) -> web.Response:
@@ -42,3 +45,10 @@ async def check_storage(request: web.Request, principal: Principal) -> web.Respo
         principal.tenant_id, actor=f"user:{principal.user_id}"
     )
     return reply(shape(StorageStatus, checked))
+
+
+async def get_policies(request: web.Request, principal: Principal) -> web.Response:
+    documents = await request.app[SERVICES].storage.policies(
+        principal.tenant_id, **{name: request.query.get(name) or None for name in POLICY_QUERY}
+    )
+    return reply(shape(StoragePolicies, documents))
