@@ -201,6 +201,16 @@ class StorageAccess:
             )
         return result
 
+    async def revoked_since(self, tenant_id: str) -> datetime | None:
+        """When the tenant's storage access was found revoked; None while it works (a read
+        of the state only: no request to the bucket)."""
+        async with self._db.transaction() as conn:
+            row = await TenantScope(conn, tenant_id).one(storage_access)
+        if row is None or row.state != ACCESS_REVOKED:
+            return None
+        since: datetime | None = row.state_changed_at
+        return since
+
     async def policies(
         self, tenant_id: str, *, bucket: str | None = None, prefix: str | None = None,
         principal_arn: str | None = None,

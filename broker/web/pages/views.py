@@ -18,7 +18,7 @@ from broker.identity import Principal
 from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
-from broker.web.pages.html import Top, nav, page, when
+from broker.web.pages.html import Top, page, top, when
 from shared.api import Receipts
 
 DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
@@ -38,12 +38,7 @@ CAPTURE_LABELS = {
 
 
 async def _top(request: web.Request, principal: Principal) -> Top:
-    email = await request.app[SERVICES].viewing.email(principal)
-    left = principal.expires_at - int(request.app[SERVICES].clock().timestamp())
-    return nav(
-        principal, request.app[SERVICES].sessions.csrf_token(principal.session_id), email,
-        max(0, left),
-    )
+    return await top(request, principal)  # one top bar for every page (`html.top`)
 
 
 async def home(request: web.Request, principal: Principal) -> web.Response:
