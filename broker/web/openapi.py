@@ -87,9 +87,12 @@ def _rate_limited(route: Route) -> dict[str, Any]:
     return said
 
 
-def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
+def _success(route: Route, model: type[Model] | None, status: int = 200) -> dict[str, Any]:
     if model is not None:
         return _json(_ref(model), "success")
+    if route.page and 300 <= status < 400:  # a form's answer: go to the page it names
+        return {"description": "see the page in `Location`",
+                "headers": {"Location": {"schema": {"type": "string"}}}}
     text = {"schema": {"type": "string"}}
     if route.path.startswith("/static/"):
         return {"description": "success", "content": {"text/css": text, "text/javascript": text}}
@@ -103,7 +106,8 @@ def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        str(status): _success(route, model) for status, model in route.responses.items()
+        str(status): _success(route, model, status)
+        for status, model in route.responses.items()
     }
     if route.auth in _DEVICE_CALLERS:
         responses["429"] = _rate_limited(route)

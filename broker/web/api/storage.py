@@ -25,17 +25,9 @@ async def get_storage(request: web.Request, principal: Principal) -> web.Respons
 async def put_storage(
     request: web.Request, principal: Principal, body: StorageRequest
 ) -> web.Response:
+    # the body's fields are `save`'s arguments, by name (the Storage page's form does the same)
     saved = await request.app[SERVICES].storage.save(
-        principal.tenant_id,
-        bucket=body.bucket,
-        region=body.region,
-        endpoint_url=body.endpoint_url,
-        prefix=body.prefix,
-        access_key_id=body.access_key_id,
-        secret_access_key=body.secret_access_key,
-        role_arn=body.role_arn,
-        accept_risk=body.accept_risk,
-        actor=f"user:{principal.user_id}",
+        principal.tenant_id, actor=f"user:{principal.user_id}", **body.to_json()
     )
     return reply(shape(StorageSaved, saved))
 
