@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -14,8 +15,9 @@ from broker.clock import Clock, utcnow
 from broker.db import housekeeping, migrate
 from broker.db.database import Database
 from broker.sealing import ChainKeys
-from broker.services import build_services
+from broker.services import Services, build_services
 from broker.settings import Settings
+from broker.storage import monitor
 from broker.web import appkeys as keys
 from broker.web import middleware, openapi, routes, templating
 
@@ -46,7 +48,8 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
     app[keys.TEMPLATES] = templating.environment()  # once, not per request
     app.cleanup_ctx.append(functools.partial(_services, settings, clock))
-    app.cleanup_ctx.append(_housekeeping)
+    app.cleanup_ctx.append(_forever("bucketreel-housekeeping", _housekeeping))
+    app.cleanup_ctx.append(_forever("bucketreel-storage-watch", _storage_watch))
     app.on_response_prepare.append(middleware.security_headers)
     routes.install(app)
     return app
@@ -77,18 +80,33 @@ async def _services(
         await db.close()
 
 
-async def _housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """The sweeper (`broker.db.housekeeping`): started with the app, cancelled with it."""
-    services = app[keys.SERVICES]
-    task = asyncio.create_task(
-        housekeeping.sweep_forever(
-            services.db, services.clock, login_window=services.settings.login_window
-        ),
-        name="bucketreel-housekeeping",
+def _forever(
+    name: str, work: Callable[[Services], Coroutine[Any, Any, None]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context running `work(services)` as a task for the app's lifetime."""
+
+    async def running(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(work(app[keys.SERVICES]), name=name)
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return running
+
+
+def _housekeeping(services: Services) -> Coroutine[Any, Any, None]:
+    """The sweeper (`broker.db.housekeeping`)."""
+    return housekeeping.sweep_forever(
+        services.db, services.clock, login_window=services.settings.login_window
     )
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+
+
+def _storage_watch(services: Services) -> Coroutine[Any, Any, None]:
+    """The storage watch (`broker.storage.monitor`): a revoked key shows on the admin pages
+    within `storage_check_interval` seconds."""
+    return monitor.watch_forever(
+        services.db, services.storage, interval=services.settings.storage_check_interval
+    )

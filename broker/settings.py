@@ -125,6 +125,10 @@ NUMBERS: dict[str, Number] = {
     # Seconds an agent's declared times may lie ahead of the broker's clock (or before its
     # recording's start): `broker.recordings.bounds`.
     "clock_skew": Number(300, 5, 3600),
+    # Seconds between the broker's checks that each tenant's storage credentials still work
+    # (a HeadObject of the self-check's object, `broker.storage.monitor`): a key deactivated
+    # in the customer's cloud shows as "access revoked" on the admin pages within this.
+    "storage_check_interval": Number(30, 2, 3600),
 }
 DEV_MODE_MIN_ACCESS_TOKEN_TTL = 5
 # The other variables the broker reads (secrets, flags, text), for the README's table test.
@@ -175,6 +179,7 @@ class Settings:
     person_registrations_per_hour: int = _default("person_registrations_per_hour")
     tenant_registrations_per_hour: int = _default("tenant_registrations_per_hour")
     clock_skew: int = _default("clock_skew")
+    storage_check_interval: int = _default("storage_check_interval")
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None

@@ -368,5 +368,22 @@ class DeviceGap(Model):
 # (end of fleet)
 #
 # --- Storage: the admin's view of the bucket, its policies, the rotation.
+
+
+class StoragePolicies(Model):
+    """The IAM documents for the tenant's bucket, to install in the customer's AWS account:
+    the identity policy (for the broker's IAM user or role), the bucket policy (explicit denies
+    for that principal) and the role option's trust policy (with the tenant's external ID).
+    Upper-case names in `placeholders` stand for what the broker cannot know: replace them."""
+
+    bucket: str
+    prefix: str
+    external_id: str
+    principal_arn: str
+    assumer_arn: str
+    placeholders: list[str]
+    identity_policy: dict[str, Any]
+    bucket_policy: dict[str, Any]
+    trust_policy: dict[str, Any]
 #
 # (end of storage)

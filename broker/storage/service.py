@@ -1,14 +1,16 @@
 """A tenant's storage access: save (with the self-check), check, status, revocation.
 
-Saving runs the self-check on the new credentials *before* anything is stored; findings
-refuse the save unless the caller accepts the risk, which is audited. The bucket clients are
-keyed by configuration, so saved keys or a role take effect on the next request, without a
-restart.
+Saving runs the self-check on the new credentials *before* anything is stored. Credentials
+that cannot write are refused, always; rights too many (list, delete, ACL) refuse the save
+unless the caller accepts the risk, which is audited. The bucket clients are keyed by
+configuration, so saved keys or a role take effect on the next request, without a restart.
 
 Revocation (DESIGN G6): when a re-grant (an earlier PUT failed) or a completion meets a 403,
 the broker asks the bucket about the tenant's canary, an object the self-check created and
 knows to exist. 403 there means the credentials are revoked: the storage is marked
-`access_revoked` (audited, logged) until new credentials pass the self-check.
+`access_revoked` (audited, logged) until new credentials pass the self-check. The same probe
+runs every `storage_check_interval` seconds for every tenant whose access works
+(`broker.storage.monitor`), so a key deactivated while no agent uploads shows too.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from broker.audit import log as audit
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import storage_access
+from broker.db.schema import storage_access, storage_configs
 from broker.db.scope import TenantScope
-from broker.errors import BrokerError, Conflict, RateLimited
+from broker.errors import BrokerError, Conflict, InvalidInput, RateLimited
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
-from broker.storage import origins, selfcheck
+from broker.storage import origins, policy, selfcheck
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
 from broker.storage.io import StorageTimeout
@@ -45,10 +47,17 @@ ACCESS_REVOKED = "access_revoked"
 # The whole self-check (its client, AssumeRole, five probes) ends within this; each probe is
 # tried once with short timeouts (`broker.storage.s3`), and none starts after it.
 SELFCHECK_DEADLINE = 20.0
+MAX_ARN = 2048  # IAM's own limit on an ARN
 
 
 class StorageRisk(Conflict):
-    """The self-check found rights the broker must not have; saving needs `accept_risk`."""
+    """The self-check failed (nothing saved): the credentials cannot write, or they hold rights
+    the broker must not have (saving those needs `accept_risk`). `findings` says which."""
+
+    def __init__(self, message: str, *, findings: list[selfcheck.Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings
+        self.acceptable = all(f.name != "cannot_write" for f in findings)
 
 
 class StorageAccess:
@@ -102,13 +111,21 @@ class StorageAccess:
                 tenant_id, self._buckets.policy.resolve, endpoint_url, deadline=CLIENT_DEADLINE
             )
         report = await self._run(candidate)
-        if report.findings and not accept_risk:
-            raise StorageRisk(
-                "the self-check found: "
-                + "; ".join(f"{f.name} ({f.message}; {f.outcome})" for f in report.findings)
-                + ". Nothing was saved. Fix the IAM policies (bucketreel-broker iam-policy), "
-                "or save anyway with accept_risk (--accept-risk)."
-            )
+        if report.findings:
+            found = "; ".join(f"{f.name} ({f.message}; {f.outcome})" for f in report.findings)
+            if not report.can_write:  # no risk to accept: these credentials cannot do the job
+                raise StorageRisk(
+                    f"the self-check found: {found}. Nothing was saved. Check the key (or the "
+                    "role), the bucket, region and endpoint, and the identity policy.",
+                    findings=report.findings,
+                )
+            if not accept_risk:
+                raise StorageRisk(
+                    f"the self-check found: {found}. Nothing was saved. Fix the IAM policies "
+                    "(bucketreel-broker iam-policy), or save anyway with accept_risk "
+                    "(--accept-risk).",
+                    findings=report.findings,
+                )
         now = self._clock()
         async for txn in self._db.attempts():
             async with txn as conn:
@@ -184,7 +201,71 @@ class StorageAccess:
             )
         return result
 
+    async def revoked_since(self, tenant_id: str) -> datetime | None:
+        """When the tenant's storage access was found revoked; None while it works (a read
+        of the state only: no request to the bucket)."""
+        async with self._db.transaction() as conn:
+            row = await TenantScope(conn, tenant_id).one(storage_access)
+        if row is None or row.state != ACCESS_REVOKED:
+            return None
+        since: datetime | None = row.state_changed_at
+        return since
+
+    async def policies(
+        self, tenant_id: str, *, bucket: str | None = None, prefix: str | None = None,
+        principal_arn: str | None = None,
+    ) -> dict[str, Any]:
+        """The identity, bucket and trust policies for the tenant's storage (or for `bucket`
+        and `prefix`, before any is saved), with the tenant's external ID in the trust policy.
+        The bucket policy's principal is the role in the role option, else `principal_arn`;
+        what is not known stays an upper-case placeholder, listed in `placeholders`."""
+        if principal_arn is not None and len(principal_arn) > MAX_ARN:
+            raise InvalidInput(f"principal_arn is longer than {MAX_ARN} characters")
+        external_id = await self.external_id(tenant_id)
+        async with self._db.transaction() as conn:
+            try:
+                config: StorageConfig | None = await storage_config.load(
+                    TenantScope(conn, tenant_id), self._keys
+                )
+            except storage_config.StorageNotConfigured:
+                config = None
+        if bucket is None:
+            if config is None:
+                raise storage_config.StorageNotConfigured(
+                    "no bucket is configured for this tenant: name one (bucket, prefix)"
+                )
+            bucket = config.bucket
+            prefix = config.prefix if prefix is None else prefix
+        if principal_arn is None and config is not None and config.auth_mode == storage_config.ROLE:
+            principal_arn = config.role_arn
+        documents = policy.policies(
+            bucket, prefix or "", principal_arn=principal_arn, external_id=external_id
+        )
+        principal = principal_arn or policy.PRINCIPAL_PLACEHOLDER
+        placeholders = ["ACCOUNT_ID"] if principal == policy.PRINCIPAL_PLACEHOLDER else []
+        placeholders.append("BROKER_ACCOUNT_ID")  # the broker's own identity (its operator's)
+        return {
+            "bucket": bucket, "prefix": (prefix or "").strip("/"), "external_id": external_id,
+            "principal_arn": principal, "assumer_arn": policy.ASSUMER_PLACEHOLDER,
+            "placeholders": placeholders, **documents,
+        }
+
     # -- revocation -----------------------------------------------------------------------
+
+    async def watch(self, tenant_id: str) -> bool:
+        """The periodic check (`broker.storage.monitor`): do the saved credentials still
+        work? A 403 (or STS refusing the role) marks the storage revoked; a bucket that does
+        not answer raises StorageUnavailable and changes nothing."""
+        async with self._db.transaction() as conn:
+            config = await storage_config.load(TenantScope(conn, tenant_id), self._keys)
+        try:
+            bucket = await self._buckets.client(config)
+        except StorageAccessDenied as exc:
+            await self.mark_revoked(
+                tenant_id, reason=exc.message, credential_version=config.credential_version
+            )
+            return False
+        return await self.access_works(tenant_id, bucket)
 
     async def access_works(self, tenant_id: str, bucket: BucketClient) -> bool:
         """HeadObject on the canary: False (and the storage marked revoked) on a 403."""
@@ -196,9 +277,10 @@ class StorageAccess:
                 raise StorageAccessDenied("no canary object to check the credentials with")
             await self._buckets.head(bucket, canary)
         except StorageAccessDenied:
+            version = bucket.config.credential_version
             await self.mark_revoked(
                 tenant_id, reason="the bucket answered 403 to the broker's credentials "
-                f"(credential version {bucket.config.credential_version})",
+                f"(credential version {version})", credential_version=version,
             )
             return False
         return True
@@ -211,7 +293,11 @@ class StorageAccess:
                 "install new ones (bucketreel-broker admin set-storage)"
             )
 
-    async def mark_revoked(self, tenant_id: str, *, reason: str) -> None:
+    async def mark_revoked(
+        self, tenant_id: str, *, reason: str, credential_version: int | None = None
+    ) -> None:
+        """Mark the storage revoked, unless it is already, or `credential_version` (what was
+        refused) is no longer the saved one: new credentials saved meanwhile stand."""
         now = self._clock()
         async for txn in self._db.attempts():
             async with txn as conn:
@@ -220,6 +306,10 @@ class StorageAccess:
                 row = await access_row(scope, now)
                 if row.state == ACCESS_REVOKED:
                     return
+                if credential_version is not None:
+                    saved = await scope.one(storage_configs)
+                    if saved is None or saved.credential_version != credential_version:
+                        return
                 await scope.update(
                     storage_access, state=ACCESS_REVOKED, state_reason=reason[:300],
                     state_changed_at=now,

@@ -36,6 +36,12 @@ _QUERIES: dict[str, dict[str, dict[str, Any]]] = {
         "actor": {"type": "string"}, "action": {"type": "string"},
         "employee": {"type": "string"}, "day": _DAY,
     },
+    "/api/v1/admin/storage/policies": {
+        "bucket": {"type": "string", "maxLength": 63},
+        "prefix": {"type": "string", "maxLength": 200},
+        "principal_arn": {"type": "string", "maxLength": 2048,
+                          "description": "the IAM user or role the broker signs as"},
+    },
 }
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "device": [{"deviceBearer": []}],

@@ -47,6 +47,7 @@ from broker.web.guard import device_or_user_principal, device_principal, user_pr
 from broker.web.http import read_body
 from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
+from broker.web.pages import admin_storage as page_admin_storage
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
@@ -73,6 +74,7 @@ from shared.api import (
     Session,
     SessionRefreshed,
     SignedOut,
+    StoragePolicies,
     StorageRequest,
     StorageSaved,
     StorageStatus,
@@ -653,6 +655,50 @@ ROUTES: tuple[Route, ...] = (
     # (end of fleet)
     #
     # Storage: the bucket, its policies, the self-check, the rotation of keys.
+    Route(
+        method="GET",
+        path="/api/v1/admin/storage/policies",
+        auth="user",
+        roles=ADMIN,
+        handler=storage_handlers.get_policies,
+        summary="The IAM identity, bucket and trust policies for the tenant's bucket (or for "
+        "?bucket=&prefix= before one is saved), with the tenant's external ID",
+        responses={200: StoragePolicies},
+    ),
+    Route(
+        method="GET",
+        path="/admin/storage",
+        auth="user",
+        roles=ADMIN,
+        handler=page_admin_storage.storage_page,
+        summary="Storage: the bucket, the access state, the last self-check, the policies to "
+        "install, and the form that hands the broker new keys or a role",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/storage",
+        auth="user",
+        roles=ADMIN,
+        handler=page_admin_storage.save_storage,
+        summary="Storage form: set or replace the bucket and its keys or role; the self-check "
+        "runs first and a failed one saves nothing (the page again, 4xx)",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/storage/check",
+        auth="user",
+        roles=ADMIN,
+        handler=page_admin_storage.check_storage,
+        summary="Storage form: run the self-check now",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
     #
     # (end of storage)
 )

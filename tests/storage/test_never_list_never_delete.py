@@ -73,9 +73,11 @@ def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
     assert all(entry.signed_ok and entry.error is None for entry in broker_entries)
     assert [e.name for e in broker_entries].count("PutObject") == len(segments)
     # Only the HeadObject requests were the broker's own (header-signed) calls; each names a
-    # segment's object under the tenant's prefix, never the bucket itself.
+    # segment's object under the tenant's prefix, or the self-check's object (which the
+    # storage watch asks about, broker/storage/monitor.py), never the bucket itself.
     prefix = f"/{tenant.bucket}/{tenant.prefix}/{tenant.tenant_id}/"
-    assert all(urlsplit(e.path).path.startswith(prefix) for e in broker_entries)
+    canary = f"/{tenant.bucket}/{tenant.prefix}/_bucketreel/selfcheck/"
+    assert all(urlsplit(e.path).path.startswith((prefix, canary)) for e in broker_entries)
     setup_ops = s3_gate.log.operations(setup_key.key_id)
     assert "CreateBucket" in setup_ops, "the set-up key is told apart from the broker's"
     assert tenant.key.key_id != setup_key.key_id

@@ -11,7 +11,10 @@ from aiohttp import web
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
-from shared.api import StorageRequest, StorageSaved, StorageStatus
+from shared.api import StoragePolicies, StorageRequest, StorageSaved, StorageStatus
+
+# The policies route's query, each optional (`StorageAccess.policies` checks their form).
+POLICY_QUERY = ("bucket", "prefix", "principal_arn")
 
 
 async def get_storage(request: web.Request, principal: Principal) -> web.Response:
@@ -22,17 +25,9 @@ async def get_storage(request: web.Request, principal: Principal) -> web.Respons
 async def put_storage(
     request: web.Request, principal: Principal, body: StorageRequest
 ) -> web.Response:
+    # the body's fields are `save`'s arguments, by name (the Storage page's form does the same)
     saved = await request.app[SERVICES].storage.save(
-        principal.tenant_id,
-        bucket=body.bucket,
-        region=body.region,
-        endpoint_url=body.endpoint_url,
-        prefix=body.prefix,
-        access_key_id=body.access_key_id,
-        secret_access_key=body.secret_access_key,
-        role_arn=body.role_arn,
-        accept_risk=body.accept_risk,
-        actor=f"user:{principal.user_id}",
+        principal.tenant_id, actor=f"user:{principal.user_id}", **body.to_json()
     )
     return reply(shape(StorageSaved, saved))
 
@@ -42,3 +37,10 @@ async def check_storage(request: web.Request, principal: Principal) -> web.Respo
         principal.tenant_id, actor=f"user:{principal.user_id}"
     )
     return reply(shape(StorageStatus, checked))
+
+
+async def get_policies(request: web.Request, principal: Principal) -> web.Response:
+    documents = await request.app[SERVICES].storage.policies(
+        principal.tenant_id, **{name: request.query.get(name) or None for name in POLICY_QUERY}
+    )
+    return reply(shape(StoragePolicies, documents))

@@ -19,9 +19,8 @@ from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.http import public_url
 from broker.web.pages.forms import read_form
-from broker.web.pages.html import page
+from broker.web.pages.html import page, top_bar
 from broker.web.pages.signin import see_other
-from broker.web.pages.views import top_bar
 from shared.api import CODE_TTL_MAX, CODE_TTL_MIN, MAX_CODE_USES, CreateEnrollmentCode
 from shared.model import WireError
 from shared.wire import POLICY_KEYS, POLICY_RANGES, PolicyPatch

@@ -8,8 +8,7 @@ from broker.errors import InvalidInput
 from broker.identity import Principal
 from broker.web.appkeys import SERVICES
 from broker.web.pages import forms, zone
-from broker.web.pages.html import page
-from broker.web.pages.views import top_bar
+from broker.web.pages.html import page, top_bar
 
 
 async def organisation_page(request: web.Request, principal: Principal) -> web.Response:

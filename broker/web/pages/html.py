@@ -14,10 +14,13 @@ from aiohttp import web
 
 from broker.errors import BrokerError, RateLimited
 from broker.identity import Principal
-from broker.web.appkeys import TEMPLATES
-from broker.web.templating import when
+from broker.web.appkeys import SERVICES, TEMPLATES
+from broker.web.pages import zone
+from broker.web.templating import when, zone_name
 
-__all__ = ["PageHandler", "Top", "html_errors", "nav", "page", "page_csp", "wants_html", "when"]
+__all__ = [
+    "PageHandler", "Top", "html_errors", "nav", "page", "page_csp", "top_bar", "wants_html", "when",
+]
 
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,11 +45,36 @@ class Top:
     role: str
     csrf: str
     expires_in: int
+    # Admins only: when the broker found the tenant's storage access revoked (base.html's
+    # banner on every page); "" while access works.
+    storage_revoked_since: str = ""
 
 
-def nav(principal: Principal, csrf: str, email: str = "", expires_in: int = 0) -> Top:
+def nav(
+    principal: Principal, csrf: str, email: str = "", expires_in: int = 0,
+    storage_revoked_since: str = "",
+) -> Top:
     return Top(
-        who=email or principal.user_id, role=principal.role, csrf=csrf, expires_in=expires_in
+        who=email or principal.user_id, role=principal.role, csrf=csrf, expires_in=expires_in,
+        storage_revoked_since=storage_revoked_since,
+    )
+
+
+async def top_bar(request: web.Request, principal: Principal) -> Top:
+    """The signed-in pages' top bar for this principal: email, CSRF token, the access
+    cookie's seconds left and, for an admin, whether storage access is revoked (a read of
+    the state the storage watch keeps, `broker.storage.monitor`). It also sets the request's
+    time zone for what the page shows (`zone.resolve`): call it before rendering times."""
+    services = request.app[SERVICES]
+    me = await services.viewing.me(principal)
+    zone.resolve(request, me.tenant_zone)
+    left = principal.expires_at - int(services.clock().timestamp())
+    revoked = None
+    if principal.role == "admin":
+        revoked = await services.storage.revoked_since(principal.tenant_id)
+    return nav(
+        principal, services.sessions.csrf_token(principal.session_id), me.email, max(0, left),
+        storage_revoked_since=f"{when(revoked)} ({zone_name()})" if revoked else "",
     )
 
 

@@ -21,7 +21,7 @@ from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
 from broker.web.pages import zone
-from broker.web.pages.html import Top, nav, page, when
+from broker.web.pages.html import page, top_bar, when
 from broker.web.templating import current_zone
 from shared.api import Receipts
 
@@ -39,16 +39,7 @@ CAPTURE_LABELS = {
 }
 
 
-async def top_bar(request: web.Request, principal: Principal) -> Top:
-    """The top bar, and the request's time zone for what the page shows (`zone.resolve`)."""
-    me = await request.app[SERVICES].viewing.me(principal)
-    zone.resolve(request, me.tenant_zone)
-    email = me.email
-    left = principal.expires_at - int(request.app[SERVICES].clock().timestamp())
-    return nav(
-        principal, request.app[SERVICES].sessions.csrf_token(principal.session_id), email,
-        max(0, left),
-    )
+__all__ = ["top_bar"]  # one top bar for every page (`html.top_bar`), for the admin pages too
 
 
 async def home(request: web.Request, principal: Principal) -> web.Response:
