@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.accounts.passwords import Passwords
+from broker.accounts.people import People
 from broker.accounts.service import Accounts
+from broker.auth.invites import Invitations
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
@@ -37,6 +39,8 @@ from broker.storage.service import StorageAccess
 class Services:
     signer: TokenSigner
     accounts: Accounts
+    people: People
+    invitations: Invitations
     devices: DeviceAuth
     recordings: RecordingService
     passwords: Passwords
@@ -121,6 +125,10 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     return Services(
         signer=signer,
         accounts=Accounts(db=db, clock=clock),
+        people=People(db=db, clock=clock),
+        invitations=Invitations(
+            db=db, passwords=passwords, hmac_key=settings.hmac_key, clock=clock
+        ),
         devices=devices,
         recordings=recordings,
         passwords=passwords,

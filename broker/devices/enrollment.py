@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from broker.accounts.people import PersonState
 from broker.audit import log as audit
 from broker.auth import refresh as rotation
 from broker.auth.secrets import new_token, token_hash
@@ -205,7 +206,15 @@ class DeviceAuth:
         by: str,
     ) -> TokenPair:
         """A device row, its first refresh token and the audit entry, in the caller's
-        transaction; `actor` None means the new device itself (enrollment by code)."""
+        transaction; `actor` None means the new device itself (enrollment by code). A
+        deactivated person gets no device (their codes ended with them)."""
+        if await scope.one(
+            users, users.c.id == user_id, users.c.state == PersonState.DEACTIVATED
+        ):
+            raise Unauthenticated(
+                "enrollment code is unknown, already used or expired",
+                code=ErrorCode.INVALID_ENROLLMENT_CODE,
+            )
         await caps.require_room(scope, user_id, self._device_cap)
         device_id = str(uuid.uuid4())
         await scope.insert(
