@@ -17,7 +17,7 @@ from shared import version
 from shared.api import Error
 from shared.keys import SEQ_MAX
 from shared.model import Model
-from shared.wire import MAX_ID
+from shared.wire import MAX_ID, MAX_TOKEN
 
 REF = "#/components/schemas/{name}"
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
@@ -27,6 +27,7 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "device_id": _ID,
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
     "name": {"type": "string", "pattern": "^[a-z0-9-]+\\.(css|js)$"},
+    "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},  # an invitation's
 }
 # Query parameters of the routes that take them (all optional filters)
 _DAY = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
@@ -81,9 +82,11 @@ def _rate_limited(route: Route) -> dict[str, Any]:
     return said
 
 
-def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
+def _success(route: Route, model: type[Model] | None, status: int) -> dict[str, Any]:
     if model is not None:
         return _json(_ref(model), "success")
+    if 300 <= status < 400:  # a form's redirect: no body, the page in `Location`
+        return {"description": "see the page the Location header names"}
     text = {"schema": {"type": "string"}}
     if route.path.startswith("/static/"):
         return {"description": "success", "content": {"text/css": text, "text/javascript": text}}
@@ -97,7 +100,8 @@ def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        str(status): _success(route, model) for status, model in route.responses.items()
+        str(status): _success(route, model, status)
+        for status, model in route.responses.items()
     }
     if route.auth in _DEVICE_CALLERS:
         responses["429"] = _rate_limited(route)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +19,7 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata
 from broker.web.routes import ROUTES, Route
 from tests.identity.people import Org
-from tests.support.api import now_iso, random_segment
+from tests.support.api import Reply, now_iso, random_segment
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 
@@ -62,10 +64,29 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "GapReport": {"seqs": [0], "reason": "refused"},
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
         "PolicyPatch": {"fps": 2, "segment_seconds": None},
+        "InviteRequest": {"email": f"matrix-{secrets.token_hex(4)}@example.test",
+                          "role": "employee"},
+        "RoleChange": {"role": "manager"},
     }
+    if route.form:  # a page's form: every field any of them reads, naming org's people
+        return {
+            "email": f"matrix-{secrets.token_hex(4)}@example.test", "role": "manager",
+            "other": org.manager.user_id, "return_to": "",
+        }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")
     return bodies[model]
+
+
+def send(org: Org, route: Route, s3: S3Endpoint, token: str | None = None) -> Reply:
+    """The route called with its body (a form for a page's form route) and `token`."""
+    path, body = path_of(route, org), body_of(route, org, s3)
+    if route.form:
+        return org.api.call(
+            route.method, path, body=urlencode(body).encode(), token=token,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    return org.api.call(route.method, path, body, token=token)
 
 
 def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -91,7 +112,7 @@ def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, 
 
 def test_nobody_without_a_token_gets_in(s3_endpoint: S3Endpoint, org: Org) -> None:
     for route in ORDERED:
-        reply = org.api.call(route.method, path_of(route, org), body_of(route, org, s3_endpoint))
+        reply = send(org, route, s3_endpoint)
         assert reply.status == 401, f"{route.method} {route.path}"
         assert reply.body["error"] in {"unauthenticated", "invalid_token"}
 
@@ -102,18 +123,17 @@ def test_wrong_kind_of_caller_and_missing_role_are_refused(
     people = {"employee": org.employee, "manager": org.manager, "admin": org.admin}
     checked = 0
     for route in ORDERED:
-        path, body = path_of(route, org), body_of(route, org, s3_endpoint)
         if route.auth == "user":
-            reply = org.api.call(route.method, path, body, token=org.device.access_token)
+            reply = send(org, route, s3_endpoint, org.device.access_token)
             assert reply.status == 401, f"device on {route.method} {route.path}"
             for role, person in people.items():
                 if route.roles and role not in route.roles:
-                    reply = org.api.call(route.method, path, body, token=person.access_token)
+                    reply = send(org, route, s3_endpoint, person.access_token)
                     assert reply.status == 403, f"{role} on {route.method} {route.path}"
                     checked += 1
         if route.auth in ("device", "refresh_cookie"):  # a person's bearer token is neither
             for role, person in people.items():
-                reply = org.api.call(route.method, path, body, token=person.access_token)
+                reply = send(org, route, s3_endpoint, person.access_token)
                 assert reply.status == 401, f"{role} on {route.method} {route.path}"
                 checked += 1
     assert checked > 0
@@ -132,8 +152,7 @@ def test_no_route_reads_or_writes_across_tenants(
         ("admin of another tenant", org.outsider.access_token),
     ):
         for route in ORDERED:
-            body = body_of(route, org, s3_endpoint)
-            reply = org.api.call(route.method, path_of(route, org), body, token=token)
+            reply = send(org, route, s3_endpoint, token)
             where = f"{caller}: {route.method} {route.path} -> {reply.status}"
             assert reply.status < 500, where
             if reply.status < 300:
