@@ -166,10 +166,11 @@ async def _act(request: web.Request, principal: Principal, action: Action) -> we
             services, principal.tenant_id, user_id, form, f"user:{principal.user_id}"
         )
     except BrokerError as exc:
-        if back_to_list:
-            return await _list_page(
-                request, principal, status=exc.status, error=f"{person['email']}: {exc.message}"
+        if back_to_list:  # the list says whom it was about
+            named = exc.message if person["email"] in exc.message else (
+                f"{person['email']}: {exc.message}"
             )
+            return await _list_page(request, principal, status=exc.status, error=named)
         return await _person_page(request, principal, status=exc.status, error=exc.message)
     return see_other(f"{LIST}?done={done}" if back_to_list else f"{LIST}/{user_id}?done={done}")
 
