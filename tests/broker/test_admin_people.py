@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -15,6 +16,7 @@ import pytest
 
 from broker.services import Services
 from broker.web.routes import ROUTES
+from tests.broker.test_concurrency import parallel
 from tests.identity.people import (
     Clock,
     Person,
@@ -546,3 +548,42 @@ def test_another_tenants_people_are_not_found(
     assert checked >= 12
     assert person_of(api, other_admin, theirs.user_id) == before
     assert login_again(api, theirs).status == 200, "nothing of theirs changed"
+
+
+# -- at once ------------------------------------------------------------------------------------
+
+
+def test_two_admins_removing_each_other_at_once_leave_one_admin(
+    broker: BrokerProcess, s3_endpoint: S3Endpoint
+) -> None:
+    """The count of active admins and the change are one step: of two admins demoting or
+    deactivating each other in parallel, one wins and the other is refused."""
+    api = Api(broker.url)
+    for action, payload in (("deactivate", None), ("role", {"role": "employee"})) * 2:
+        tenant = make_tenant(broker, s3_endpoint)
+        a, b = (sign_in(api, make_person(broker, tenant, "admin")) for _ in range(2))
+        replies = parallel([
+            partial(act, Api(broker.url), a, b.user_id, action, payload),
+            partial(act, Api(broker.url), b, a.user_id, action, payload),
+        ])
+        statuses = sorted(r.status for r in replies)
+        assert statuses[0] == 200, [r.body for r in replies]
+        assert statuses[1] in (401, 409), [r.body for r in replies]  # ended, or the last one
+        winner = a if replies[0].status == 200 else b
+        people = api.call("GET", "/api/v1/admin/people", token=winner.access_token)
+        admins = [p for p in people.body["people"] if p["role"] == "admin"]
+        assert [p["state"] for p in admins if p["user_id"] == winner.user_id] == ["active"]
+        assert sum(p["state"] == "active" for p in admins) == 1
+
+
+def test_an_invitation_accepted_in_parallel_works_once(
+    api: Api, broker: BrokerProcess, tenant: Tenant, admin: Person
+) -> None:
+    person, token = invited_person(api, admin, tenant)
+    replies = parallel([
+        lambda n=n: accept(Api(broker.url), token, f"{PASSWORD} number {n}") for n in range(4)
+    ])
+    assert sorted(r.status for r in replies) == [200, 400, 400, 400], [r.body for r in replies]
+    assert actions(broker, tenant, person.user_id).count("user.invite_accept") == 1
+    winner = next(n for n, r in enumerate(replies) if r.status == 200)
+    assert login(api, person, f"{PASSWORD} number {winner}").status == 200
