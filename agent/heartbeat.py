@@ -1,8 +1,9 @@
 """The heartbeat: the agent's status sent to the broker every minute, and at start and stop.
 
 It reads what `StatusFile` holds (state, recording, spool, last upload, errors, whether the
-screen capture delivers pictures) and posts it as a `shared.wire.Heartbeat`. One try per
-beat, never blocking the recording: a lost beat is logged and the next one goes out on time.
+screen capture delivers pictures) and posts it, with the agent's version, as a
+`shared.wire.Heartbeat`. One try per beat, never blocking the recording: a lost beat is
+logged and the next one goes out on time.
 The broker marks a device silent after three missed intervals.
 
 The reply carries the tenant's recording policy (fps, segment length, idle timeout); the
@@ -19,7 +20,8 @@ from typing import Any
 from agent.broker_client import BrokerClient
 from agent.errors import AgentError
 from agent.status import StatusFile
-from shared.wire import Heartbeat, WireError
+from shared import version
+from shared.wire import MAX_VERSION, Heartbeat, WireError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ def heartbeat_of(data: dict[str, Any], interval: float) -> Heartbeat:
         "interval": max(1, round(interval)),
         "settings": dict(settings) if isinstance(settings, dict) else None,
         "capture": dict(capture) if isinstance(capture, dict) else None,
+        "agent_version": version()[:MAX_VERSION],
     })
 
 

@@ -1,8 +1,9 @@
 """Who may see whose recordings: the one place that decides it.
 
-Admins see every user of their tenant; managers see the employees assigned to them; employees
-and devices see nobody else's. The tenant comes from the verified token through the scope, so
-nobody ever sees across tenants. Every human read and every view URL goes through
+Admins see every user of their tenant; managers see the employees assigned to them; every
+person sees their own (the right of access over data about them); devices see nobody's.
+The tenant comes from the verified token through the scope, so nobody ever sees across
+tenants. Every human read and every view URL goes through
 `visible_users` or `require_visible`.
 """
 
@@ -21,8 +22,8 @@ from broker.identity import Principal, Role
 log = logging.getLogger("broker.access")
 
 
-def _visible(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
-    """A condition on `users`: the rows this principal may see recordings of."""
+def _others(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
+    """A condition on `users`: the other people this principal may see recordings of."""
     if principal.kind != "user" or principal.tenant_id != scope.tenant_id:
         return false()
     if principal.role == Role.ADMIN:
@@ -36,8 +37,18 @@ def _visible(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
     return false()
 
 
+def _visible(scope: TenantScope, principal: Principal) -> ColumnElement[bool]:
+    """A condition on `users`: the rows this principal may see recordings of, their own
+    included."""
+    if principal.kind != "user" or principal.tenant_id != scope.tenant_id:
+        return false()
+    return _others(scope, principal) | (users.c.id == principal.user_id)
+
+
 async def visible_users(scope: TenantScope, principal: Principal) -> list[Row[Any]]:
-    return await scope.all(users, _visible(scope, principal), order_by=[users.c.email])
+    """The people whose recordings the principal may watch besides their own (an admin's
+    list is the whole tenant, the admin included)."""
+    return await scope.all(users, _others(scope, principal), order_by=[users.c.email])
 
 
 async def require_visible(scope: TenantScope, principal: Principal, user_id: str) -> Row[Any]:

@@ -117,14 +117,27 @@ async def storage_status(ctx: AdminContext, *, tenant: str) -> dict[str, Any]:
     return await ctx.storage.status(tenant_id)
 
 
-async def enrollment_code(ctx: AdminContext, *, tenant: str, user: str) -> dict[str, Any]:
+async def enrollment_code(
+    ctx: AdminContext,
+    *,
+    tenant: str,
+    user: str,
+    uses: int = 1,
+    expires_in: int | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    """A code that enrolls up to `uses` devices of the person (shown this once)."""
     async with ctx.db.transaction() as conn:
         tenant_id = await accounts.resolve_tenant(conn, tenant)
         user_id = await accounts.resolve_user(TenantScope(conn, tenant_id), user)
-    issued = await ctx.devices.issue_enrollment_code(tenant_id, user_id, actor="operator")
+    issued = await ctx.devices.issue_enrollment_code(
+        tenant_id, user_id, actor="operator", max_uses=uses, ttl=expires_in, label=label
+    )
     return {
         "code": issued.code,
+        "code_id": issued.info["code_id"],
         "user_id": user_id,
+        "max_uses": uses,
         "expires_at": format_timestamp(issued.expires_at),
     }
 

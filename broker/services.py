@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.accounts.organisation import Organisation
 from broker.accounts.passwords import Passwords
 from broker.accounts.people import People
 from broker.accounts.service import Accounts
@@ -39,6 +40,7 @@ from broker.storage.service import StorageAccess
 class Services:
     signer: TokenSigner
     accounts: Accounts
+    organisation: Organisation
     people: People
     invitations: Invitations
     devices: DeviceAuth
@@ -125,6 +127,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     return Services(
         signer=signer,
         accounts=Accounts(db=db, clock=clock),
+        organisation=Organisation(db=db, clock=clock),
         people=People(db=db, clock=clock),
         invitations=Invitations(
             db=db, passwords=passwords, hmac_key=settings.hmac_key, clock=clock

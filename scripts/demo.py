@@ -4,6 +4,9 @@ Starts a local development bucket (moto's S3 server on loopback — not AWS), a 
 SQLite, and a virtual display when there is none; sets up a tenant and an employee with the
 broker's own admin commands; enrolls an agent with a one-time code; records about 20 seconds;
 then prints where every segment landed and a short-lived view URL that plays the first one.
+With `--serve` it then keeps the bucket and the broker running until Ctrl+C and prints the
+pages' address with an admin's, a manager's and the employee's sign-in (email, password, the
+TOTP key as text and a current code), so the product can be opened in a browser.
 Everything it starts is stopped by PID when it ends. Run through `bash scripts/demo.sh`.
 """
 
@@ -14,12 +17,17 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import urllib3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,14 +80,82 @@ def agent(*args: str, home: Path, display: str) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class SignIn:
+    role: str
+    email: str
+    password: str
+    totp_key: str
+
+
+def enroll_totp(http: urllib3.PoolManager, broker_url: str, email: str, password: str) -> str:
+    """Sign in once through the API, enrolling TOTP, and return the key: then the person
+    signs in in a browser with the key (or the printed code) instead of scanning a QR code.
+    The enrolment uses the code of the step before now (the broker accepts one step either
+    side), so the code of the current step still works once."""
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        reply = http.request(
+            "POST", broker_url + path, body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        data: dict[str, Any] = json.loads(reply.data or b"{}")
+        if reply.status != 200:
+            raise SystemExit(f"demo: signing in {email} failed: {reply.status} {data}")
+        return data
+
+    step = post("/api/v1/auth/login", {"tenant": "demo", "email": email, "password": password})
+    key = parse_qs(urlsplit(step["provisioning_uri"]).query)["secret"][0]
+    totp = pyotp.TOTP(key)
+    post("/api/v1/auth/mfa", {
+        "challenge": step["challenge"], "code": totp.at(time.time() - totp.interval),
+    })
+    return str(key)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(broker_url: str, people: list[SignIn]) -> None:
+    """Print the sign-ins and wait for Ctrl+C (or SIGTERM)."""
+    say(f"\nbucketreel is running: open {broker_url}/signin  (organisation: demo)")
+    for who in people:
+        say(
+            f"  {who.role:<8} {who.email:<20} password {who.password}  TOTP key {who.totp_key}"
+            f"  code now {pyotp.TOTP(who.totp_key).now()}"
+        )
+    say(
+        "a code works once and changes every 30 s; for a fresh one add the key to an "
+        "authenticator app, or run:\n"
+        f"  {BIN / 'python'} -c \"import pyotp; print(pyotp.TOTP('<TOTP key>').now())\"\n"
+        "the bucket (moto, on loopback) and the broker keep running: press Ctrl+C to stop"
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to record")
     parser.add_argument("--fps", type=float, default=2.0)
     parser.add_argument("--segment-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--serve", action="store_true",
+        help="then keep the bucket and the broker running until Ctrl+C and print sign-ins "
+        "for an admin, a manager and the employee, to open the pages in a browser",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=ROOT / ".demo",
+        help="the demo's own directory, emptied first (default: .demo in the repository)",
+    )
     args = parser.parse_args()
 
-    work = ROOT / ".demo"
+    work = args.work
     shutil.rmtree(work, ignore_errors=True)
     (work / "logs").mkdir(parents=True)
     os.chmod(work, 0o700)
@@ -108,12 +184,13 @@ def main() -> int:
 
         tenant = broker.admin("create-tenant", "demo")["tenant_id"]
         password = secrets.token_urlsafe(18)
+        employee = "ann@demo.example"
         user = broker.admin(
             "create-user",
             "--tenant",
             "demo",
             "--email",
-            "ann@demo.example",
+            employee,
             "--role",
             "employee",
             stdin=password + "\n",
@@ -142,7 +219,7 @@ def main() -> int:
                 f"no IAM here, so the broker may do everything): {', '.join(findings)}"
             )
         code = broker.admin("enrollment-code", "--tenant", "demo", "--user", user)["code"]
-        say(f"tenant {tenant}, employee ann@demo.example ({user}); one-time enrollment code issued")
+        say(f"tenant {tenant}, employee {employee} ({user}); one-time enrollment code issued")
 
         home = work / "agent"
         agent(
@@ -200,7 +277,23 @@ def main() -> int:
         out = work / "segment-0.mp4"
         out.write_bytes(played.data)
         say(f"\na copy of segment 0, fetched through that URL, is in {out}")
-        if sys.stdin.isatty():
+        if args.serve:
+            people = [SignIn("employee", employee, password, enroll_totp(
+                http, broker.url, employee, password))]
+            for role, email in (("admin", "ada@demo.example"), ("manager", "max@demo.example")):
+                secret = secrets.token_urlsafe(18)
+                broker.admin(
+                    "create-user", "--tenant", "demo", "--email", email, "--role", role,
+                    stdin=secret + "\n",
+                )
+                people.insert(-1, SignIn(role, email, secret, enroll_totp(
+                    http, broker.url, email, secret)))
+            broker.admin(
+                "assign", "--tenant", "demo", "--manager", "max@demo.example",
+                "--employee", employee,
+            )
+            serve(broker.url, people)
+        elif sys.stdin.isatty():
             input(
                 "the bucket and the broker stay up so the URL can be opened: press Enter to stop "
             )

@@ -13,7 +13,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium
+DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium tzdata
     systemd)
 
 log() { printf 'install: %s\n' "$*" >&2; }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from msgspec import UNSET, Meta, UnsetType
+from msgspec import UNSET, Meta, UnsetType, field
 
 from shared.errors import ErrorCode
 from shared.model import Model, invalid
@@ -142,6 +142,7 @@ class Receipt(Model):
     viewer_role: str
     recording_id: Id
     seq: Seq
+    own: bool  # the person watched their own recording
 
 
 class Receipts(Model):
@@ -151,6 +152,13 @@ class Receipts(Model):
 class Assignment(Model):
     manager_id: Id
     employee_id: Id
+
+
+# revoked; silent (not heard from for three intervals); else what its agent last reported
+# (enrolled: nothing yet)
+DeviceState = Literal[
+    "recording", "paused", "starting", "stopped", "enrolled", "silent", "revoked", "unknown"
+]
 
 
 class DeviceInfo(Model):
@@ -165,6 +173,16 @@ class DeviceInfo(Model):
     custody_key: bool = False
     # whether its screen capture delivers pictures, as its agent last said (null: not running)
     capture: CaptureState | None = None
+    # the fleet view (`broker.devices.fleet`): its person, what its agent last reported, its
+    # latest upload and the latest gaps of its recordings
+    email: str = ""
+    state: DeviceState = "enrolled"
+    paused_reason: str | None = None
+    agent_version: str | None = None
+    spool_segments: int = 0
+    spool_bytes: int = 0
+    last_upload: DeviceUpload | None = None
+    recent_gaps: list[DeviceGap] = field(default_factory=list)
 
 
 class Devices(Model):
@@ -259,6 +277,22 @@ class StorageStatus(Model):
     credential_version: int | UnsetType = UNSET
 
 
+class Organisation(Model):
+    """The tenant's own settings: its name and the IANA zone its pages cut days in (null:
+    each viewer's browser zone)."""
+
+    name: str
+    time_zone: str | None
+
+
+class OrganisationChange(Model, forbid_unknown_fields=True):
+    """`PUT /api/v1/admin/organisation`: the zone (an IANA name, at most 64 characters), or
+    null for each viewer's own."""
+
+    unknown_field = "not an organisation setting (known: time_zone)"
+
+    time_zone: Annotated[str, Meta(max_length=64)] | None
+
 # --- The tenant admin's console: people, invitations, who watches whom.
 
 RoleName = Literal["employee", "manager", "admin"]
@@ -352,7 +386,73 @@ class Unassigned(Model):
 # (end of people)
 #
 # --- Fleet: enrollment codes, devices.
-#
+
+MAX_CODE_USES = 1000
+CODE_TTL_MIN = 300  # seconds: BUCKETREEL_ENROLLMENT_CODE_TTL's range
+CODE_TTL_MAX = 30 * 86_400
+MAX_CODE_LABEL = 200
+CodeState = Literal["active", "used_up", "expired", "revoked"]
+
+
+class CreateEnrollmentCode(Model, forbid_unknown_fields=True):
+    """A code that enrolls up to `max_uses` workstations of one person (1: one-time)."""
+
+    user_id: Id
+    max_uses: Annotated[int, Meta(ge=1, le=MAX_CODE_USES)] = 1
+    expires_in: Annotated[int, Meta(
+        ge=CODE_TTL_MIN, le=CODE_TTL_MAX,
+        description="seconds the code works (default: BUCKETREEL_ENROLLMENT_CODE_TTL)",
+    )] | None = None
+    label: Annotated[str, Meta(min_length=1, max_length=MAX_CODE_LABEL)] | None = None
+
+
+class EnrollmentCodeInfo(Model):
+    """A code as an admin sees it: never the code itself (the broker keeps only its hash)."""
+
+    code_id: Id
+    user_id: Id
+    email: str
+    label: str | None
+    uses: int
+    max_uses: int
+    created_at: Time
+    expires_at: Time
+    used_at: Time | None  # when its last use was spent
+    revoked_at: Time | None
+    state: CodeState
+
+
+class EnrollmentCodes(Model):
+    codes: list[EnrollmentCodeInfo]
+
+
+class EnrollmentCodeCreated(EnrollmentCodeInfo):
+    """The new code, this once, and the command that enrolls a workstation with it."""
+
+    code: Annotated[str, Meta(description="shown only in this reply")]
+    command: Annotated[str, Meta(description="the `bucketreel-agent enroll` command to run")]
+
+
+class DeviceUpload(Model):
+    """A device's latest verified segment."""
+
+    at: Time
+    recording_id: Id
+    seq: Seq
+    size: int
+
+
+class DeviceGap(Model):
+    """A gap its agent reported in one of the device's recordings (`shared.wire.GapReport`)."""
+
+    recording_id: Id
+    reason: str
+    reported_at: Time
+    segments: int  # how many segments it names
+    from_: Time | None = field(default=None, name="from")  # a pause's time range
+    to: Time | None = None
+
+
 # (end of fleet)
 #
 # --- Storage: the admin's view of the bucket, its policies, the rotation.

@@ -35,6 +35,7 @@ MAX_HEARTBEAT_SECONDS = 3600
 MAX_GAP_SEQS = 10_000
 MAX_STATE = 20
 MAX_STATUS_TEXT = 300
+MAX_VERSION = 64
 
 # Field types: each carries its limits, which the binder enforces and the OpenAPI shows.
 Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID)]
@@ -322,6 +323,9 @@ class Heartbeat(Model):
     settings: RunSettings | None = None
     # whether the screen capture delivers pictures (None: an older agent, or not recording)
     capture: CaptureState | None = None
+    # the agent's version (`shared.version()`), shown in the admin's device list (None: an
+    # older agent)
+    agent_version: Annotated[str, Meta(min_length=1, max_length=MAX_VERSION)] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import ColumnElement
 
 from broker import access
 from broker.audit.log import Entry, Head, head
+from broker.clock import day_bounds
 from broker.db.database import Database
 from broker.db.schema import audit_log, recordings, users
 from broker.db.scope import TenantScope
@@ -34,6 +35,7 @@ class Receipt:
     viewer_role: str
     recording_id: str
     seq: int
+    own: bool = False  # the person watched their own recording
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +43,8 @@ class AuditFilter:
     actor: str = ""  # substring of the actor ("user:<id>", "device:<id>", "operator"), or email
     action: str = ""  # exact action
     employee: str = ""  # a user id: entries about that person or their recordings
-    day: date | None = None  # UTC day
+    day: date | None = None
+    zone: tzinfo = UTC  # the day is cut in it
 
 
 def _entry(r: Any) -> Entry:
@@ -80,7 +83,7 @@ async def receipts(scope: TenantScope, user_id: str) -> list[Receipt]:
         who, role = actor_label(r.actor, people)
         found.append(
             Receipt(at=r.at, viewer=who, viewer_role=role, recording_id=details["recording"],
-                    seq=int(details.get("seq", 0)))
+                    seq=int(details.get("seq", 0)), own=r.actor == f"user:{user_id}")
         )
     return found
 
@@ -107,8 +110,8 @@ async def search(scope: TenantScope, wanted: AuditFilter, *, limit: int | None) 
     if wanted.action:
         criteria.append(audit_log.c.action == wanted.action)
     if wanted.day is not None:
-        start = datetime.combine(wanted.day, time(), tzinfo=UTC)
-        criteria += [audit_log.c.at >= start, audit_log.c.at < start + timedelta(days=1)]
+        start, end = day_bounds(wanted.day, wanted.zone)
+        criteria += [audit_log.c.at >= start, audit_log.c.at < end]
     rows = await scope.all(audit_log, *criteria, order_by=[audit_log.c.seq.desc()])
     people = await _people(scope)
     about: set[str] = set()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker.cli.common import UsageError, admin_command
+from shared.api import CODE_TTL_MAX, CODE_TTL_MIN, MAX_CODE_LABEL, MAX_CODE_USES
 from shared.wire import POLICY_KEYS, POLICY_RANGES, PolicyUpdate, WireError, policy_value
 
 if TYPE_CHECKING:
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
 async def _enrollment_code(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
     from broker import admin
 
-    return await admin.enrollment_code(ctx, tenant=args.tenant, user=args.user)
+    return await admin.enrollment_code(
+        ctx, tenant=args.tenant, user=args.user, uses=args.uses, expires_in=args.expires_in,
+        label=args.label,
+    )
 
 
 async def _devices(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
@@ -39,14 +43,28 @@ async def _set_device_cap(ctx: admin.AdminContext, args: argparse.Namespace) -> 
     return await admin.set_device_cap(ctx, tenant=args.tenant, user=args.user, cap=cap)
 
 
-def _device_cap(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError("must be between 0 and 10000")
-    return value
+def _bounded(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi`."""
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+_device_cap = _bounded(0, 10_000)
+
+
+def _label(raw: str) -> str:
+    if not 1 <= len(raw) <= MAX_CODE_LABEL:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CODE_LABEL} characters")
+    return raw
 
 
 def _policy_flag(key: str) -> Callable[[str], float | int]:
@@ -94,9 +112,22 @@ async def _show_policy(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser("enrollment-code", help="issue a one-time code to enroll an agent")
+    p = commands.add_parser(
+        "enrollment-code",
+        help="issue a code to enroll agents (one-time, or for up to --uses devices)",
+    )
     p.add_argument("--tenant", required=True, help="tenant id or name")
     p.add_argument("--user", required=True, help="user id or email the device records")
+    p.add_argument(
+        "--uses", type=_bounded(1, MAX_CODE_USES), default=1, metavar="N",
+        help=f"how many devices the code enrolls (default 1, at most {MAX_CODE_USES})",
+    )
+    p.add_argument(
+        "--expires-in", type=_bounded(CODE_TTL_MIN, CODE_TTL_MAX), metavar="SECONDS",
+        help=f"how long the code works ({CODE_TTL_MIN} to {CODE_TTL_MAX} s; default "
+        "BUCKETREEL_ENROLLMENT_CODE_TTL)",
+    )
+    p.add_argument("--label", type=_label, help="what the code is for, shown in its list")
     p.set_defaults(func=admin_command(_enrollment_code))
 
     p = commands.add_parser("devices", help="list the tenant's devices")

@@ -1,4 +1,5 @@
-"""Devices (agents): one-time enrollment codes, rotating refresh tokens, access tokens.
+"""Devices (agents): enrollment codes (`broker.devices.codes`), rotating refresh tokens,
+access tokens, and the admin's view of the fleet (`broker.devices.fleet`).
 
 A refresh token works once. Presenting one that was already used means a copy exists
 somewhere else: the whole family is revoked and the event is audited (theft detection);
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from broker.accounts.people import PersonState
 from broker.audit import log as audit
@@ -23,12 +24,12 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
-from broker.devices import caps, heartbeat, policy
-from broker.errors import NotFound, Unauthenticated
+from broker.devices import caps, codes, fleet, policy
+from broker.errors import Conflict, NotFound, Unauthenticated
 from broker.identity import Principal
 from broker.settings import Secret
 from shared.errors import ErrorCode
-from shared.wire import PolicyUpdate, TokenPair, format_timestamp
+from shared.wire import PolicyUpdate, TokenPair
 
 CODE_PURPOSE = "enrollment-code"
 REFRESH_PURPOSE = "device-refresh"
@@ -38,6 +39,7 @@ REFRESH_PURPOSE = "device-refresh"
 class EnrollmentCode:
     code: str
     expires_at: datetime
+    info: dict[str, Any]  # as the admin's list shows it (`codes.describe`)
 
 
 class DeviceAuth:
@@ -61,23 +63,39 @@ class DeviceAuth:
         self._clock = clock
 
     async def issue_enrollment_code(
-        self, tenant_id: str, user_id: str, *, actor: str
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        actor: str,
+        max_uses: int = 1,
+        ttl: int | None = None,
+        label: str | None = None,
     ) -> EnrollmentCode:
+        """A code enrolling up to `max_uses` devices of the person, for `ttl` seconds (default
+        BUCKETREEL_ENROLLMENT_CODE_TTL); audited. The code is in the reply only."""
+        lifetime = timedelta(seconds=ttl) if ttl is not None else self._code_ttl
+        codes.check(max_uses=max_uses, ttl=int(lifetime.total_seconds()), label=label)
         now = self._clock()
-        code = new_token("bre_", 24)
+        code, code_id = new_token("bre_", 24), str(uuid.uuid4())
         async for txn in self._db.attempts():
             async with txn as conn:
                 scope = TenantScope(conn, tenant_id)
                 await audit.lock_chain(scope)  # first (README's lock order)
-                if await scope.one(users, users.c.id == user_id) is None:
+                person = await scope.one(users, users.c.id == user_id)
+                if person is None:
                     raise NotFound("no such user in this tenant")
+                if person.state == "deactivated":
+                    raise Conflict("this person is deactivated: their devices cannot enroll")
                 await scope.insert(
                     enrollment_codes,
-                    id=str(uuid.uuid4()),
+                    id=code_id,
                     user_id=user_id,
                     code_hash=token_hash(self._hmac_key, CODE_PURPOSE, code),
                     created_at=now,
-                    expires_at=now + self._code_ttl,
+                    expires_at=now + lifetime,
+                    max_uses=max_uses,
+                    label=label,
                 )
                 await audit.record(
                     scope,
@@ -85,9 +103,33 @@ class DeviceAuth:
                     actor=actor,
                     action="device.enrollment_code",
                     target=user_id,
-                    details={"expires_at": (now + self._code_ttl).isoformat()},
+                    details={
+                        "code": code_id,
+                        "expires_at": (now + lifetime).isoformat(),
+                        "max_uses": max_uses,
+                    },
                 )
-        return EnrollmentCode(code, now + self._code_ttl)
+                info = await codes.one(scope, code_id, now)
+        return EnrollmentCode(code, now + lifetime, info)
+
+    async def list_codes(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tenant's enrollment codes, newest first (never a code itself)."""
+        async with self._db.transaction() as conn:
+            return await codes.listed(TenantScope(conn, tenant_id), self._clock())
+
+    async def revoke_code(self, tenant_id: str, code_id: str, *, actor: str) -> dict[str, Any]:
+        """Withdraw a code: it enrolls no more devices (those it enrolled stay); audited."""
+        now = self._clock()
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
+                await audit.lock_chain(scope)  # first (README's lock order)
+                info = await codes.revoke(scope, code_id, now)
+                await audit.record(
+                    scope, at=now, actor=actor, action="device.enrollment_code_revoke",
+                    target=code_id,
+                )
+        return info
 
     async def enroll(self, code: str, name: str, public_key: str | None = None) -> TokenPair:
         now = self._clock()
@@ -108,25 +150,15 @@ class DeviceAuth:
                 if found is not None:
                     scope = TenantScope(conn, found.tenant_id)
                     await audit.lock_chain(scope)
-                    claimed = await scope.execute(
-                        update(enrollment_codes)
-                        .where(
-                            enrollment_codes.c.tenant_id == scope.tenant_id,
-                            enrollment_codes.c.code_hash == code_hash,
-                            enrollment_codes.c.used_at.is_(None),
-                            enrollment_codes.c.expires_at > now,
-                        )
-                        .values(used_at=now)
-                        .returning(enrollment_codes.c.user_id)
-                    )
-                    row = claimed.first()
+                    row = await codes.claim(scope, code_hash, now)
                 if found is None or row is None:
                     raise Unauthenticated(
-                        "enrollment code is unknown, already used or expired",
+                        "enrollment code is unknown, used up, revoked or expired",
                         code=ErrorCode.INVALID_ENROLLMENT_CODE,
                     )
                 result = await self._new_device(
-                    scope, row.user_id, name, public_key, now, actor=None, by="code"
+                    scope, row.user_id, name, public_key, now, actor=None, by="code",
+                    code_id=row.id,
                 )
         return result
 
@@ -204,6 +236,7 @@ class DeviceAuth:
         *,
         actor: str | None,
         by: str,
+        code_id: str | None = None,
     ) -> TokenPair:
         """A device row, its first refresh token and the audit entry, in the caller's
         transaction; `actor` None means the new device itself (enrollment by code). A
@@ -233,6 +266,7 @@ class DeviceAuth:
                 "device": device_id,
                 "by": by,
                 "custody_key": public_key is not None,
+                **({"code": code_id} if code_id else {}),
             },
         )
         return self._pair(scope.tenant_id, user_id, device_id, refresh)
@@ -257,20 +291,14 @@ class DeviceAuth:
         return {**state, "default": self._device_cap}
 
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every device with its person, state, agent, backlog, last upload, recent gaps."""
         async with self._db.transaction() as conn:
-            rows = await TenantScope(conn, tenant_id).all(devices, order_by=[devices.c.created_at])
-        now = self._clock()
-        return [
-            {
-                "device_id": r.id,
-                "user_id": r.user_id,
-                "name": r.name,
-                "created_at": format_timestamp(r.created_at),
-                "revoked_at": format_timestamp(r.revoked_at) if r.revoked_at else None,
-                **heartbeat.status_fields(r, now),
-            }
-            for r in rows
-        ]
+            return await fleet.listing(TenantScope(conn, tenant_id), self._clock())
+
+    async def silent_devices(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The devices not revoked that went silent (the admin's start page)."""
+        async with self._db.transaction() as conn:
+            return await fleet.silent(TenantScope(conn, tenant_id), self._clock())
 
     async def revoke(self, tenant_id: str, device_id: str, *, actor: str) -> None:
         """The device's access and refresh tokens stop working at once."""

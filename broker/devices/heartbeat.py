@@ -69,21 +69,22 @@ def is_silent(row: Row[Any], now: datetime) -> bool:
     return bool(now - since > timedelta(seconds=SILENT_AFTER * interval))
 
 
-def _last_status(row: Row[Any]) -> dict[str, Any] | None:
+def last_status(row: Row[Any]) -> dict[str, Any] | None:
+    """The device's last heartbeat as its agent sent it (None: it never sent one)."""
     try:
-        last_status = json.loads(row.last_status) if row.last_status else None
+        status = json.loads(row.last_status) if row.last_status else None
     except ValueError:
         return None
-    return last_status if isinstance(last_status, dict) else None
+    return status if isinstance(status, dict) else None
 
 
 def capture_of(row: Row[Any]) -> CaptureState | None:
     """The capture state the device last reported (None: none, or the agent exited)."""
-    last_status = _last_status(row)
-    if last_status is None or last_status.get("state") == "exited" or row.revoked_at:
+    status = last_status(row)
+    if status is None or status.get("state") == "exited" or row.revoked_at:
         return None
     try:
-        return CaptureState.from_json(last_status.get("capture"))
+        return CaptureState.from_json(status.get("capture"))
     except WireError:
         return None
 
@@ -93,7 +94,7 @@ def status_fields(row: Row[Any], now: datetime) -> dict[str, Any]:
     capture = capture_of(row)
     return {
         "last_seen_at": format_timestamp(row.last_seen_at) if row.last_seen_at else None,
-        "last_status": _last_status(row),
+        "last_status": last_status(row),
         "silent": is_silent(row, now),
         "custody_key": row.public_key is not None,
         "capture": None if capture is None else capture.to_json(),

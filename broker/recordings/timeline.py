@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from itertools import pairwise
 from typing import Any
 
 from broker import access
+from broker.clock import day_bounds
 from broker.db.database import Database
 from broker.db.schema import devices, recording_gaps, recordings, segments
 from broker.db.scope import TenantScope
@@ -59,6 +60,9 @@ class Day:
     email: str
     day: date
     days: list[date]  # every day with recorded time, newest first
+    zone: tzinfo  # the days are cut in it
+    start: datetime  # the day as [start, end) in UTC
+    end: datetime
     recordings: list[dict[str, Any]] = field(default_factory=list)
     spans: list[Piece] = field(default_factory=list)
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
@@ -112,7 +116,11 @@ def _pieces(segs: Sequence[Any]) -> list[Piece]:
     return pieces
 
 
-async def day_of(db: Database, principal: Principal, user_id: str, day: date | None) -> Day:
+async def day_of(
+    db: Database, principal: Principal, user_id: str, day: date | None, *, zone: tzinfo = UTC
+) -> Day:
+    """The person's `day` (the latest day with recordings up to today when None), cut in
+    `zone`."""
     async with db.transaction() as conn:
         scope = TenantScope(conn, principal.tenant_id)
         user = await access.require_visible(scope, principal, user_id)
@@ -139,11 +147,10 @@ async def day_of(db: Database, principal: Principal, user_id: str, day: date | N
             order_by=[devices.c.created_at],
         )
     pieces = _pieces(segs)
-    days = sorted({p.start.astimezone(UTC).date() for p in pieces}, reverse=True)
-    today = datetime.now(UTC).date()
+    days = sorted({p.start.astimezone(zone).date() for p in pieces}, reverse=True)
+    today = datetime.now(zone).date()
     chosen = day or next((d for d in days if d <= today), days[-1] if days else today)
-    start = datetime.combine(chosen, time(), tzinfo=UTC)
-    end = start + timedelta(days=1)
+    start, end = day_bounds(chosen, zone)
     todays = [p for p in pieces if start <= p.start < end]
     spans = spans_of(todays)
     on_day = {p.recording_id for p in todays}
@@ -172,6 +179,7 @@ async def day_of(db: Database, principal: Principal, user_id: str, day: date | N
         if (capture := heartbeat.capture_of(d)) is not None and capture.state == "blocked"
     ]
     return Day(
-        user_id=user_id, email=user.email, day=chosen, days=days, recordings=listed,
+        user_id=user_id, email=user.email, day=chosen, days=days, zone=zone, start=start,
+        end=end, recordings=listed,
         spans=spans, gaps=gaps_between(spans), pauses=pauses, blocked=blocked,
     )

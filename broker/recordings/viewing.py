@@ -1,4 +1,5 @@
-"""What people (managers and admins) read: employees, recordings, short-lived view URLs.
+"""What people read: their own recordings and those `broker.access` lets them see, and
+short-lived view URLs.
 
 Every method authorizes through `broker.access` in the same transaction as the read
 (a view URL is signed after that transaction and audited in the next, before it is handed out).
@@ -6,9 +7,11 @@ Every method authorizes through `broker.access` in the same transaction as the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from broker import access
+from broker.accounts import organisation
 from broker.accounts import service as accounts
 from broker.clock import Clock
 from broker.db.database import Database
@@ -20,17 +23,31 @@ from broker.recordings.service import RecordingService, ViewUrl, recording_info
 from shared.wire import RecordingInfo, format_timestamp
 
 
+@dataclass(frozen=True, slots=True)
+class Me:
+    email: str
+    tenant_zone: str | None
+
+
 class ViewingService:
     def __init__(self, *, db: Database, recordings: RecordingService, clock: Clock) -> None:
         self._db = db
         self._recordings = recordings
         self._clock = clock
 
-    async def email(self, principal: Principal) -> str:
-        """The signed-in person's own email ("" if the row is gone), for the pages' top bar."""
+    async def me(self, principal: Principal) -> Me:
+        """The signed-in person's own email ("" if the row is gone) and their tenant's time
+        zone, for the pages' top bar and times."""
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            return await accounts.email_of(scope, principal.user_id)
+            return Me(
+                email=await accounts.email_of(scope, principal.user_id),
+                tenant_zone=await organisation.tenant_zone(scope),
+            )
+
+    async def tenant_zone(self, principal: Principal) -> str | None:
+        async with self._db.transaction() as conn:
+            return await organisation.tenant_zone(TenantScope(conn, principal.tenant_id))
 
     async def employees(self, principal: Principal) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:

@@ -36,6 +36,13 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
+def public_url(request: web.Request) -> str:
+    """The broker's URL as the caller reached it (https when TLS ends at a proxy,
+    BUCKETREEL_BEHIND_TLS): what an agent's `--broker` takes."""
+    scheme = "https" if request.app[SERVICES].settings.behind_tls else request.scheme
+    return f"{scheme}://{request.host}"
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     """The request's body as `model`. aiohttp enforces the app's body size limit (413) in
     read(); an empty body is malformed JSON whatever its type says."""

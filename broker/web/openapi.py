@@ -25,6 +25,7 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "recording_id": _ID,
     "user_id": _ID,
     "device_id": _ID,
+    "code_id": _ID,
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
     "name": {"type": "string", "pattern": "^[a-z0-9-]+\\.(css|js)$"},
     "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},  # an invitation's
@@ -82,11 +83,16 @@ def _rate_limited(route: Route) -> dict[str, Any]:
     return said
 
 
-def _success(route: Route, model: type[Model] | None, status: int) -> dict[str, Any]:
+# A form's "see other": no body, the next page in Location.
+_REDIRECT = {
+    "description": "see other: the page to go to next",
+    "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+}
+
+
+def _success(route: Route, model: type[Model] | None) -> dict[str, Any]:
     if model is not None:
         return _json(_ref(model), "success")
-    if 300 <= status < 400:  # a form's redirect: no body, the page in `Location`
-        return {"description": "see the page the Location header names"}
     text = {"schema": {"type": "string"}}
     if route.path.startswith("/static/"):
         return {"description": "success", "content": {"text/css": text, "text/javascript": text}}
@@ -100,7 +106,7 @@ def _success(route: Route, model: type[Model] | None, status: int) -> dict[str, 
 
 def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {
-        str(status): _success(route, model, status)
+        str(status): _REDIRECT if 300 <= status < 400 else _success(route, model)
         for status, model in route.responses.items()
     }
     if route.auth in _DEVICE_CALLERS:

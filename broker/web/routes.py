@@ -37,6 +37,8 @@ from broker.web.api import accounts as admin_handlers
 from broker.web.api import auth as user_handlers
 from broker.web.api import devices as agent_handlers
 from broker.web.api import enrollment as device_handlers
+from broker.web.api import fleet as fleet_handlers
+from broker.web.api import organisation as organisation_handlers
 from broker.web.api import people as people_handlers
 from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
@@ -44,6 +46,8 @@ from broker.web.appkeys import SERVICES
 from broker.web.cookies import REFRESH_PATH
 from broker.web.guard import device_or_user_principal, device_principal, user_principal
 from broker.web.http import read_body
+from broker.web.pages import admin_fleet as page_fleet
+from broker.web.pages import admin_organisation as page_organisation
 from broker.web.pages import admin_people as page_people
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import invitation as page_invitation
@@ -55,9 +59,13 @@ from shared.api import (
     AcceptInvitation,
     Assignment,
     Assignments,
+    CreateEnrollmentCode,
     DeviceRevoked,
     Devices,
     Employees,
+    EnrollmentCodeCreated,
+    EnrollmentCodeInfo,
+    EnrollmentCodes,
     Health,
     Invitation,
     InvitationAccepted,
@@ -65,6 +73,8 @@ from shared.api import (
     LoginRequest,
     LoginStep,
     MfaRequest,
+    Organisation,
+    OrganisationChange,
     People,
     Person,
     Receipts,
@@ -101,7 +111,6 @@ from shared.wire import (
 
 Auth = Literal["public", "device", "user", "device_or_user", "refresh_cookie"]
 ADMIN = frozenset({"admin"})
-VIEWERS = frozenset({"manager", "admin"})
 PublicHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # (request), (request, body), (request, principal) or (request, principal, body)
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -156,7 +165,7 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/devices/enroll",
         auth="public",
         handler=device_handlers.enroll,
-        summary="Trade a one-time enrollment code for a device credential",
+        summary="Trade one use of an enrollment code for a device credential",
         request=EnrollRequest,
         responses={201: TokenPair},
     ),
@@ -297,7 +306,7 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/employees",
         auth="user",
         handler=recording_handlers.employees,
-        summary="The people whose recordings the caller may see",
+        summary="The people whose recordings the caller may see besides their own",
         responses={200: Employees},
     ),
     Route(
@@ -305,16 +314,16 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/employees/{user_id}/recordings",
         auth="user",
         handler=recording_handlers.employee_recordings,
-        summary="An employee's recordings",
+        summary="A person's recordings (their own, or one the caller may see)",
         responses={200: Recordings},
     ),
     Route(
         method="POST",
         path=SEGMENT + "/view",
         auth="user",
-        roles=VIEWERS,
         handler=recording_handlers.view,
-        summary="A short-lived presigned GET for one verified segment (audited)",
+        summary="A short-lived presigned GET for one verified segment (audited; the "
+        "recording's own person, their managers, the tenant's admins: `broker.access`)",
         responses={200: ViewUrl},
     ),
     Route(
@@ -453,9 +462,9 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/employees/{user_id}",
         auth="user",
-        roles=VIEWERS,
         handler=page_views.employee_day,
-        summary="An employee's day: recordings, recorded time and gaps",
+        summary="A person's day: recordings, recorded time and gaps (the person, their "
+        "managers, the admins)",
         page=True,
         responses={200: None},
     ),
@@ -463,7 +472,6 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/recordings/{recording_id}",
         auth="user",
-        roles=VIEWERS,
         handler=page_views.player,
         summary="The player: a recording's segments as one timeline, straight from the bucket",
         page=True,
@@ -506,6 +514,49 @@ ROUTES: tuple[Route, ...] = (
         responses={200: None},
     ),
     # --- The tenant admin's console (`/admin/...` pages over `/api/v1/admin/...` routes).
+    # The organisation: its time zone.
+    Route(
+        method="GET",
+        path="/api/v1/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=organisation_handlers.get_organisation,
+        summary="The tenant's name and the time zone its pages cut days in (null: each "
+        "viewer's own)",
+        responses={200: Organisation},
+    ),
+    Route(
+        method="PUT",
+        path="/api/v1/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=organisation_handlers.put_organisation,
+        summary="Set the tenant's time zone (an IANA name) or clear it (null; audited)",
+        request=OrganisationChange,
+        responses={200: Organisation},
+    ),
+    Route(
+        method="GET",
+        path="/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=page_organisation.organisation_page,
+        summary="The organisation page: the time zone of the tenant's pages",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/organisation",
+        auth="user",
+        roles=ADMIN,
+        handler=page_organisation.organisation_form,
+        summary="The organisation form (CSRF token as a form field)",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
+    #
     # People: the list, invitations and their acceptance, roles, deactivation, 2FA reset,
     # who watches whom.
     Route(
@@ -682,7 +733,109 @@ ROUTES: tuple[Route, ...] = (
     # (end of people)
     #
     # Fleet: enrollment codes, devices, the recording policy page.
-    #
+    Route(
+        method="GET",
+        path="/api/v1/admin/enrollment-codes",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.list_codes,
+        summary="The tenant's enrollment codes, newest first (never a code itself)",
+        responses={200: EnrollmentCodes},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/enrollment-codes",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.create_code,
+        summary="Create a code enrolling up to max_uses workstations of a person; the reply "
+        "holds the code (this once) and the `bucketreel-agent enroll` command (audited)",
+        request=CreateEnrollmentCode,
+        responses={201: EnrollmentCodeCreated},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/enrollment-codes/{code_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=fleet_handlers.revoke_code,
+        summary="Revoke an enrollment code: it enrolls no more devices (audited)",
+        responses={200: EnrollmentCodeInfo},
+    ),
+    Route(
+        method="GET",
+        path="/admin/devices",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.devices_page,
+        summary="Devices page: state, agent, last heartbeat, backlog, last upload, gaps",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/devices/{device_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.revoke_device,
+        summary="Revoke-device form (its tokens stop working at once)",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
+    Route(
+        method="GET",
+        path="/admin/enrollment",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.enrollment_page,
+        summary="Enrollment page: create codes, the agent's command, the codes and their state",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/enrollment",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.create_code,
+        summary="New-code form: the page again with the code and command, shown this once",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/enrollment/{code_id}/revoke",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.revoke_code,
+        summary="Revoke-code form",
+        page=True,
+        form=True,
+        responses={303: None},
+    ),
+    Route(
+        method="GET",
+        path="/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.policy_page,
+        summary="Recording policy page: fps, segment length, idle timeout, each with its cost",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/policy",
+        auth="user",
+        roles=ADMIN,
+        handler=page_fleet.save_policy,
+        summary="Recording policy form (an empty field leaves the setting to the agents)",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
     # (end of fleet)
     #
     # Storage: the bucket, its policies, the self-check, the rotation of keys.

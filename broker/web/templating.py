@@ -1,21 +1,67 @@
 """The pages' Jinja2 environment, made once at app start and held under `TEMPLATES`.
 
 The templates are files in `broker/web/templates/`, autoescaped: every value is escaped unless
-it is MarkupSafe's `Markup` (made only for the QR code's SVG, by segno).
+it is MarkupSafe's `Markup` (made only for the QR code's SVG, by segno, and the `<time>`
+elements `moment` makes of a timestamp and the zone's name).
+
+Times are shown in the viewer's zone (`broker.web.pages.zone` decides it per request and
+sets it here with `use_zone`; a context variable, so each request task has its own), with
+the UTC time on hover.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from contextvars import ContextVar
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
+
+_ZONE: ContextVar[tzinfo] = ContextVar("page_zone", default=UTC)
+# Where the zone came from: "tenant", "browser" or "default" (zone.js reloads a page shown in
+# the default zone once it has told the broker the browser's).
+_SOURCE: ContextVar[str] = ContextVar("page_zone_source", default="default")
+_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def use_zone(zone: tzinfo, source: str = "default") -> None:
+    """The zone this request's pages show times in (UTC unless set)."""
+    _ZONE.set(zone)
+    _SOURCE.set(source)
+
+
+def zone_source() -> str:
+    return _SOURCE.get()
+
+
+def current_zone() -> tzinfo:
+    return _ZONE.get()
+
+
+def zone_name(zone: tzinfo | None = None) -> str:
+    zone = zone or _ZONE.get()
+    return str(getattr(zone, "key", None) or zone.tzname(None) or "UTC")
 
 
 def when(value: datetime | None) -> str:
-    """A UTC timestamp as people read it (every page says times are UTC)."""
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+    """A timestamp as people read it, in the request's zone."""
+    return value.astimezone(_ZONE.get()).strftime(_FORMAT) if value else "—"
+
+
+def utc_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_FORMAT) + " UTC"
+
+
+def moment(value: datetime | None) -> Markup:
+    """A `<time>` element: the time in the request's zone, the UTC time on hover."""
+    if value is None:
+        return Markup("—")
+    iso = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso, utc_text(value), escape(when(value))
+    )
 
 
 def details(value: Mapping[str, Any]) -> str:
@@ -32,5 +78,8 @@ def environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["when"] = when
+    env.filters["moment"] = moment
+    env.globals["zone_name"] = zone_name
+    env.globals["zone_source"] = zone_source
     env.filters["details"] = details
     return env

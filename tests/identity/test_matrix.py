@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,12 +28,27 @@ ENDS_SESSION = ("/logout", "/sign-out-everywhere")
 ORDERED = sorted(GUARDED, key=lambda r: r.path.endswith(ENDS_SESSION))
 
 
+# Rows of org's tenant that only some routes' paths name, made before any test runs.
+MADE: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _org_rows(org: Org) -> None:
+    made = org.api.call(
+        "POST", "/api/v1/admin/enrollment-codes", {"user_id": org.employee.user_id},
+        token=org.admin.access_token,
+    )
+    assert made.status == 201, made.body
+    MADE["code_id"] = made.body["code_id"]
+
+
 def path_of(route: Route, org: Org) -> str:
     values = {
         "recording_id": org.recording_id,
         "seq": "0",
         "user_id": org.employee.user_id,
         "device_id": org.device.device_id,
+        **MADE,
     }
 
     def fill(match: re.Match[str]) -> str:
@@ -46,7 +60,48 @@ def path_of(route: Route, org: Org) -> str:
     return re.sub(r"{(\w+)}", fill, route.path)
 
 
+# The fields each form route (`route.form`: a page's HTML form) is sent: a well-formed form, so
+# that what a caller meets is the guard's answer, not a complaint about the body. "{employee}"
+# and "{manager}" stand for org's employee and manager.
+FORMS: dict[str, dict[str, str]] = {
+    "/logout": {},
+    "/admin/organisation": {"time_zone": "Europe/Berlin"},
+    "/admin/devices/{device_id}/revoke": {},
+    "/admin/enrollment": {"user_id": "{employee}", "max_uses": "1", "hours": "1"},
+    "/admin/enrollment/{code_id}/revoke": {},
+    "/admin/policy": {"fps": "2"},
+    "/admin/people/invite": {"email": "matrix-invitee@example.test", "role": "employee"},
+    "/admin/people/{user_id}/role": {"role": "manager"},
+    "/admin/people/{user_id}/deactivate": {},
+    "/admin/people/{user_id}/reactivate": {},
+    "/admin/people/{user_id}/reset-2fa": {},
+    "/admin/people/{user_id}/assign": {"other": "{manager}"},
+    "/admin/people/{user_id}/unassign": {"other": "{manager}"},
+}
+
+
+class Form(dict[str, str]):
+    """A form body (sent url-encoded), as opposed to a JSON one."""
+
+
+def call(org: Org, route: Route, path: str, body: Any, token: str | None = None) -> Reply:
+    if isinstance(body, Form):
+        return org.api.call(
+            route.method, path, token=token, body=urlencode(body).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    return org.api.call(route.method, path, body, token=token)
+
+
 def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
+    if route.form:
+        if route.path not in FORMS:
+            pytest.fail(f"{route.path}: give the matrix the fields of its form")
+        employee, manager = org.employee.user_id, org.manager.user_id
+        return Form({
+            k: v.replace("{employee}", employee).replace("{manager}", manager)
+            for k, v in FORMS[route.path].items()
+        })
     model = route.request.__name__ if route.request is not None else None
     if model == "StorageRequest":
         # a complete storage set-up for the caller's own tenant: it must never touch org's
@@ -64,29 +119,14 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "GapReport": {"seqs": [0], "reason": "refused"},
         "Heartbeat": {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0},
         "PolicyPatch": {"fps": 2, "segment_seconds": None},
-        "InviteRequest": {"email": f"matrix-{secrets.token_hex(4)}@example.test",
-                          "role": "employee"},
+        "OrganisationChange": {"time_zone": "Europe/Berlin"},
+        "CreateEnrollmentCode": {"user_id": org.employee.user_id, "max_uses": 2},
+        "InviteRequest": {"email": "matrix-invited@example.test", "role": "employee"},
         "RoleChange": {"role": "manager"},
     }
-    if route.form:  # a page's form: every field any of them reads, naming org's people
-        return {
-            "email": f"matrix-{secrets.token_hex(4)}@example.test", "role": "manager",
-            "other": org.manager.user_id, "return_to": "",
-        }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")
     return bodies[model]
-
-
-def send(org: Org, route: Route, s3: S3Endpoint, token: str | None = None) -> Reply:
-    """The route called with its body (a form for a page's form route) and `token`."""
-    path, body = path_of(route, org), body_of(route, org, s3)
-    if route.form:
-        return org.api.call(
-            route.method, path, body=urlencode(body).encode(), token=token,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-    return org.api.call(route.method, path, body, token=token)
 
 
 def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -112,7 +152,7 @@ def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, 
 
 def test_nobody_without_a_token_gets_in(s3_endpoint: S3Endpoint, org: Org) -> None:
     for route in ORDERED:
-        reply = send(org, route, s3_endpoint)
+        reply = call(org, route, path_of(route, org), body_of(route, org, s3_endpoint))
         assert reply.status == 401, f"{route.method} {route.path}"
         assert reply.body["error"] in {"unauthenticated", "invalid_token"}
 
@@ -123,17 +163,18 @@ def test_wrong_kind_of_caller_and_missing_role_are_refused(
     people = {"employee": org.employee, "manager": org.manager, "admin": org.admin}
     checked = 0
     for route in ORDERED:
+        path, body = path_of(route, org), body_of(route, org, s3_endpoint)
         if route.auth == "user":
-            reply = send(org, route, s3_endpoint, org.device.access_token)
+            reply = call(org, route, path, body, token=org.device.access_token)
             assert reply.status == 401, f"device on {route.method} {route.path}"
             for role, person in people.items():
                 if route.roles and role not in route.roles:
-                    reply = send(org, route, s3_endpoint, person.access_token)
+                    reply = call(org, route, path, body, token=person.access_token)
                     assert reply.status == 403, f"{role} on {route.method} {route.path}"
                     checked += 1
         if route.auth in ("device", "refresh_cookie"):  # a person's bearer token is neither
             for role, person in people.items():
-                reply = send(org, route, s3_endpoint, person.access_token)
+                reply = call(org, route, path, body, token=person.access_token)
                 assert reply.status == 401, f"{role} on {route.method} {route.path}"
                 checked += 1
     assert checked > 0
@@ -152,7 +193,8 @@ def test_no_route_reads_or_writes_across_tenants(
         ("admin of another tenant", org.outsider.access_token),
     ):
         for route in ORDERED:
-            reply = send(org, route, s3_endpoint, token)
+            body = body_of(route, org, s3_endpoint)
+            reply = call(org, route, path_of(route, org), body, token=token)
             where = f"{caller}: {route.method} {route.path} -> {reply.status}"
             assert reply.status < 500, where
             if reply.status < 300:

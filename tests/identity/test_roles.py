@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import urllib3
 
 from broker.identity import Role
-from tests.identity.people import Org, make_person, sign_in
+from tests.identity.people import Org, make_person, sign_in, verified_recording
 from tests.support.api import enroll, now_iso
 from tests.support.broker import BrokerProcess
 
@@ -51,12 +51,43 @@ def test_a_manager_mints_a_short_view_url_that_plays(org: Org) -> None:
     assert info.body["segments"][0]["state"] == "verified"
 
 
-def test_an_employee_cannot_read_others_or_mint_view_urls(org: Org) -> None:
+def test_an_employee_watches_their_own_recordings_and_nobody_elses(org: Org) -> None:
     token = org.employee.access_token
     assert org.api.call("GET", "/api/v1/employees", token=token).body == {"employees": []}
-    assert view(org, token, org.recording_id)[0] == 403
+    status, minted = view(org, token, org.recording_id)  # the employee's own recording
+    assert status == 200, minted
+    assert "X-Amz-Signature" in minted["url"]
+    mine = org.api.call("GET", f"/api/v1/employees/{org.employee.user_id}/recordings",
+                        token=token)
+    assert [r["recording_id"] for r in mine.body["recordings"]] == [org.recording_id]
+    for page in (f"/employees/{org.employee.user_id}", f"/recordings/{org.recording_id}"):
+        assert org.api.call("GET", page, token=token).status == 200, page
+    # Another person's recording does not exist for them, on every path.
+    assert view(org, token, org.other_recording_id)[0] == 404
     assert org.api.call("GET", f"/api/v1/recordings/{org.other_recording_id}",
                         token=token).status == 404
+    for path in (f"/api/v1/employees/{org.other_employee.user_id}/recordings",
+                 f"/employees/{org.other_employee.user_id}",
+                 f"/recordings/{org.other_recording_id}"):
+        assert org.api.call("GET", path, token=token).status == 404, path
+    receipts = org.api.call("GET", f"/api/v1/employees/{org.employee.user_id}/receipts",
+                            token=token).body["receipts"]
+    theirs = [r for r in receipts if r["own"]]
+    assert theirs, receipts
+    assert theirs[0]["viewer"] == org.employee.email
+    page = org.api.call("GET", "/receipts", token=token)
+    assert b"your own view" in page.raw
+
+
+def test_a_manager_watches_their_own_recordings_too(
+    org: Org, broker: BrokerProcess
+) -> None:
+    device = enroll(org.api, broker, org.tenant, org.manager.user_id)
+    recording_id = verified_recording(org.api, device)
+    assert view(org, org.manager.access_token, recording_id)[0] == 200
+    listed = org.api.call("GET", "/api/v1/employees", token=org.manager.access_token)
+    assert org.manager.user_id not in {e["user_id"] for e in listed.body["employees"]}
+    assert view(org, org.employee.access_token, recording_id)[0] == 404
 
 
 def test_an_admin_sees_the_whole_tenant_and_nothing_outside(org: Org) -> None:

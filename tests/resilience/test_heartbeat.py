@@ -3,6 +3,7 @@ admin's device list shows it — and shows the device silent once three beats ar
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,14 @@ def test_the_agent_reports_its_status_and_falls_silent_when_gone(
     place: Site, xvfb: XDisplay
 ) -> None:
     assert place.device()["last_seen_at"] is None
+    # Stopped by SIGTERM once its status has been read, not by a short --duration: on a busy
+    # machine the first upload can come so late that the run would be over already.
     with running(place.home, xvfb.display, "--fps", "2", "--segment-seconds", "1",
-                 "--heartbeat-seconds", "1", "--duration", "4") as agent:
+                 "--heartbeat-seconds", "1", "--duration", "120") as agent:
         rid = agent.recording_id
         agent.wait_uploaded(1)
         live = place.device()
+        agent.signal(signal.SIGTERM)
         assert agent.finish() == 0, agent.stderr
     assert live["silent"] is False
     assert live["last_status"]["state"] in {"recording", "stopping", "stopped"}

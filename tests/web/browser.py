@@ -51,9 +51,14 @@ def code_for(person: Person) -> str:
     return pyotp.TOTP(person.secret).generate_otp(step)
 
 
-def sign_in(browser: Browser, base_url: str, person: Person) -> Page:
-    """Password, then TOTP, through the pages; enrolls TOTP on the first sign-in."""
-    context = browser.new_context(base_url=base_url, viewport={"width": 1100, "height": 820})
+def sign_in(
+    browser: Browser, base_url: str, person: Person, *, timezone_id: str | None = None
+) -> Page:
+    """Password, then TOTP, through the pages; enrolls TOTP on the first sign-in. The
+    browser's time zone is the machine's unless `timezone_id` names one."""
+    context = browser.new_context(
+        base_url=base_url, viewport={"width": 1100, "height": 820}, timezone_id=timezone_id
+    )
     page = context.new_page()
     page.goto("/signin")
     page.fill("input[name=tenant]", person.tenant.name)

@@ -28,6 +28,7 @@ from tests.web.browser import off_thread, pixels, sign_in, wait_until
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "player.png"
+ZONE = "Asia/Tokyo"
 MEDIA_TYPES = ("video/", "audio/", "application/octet-stream", "binary/")
 
 
@@ -182,7 +183,8 @@ def test_the_employee_sees_who_viewed_their_recording(
     minted = view_url_request(manager_page, scene.recording_id, 1)
     assert minted.status == 200
 
-    page = sign_in(chromium, scene.broker.url, scene.employee)
+    # The employee's browser is in Japan (UTC+9): their pages show times there.
+    page = sign_in(chromium, scene.broker.url, scene.employee, timezone_id=ZONE)
     page.click("text=Who viewed my recordings")
     rows = page.locator("table.receipts tbody tr").all_inner_texts()
     mine = [r for r in rows if scene.manager.email in r and scene.recording_id in r]
@@ -191,9 +193,30 @@ def test_the_employee_sees_who_viewed_their_recording(
     receipts = page.request.get(f"/api/v1/employees/{scene.employee.user_id}/receipts")
     assert receipts.status == 200
     assert {r["viewer"] for r in receipts.json()["receipts"]} == {scene.manager.email}
-    denied = page.goto(f"/employees/{scene.employee.user_id}")
-    assert denied is not None
-    assert denied.status == 403
+
+    # They watch their own recording: the same player, the same audited view URLs.
+    page.goto("/")
+    page.click(f"main a[href='/employees/{scene.employee.user_id}']")
+    page.wait_for_url(f"**/employees/{scene.employee.user_id}")
+    assert f"times in {ZONE}" in page.content()
+    page.click(f"a[href='/recordings/{scene.recording_id}']")
+    page.wait_for_selector("#player")
+    page.click("#play")
+    wait_until(page, "document.getElementById('video').currentTime > 0.4")
+    clock = page.locator("#clock")
+    assert clock.inner_text().endswith(ZONE), clock.inner_text()
+    assert (clock.get_attribute("title") or "").endswith("UTC")
+    page.click("#play")
+    page.goto("/receipts")
+    rows = page.locator("table.receipts tbody tr").all_inner_texts()
+    assert any("your own view" in r and scene.recording_id in r for r in rows), rows
+    assert any(scene.manager.email in r for r in rows), rows
+    viewers = {r["viewer"] for r in page.request.get(
+        f"/api/v1/employees/{scene.employee.user_id}/receipts").json()["receipts"]}
+    assert viewers == {scene.manager.email, scene.employee.email}
+    other = page.goto(f"/employees/{scene.other.user_id}")
+    assert other is not None
+    assert other.status == 404, "another person's day does not exist for them"
 
     page.goto("/")
     with page.expect_navigation():

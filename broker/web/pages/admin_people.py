@@ -11,6 +11,7 @@ invitation's link is shown once, on the page that answers the invitation form.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -21,9 +22,9 @@ from broker.services import Services
 from broker.web.appkeys import SERVICES
 from broker.web.links import invite_url
 from broker.web.pages.forms import FORM_TYPES, read_form
-from broker.web.pages.html import Top, nav, page
+from broker.web.pages.html import page
 from broker.web.pages.signin import see_other
-from broker.web.templating import when
+from broker.web.pages.views import top_bar
 from shared.wire import parse_timestamp
 
 LIST = "/admin/people"
@@ -41,15 +42,6 @@ DONE = {
 Form = dict[str, str]
 
 
-async def _top(request: web.Request, principal: Principal) -> Top:
-    services = request.app[SERVICES]
-    left = principal.expires_at - int(services.clock().timestamp())
-    return nav(
-        principal, services.sessions.csrf_token(principal.session_id),
-        await services.viewing.email(principal), max(0, left),
-    )
-
-
 async def _form(request: web.Request) -> Form:
     """The posted fields (none when the body is not a form: each action says what it misses)."""
     if request.content_type not in FORM_TYPES:
@@ -57,8 +49,9 @@ async def _form(request: web.Request) -> Form:
     return await read_form(request)
 
 
-def _moment(value: str | None) -> str:
-    return when(parse_timestamp(value)) if value else "never"
+def _at(value: str | None) -> datetime | None:
+    """A service's timestamp as the templates' `moment` takes it (the viewer's zone)."""
+    return parse_timestamp(value) if value else None
 
 
 def _row(person: dict[str, Any]) -> dict[str, Any]:
@@ -66,12 +59,12 @@ def _row(person: dict[str, Any]) -> dict[str, Any]:
     if person["mfa_reset_pending"]:
         mfa = "2FA reset pending"
     elif person["totp_enrolled_at"]:
-        mfa = "enrolled " + _moment(person["totp_enrolled_at"])
+        mfa = "enrolled"
     else:
         mfa = "not enrolled yet"
     return {
-        **person, "mfa": mfa, "last_sign_in": _moment(person["last_sign_in_at"]),
-        "created": _moment(person["created_at"]),
+        **person, "mfa": mfa, "enrolled": _at(person["totp_enrolled_at"]),
+        "last_sign_in": _at(person["last_sign_in_at"]), "created": _at(person["created_at"]),
     }
 
 
@@ -81,13 +74,13 @@ async def _list_page(
     *,
     status: int = 200,
     error: str = "",
-    invited: dict[str, str] | None = None,
+    invited: dict[str, Any] | None = None,
     typed: Form | None = None,
 ) -> web.Response:
     people = await request.app[SERVICES].people.list_people(principal.tenant_id)
     typed = typed or {}
     return page(
-        request, "admin_people.html", title="People", top=await _top(request, principal),
+        request, "admin_people.html", title="People", top=await top_bar(request, principal),
         status=status, people=[_row(p) for p in people], roles=ROLES, error=error,
         done=DONE.get(request.query.get("done", ""), ""), invited=invited,
         email=typed.get("email", "")[:320], role=typed.get("role", Role.EMPLOYEE),
@@ -112,7 +105,7 @@ async def invite(request: web.Request, principal: Principal) -> web.Response:
         )
     shown = {
         "email": invited.email, "role": invited.role, "url": invite_url(request, invited.token),
-        "expires": when(invited.expires_at), "replaced": "yes" if invited.replaced else "",
+        "expires": invited.expires_at, "replaced": invited.replaced,
     }
     return await _list_page(request, principal, invited=shown)
 
@@ -141,7 +134,7 @@ async def _person_page(
     ]
     return page(
         request, "admin_people_person.html", title=person["email"],
-        top=await _top(request, principal), status=status, person=person, roles=ROLES,
+        top=await top_bar(request, principal), status=status, person=person, roles=ROLES,
         error=error, done=DONE.get(request.query.get("done", ""), ""), choices=choices,
         is_self=user_id == principal.user_id,
     )

@@ -22,7 +22,7 @@ from broker.web.appkeys import SERVICES
 from broker.web.pages.forms import read_form
 from broker.web.pages.html import page
 from broker.web.pages.signin import form_token, set_form_token
-from broker.web.templating import when
+from broker.web.templating import utc_text
 from shared.api import MAX_PASSWORD
 from shared.wire import MAX_TOKEN
 
@@ -48,7 +48,7 @@ def _render(
     if invitation is not None:
         values["invitation"] = {
             "email": invitation.email, "role": invitation.role, "tenant": invitation.tenant,
-            "expires": when(invitation.expires_at),
+            "expires": utc_text(invitation.expires_at),
         }
     response = page(request, "invitation.html", title=TITLE, status=status, **values)
     set_form_token(response, request, token)

@@ -6,22 +6,24 @@ that authorizes through `broker.access`, and renders.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from broker.audit import query as audit_query
 from broker.audit.log import Head
+from broker.clock import local_hours
 from broker.errors import InvalidInput
 from broker.identity import Principal
 from broker.recordings import bounds, timeline
 from broker.web.appkeys import SERVICES
 from broker.web.http import reply, shape
+from broker.web.pages import zone
 from broker.web.pages.html import Top, nav, page, when
+from broker.web.templating import current_zone
 from shared.api import Receipts
-
-DAY_WIDTH = 1440  # the day bar's SVG width: one unit per minute
 
 # What each reason the agent reports for a pause means, for a manager.
 PAUSE_LABELS = {
@@ -37,8 +39,11 @@ CAPTURE_LABELS = {
 }
 
 
-async def _top(request: web.Request, principal: Principal) -> Top:
-    email = await request.app[SERVICES].viewing.email(principal)
+async def top_bar(request: web.Request, principal: Principal) -> Top:
+    """The top bar, and the request's time zone for what the page shows (`zone.resolve`)."""
+    me = await request.app[SERVICES].viewing.me(principal)
+    zone.resolve(request, me.tenant_zone)
+    email = me.email
     left = principal.expires_at - int(request.app[SERVICES].clock().timestamp())
     return nav(
         principal, request.app[SERVICES].sessions.csrf_token(principal.session_id), email,
@@ -47,11 +52,19 @@ async def _top(request: web.Request, principal: Principal) -> Top:
 
 
 async def home(request: web.Request, principal: Principal) -> web.Response:
-    top = await _top(request, principal)
+    top = await top_bar(request, principal)
+    own = f"/employees/{principal.user_id}"
     if principal.role == "employee":
-        return page(request, "home.html", title="Welcome", top=top, people=None)
+        return page(
+            request, "home.html", title="Welcome", top=top, people=None, own=own, silent=None
+        )
     people = await request.app[SERVICES].viewing.employees(principal)
-    return page(request, "home.html", title="People", top=top, people=people)
+    silent = None  # an admin's glance at the fleet: the devices gone silent
+    if principal.role == "admin":
+        silent = await request.app[SERVICES].devices.silent_devices(principal.tenant_id)
+    return page(
+        request, "home.html", title="People", top=top, people=people, own=own, silent=silent
+    )
 
 
 FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)
@@ -61,39 +74,46 @@ def _parse_day(raw: str | None) -> date | None:
     return bounds.parse_day(raw)
 
 
-def _x(moment: datetime, day: date) -> float:
-    start = datetime(day.year, day.month, day.day, tzinfo=moment.tzinfo)
+def _x(moment: datetime, start: datetime) -> float:
     return round((moment - start).total_seconds() / 60, 2)
 
 
 def _day_bar(day: timeline.Day) -> dict[str, Any]:
-    """The day bar's shapes: recorded spans, gaps and the hour ticks, in minutes."""
+    """The day bar's shapes: recorded spans, gaps and the hour ticks, in minutes from the
+    day's start in its zone (a day is 1,440 minutes wide, 1,380 or 1,500 when the clocks
+    change)."""
+    start, end = day.start, day.end
     rects = [
-        {"kind": "rec", "x": _x(s.start, day.day),
-         "width": max(_x(s.end, day.day) - _x(s.start, day.day), 1),
+        {"kind": "rec", "x": _x(s.start, start),
+         "width": max(_x(s.end, start) - _x(s.start, start), 1),
          "title": f"recorded {when(s.start)} – {when(s.end)}"}
         for s in day.spans
     ]
     rects += [
-        {"kind": "gap", "x": _x(a, day.day), "width": _x(b, day.day) - _x(a, day.day),
+        {"kind": "gap", "x": _x(a, start), "width": _x(b, start) - _x(a, start),
          "title": f"no recording {when(a)} – {when(b)}"}
         for a, b in day.gaps
     ]
-    ticks = [{"x": h * 60, "label": str(h).zfill(2)} for h in range(0, 24, 3)]
-    return {"width": DAY_WIDTH, "rects": rects, "ticks": ticks}
+    ticks = [
+        {"x": _x(at, start), "label": str(hour).zfill(2)}
+        for hour, at in local_hours(day.day, day.zone) if hour % 3 == 0
+    ]
+    return {"width": _x(end, start), "rects": rects, "ticks": ticks}
 
 
 async def employee_day(request: web.Request, principal: Principal) -> web.Response:
     wanted = _parse_day(request.query.get("day"))
+    top = await top_bar(request, principal)
     day = await timeline.day_of(
-        request.app[SERVICES].db, principal, request.match_info["user_id"], wanted
+        request.app[SERVICES].db, principal, request.match_info["user_id"], wanted,
+        zone=current_zone(),
     )
     return page(
-        request, "employee_day.html", title=day.email, top=await _top(request, principal),
+        request, "employee_day.html", title=day.email, top=top,
         day=day.day.isoformat(), bar=_day_bar(day),
         days=[{"iso": d.isoformat(), "current": d == day.day} for d in day.days],
         recordings=[
-            {"start": when(r["started_at"]), "end": when(r["finished_at"]),
+            {"start": r["started_at"], "end": r["finished_at"],
              "segments": r["segments"], "state": r["state"], "id": r["recording_id"]}
             for r in day.recordings
         ],
@@ -101,7 +121,7 @@ async def employee_day(request: web.Request, principal: Principal) -> web.Respon
         blocked=[
             {"device": b.name,
              "reason": CAPTURE_LABELS.get(b.capture.reason or "unknown", "no picture"),
-             "since": when(b.capture.since)}
+             "since": b.capture.since}
             for b in day.blocked
         ],
     )
@@ -117,7 +137,7 @@ def _gaps(day: timeline.Day) -> list[dict[str, Any]]:
         if not any(p.start < b and p.end > a for a, b in day.gaps)
     ]
     return [
-        {"start": when(a), "end": when(b), "duration": _duration(b - a),
+        {"start": a, "end": b, "duration": _duration(b - a),
          "why": ", ".join(PAUSE_LABELS.get(r, r) for r in reasons)}
         for a, b, reasons in sorted(ranges, key=lambda g: g[0])
     ]
@@ -131,11 +151,12 @@ def _duration(delta: timedelta) -> str:
 
 async def player(request: web.Request, principal: Principal) -> web.Response:
     recording_id = request.match_info["recording_id"]
+    top = await top_bar(request, principal)
     info = await request.app[SERVICES].viewing.recording(principal, recording_id)
     origins = await request.app[SERVICES].storage.media_origins(principal.tenant_id)
     return page(
         request, "player.html", title=f"Recording of {when(_started(info.started_at))}",
-        top=await _top(request, principal), scripts=["player.js"], media_origins=origins,
+        top=top, scripts=["player.js"], media_origins=origins,
         recording=info.recording_id, user=info.user_id,
         csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id), speeds=range(1, 9),
         segments=[
@@ -156,7 +177,7 @@ async def my_receipts(request: web.Request, principal: Principal) -> web.Respons
     )
     return page(
         request, "receipts.html", title="Who viewed my recordings",
-        top=await _top(request, principal), receipts=found, head=_chain_head(head),
+        top=await top_bar(request, principal), receipts=found, head=_chain_head(head),
     )
 
 
@@ -178,34 +199,36 @@ async def receipts_api(request: web.Request, principal: Principal) -> web.Respon
     return reply(shape(Receipts, {
         "receipts": [
             {"at": r.at.isoformat(), "viewer": r.viewer, "viewer_role": r.viewer_role,
-             "recording_id": r.recording_id, "seq": r.seq}
+             "recording_id": r.recording_id, "seq": r.seq, "own": r.own}
             for r in found
         ]
     }))
 
 
-def _filter(request: web.Request) -> audit_query.AuditFilter:
+def _filter(request: web.Request, zone: tzinfo) -> audit_query.AuditFilter:
     q = request.query
-    for name in ("actor", "action", "employee", "day"):
+    for name in ("actor", "action", "employee", "day", "zone"):
         if "\x00" in q.get(name, ""):  # no row holds one, and PostgreSQL cannot compare it
             raise InvalidInput(f"{name} must not contain NUL characters")
     return audit_query.AuditFilter(
         actor=q.get("actor", "")[:200], action=q.get("action", "")[:64],
-        employee=q.get("employee", "")[:64], day=_parse_day(q.get("day")),
+        employee=q.get("employee", "")[:64], day=_parse_day(q.get("day")), zone=zone,
     )
 
 
 async def audit_page(request: web.Request, principal: Principal) -> web.Response:
-    wanted = _filter(request)
+    top = await top_bar(request, principal)
+    wanted = _filter(request, current_zone())
     found, actions, people = await audit_query.admin_view(
         request.app[SERVICES].db, principal, wanted, limit=AUDIT_PAGE_ROWS
     )
+    export = urlencode({**request.query, "zone": zone.zone_name(current_zone())})
     return page(
-        request, "audit.html", title="Audit log", top=await _top(request, principal),
+        request, "audit.html", title="Audit log", top=top,
         entries=found, actor=wanted.actor, day=wanted.day.isoformat() if wanted.day else "",
         actions=[("", "any action"), *((a, a) for a in actions)], action=wanted.action,
         people=[("", "anyone"), *((p.id, p.email) for p in people)], employee=wanted.employee,
-        export=f"/api/v1/admin/audit/export?{request.query_string}", limit=AUDIT_PAGE_ROWS,
+        export=f"/api/v1/admin/audit/export?{export}", limit=AUDIT_PAGE_ROWS,
     )
 
 
@@ -213,8 +236,15 @@ AUDIT_PAGE_ROWS = 500
 
 
 async def audit_export(request: web.Request, principal: Principal) -> web.StreamResponse:
+    # `?day=` is cut in `?zone=` (an IANA name), else in the tenant's zone, else in UTC.
+    asked = request.query.get("zone")
+    chosen = zone.parse_zone(asked)
+    if asked and chosen is None:
+        raise InvalidInput("zone must be an IANA time zone name, such as Europe/Berlin")
+    if chosen is None:
+        chosen = zone.parse_zone(await request.app[SERVICES].viewing.tenant_zone(principal))
     found, _, _ = await audit_query.admin_view(
-        request.app[SERVICES].db, principal, _filter(request), limit=None
+        request.app[SERVICES].db, principal, _filter(request, chosen or UTC), limit=None
     )
     response = web.StreamResponse(headers={
         "Content-Type": "application/x-ndjson; charset=utf-8",

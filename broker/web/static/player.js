@@ -119,13 +119,35 @@
     return segments[current].offset + video.currentTime * 1000;
   }
 
+  // The page's zone (the organisation's, or the browser's: data-zone on <body>), as
+  // "YYYY-MM-DD HH:MM:SS Zone/Name"; "" if this browser cannot format it.
+  const zone = document.body.dataset.zone || "UTC";
+  let zoned = null;
+  try {
+    zoned = new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    });
+  } catch (e) {
+    zoned = null;
+  }
+
+  function local(wall) {
+    if (zoned === null) return "";
+    const p = {};
+    for (const part of zoned.formatToParts(wall)) p[part.type] = part.value;
+    return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zone}`;
+  }
+
   function show() {
     const ms = position();
     root.dataset.position = String(Math.round(ms));
     if (!dragging) seek.value = String(ms);
     if (current >= 0) {
       const wall = new Date(segments[current].start + video.currentTime * 1000);
-      clock.textContent = wall.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+      const utc = wall.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+      clock.textContent = local(wall) || utc;
+      clock.title = utc;
     }
   }
 
