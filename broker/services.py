@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from broker.accounts.organisation import Organisation
 from broker.accounts.passwords import Passwords
+from broker.accounts.people import People
 from broker.accounts.service import Accounts
+from broker.auth.invites import Invitations
 from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
@@ -39,6 +41,8 @@ class Services:
     signer: TokenSigner
     accounts: Accounts
     organisation: Organisation
+    people: People
+    invitations: Invitations
     devices: DeviceAuth
     recordings: RecordingService
     passwords: Passwords
@@ -124,6 +128,10 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         signer=signer,
         accounts=Accounts(db=db, clock=clock),
         organisation=Organisation(db=db, clock=clock),
+        people=People(db=db, clock=clock),
+        invitations=Invitations(
+            db=db, passwords=passwords, hmac_key=settings.hmac_key, clock=clock
+        ),
         devices=devices,
         recordings=recordings,
         passwords=passwords,

@@ -294,7 +294,95 @@ class OrganisationChange(Model, forbid_unknown_fields=True):
     time_zone: Annotated[str, Meta(max_length=64)] | None
 
 # --- The tenant admin's console: people, invitations, who watches whom.
-#
+
+RoleName = Literal["employee", "manager", "admin"]
+PersonState = Literal["active", "invited", "deactivated"]
+
+
+class PersonRef(Model):
+    """A person named in another's assignments."""
+
+    user_id: Id
+    email: str
+    state: PersonState
+
+
+class Person(Model):
+    """A person as the tenant's admins see them. `mfa_reset_pending`: an admin reset their
+    two-factor authentication and they have not enrolled again yet."""
+
+    user_id: Id
+    email: str
+    role: RoleName
+    state: PersonState
+    created_at: Time
+    totp_enrolled_at: Time | None
+    mfa_reset_pending: bool
+    mfa_reset_at: Time | None
+    last_sign_in_at: Time | None
+    managers: list[PersonRef]  # who watches this person's recordings (an employee's)
+    employees: list[PersonRef]  # whose recordings this person watches (a manager's)
+
+
+class People(Model):
+    people: list[Person]
+
+
+class InviteRequest(Model):
+    email: Email
+    role: RoleName
+
+
+class Invitation(Model):
+    """The one-time link, shown once: the person opens it, sets a password, then signs in and
+    enrols TOTP. `replaced`: the person was invited before, and that link no longer works."""
+
+    user_id: Id
+    email: str
+    role: RoleName
+    state: Literal["invited"]
+    invite_url: Annotated[str, Meta(extra_json_schema={"format": "uri"})]
+    expires_at: Time
+    replaced: bool
+
+
+class AcceptInvitation(Model):
+    token: Token
+    password: Annotated[str, Meta(min_length=1, max_length=MAX_PASSWORD)]
+
+
+class InvitationAccepted(Model):
+    """The password is set; sign in with the organisation's name and the email, where the
+    first sign-in enrols TOTP."""
+
+    user_id: Id
+    email: str
+    tenant: str
+    state: Literal["active"]
+
+
+class RoleChange(Model):
+    role: RoleName
+
+
+class AssignedPair(Model):
+    manager_id: Id
+    manager_email: str
+    employee_id: Id
+    employee_email: str
+    created_at: Time
+
+
+class Assignments(Model):
+    assignments: list[AssignedPair]
+
+
+class Unassigned(Model):
+    manager_id: Id
+    employee_id: Id
+    removed: bool  # false: the manager did not watch the employee
+
+
 # (end of people)
 #
 # --- Fleet: enrollment codes, devices.

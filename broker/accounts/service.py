@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -57,6 +58,21 @@ async def resolve_tenant(conn: AsyncConnection, ref: str) -> str:
     return str(row.id)
 
 
+def check_email(email: str) -> str:
+    """An email as stored (trimmed, lower case), or 400 naming the field."""
+    email = email.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise InvalidInput(f"email: {email!r} is not an email address")
+    return email
+
+
+def check_role(role: str) -> str:
+    try:
+        return Role(role).value
+    except ValueError:
+        raise InvalidInput(f"role must be one of {', '.join(r.value for r in Role)}") from None
+
+
 async def create_user(
     scope: TenantScope,
     *,
@@ -67,13 +83,7 @@ async def create_user(
     now: datetime,
     actor: str,
 ) -> str:
-    email = email.strip().lower()
-    if not _EMAIL_RE.match(email):
-        raise InvalidInput(f"{email!r} is not an email address")
-    try:
-        role = Role(role).value
-    except ValueError:
-        raise InvalidInput(f"role must be one of {', '.join(r.value for r in Role)}") from None
+    email, role = check_email(email), check_role(role)
     user_id = str(uuid.uuid4())
     password_hash = passwords.hash(password)
     await audit.lock_chain(scope)  # before the first write (README's lock order)
@@ -115,15 +125,23 @@ async def email_of(scope: TenantScope, user_id: str) -> str:
     return str(row.email) if row else ""
 
 
+async def pair_of(
+    scope: TenantScope, manager_id: str, employee_id: str
+) -> tuple[Row[Any], Row[Any]]:
+    """The rows of an assignment's manager and employee, or 404 when either is not here."""
+    manager = await scope.one(users, users.c.id == manager_id)
+    employee = await scope.one(users, users.c.id == employee_id)
+    if manager is None or employee is None:
+        raise NotFound("no such manager or employee in this tenant")
+    return manager, employee
+
+
 async def assign(
     scope: TenantScope, *, manager_id: str, employee_id: str, now: datetime, actor: str
 ) -> bool:
     """Let a manager see an employee's recordings; False when the pair existed already."""
     await audit.lock_chain(scope)  # before the first write (README's lock order)
-    manager = await scope.one(users, users.c.id == manager_id)
-    employee = await scope.one(users, users.c.id == employee_id)
-    if manager is None or employee is None:
-        raise NotFound("no such manager or employee in this tenant")
+    manager, employee = await pair_of(scope, manager_id, employee_id)
     if manager.role != Role.MANAGER:
         raise InvalidInput(f"{manager.email} is a {manager.role}, not a manager")
     if employee.role != Role.EMPLOYEE:

@@ -13,6 +13,13 @@ carries a known-device cookie (`broker.auth.known_device`) and is not slowed by 
 failures. The person is told, at their next full sign-in, how many failed attempts there
 were since the last one; when an account reaches the limit, an `auth.account_under_attack`
 entry goes to the audit log (and a warning to the broker's log), for its admins.
+
+Only active people sign in (`broker.accounts.people`): an invited or deactivated person's
+password step is refused exactly as a wrong password is (the dummy hash verified, the failure
+counted), so the reply tells nothing of the account's state; a code step whose person was
+deactivated, or whose TOTP an admin reset, since the password step fails. A full sign-in
+stamps `last_sign_in_at`; after an admin's 2FA reset the challenge is an enrolment again
+(`mfa_reset` on the step, so the page can say why).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from sqlalchemy import Row, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.accounts.passwords import Passwords
+from broker.accounts.people import PersonState
 from broker.audit import log as audit
 from broker.auth import known_device, totp
 from broker.auth.known_device import KnownDevice
@@ -63,6 +71,8 @@ class LoginStep:
     challenge: str
     expires_in: int
     provisioning_uri: str | None = None
+    # An admin reset the person's 2FA: they enrol again now (the sign-in page says why).
+    mfa_reset: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -171,7 +181,9 @@ class LoginService:
                 attempt = await self._limiter.reserve(conn, keys, now)
         except SQLAlchemyError:
             raise ServiceUnavailable("login is unavailable: the database did not answer") from None
-        if user is None:
+        if user is None or user.state != PersonState.ACTIVE:
+            # Invited (no password yet) or deactivated: refused as a wrong password is, after
+            # the same work, so the reply tells nothing of the account's state.
             await asyncio.to_thread(self._passwords.verify_unknown, password)
             ok = False
         else:
@@ -201,6 +213,8 @@ class LoginService:
         details: dict[str, Any] = {"step": "password"}
         if user is None:
             details["account"] = masked_account(self._hmac_key, tenant_row.id, email)
+        elif user.state != PersonState.ACTIVE:
+            details["state"] = user.state  # for the admins: no password was checked
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_row.id)
             await audit.record(
@@ -315,7 +329,10 @@ class LoginService:
                     created_at=now,
                     expires_at=now + self._challenge_ttl,
                 )
-        return LoginStep(kind, challenge, int(self._challenge_ttl.total_seconds()), uri)
+        return LoginStep(
+            kind, challenge, int(self._challenge_ttl.total_seconds()), uri,
+            mfa_reset=kind == ENROLL and user.mfa_reset_at is not None,
+        )
 
     async def mfa(
         self,
@@ -337,7 +354,10 @@ class LoginService:
                 async with txn as conn:
                     row = (
                         await conn.execute(
-                            select(mfa_challenges).where(mfa_challenges.c.challenge_hash == digest)
+                            select(mfa_challenges).where(
+                                mfa_challenges.c.challenge_hash == digest,
+                                mfa_challenges.c.kind.in_((TOTP, ENROLL)),
+                            )
                         )
                     ).first()
                     live = (
@@ -403,6 +423,8 @@ class LoginService:
         code = code.strip()
         recovery: list[str] = []
         how = challenge.kind
+        if user.state != PersonState.ACTIVE:
+            return None  # deactivated since the password step
         if challenge.kind == ENROLL:
             pending = Sealed(challenge.pending_kek_version, challenge.pending_sealed)
             secret = self._unseal_totp(scope.tenant_id, user.id, pending)
@@ -417,10 +439,13 @@ class LoginService:
                 totp_kek_version=pending.kek_version,
                 totp_last_step=step,
                 totp_enrolled_at=now,
+                mfa_reset_at=None,  # the reset an admin made, if any, is done with
             ):
                 return None
             recovery = await self._new_recovery_codes(scope, user.id, now)
         elif totp.looks_like_code(code):
+            if user.totp_sealed is None:
+                return None  # reset by an admin since the password step
             secret = self._unseal_totp(
                 scope.tenant_id, user.id, Sealed(user.totp_kek_version, user.totp_sealed)
             )
@@ -455,16 +480,20 @@ class LoginService:
         failed = None
         if user.failed_logins:
             failed = FailedSignIns(user.failed_logins, user.failed_login_at)
-            await scope.update(
-                users, users.c.id == user.id, failed_logins=0, failed_login_at=None
-            )
+        await scope.update(  # a full sign-in: the admins' list shows when
+            users, users.c.id == user.id, failed_logins=0, failed_login_at=None,
+            last_sign_in_at=now,
+        )
         await audit.record(
             scope,
             at=now,
             actor=f"user:{user.id}",
             action="auth.mfa_enroll" if how == ENROLL else "auth.login",
             target=user.id,
-            details={"mfa": how, "session": tokens.session_id},
+            details={
+                "mfa": how, "session": tokens.session_id,
+                **({"after_reset": True} if how == ENROLL and user.mfa_reset_at else {}),
+            },
         )
         cookie = known_device.issue(
             self._hmac_key, user.id, user.session_version, now=now.timestamp()

@@ -17,6 +17,9 @@ that long ends the session); and nothing of the session outlives `browser_max_ag
 sign-in: refresh tokens and access tokens are cut at that instant, then both login steps are
 needed again.
 
+Only an active person's sessions verify and refresh (`broker.accounts.people`): deactivation
+also ends them at once, as does an admin's 2FA reset.
+
 An API (bearer) session has an absolute lifetime too, `max_age` (30 days by default): a
 refresh token that leaked and is used regularly would otherwise keep a session alive for
 ever. Its refresh tokens and access tokens are cut at that instant in the same way.
@@ -33,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from broker.accounts.people import PersonState, end_sessions
 from broker.audit import log as audit
 from broker.auth import refresh as rotation
 from broker.auth.secrets import token_hash
@@ -153,7 +157,7 @@ class UserSessions:
                 used = await rotation.use(presented, user_refresh_tokens, now, live=live)
                 if used is rotation.Use.FRESH and session is not None:
                     user = await scope.one(users, users.c.id == session.user_id)
-                    if user is not None:
+                    if user is not None and user.state == PersonState.ACTIVE:
                         token = await self._new_refresh(
                             scope, session.id, now, started=session.created_at, browser=browser
                         )
@@ -194,6 +198,7 @@ class UserSessions:
             user is None
             or user.session_version != principal.session_version
             or user.role != principal.role
+            or user.state != PersonState.ACTIVE
         ):
             raise _ended()
         session = await scope.one(user_sessions, user_sessions.c.id == principal.session_id)
@@ -222,17 +227,7 @@ class UserSessions:
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
                 await audit.lock_chain(scope)  # first (README's lock order)
-                await scope.update(
-                    users,
-                    users.c.id == principal.user_id,
-                    session_version=users.c.session_version + 1,
-                )
-                await scope.update(
-                    user_sessions,
-                    user_sessions.c.user_id == principal.user_id,
-                    user_sessions.c.revoked_at.is_(None),
-                    revoked_at=now,
-                )
+                await end_sessions(scope, principal.user_id, now)
                 await audit.record(
                     scope,
                     at=now,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from broker.accounts.people import PersonState
 from broker.audit import log as audit
 from broker.auth import refresh as rotation
 from broker.auth.secrets import new_token, token_hash
@@ -238,7 +239,15 @@ class DeviceAuth:
         code_id: str | None = None,
     ) -> TokenPair:
         """A device row, its first refresh token and the audit entry, in the caller's
-        transaction; `actor` None means the new device itself (enrollment by code)."""
+        transaction; `actor` None means the new device itself (enrollment by code). A
+        deactivated person gets no device (their codes ended with them)."""
+        if await scope.one(
+            users, users.c.id == user_id, users.c.state == PersonState.DEACTIVATED
+        ):
+            raise Unauthenticated(
+                "enrollment code is unknown, already used or expired",
+                code=ErrorCode.INVALID_ENROLLMENT_CODE,
+            )
         await caps.require_room(scope, user_id, self._device_cap)
         device_id = str(uuid.uuid4())
         await scope.insert(

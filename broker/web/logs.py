@@ -38,19 +38,32 @@ def configure(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Paths whose rest is a credential (an invitation link's token): logged without it.
+SECRET_PATHS = ("/invite/",)
+
+
+def loggable_path(path: str) -> str:
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path
+
+
 class AccessLogger(AbstractAccessLogger):
-    """Method, path (never the query string), status, size and time; no client address."""
+    """Method, path (never the query string, nor a token in it), status, size and time; no
+    client address."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        path = loggable_path(request.path)
         self.logger.info(
             "%s %s %s",
             request.method,
-            request.path,
+            path,
             response.status,
             extra={
                 "fields": {
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "status": response.status,
                     "bytes_in": request.content_length or 0,
                     "bytes_out": response.body_length,

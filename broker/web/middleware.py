@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from broker.errors import BrokerError, Forbidden, RateLimited, ServiceUnavailable
 from broker.web.appkeys import SERVICES
 from broker.web.http import error_reply
+from broker.web.logs import loggable_path
 from shared.errors import ErrorCode
 from shared.model import MalformedJSON, WireError
 
@@ -34,7 +35,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except BrokerError as exc:
         if exc.status >= 500:
-            log.warning("%s %s failed: %s", request.method, request.path, exc.message)
+            log.warning(
+                "%s %s failed: %s", request.method, loggable_path(request.path), exc.message
+            )
         response = error_reply(exc.status, exc.code, exc.message)
         if isinstance(exc, RateLimited | ServiceUnavailable) and exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
@@ -53,7 +56,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, loggable_path(request.path))
         return error_reply(500, ErrorCode.INTERNAL, "internal error")
 
 

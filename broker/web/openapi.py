@@ -17,7 +17,7 @@ from shared import version
 from shared.api import Error
 from shared.keys import SEQ_MAX
 from shared.model import Model
-from shared.wire import MAX_ID
+from shared.wire import MAX_ID, MAX_TOKEN
 
 REF = "#/components/schemas/{name}"
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
@@ -28,6 +28,7 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "code_id": _ID,
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
     "name": {"type": "string", "pattern": "^[a-z0-9-]+\\.(css|js)$"},
+    "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},  # an invitation's
 }
 # Query parameters of the routes that take them (all optional filters)
 _DAY = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}

@@ -39,6 +39,7 @@ from broker.web.api import devices as agent_handlers
 from broker.web.api import enrollment as device_handlers
 from broker.web.api import fleet as fleet_handlers
 from broker.web.api import organisation as organisation_handlers
+from broker.web.api import people as people_handlers
 from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
 from broker.web.appkeys import SERVICES
@@ -47,14 +48,18 @@ from broker.web.guard import device_or_user_principal, device_principal, user_pr
 from broker.web.http import read_body
 from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
+from broker.web.pages import admin_people as page_people
 from broker.web.pages import admin_storage as page_admin_storage
 from broker.web.pages import forms as pages_forms
+from broker.web.pages import invitation as page_invitation
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
 from broker.web.pages import views as page_views
 from broker.web.pages.html import html_errors
 from shared.api import (
+    AcceptInvitation,
     Assignment,
+    Assignments,
     CreateEnrollmentCode,
     DeviceRevoked,
     Devices,
@@ -63,14 +68,20 @@ from shared.api import (
     EnrollmentCodeInfo,
     EnrollmentCodes,
     Health,
+    Invitation,
+    InvitationAccepted,
+    InviteRequest,
     LoginRequest,
     LoginStep,
     MfaRequest,
     Organisation,
     OrganisationChange,
+    People,
+    Person,
     Receipts,
     Recordings,
     RegisterDevice,
+    RoleChange,
     Session,
     SessionRefreshed,
     SignedOut,
@@ -78,6 +89,7 @@ from shared.api import (
     StorageRequest,
     StorageSaved,
     StorageStatus,
+    Unassigned,
     ViewUrl,
 )
 from shared.model import Model
@@ -127,6 +139,10 @@ class Route:
 
 
 RECORDING = "/api/v1/recordings/{recording_id}"
+PEOPLE = "/api/v1/admin/people"
+PERSON = PEOPLE + "/{user_id}"
+PERSON_PAGE = "/admin/people/{user_id}"
+INVITE = "/invite/{token}"
 SEGMENT = RECORDING + "/segments/{seq}"
 
 ROUTES: tuple[Route, ...] = (
@@ -545,7 +561,177 @@ ROUTES: tuple[Route, ...] = (
     #
     # People: the list, invitations and their acceptance, roles, deactivation, 2FA reset,
     # who watches whom.
-    #
+    Route(
+        method="GET",
+        path=PEOPLE,
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.list_people,
+        summary="The tenant's people: role, state, 2FA, last sign-in, who watches whom",
+        responses={200: People},
+    ),
+    Route(
+        method="POST",
+        path=PEOPLE + "/invite",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.invite,
+        summary="Invite a person by email: a one-time link (7 days) where they set a password, "
+        "then enrol TOTP at sign-in; 201, or 200 when it replaces a still-invited person's link; "
+        "409 for an email that has an account (audited)",
+        request=InviteRequest,
+        responses={200: Invitation, 201: Invitation},
+    ),
+    Route(
+        method="GET",
+        path=PERSON,
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.get_person,
+        summary="One person, with the managers who watch them and the employees they watch",
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/role",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.set_role,
+        summary="Change a person's role; assignments that no longer fit go; the last active "
+        "admin cannot be demoted (409) (audited)",
+        request=RoleChange,
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/deactivate",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.deactivate,
+        summary="Deactivate a person: sessions, devices and codes end at once; never the last "
+        "active admin (409) (audited)",
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/reactivate",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.reactivate,
+        summary="Let a deactivated person sign in again (devices stay revoked) (audited)",
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/reset-2fa",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.reset_mfa,
+        summary="Reset a person's TOTP and recovery codes and end their sessions; they enrol "
+        "again at the next sign-in (audited)",
+        responses={200: Person},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/admin/assignments",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.list_assignments,
+        summary="Who watches whom: every manager-employee pair of the tenant",
+        responses={200: Assignments},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/admin/assignments/unassign",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.unassign,
+        summary="A manager no longer sees an employee's recordings (audited)",
+        request=Assignment,
+        responses={200: Unassigned},
+    ),
+    Route(
+        method="POST",
+        path="/api/v1/invitations/accept",
+        auth="public",
+        handler=people_handlers.accept,
+        summary="Accept an invitation: its token and a password (the operator's rules); then "
+        "sign in, which enrols TOTP (audited)",
+        request=AcceptInvitation,
+        responses={200: InvitationAccepted},
+    ),
+    Route(
+        method="GET",
+        path=INVITE,
+        auth="public",
+        handler=page_invitation.invitation_page,
+        summary="An invitation link's page: choose a password",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path=INVITE,
+        auth="public",
+        handler=page_invitation.accept,
+        summary="The invitation form: the password twice (the page's double-submit token)",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/admin/people",
+        auth="user",
+        roles=ADMIN,
+        handler=page_people.people_page,
+        summary="People: the list, the invitation form, each person's actions",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="POST",
+        path="/admin/people/invite",
+        auth="user",
+        roles=ADMIN,
+        handler=page_people.invite,
+        summary="The invitation form: the page shows the one-time link once",
+        page=True,
+        form=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path=PERSON_PAGE,
+        auth="user",
+        roles=ADMIN,
+        handler=page_people.person_page,
+        summary="A person: role, deactivation, 2FA reset, who watches whom",
+        page=True,
+        responses={200: None},
+    ),
+    *(
+        Route(
+            method="POST",
+            path=f"{PERSON_PAGE}/{action}",
+            auth="user",
+            roles=ADMIN,
+            handler=handler,
+            summary=summary,
+            page=True,
+            form=True,
+            responses={303: None},
+        )
+        for action, handler, summary in (
+            ("role", page_people.set_role, "The role form (field `role`)"),
+            ("deactivate", page_people.deactivate, "The deactivation form"),
+            ("reactivate", page_people.reactivate, "The reactivation form"),
+            ("reset-2fa", page_people.reset_mfa, "The 2FA reset form"),
+            ("assign", page_people.assign,
+             "Assign a manager or an employee (field `other`) to this person"),
+            ("unassign", page_people.unassign,
+             "Unassign a manager or an employee (field `other`) from this person"),
+        )
+    ),
     # (end of people)
     #
     # Fleet: enrollment codes, devices, the recording policy page.

@@ -62,7 +62,7 @@ def path_of(route: Route, org: Org) -> str:
 
 # The fields each form route (`route.form`: a page's HTML form) is sent: a well-formed form, so
 # that what a caller meets is the guard's answer, not a complaint about the body. "{employee}"
-# stands for org's employee.
+# and "{manager}" stand for org's employee and manager.
 FORMS: dict[str, dict[str, str]] = {
     "/logout": {},
     "/admin/organisation": {"time_zone": "Europe/Berlin"},
@@ -72,6 +72,13 @@ FORMS: dict[str, dict[str, str]] = {
     "/admin/policy": {"fps": "2"},
     "/admin/storage": {"mode": "keys"},  # + the storage of the caller's own tenant (body_of)
     "/admin/storage/check": {},
+    "/admin/people/invite": {"email": "matrix-invitee@example.test", "role": "employee"},
+    "/admin/people/{user_id}/role": {"role": "manager"},
+    "/admin/people/{user_id}/deactivate": {},
+    "/admin/people/{user_id}/reactivate": {},
+    "/admin/people/{user_id}/reset-2fa": {},
+    "/admin/people/{user_id}/assign": {"other": "{manager}"},
+    "/admin/people/{user_id}/unassign": {"other": "{manager}"},
 }
 
 
@@ -108,6 +115,11 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
             fields |= {k: str(v) for k, v in storage.items() if k != "accept_risk"}
             fields["accept_risk"] = "1"
         return Form(fields)
+        employee, manager = org.employee.user_id, org.manager.user_id
+        return Form({
+            k: v.replace("{employee}", employee).replace("{manager}", manager)
+            for k, v in FORMS[route.path].items()
+        })
     model = route.request.__name__ if route.request is not None else None
     if model == "StorageRequest":
         return storage_of(s3)
@@ -122,6 +134,8 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "PolicyPatch": {"fps": 2, "segment_seconds": None},
         "OrganisationChange": {"time_zone": "Europe/Berlin"},
         "CreateEnrollmentCode": {"user_id": org.employee.user_id, "max_uses": 2},
+        "InviteRequest": {"email": "matrix-invited@example.test", "role": "employee"},
+        "RoleChange": {"role": "manager"},
     }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")

@@ -24,7 +24,7 @@ from broker.web.appkeys import SERVICES
 from broker.web.http import client_address, reply
 from broker.web.pages.forms import read_form
 from broker.web.pages.html import page, wants_html
-from shared.api import MAX_EMAIL, MAX_PASSWORD, SignedOut
+from shared.api import MAX_EMAIL, MAX_PASSWORD, MAX_TENANT, SignedOut
 
 SIGNIN_COOKIE = cookies.SIGNIN_COOKIE
 QR_SCALE = 5  # pixels per module
@@ -66,18 +66,25 @@ async def _form(request: web.Request) -> dict[str, str]:
     return form
 
 
-def _token(request: web.Request) -> str:
+def form_token(request: web.Request) -> str:
+    """The double-submit token of the forms before a session (sign-in, an invitation's)."""
     return request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
+
+
+
+def set_form_token(response: web.Response, request: web.Request, token: str) -> None:
+    """The token's cookie (`HttpOnly; SameSite=Strict`), which the form must send back."""
+    response.set_cookie(
+        SIGNIN_COOKIE, token, path="/", httponly=True, samesite="Strict", max_age=900,
+        secure=cookies.secure_cookies(request, request.app[SERVICES].settings),
+    )
 
 
 def _signin_page(
     request: web.Request, token: str, form: Form, *, error: str = "", status: int = 200
 ) -> web.Response:
     response = page(request, "signin.html", title="Sign in", error=error, status=status, **form)
-    response.set_cookie(
-        SIGNIN_COOKIE, token, path="/", httponly=True, samesite="Strict", max_age=900,
-        secure=cookies.secure_cookies(request, request.app[SERVICES].settings),
-    )
+    set_form_token(response, request, token)
     return response
 
 
@@ -93,6 +100,7 @@ def _code_form(token: str, step: LoginStep, tenant: str, email: str) -> Form:
             "qr": qr_svg(step.provisioning_uri),
             "secret": query.get("secret", [""])[0],
             "uri": step.provisioning_uri,
+            "reset": step.mfa_reset,  # an admin reset it: the page says so
         }
     # what the person typed in the first step, so that after a wrong code the password form
     # comes back filled in (not secret: they typed it, and the page is theirs)
@@ -114,13 +122,17 @@ def see_other(location: str) -> web.Response:
 
 
 async def signin_page(request: web.Request) -> web.Response:
-    token = _token(request)
-    return _signin_page(request, token, _password_form(token))
+    """The password form; `?tenant=&email=` fill it in (the page after an invitation links
+    here so)."""
+    token = form_token(request)
+    tenant = request.query.get("tenant", "")[:MAX_TENANT]
+    email = request.query.get("email", "")[:MAX_EMAIL]
+    return _signin_page(request, token, _password_form(token, tenant, email))
 
 
 async def signin(request: web.Request) -> web.Response:
     form = await _form(request)
-    token = _token(request)
+    token = form_token(request)
     tenant, email = form.get("tenant", "")[:200], form.get("email", "")[:MAX_EMAIL]
     try:
         tenant_, email_, password = _fields(form, "tenant", "email", "password")
@@ -137,7 +149,7 @@ async def signin(request: web.Request) -> web.Response:
 
 async def signin_code(request: web.Request) -> web.Response:
     form = await _form(request)
-    token = _token(request)
+    token = form_token(request)
     try:
         challenge, code = _fields(form, "challenge", "code")
         if len(challenge) > 200 or len(code) > 40:
