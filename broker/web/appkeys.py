@@ -8,8 +8,12 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from broker.identity import Principal
 from broker.services import Services
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 TEMPLATES = web.AppKey("templates", jinja2.Environment)  # the pages' (broker.web.templating)
+# The request's verified caller, once the route's guard has verified it: an error page then
+# keeps the signed-in frame (`broker.web.pages.html.html_errors`).
+PRINCIPAL = web.RequestKey("principal", Principal)

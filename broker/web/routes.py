@@ -42,7 +42,7 @@ from broker.web.api import organisation as organisation_handlers
 from broker.web.api import people as people_handlers
 from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
-from broker.web.appkeys import SERVICES
+from broker.web.appkeys import PRINCIPAL, SERVICES
 from broker.web.cookies import REFRESH_PATH
 from broker.web.guard import device_or_user_principal, device_principal, user_principal
 from broker.web.http import read_body
@@ -929,6 +929,7 @@ def _bind(route: Route) -> PublicHandler:
                 )
 
             principal = await principal_of(request, spend)
+            request[PRINCIPAL] = principal
             if roles and principal.role not in roles:
                 raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
             args.append(principal)

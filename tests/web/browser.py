@@ -52,12 +52,14 @@ def code_for(person: Person) -> str:
 
 
 def sign_in(
-    browser: Browser, base_url: str, person: Person, *, timezone_id: str | None = None
+    browser: Browser, base_url: str, person: Person, *, timezone_id: str | None = None,
+    viewport: tuple[int, int] = (1100, 820),
 ) -> Page:
     """Password, then TOTP, through the pages; enrolls TOTP on the first sign-in. The
     browser's time zone is the machine's unless `timezone_id` names one."""
     context = browser.new_context(
-        base_url=base_url, viewport={"width": 1100, "height": 820}, timezone_id=timezone_id
+        base_url=base_url, viewport={"width": viewport[0], "height": viewport[1]},
+        timezone_id=timezone_id,
     )
     page = context.new_page()
     page.goto("/signin")

@@ -221,7 +221,8 @@ def test_the_employee_sees_who_viewed_their_recording(
     page.goto("/")
     with page.expect_navigation():
         page.click("text=Sign out")
-    assert page.url.endswith("/signin"), page.url + page.content()
+    assert page.url.endswith("/signin?signed_out=1"), page.url + page.content()
+    assert page.locator("p.notice").inner_text() == "You are signed out."
     page.goto("/receipts")
     assert page.url.endswith("/signin"), "signed out: the pages send the browser to sign in"
 

@@ -6,6 +6,7 @@ they hold no logic beyond loops and conditions; handlers hand them plain values.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from broker.errors import BrokerError, RateLimited
 from broker.identity import Principal
-from broker.web.appkeys import SERVICES, TEMPLATES
+from broker.web.appkeys import PRINCIPAL, SERVICES, TEMPLATES
 from broker.web.pages import zone
 from broker.web.templating import when, zone_name
 
@@ -22,6 +23,7 @@ __all__ = [
     "PageHandler", "Top", "html_errors", "nav", "page", "page_csp", "top_bar", "wants_html", "when",
 ]
 
+log = logging.getLogger("broker.web.pages")
 PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _CSP = (
@@ -117,13 +119,26 @@ def html_errors(handler: PageHandler) -> PageHandler:
                 return web.Response(status=303, headers={"Location": "/signin"})
             response = page(
                 request, "error.html", title=_TITLES.get(exc.status, "Error"),
-                message=exc.message, status=exc.status,
+                message=exc.message, status=exc.status, top=await _frame(request),
             )
             if isinstance(exc, RateLimited):
                 response.headers["Retry-After"] = str(exc.retry_after)
             return response
 
     return wrapped
+
+
+async def _frame(request: web.Request) -> Top | None:
+    """The signed-in top bar for an error page, when the caller was verified (a failure to
+    build it leaves the plain frame: the error is what the page must show)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None:
+        return None
+    try:
+        return await top_bar(request, principal)
+    except Exception:  # the database may be what failed: the error page must still answer
+        log.warning("error page: no top bar (%s)", principal.kind, exc_info=True)
+        return None
 
 
 _TITLES = {403: "Not allowed", 404: "Not found", 409: "Not ready", 429: "Too many attempts"}

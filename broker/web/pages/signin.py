@@ -81,9 +81,13 @@ def set_form_token(response: web.Response, request: web.Request, token: str) -> 
 
 
 def _signin_page(
-    request: web.Request, token: str, form: Form, *, error: str = "", status: int = 200
+    request: web.Request, token: str, form: Form, *, error: str = "", status: int = 200,
+    notice: str = "",
 ) -> web.Response:
-    response = page(request, "signin.html", title="Sign in", error=error, status=status, **form)
+    response = page(
+        request, "signin.html", title="Sign in", error=error, status=status, notice=notice,
+        **form,
+    )
     set_form_token(response, request, token)
     return response
 
@@ -127,7 +131,8 @@ async def signin_page(request: web.Request) -> web.Response:
     token = form_token(request)
     tenant = request.query.get("tenant", "")[:MAX_TENANT]
     email = request.query.get("email", "")[:MAX_EMAIL]
-    return _signin_page(request, token, _password_form(token, tenant, email))
+    notice = "You are signed out." if request.query.get("signed_out") == "1" else ""
+    return _signin_page(request, token, _password_form(token, tenant, email), notice=notice)
 
 
 async def signin(request: web.Request) -> web.Response:
@@ -188,6 +193,6 @@ async def logout(request: web.Request, principal: Principal) -> web.StreamRespon
     """The sign-out form (its CSRF token checked by the route's guard)."""
     await request.app[SERVICES].sessions.logout(principal)
     signed_out = SignedOut(status="signed_out")
-    response = see_other("/signin") if wants_html(request) else reply(signed_out)
+    response = see_other("/signin?signed_out=1") if wants_html(request) else reply(signed_out)
     cookies.clear_session(response)
     return response

@@ -10,8 +10,8 @@ from aiohttp import web
 from broker.errors import NotFound
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_NAME = re.compile(r"^[a-z0-9-]+\.(css|js)$")
-_TYPES = {"css": "text/css", "js": "text/javascript"}
+_NAME = re.compile(r"^[a-z0-9-]+\.(css|js|svg)$")
+_TYPES = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml"}
 
 
 async def static_file(request: web.Request) -> web.Response:
