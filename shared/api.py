@@ -475,3 +475,62 @@ class StoragePolicies(Model):
     trust_policy: dict[str, Any]
 #
 # (end of storage)
+
+
+# --- One person's day (`GET /api/v1/employees/{user_id}/days/{day}`): what the day page's
+# timeline draws and the day player plays, from the same service.
+GapKind = Literal["idle", "locked", "capture_blocked", "silent"]
+
+
+class DaySpan(Model):
+    start: Time
+    end: Time
+    recording_id: Id
+
+
+class DayGap(Model):
+    """Time with no recording. `reasons`: what the agent reported for it (`idle`, `locked`,
+    `capture_blocked`; none: the agent said nothing, so it was silent or offline); `kind` the
+    first of them or `silent`; `detail` why capture was blocked, when a device still says;
+    `label` all of it in words."""
+
+    start: Time
+    end: Time
+    kind: GapKind
+    reasons: list[str]
+    detail: str | None
+    label: str
+
+
+class DaySegment(Model):
+    seq: Seq
+    started_at: Time
+    duration_ms: Annotated[int, Meta(ge=0)]
+
+
+class DayRecording(Model):
+    """A recording with time on the day; `segments` its verified ones on the day, in order
+    (a player asks a view URL for each just before it plays)."""
+
+    recording_id: Id
+    state: str
+    started_at: Time
+    finished_at: Time | None
+    segments: list[DaySegment]
+
+
+class EmployeeDay(Model):
+    """`day` cut in `zone` as [`start`, `end`); `days` every day with recordings, newest
+    first; `live`: a recording of the day is still in progress."""
+
+    user_id: Id
+    email: str
+    day: str
+    zone: str
+    start: Time
+    end: Time
+    live: bool
+    days: list[str]
+    spans: list[DaySpan]
+    gaps: list[DayGap]
+    recordings: list[DayRecording]

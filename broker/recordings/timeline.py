@@ -26,6 +26,7 @@ from broker.db.scope import TenantScope
 from broker.devices import heartbeat
 from broker.identity import Principal
 from broker.recordings import bounds
+from broker.recordings.common import VERIFIED
 from shared.wire import CaptureState
 
 # Segments closer than this are one continuous span (encoder and upload jitter).
@@ -54,6 +55,32 @@ class BlockedDevice:
     capture: CaptureState
 
 
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Time of the day with no recording, and why: the reasons the agent reported for it
+    (none: it reported nothing, so the agent was silent or offline) and, for a blocked
+    capture, the reason a device still gives for it (`no_permission`, ...) when known."""
+
+    start: datetime
+    end: datetime
+    reasons: tuple[str, ...]
+    detail: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.reasons[0] if self.reasons else "silent"
+
+
+@dataclass(frozen=True, slots=True)
+class Seg:
+    """A verified segment of the day: what a player may ask a view URL for."""
+
+    recording_id: str
+    seq: int
+    start: datetime
+    duration_ms: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Day:
     user_id: str
@@ -68,6 +95,32 @@ class Day:
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
     pauses: list[Reported] = field(default_factory=list)  # reported on the day, in order
     blocked: list[BlockedDevice] = field(default_factory=list)  # capture blocked now
+    playable: list[Seg] = field(default_factory=list)  # verified segments, in time order
+
+    @property
+    def live(self) -> bool:
+        """A recording of the day is still in progress (its agent has not finished it)."""
+        return any(r["state"] == "recording" for r in self.recordings)
+
+    def explained_gaps(self) -> list[Gap]:
+        """The gaps between recorded spans, each with the reasons the agent reported for it,
+        and the reported pauses no such gap covers (one that lasts, or ended the recording)."""
+        ranges = [(a, b, reasons_within(a, b, self.pauses)) for a, b in self.gaps]
+        ranges += [
+            (p.start, p.end, [p.reason])
+            for p in self.pauses
+            if not any(p.start < b and p.end > a for a, b in self.gaps)
+        ]
+        found = []
+        for a, b, reasons in sorted(ranges, key=lambda g: g[0]):
+            detail = None
+            if "capture_blocked" in reasons:
+                detail = next(
+                    (d.capture.reason for d in self.blocked
+                     if d.capture.since is not None and d.capture.since <= b), None,
+                )
+            found.append(Gap(a, b, tuple(reasons), detail))
+        return found
 
 
 def reasons_within(start: datetime, end: datetime, pauses: Sequence[Reported]) -> list[str]:
@@ -152,6 +205,15 @@ async def day_of(
     chosen = day or next((d for d in days if d <= today), days[-1] if days else today)
     start, end = day_bounds(chosen, zone)
     todays = [p for p in pieces if start <= p.start < end]
+    playable = sorted(
+        (
+            Seg(s.recording_id, s.seq, s.started_at, s.duration_ms)
+            for s in segs
+            if s.state == VERIFIED and start <= s.started_at < end
+            and bounds.segment_end(s.started_at, s.duration_ms) is not None
+        ),
+        key=lambda s: (s.start, s.recording_id, s.seq),
+    )
     spans = spans_of(todays)
     on_day = {p.recording_id for p in todays}
     counts: dict[str, int] = {}
@@ -182,4 +244,5 @@ async def day_of(
         user_id=user_id, email=user.email, day=chosen, days=days, zone=zone, start=start,
         end=end, recordings=listed,
         spans=spans, gaps=gaps_between(spans), pauses=pauses, blocked=blocked,
+        playable=playable,
     )

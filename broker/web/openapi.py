@@ -29,13 +29,18 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "seq": {"type": "integer", "minimum": 0, "maximum": SEQ_MAX},
     "name": {"type": "string", "pattern": "^[a-z0-9-]+\\.(css|js)$"},
     "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},  # an invitation's
+    "day": {"type": "string", "format": "date", "description": "YYYY-MM-DD"},
 }
 # Query parameters of the routes that take them (all optional filters)
-_DAY = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
+_DAY = _PARAMS["day"]
 _QUERIES: dict[str, dict[str, dict[str, Any]]] = {
     "/api/v1/admin/audit/export": {
         "actor": {"type": "string"}, "action": {"type": "string"},
         "employee": {"type": "string"}, "day": _DAY,
+    },
+    "/api/v1/employees/{user_id}/days/{day}": {
+        "zone": {"type": "string", "maxLength": 64,
+                 "description": "the IANA zone to cut the day in (else the pages' zone)"},
     },
     "/api/v1/admin/storage/policies": {
         "bucket": {"type": "string", "maxLength": 63},

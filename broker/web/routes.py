@@ -50,6 +50,7 @@ from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
 from broker.web.pages import admin_people as page_people
 from broker.web.pages import admin_storage as page_admin_storage
+from broker.web.pages import day as page_day
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import invitation as page_invitation
 from broker.web.pages import signin as page_signin
@@ -63,6 +64,7 @@ from shared.api import (
     CreateEnrollmentCode,
     DeviceRevoked,
     Devices,
+    EmployeeDay,
     Employees,
     EnrollmentCodeCreated,
     EnrollmentCodeInfo,
@@ -464,11 +466,31 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/employees/{user_id}",
         auth="user",
-        handler=page_views.employee_day,
-        summary="A person's day: recordings, recorded time and gaps (the person, their "
-        "managers, the admins)",
+        handler=page_day.employee_day,
+        summary="A person's day: its timeline (zoom, pan, every gap with its reason; a click "
+        "plays from there), calendar, recordings and gaps (the person, their managers, the "
+        "admins)",
         page=True,
         responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/employees/{user_id}/play",
+        auth="user",
+        handler=page_day.day_player,
+        summary="The day player: every recording of a day back to back, skipping the gaps "
+        "(`?day=`, `?at=` an RFC 3339 time to start from)",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/employees/{user_id}/days/{day}",
+        auth="user",
+        handler=page_day.day_api,
+        summary="A person's day (`YYYY-MM-DD`, cut in `?zone=`, else the pages' zone): "
+        "recorded spans, gaps with their reasons, recordings with their verified segments",
+        responses={200: EmployeeDay},
     ),
     Route(
         method="GET",

@@ -48,6 +48,7 @@ def path_of(route: Route, org: Org) -> str:
         "seq": "0",
         "user_id": org.employee.user_id,
         "device_id": org.device.device_id,
+        "day": "2030-01-02",
         **MADE,
     }
 
