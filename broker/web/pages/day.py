@@ -124,7 +124,7 @@ async def day_player(request: web.Request, principal: Principal) -> web.Response
     iso_day = day.day.isoformat()
     return page(
         request, "day_player.html", title=f"{day.email} · {iso_day}", top=top,
-        scripts=["day-player.js"], media_origins=origins,
+        scripts=["viewer.js", "day-player.js"], media_origins=origins,
         user=day.user_id, day=iso_day, at=at,
         api=f"/api/v1/employees/{day.user_id}/days/{iso_day}?"
         + urlencode({"zone": zone_name()}),

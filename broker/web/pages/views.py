@@ -57,7 +57,7 @@ async def player(request: web.Request, principal: Principal) -> web.Response:
     origins = await request.app[SERVICES].storage.media_origins(principal.tenant_id)
     return page(
         request, "player.html", title=f"Recording of {when(_started(info.started_at))}",
-        top=top, scripts=["player.js"], media_origins=origins,
+        top=top, scripts=["viewer.js", "player.js"], media_origins=origins,
         recording=info.recording_id, user=info.user_id,
         day=_started(info.started_at).astimezone(current_zone()).date().isoformat(),
         csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id), speeds=range(1, 9),

@@ -12,6 +12,8 @@
 (function () {
   const root = document.getElementById("player");
   if (!root || !root.classList.contains("day-player")) return;
+  const viewer = window.bucketreelViewer;
+  const { local, utc, api } = viewer;
   const $ = (id) => document.getElementById(id);
   const video = $("video");
   const seek = $("seek");
@@ -63,46 +65,12 @@
     return h ? h + ":" + mm.padStart(2, "0") + ":" + ss : mm + ":" + ss;
   }
 
-  const zone = document.body.dataset.zone || "UTC";
-  let zoned = null;
-  try {
-    zoned = new Intl.DateTimeFormat("en-GB", {
-      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-    });
-  } catch (e) {
-    zoned = null;
-  }
-
-  function local(wall) {
-    if (zoned === null) return utc(wall);
-    const p = {};
-    for (const part of zoned.formatToParts(new Date(wall))) p[part.type] = part.value;
-    return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zone}`;
-  }
   const hms = (wall) => local(wall).slice(11, 19);
-  function utc(wall) {
-    return new Date(wall).toISOString().replace("T", " ").slice(0, 19) + " UTC";
-  }
-
-  async function api(path, options) {
-    const reply = await fetch(path, { credentials: "same-origin", cache: "no-store", ...options });
-    if (reply.status === 401) {
-      window.location.assign("/signin");
-      throw new Error("signed out");
-    }
-    const body = await reply.json().catch(() => ({}));
-    if (!reply.ok) throw new Error(body.message || "the broker refused (" + reply.status + ")");
-    return body;
-  }
 
   async function viewUrl(segment) {
     minted.push(segment.key);
     root.dataset.minted = minted.join(" ");
-    const path = "/api/v1/recordings/" + encodeURIComponent(segment.rec) +
-      "/segments/" + segment.seq + "/view";
-    const body = await api(path, { method: "POST", headers: { "X-CSRF-Token": csrf } });
-    return body.url;
+    return viewer.viewUrl(segment.rec, segment.seq, csrf);
   }
 
   function rebuild(day) {
@@ -165,19 +133,6 @@
     }
   }
 
-  function loaded() {
-    return new Promise((resolve, reject) => {
-      const ok = () => { done(); resolve(); };
-      const bad = () => { done(); reject(new Error("the segment could not be loaded")); };
-      const done = () => {
-        video.removeEventListener("loadeddata", ok);
-        video.removeEventListener("error", bad);
-      };
-      video.addEventListener("loadeddata", ok);
-      video.addEventListener("error", bad);
-    });
-  }
-
   async function load(index, within, note) {
     const ticket = ++loads;
     const segment = segs[index];
@@ -187,7 +142,7 @@
     current = index;
     root.dataset.recording = segment.rec;
     root.dataset.seq = String(segment.seq);
-    const ready = loaded();
+    const ready = viewer.loaded(video, "loadeddata");
     video.src = url;
     await ready;
     if (ticket !== loads) return;
@@ -345,24 +300,9 @@
     dragging = false;
     seekTo(Number(seek.value));
   });
-  document.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement && event.target !== seek) return;
-    if (event.target instanceof HTMLSelectElement) return;
-    const step = event.shiftKey ? 30000 : 5000;
-    if (event.key === " ") {
-      event.preventDefault();
-      toggle();
-    } else if (event.key === "ArrowRight") {
-      event.preventDefault();
-      seekTo(position() + step);
-    } else if (event.key === "ArrowLeft") {
-      event.preventDefault();
-      seekTo(position() - step);
-    } else if (/^[1-8]$/.test(event.key)) {
-      setRate(Number(event.key));
-    } else if (event.key === "f" || event.key === "F") {
-      toggleFullscreen();
-    }
+  viewer.keys(seek, {
+    toggle, setRate, seekBy: (ms) => seekTo(position() + ms),
+    extra: { f: toggleFullscreen, F: toggleFullscreen },
   });
 
   async function open() {

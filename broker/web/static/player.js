@@ -5,7 +5,8 @@
 
 (function () {
   const root = document.getElementById("player");
-  if (!root) return;
+  if (!root || root.classList.contains("day-player")) return;
+  const viewer = window.bucketreelViewer;
   const video = document.getElementById("video");
   const seek = document.getElementById("seek");
   const clock = document.getElementById("clock");
@@ -40,47 +41,16 @@
     status.textContent = text;
   }
 
-  async function viewUrl(segment) {
-    const path =
-      "/api/v1/recordings/" + encodeURIComponent(recording) +
-      "/segments/" + segment.seq + "/view";
-    const reply = await fetch(path, {
-      method: "POST",
-      credentials: "same-origin",
-      cache: "no-store",
-      headers: { "X-CSRF-Token": csrf },
-    });
-    if (reply.status === 401) {
-      window.location.assign("/signin");
-      throw new Error("signed out");
-    }
-    const body = await reply.json().catch(() => ({}));
-    if (!reply.ok) throw new Error(body.message || "the broker refused (" + reply.status + ")");
-    return body.url;
-  }
-
-  function loaded() {
-    return new Promise((resolve, reject) => {
-      const ok = () => { done(); resolve(); };
-      const bad = () => { done(); reject(new Error("the segment could not be loaded")); };
-      const done = () => {
-        video.removeEventListener("loadedmetadata", ok);
-        video.removeEventListener("error", bad);
-      };
-      video.addEventListener("loadedmetadata", ok);
-      video.addEventListener("error", bad);
-    });
-  }
 
   async function load(index, within) {
     const ticket = ++loads;
     const segment = segments[index];
     say("Loading segment " + (index + 1) + " of " + segments.length + "…");
-    const url = await viewUrl(segment);
+    const url = await viewer.viewUrl(recording, segment.seq, csrf);
     if (ticket !== loads) return;
     current = index;
     root.dataset.seq = String(segment.seq);
-    const ready = loaded();
+    const ready = viewer.loaded(video, "loadedmetadata");
     video.src = url;
     await ready;
     if (ticket !== loads) return;
@@ -119,35 +89,14 @@
     return segments[current].offset + video.currentTime * 1000;
   }
 
-  // The page's zone (the organisation's, or the browser's: data-zone on <body>), as
-  // "YYYY-MM-DD HH:MM:SS Zone/Name"; "" if this browser cannot format it.
-  const zone = document.body.dataset.zone || "UTC";
-  let zoned = null;
-  try {
-    zoned = new Intl.DateTimeFormat("en-GB", {
-      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit",
-      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-    });
-  } catch (e) {
-    zoned = null;
-  }
-
-  function local(wall) {
-    if (zoned === null) return "";
-    const p = {};
-    for (const part of zoned.formatToParts(wall)) p[part.type] = part.value;
-    return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zone}`;
-  }
-
   function show() {
     const ms = position();
     root.dataset.position = String(Math.round(ms));
     if (!dragging) seek.value = String(ms);
     if (current >= 0) {
       const wall = new Date(segments[current].start + video.currentTime * 1000);
-      const utc = wall.toISOString().replace("T", " ").slice(0, 19) + " UTC";
-      clock.textContent = local(wall) || utc;
-      clock.title = utc;
+      clock.textContent = viewer.local(wall);
+      clock.title = viewer.utc(wall);
     }
   }
 
@@ -197,22 +146,8 @@
     dragging = false;
     seekTo(Number(seek.value));
   });
-  document.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement && event.target !== seek) return;
-    if (event.target instanceof HTMLSelectElement) return;
-    const step = event.shiftKey ? 30000 : 5000;
-    if (event.key === " ") {
-      event.preventDefault();
-      toggle();
-    } else if (event.key === "ArrowRight") {
-      event.preventDefault();
-      seekTo(position() + step);
-    } else if (event.key === "ArrowLeft") {
-      event.preventDefault();
-      seekTo(position() - step);
-    } else if (/^[1-8]$/.test(event.key)) {
-      setRate(Number(event.key));
-    }
+  viewer.keys(seek, {
+    toggle, setRate, seekBy: (ms) => seekTo(position() + ms),
   });
   if (!segments.length) say("This recording has no playable segment yet.");
 })();
