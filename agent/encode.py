@@ -42,14 +42,21 @@ from shared.wire import MAX_SEGMENT_DURATION_MS, CustodyProof, UploadRequest
 DEFAULT_PRESET = "veryfast"
 DEFAULT_TUNE = "stillimage"
 DEFAULT_CRF = 28
-# Measured at 1920x1080, 1 fps (scripts/bench.sh): libx264's defaults run one encoding thread
-# per ~0.7 core, each with its own lookahead and reference frames (agent steady RSS 355 MB).
-# At 1 fps one thread keeps up with ease; without frame lookahead and B-frames x264 holds
-# only the frame it references: libx264 about 55 MB, agent steady RSS about 142 MB, and
-# bytes/hour still below ffmpeg's (B-frames saved 2 % of bytes for twice the encoder memory).
+# Chosen by measurement at 1920x1080, 1 fps (scripts/bench.sh, README "Packaging and
+# figures"), against the plain `ffmpeg -f x11grab … -preset veryfast -crf 30` at equal SSIM-Y:
+# - threads=1: libx264's default runs a thread per ~0.7 core, each with its own frames (agent
+#   steady RSS 355 MB); at 1 fps one thread keeps up with ease.
+# - bframes=0: B-frames saved about 2 % of the bytes for twice the encoder's memory.
+# - rc-lookahead=2: with no lookahead libx264 silently turns off macroblock-tree rate control,
+#   which costs 12-30 % of the bytes on screen content; 2 frames (about 10 MB at 1080p) keep
+#   it, 4 frames (21 MB) saved no more. sync-lookahead=0: no lookahead thread.
+# - me=umh, merange=256: x264's default hexagon search looks 16 px away at most (it caps any
+#   range at 16), so a scrolled page, which moves by hundreds of pixels between two frames a
+#   second apart, was coded almost as a new picture; the uneven multi-hexagon search finds it.
+#   On a Chromium office page this halved the bytes at equal SSIM (1.10x ffmpeg's -> 0.55x).
 # Everything goes in `x264-params`: libx264 drops a codec option it does not know without a
-# word (`bframes` as a codec option once left B-frames on); a test reads back what it used.
-# (subme=0 would save about 15 MB more for about 10 % more bytes: not used.)
+# word (`bframes` as a codec option once left B-frames on); a test reads back what it used,
+# and another decodes what these settings encode and compares it block by block.
 DEFAULT_X264_PARAMS = (
     "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256"
 )
