@@ -28,6 +28,7 @@ from typing import Any
 
 import mss
 
+from agent.cpu import STAGES
 from agent.errors import CaptureError
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,8 @@ class ScreenCapture:
     def _grab(self, sct: mss.MSS, region: dict[str, int]) -> tuple[Any, dict[str, int]]:
         """Grab `region`; when that fails, read the layout again and grab what is there now."""
         try:
-            return sct.grab(region), region
+            with STAGES.stage("capture"):
+                return sct.grab(region), region
         except mss.ScreenShotError as exc:
             first = exc
         try:
@@ -186,7 +188,8 @@ class ScreenCapture:
         if fresh == region:
             raise CaptureError(f"screen capture failed: {first}") from first
         try:
-            return sct.grab(fresh), fresh
+            with STAGES.stage("capture"):
+                return sct.grab(fresh), fresh
         except mss.ScreenShotError as exc:
             raise CaptureError(f"screen capture failed: {exc}") from exc
 

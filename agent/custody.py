@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from agent.cpu import STAGES
 from agent.credentials import read_private, write_private
 from agent.errors import CredentialError
 from shared.custody import (
@@ -72,7 +73,8 @@ class DeviceKey:
         return encode_public_key(self._key.public_key())
 
     def sign(self, record: CustodyRecord | GapRecord) -> str:
-        return sign(self._key, record)
+        with STAGES.stage("hash"):
+            return sign(self._key, record)
 
     def save(self, path: Path) -> None:
         """Write the key atomically, mode 0600 (the directory must exist, 0700)."""

@@ -35,24 +35,39 @@ from typing import Any
 import av
 
 from agent.capture import Frame
+from agent.cpu import STAGES
 from agent.errors import EncodeError
 from shared.wire import MAX_SEGMENT_DURATION_MS, CustodyProof, UploadRequest
 
 DEFAULT_PRESET = "veryfast"
 DEFAULT_TUNE = "stillimage"
 DEFAULT_CRF = 28
-# Measured at 1920x1080, 1 fps (scripts/bench.sh): libx264's defaults run one encoding thread
-# per ~0.7 core, each with its own lookahead and reference frames (agent steady RSS 355 MB).
-# At 1 fps one thread keeps up with ease; without frame lookahead and B-frames x264 holds
-# only the frame it references: libx264 about 55 MB, agent steady RSS about 142 MB, and
-# bytes/hour still below ffmpeg's (B-frames saved 2 % of bytes for twice the encoder memory).
+# Chosen by measurement at 1920x1080, 1 fps (scripts/bench.sh, README "Packaging and
+# figures"), against the plain `ffmpeg -f x11grab … -preset veryfast -crf 30` at equal SSIM-Y:
+# - threads=1: libx264's default runs a thread per ~0.7 core, each with its own frames (agent
+#   steady RSS 355 MB); at 1 fps one thread keeps up with ease.
+# - bframes=0: B-frames saved about 2 % of the bytes for twice the encoder's memory.
+# - rc-lookahead=2: with no lookahead libx264 silently turns off macroblock-tree rate control,
+#   which costs 12-30 % of the bytes on screen content; 2 frames (about 10 MB at 1080p) keep
+#   it, 4 frames (21 MB) saved no more. sync-lookahead=0: no lookahead thread.
+# - me=umh, merange=256: x264's default hexagon search looks 16 px away at most (it caps any
+#   range at 16), so a scrolled page, which moves by hundreds of pixels between two frames a
+#   second apart, was coded almost as a new picture; the uneven multi-hexagon search finds it.
+#   On a Chromium office page this halved the bytes at equal SSIM (1.10x ffmpeg's -> 0.55x).
 # Everything goes in `x264-params`: libx264 drops a codec option it does not know without a
-# word (`bframes` as a codec option once left B-frames on); a test reads back what it used.
-# (subme=0 would save about 15 MB more for about 10 % more bytes: not used.)
-LOW_MEMORY_X264: dict[str, str] = {
-    "threads": "1",
-    "x264-params": "threads=1:rc-lookahead=0:sync-lookahead=0:bframes=0",
-}
+# word (`bframes` as a codec option once left B-frames on); a test reads back what it used,
+# and another decodes what these settings encode and compares it block by block.
+DEFAULT_X264_PARAMS = (
+    "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256"
+)
+
+
+def x264_options(preset: str, tune: str | None, crf: int, x264_params: str) -> dict[str, str]:
+    """The codec options of one segment's encoder (libx264's own settings in `x264-params`)."""
+    options = {"preset": preset, "crf": str(crf), "threads": "1", "x264-params": x264_params}
+    if tune:
+        options["tune"] = tune
+    return options
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,12 +89,14 @@ class Segment:
 
     def sha256_b64(self) -> str:
         """Base64 SHA-256 of the bytes, as the `x-amz-checksum-sha256` header carries it."""
-        return base64.b64encode(hashlib.sha256(self.data).digest()).decode("ascii")
+        with STAGES.stage("hash"):
+            return base64.b64encode(hashlib.sha256(self.data).digest()).decode("ascii")
 
     def md5_b64(self) -> str:
         """Base64 MD5 of the bytes, as the `Content-MD5` header carries it."""
-        digest = hashlib.md5(self.data, usedforsecurity=False).digest()
-        return base64.b64encode(digest).decode("ascii")
+        with STAGES.stage("hash"):
+            digest = hashlib.md5(self.data, usedforsecurity=False).digest()
+            return base64.b64encode(digest).decode("ascii")
 
     def upload_request(self) -> UploadRequest:
         """What the agent declares to the broker before uploading this segment."""
@@ -123,6 +140,7 @@ class SegmentEncoder:
         preset: str = DEFAULT_PRESET,
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
+        x264_params: str = DEFAULT_X264_PARAMS,
     ) -> None:
         self.seq = seq
         self.fps = fps
@@ -134,9 +152,7 @@ class SegmentEncoder:
         self._time_base = 1 / frame_rate(fps)
         out_w, out_h = even_size(width, height)
         self._buffer = io.BytesIO()
-        options: dict[str, object] = {"preset": preset, "crf": str(crf), **LOW_MEMORY_X264}
-        if tune:
-            options["tune"] = tune
+        options = x264_options(preset, tune, crf, x264_params)
         try:
             # faststart rewrites the file at close; on a BytesIO it needs `io_open` to reopen
             # the output for reading: hand it a snapshot of what has been written so far.
@@ -156,7 +172,7 @@ class SegmentEncoder:
             self._stream.height = out_h
             self._stream.pix_fmt = "yuv420p"
             self._stream.codec_context.time_base = self._time_base
-            self._stream.options = options
+            self._stream.options = dict[str, object](options)
             self._canvas = av.VideoFrame(out_w, out_h, "bgra")
         except av.FFmpegError as exc:
             raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
@@ -173,12 +189,15 @@ class SegmentEncoder:
             )
         if tick < self.first_tick or (self.last_tick is not None and tick <= self.last_tick):
             raise EncodeError(f"tick {tick} is not after the previous frame's tick")
-        self._fill(raw)
         try:
-            self._canvas.pts = tick - self.first_tick
-            self._canvas.time_base = self._time_base
-            for packet in self._stream.encode(self._canvas.reformat(format="yuv420p")):
-                self._container.mux(packet)
+            with STAGES.stage("convert"):
+                self._fill(raw)
+                picture = self._canvas.reformat(format="yuv420p")
+            picture.pts = tick - self.first_tick
+            picture.time_base = self._time_base
+            with STAGES.stage("encode"):
+                for packet in self._stream.encode(picture):
+                    self._container.mux(packet)
         except av.FFmpegError as exc:
             raise EncodeError(f"encoding segment {self.seq} failed: {exc}") from exc
         self.last_tick = tick
@@ -207,9 +226,10 @@ class SegmentEncoder:
             self.abort()
             raise EncodeError(f"segment {self.seq} has no frame")
         try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._container.close()
+            with STAGES.stage("encode"):
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                self._container.close()
         except av.FFmpegError as exc:
             raise EncodeError(f"finishing segment {self.seq} failed: {exc}") from exc
         ticks = self.last_tick + 1 - self.first_tick
@@ -254,6 +274,7 @@ class Segmenter:
         preset: str = DEFAULT_PRESET,
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
+        x264_params: str = DEFAULT_X264_PARAMS,
     ) -> None:
         frame_rate(fps)  # validates
         if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
@@ -263,7 +284,9 @@ class Segmenter:
         self.fps = fps
         self.ticks_per_segment = max(1, round(segment_seconds * fps))
         self.next_seq = first_seq
-        self._options: dict[str, Any] = {"preset": preset, "tune": tune, "crf": crf}
+        self._options: dict[str, Any] = {
+            "preset": preset, "tune": tune, "crf": crf, "x264_params": x264_params,
+        }
         self._current: SegmentEncoder | None = None
         self._slot = -1
         self._last: Frame | None = None  # the last frame encoded in the current segment
@@ -280,11 +303,7 @@ class Segmenter:
         ):
             done.append(self._close(current))
             current = None
-        elif (
-            current is not None
-            and self._last is not None
-            and same_image(frame, self._last)
-        ):
+        elif current is not None and self._last is not None and self._unchanged(frame, self._last):
             self._held_tick = frame.tick
             self.unchanged += 1
             return done
@@ -303,6 +322,11 @@ class Segmenter:
         current.add(frame.raw, frame.tick)
         self._last, self._held_tick = frame, None
         return done
+
+    @staticmethod
+    def _unchanged(frame: Frame, last: Frame) -> bool:
+        with STAGES.stage("compare"):
+            return same_image(frame, last)
 
     def _close(self, current: SegmentEncoder) -> Segment:
         self._current = None

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.capture import Frame
+from agent.cpu import STAGES
 from agent.platform import screen
 
 DEFAULT_BLOCKED_SECONDS = 120.0
@@ -138,7 +139,9 @@ class CaptureHealth:
     def feed(self, frame: Frame) -> bool:
         """Look at `frame`; True when the state changed (declared blocked, or ok again)."""
         now = self._clock()
-        if not _same_picture(frame, self._last):
+        with STAGES.stage("compare"):
+            same = _same_picture(frame, self._last)
+        if not same:
             self._last, self._changed_at = frame, now
             if self.blocked is not None:
                 self.blocked = None

@@ -18,6 +18,7 @@ import threading
 from typing import Any
 
 from agent.broker_client import BrokerClient
+from agent.cpu import STAGES
 from agent.errors import AgentError
 from agent.status import StatusFile
 from shared import version
@@ -91,6 +92,10 @@ class HeartbeatSender:
         self.beat()
 
     def beat(self) -> bool:
+        with STAGES.stage("heartbeat"):
+            return self._beat()
+
+    def _beat(self) -> bool:
         try:
             policy = self._broker.heartbeat(heartbeat_of(self._status.snapshot(), self.interval))
         except (AgentError, WireError, ValueError) as exc:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agent.cpu import STAGES
 from agent.platform import IdleState, IdleUnavailable, idle_state
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class IdleWatch:
         """The probe's answer (None, and never asked again, when it cannot tell); the lock
         is held."""
         try:
-            state = self._probe()
+            with STAGES.stage("idle"):
+                state = self._probe()
         except IdleUnavailable as exc:
             self._unavailable = True
             log.warning("cannot tell idle time or screen lock, never pausing: %s", exc)

@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from agent.capture import Frame, ScreenCapture, probe_monitor
+from agent.cpu import STAGES
 from agent.custody import CustodyChain, DeviceKey, sign_gap
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
 from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
@@ -268,7 +269,7 @@ class Recorder:
                 uploaded=len(outcome.uploaded), missing=missing, frames=summary.frames,
                 unchanged_frames=summary.unchanged_frames, dropped_frames=summary.dropped_frames,
                 skipped_ticks=summary.skipped_ticks, spooled=outcome.spooled,
-                pauses=len(summary.pauses),
+                pauses=len(summary.pauses), cpu_seconds=STAGES.snapshot(),
             )
         if errors:
             raise errors[0]

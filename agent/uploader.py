@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import urllib3
 
 from agent.broker_client import BrokerClient
+from agent.cpu import STAGES
 from agent.encode import Segment
 from agent.errors import BrokerError, UploadError
 from agent.logs import redact, url_path
@@ -193,15 +194,16 @@ class Uploader:
     def _put(self, segment: Segment, grant: UploadGrant, key_path: str) -> int:
         """PUT the bytes; returns 2xx or 412, raises `_TryAgain` or `UploadError` otherwise."""
         try:
-            response = self._http.request(
-                "PUT",
-                grant.url,
-                body=segment.data,
-                headers=dict(grant.headers),
-                timeout=self._timeout,
-                retries=False,
-                redirect=False,
-            )
+            with STAGES.stage("upload"):
+                response = self._http.request(
+                    "PUT",
+                    grant.url,
+                    body=segment.data,
+                    headers=dict(grant.headers),
+                    timeout=self._timeout,
+                    retries=False,
+                    redirect=False,
+                )
         except urllib3.exceptions.HTTPError as exc:
             raise _TryAgain(
                 f"PUT {key_path} failed: {redact(type(exc).__name__)}: {_short(exc)}"

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark the agent against ffmpeg x11grab on a scripted 1920x1080 desktop (tests/bench/).
-#   bash scripts/bench.sh                 # 2 recorded minutes each (the default)
-#   bash scripts/bench.sh --minutes 30 --agent-only   # the soak: RSS growth over 30 minutes
+# Benchmark the agent against the plain ffmpeg x11grab command at equal SSIM-Y, on three
+# 1920x1080 workloads: the scripted desktop, a Chromium office page, full-screen motion
+# (tests/bench/; README "Packaging and figures").
+#   bash scripts/bench.sh                 # 2 recorded minutes per workload and recorder
+#   bash scripts/bench.sh --workloads office --no-live --variants la0-hex,la2-umh128
+#                                         # the rate-quality frontier of encoder settings
+#   bash scripts/bench.sh --minutes 30 --agent-only --workloads desktop   # the soak
 #   bash scripts/bench.sh --help          # every option
 # Installs first (scripts/install.sh: Xvfb, ffmpeg, the venv), then prints a table of figures.
 # Not part of scripts/test.sh: figures, not pass/fail tests.

@@ -6,11 +6,15 @@ import base64
 import hashlib
 import io
 import re
+import shutil
 import struct
+import subprocess
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from agent.capture import Frame
@@ -284,7 +288,7 @@ def x264_settings(data: bytes) -> dict[str, str]:
     return dict(item.split("=", 1) for item in found.group(1).decode().split())
 
 
-def test_libx264_runs_with_the_low_memory_settings() -> None:
+def test_libx264_runs_with_the_shipped_settings() -> None:
     # An option libx264 does not know is dropped without a word (a misspelt `bframes` once
     # left B-frames on and doubled the encoder's memory): read back what it really used.
     used = x264_settings(encode([0, 1, 2]).data)
@@ -292,8 +296,118 @@ def test_libx264_runs_with_the_low_memory_settings() -> None:
     assert used["threads"] == "1"
     assert used["lookahead_threads"] == "1"
     assert used["ref"] == "1"
-    assert used["mbtree"] == "0"  # no lookahead
+    assert used["rc_lookahead"] == "2"  # a short lookahead, which turns on ...
+    assert used["mbtree"] == "1"  # ... the macroblock-tree rate control
+    assert used["me"] == "umh"  # a motion search that finds a scrolled page ...
+    assert used["me_range"] == "256"  # ... up to 256 px away (x264 caps hex at 16)
     assert used["rc"] == "crf"
     assert float(used["crf"]) == DEFAULT_CRF
     assert used["deblock"] == "1:-3:-3"  # tune stillimage
     assert used["aq"] == "1:1.20"
+
+
+# -- decode and compare: the shipped settings on a screen-like picture -----------------------
+
+
+def page(width: int, height: int, seed: int) -> np.ndarray:
+    """A screen-like BGRA picture taller than the screen: white, with lines of dark "words"
+    whose edges are soft (as antialiased text is), coloured blocks and a grey gradient."""
+    rng = np.random.default_rng(seed)
+    tall = np.full((height, width, 4), 255, dtype=np.uint8)
+    for top in range(8, height - 12, 18):
+        x = 10
+        while x < width - 60:
+            word = int(rng.integers(12, 50))
+            shade = int(rng.integers(20, 90))
+            tall[top : top + 10, x : x + word, :3] = shade
+            tall[top - 1, x : x + word, :3] = (shade + 255) // 2  # a soft edge above
+            tall[top + 10, x : x + word, :3] = (shade + 255) // 2  # and below
+            x += word + int(rng.integers(5, 9))
+    for _ in range(6):
+        y, x = int(rng.integers(0, height - 40)), int(rng.integers(0, width - 80))
+        tall[y : y + 40, x : x + 80, :3] = rng.integers(0, 255, 3, dtype=np.uint8)
+    tall[:, -40:, :3] = np.linspace(40, 220, height, dtype=np.uint8)[:, None, None]
+    return tall
+
+
+def luma(bgra: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range luma, as the encoder's conversion computes it."""
+    b, g, r = (bgra[..., i].astype(np.float64) for i in range(3))
+    return 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+
+
+def screen_session(width: int, height: int) -> list[np.ndarray]:
+    """Frames of someone reading and typing: still, typed into, scrolled by 120 px and by
+    36 px (beyond the 16 px a hexagon search looks), and one frame that differs everywhere."""
+    tall = page(width, height * 2, seed=3)
+    shots = [tall[:height].copy()]
+    typed = shots[0].copy()
+    typed[40:50, 10:200, :3] = 30  # a line typed
+    shots += [typed, typed.copy()]
+    for top in (120, 156):
+        shots.append(tall[top : top + height].copy())
+    shots.append(page(width, height, seed=9))
+    return shots
+
+
+def test_the_shipped_settings_decode_to_the_picture_block_by_block() -> None:
+    """Encode screen-like frames with the agent's real encoder and settings, decode them with
+    PyAV and compare pixels: every 16x16 block of luma near the source (a solid grey or
+    black block, which some encoder settings write, fails), each segment on its own."""
+    width, height = 640, 368
+    shots = screen_session(width, height)
+    seg = Segmenter(fps=1.0, segment_seconds=3.0)  # 3 frames a segment: two segments
+    done: list[Segment] = []
+    for tick, shot in enumerate(shots):
+        done += seg.push(Frame(raw=shot.tobytes(), width=width, height=height, tick=tick,
+                               captured_at=T0 + timedelta(seconds=tick)))
+    last = seg.flush()
+    assert last is not None
+    done.append(last)
+    assert len(done) == 2
+    decoded: list[av.VideoFrame] = []
+    for segment in done:
+        frames = decode(segment.data)  # each segment decodes alone ...
+        assert frames[0].key_frame  # ... from the keyframe it starts with
+        assert frames[0].pict_type == av.video.frame.PictureType.I
+        decoded += frames
+    # the unchanged third frame ends segment 0: it is encoded again as the segment's last
+    assert len(decoded) == len(shots)
+    for i, (source, picture) in enumerate(zip(shots, decoded, strict=True)):
+        got = picture.to_ndarray()[:height].astype(np.float64)  # the Y plane as decoded
+        want = luma(source)
+        error = np.abs(got - want)
+        mse = float((error**2).mean())
+        psnr = 10 * np.log10(255**2 / mse)
+        assert psnr > 35, f"frame {i}: PSNR-Y {psnr:.1f} dB"
+        blocks = error.reshape(height // 16, 16, width // 16, 16).mean(axis=(1, 3))
+        worst = np.unravel_index(int(blocks.argmax()), blocks.shape)
+        assert blocks.max() < 10, f"frame {i}: block {worst} off by {blocks.max():.1f} on average"
+
+
+def test_ffprobe_decodes_every_segment_of_the_shipped_settings(tmp_path: Path) -> None:
+    ffprobe = shutil.which("ffprobe")
+    assert ffprobe is not None, "ffprobe not found: run scripts/install.sh"
+    width, height = 640, 368
+    shots = screen_session(width, height)
+    seg = Segmenter(fps=1.0, segment_seconds=2.0)
+    done: list[Segment] = []
+    for tick, shot in enumerate(shots):
+        done += seg.push(Frame(raw=shot.tobytes(), width=width, height=height, tick=tick,
+                               captured_at=T0 + timedelta(seconds=tick)))
+    last = seg.flush()
+    assert last is not None
+    done.append(last)
+    for segment in done:
+        path = tmp_path / f"{segment.seq}.mp4"
+        path.write_bytes(segment.data)
+        probe = subprocess.run(
+            [ffprobe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+             "frame=key_frame,pict_type", "-of", "csv=p=0", str(path)],
+            capture_output=True, text=True, check=False, timeout=60,
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stderr == ""  # not one decoding complaint
+        rows = probe.stdout.split()
+        assert len(rows) == segment.frames
+        assert rows[0].startswith("1,I"), rows

@@ -1,24 +1,33 @@
-"""Benchmark: the agent against `ffmpeg -f x11grab … -c:v libx264` on a scripted desktop.
+"""Benchmark: the agent against the plain `ffmpeg -f x11grab … -c:v libx264` at equal quality.
 
-    bash scripts/bench.sh [--minutes 2] [--fps 1] [--agent PATH] [--json FILE] [--agent-only]
+    bash scripts/bench.sh [--minutes 2] [--workloads desktop,office,motion] [--variants …]
+        [--agent PATH] [--json FILE] [--agent-only]
 
 Not part of the test suite (pytest never collects this file: it is not named test_*.py).
 
-What it does, all on this machine with real parts:
-  1. starts moto's S3 server and a broker on SQLite (tests/support/), makes a tenant with a
-     bucket and an employee, and enrolls the agent with a one-time code;
-  2. for each recorder in turn (the agent first, then ffmpeg): starts a fresh Xvfb at
-     1920x1080, plays the scripted office workload (workload.py, timed from its own start,
-     so both recorders see the same picture at the same offset), records for `--minutes`,
-     sampling the recorder's CPU time and RSS from /proc once a second;
-  3. reads back what each produced (the agent's segments from the bucket, verified by the
-     broker; ffmpeg's segment files) and prints a table of figures and ratios.
+What it does, all on this machine with real parts, for each workload (workloads.py: the
+scripted X11 desktop, a Chromium office page, full-screen motion), each on a fresh
+1920x1080 Xvfb:
+  1. reference: ffmpeg grabs the screen losslessly (FFV1) at the benchmark's fps;
+  2. rate and quality: the reference's frames are encoded at several CRFs by the agent's own
+     encoder (encode_ref.py: the agent's Segmenter and settings, in a process of its own) and
+     by the plain ffmpeg command (input: the reference); SSIM-Y and PSNR-Y of each against the
+     reference (quality.py: ffmpeg's ssim and psnr filters, frames matched by time); the
+     agent's bytes at the SSIM of ffmpeg at its CRF (log-interpolated between the CRFs) give
+     "bytes at equal SSIM";
+  3. live: the agent records the workload for `--minutes` into a real bucket (moto) through
+     a real broker, then the plain ffmpeg command records it, one after the other, each
+     sampled once a second from /proc (CPU, RSS); the agent reports its CPU by pipeline stage
+     (agent/cpu.py). Their pictures are not compared with the reference: each capture
+     samples the screen at its own phase (a start a few hundred ms apart), so a scroll or a
+     typed word lands in different frames and SSIM measures the timing, not the encoder
+     (measured: 12-17 dB on office for both). Step 2 gives each encoder exactly the same
+     frames, and its ffmpeg encode is the plain command's own encoder and options.
 
-The recorders run one after the other, not at once, so that neither competes with the other
-for this machine's two cores; the workload itself and Xvfb run in both cases and are not
-counted. ffmpeg gets the agent's own preset and CRF, the same fps, the same segment length
-with a keyframe at each segment start, yuv420p (what browsers play; ffmpeg would otherwise
-pick 4:4:4 for x11grab's RGB input) and no cursor (mss does not capture it).
+The reference command is what a user runs: `ffmpeg -f x11grab -framerate 1 -i :N
+-c:v libx264 -preset veryfast -crf 30 -pix_fmt yuv420p out.mp4`, its defaults otherwise
+(one file, a keyframe every 250 frames, B-frames, a lookahead, threads), plus `-draw_mouse 0`
+so both record the same picture (mss does not capture the cursor).
 
 Figures:
   CPU s / recorded min   user+system CPU of the recorder's process tree (os.wait4 rusage),
@@ -46,33 +55,62 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
 
-from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE
+from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, DEFAULT_X264_PARAMS
 from tests.bench.procstat import Sample, sample
+from tests.bench.quality import Quality, bytes_at, capture_reference_argv, compare
+from tests.bench.workloads import DESCRIPTIONS, HEIGHT, WIDTH, WORKLOADS, clean_env, screen
 from tests.support.api import Api, enrollment_code, make_tenant, make_user
 from tests.support.broker import BrokerCommandError, BrokerProcess
-from tests.support.display import XDisplay, run_xvfb
-from tests.support.procs import (
-    ManagedProcess,
-    MissingDependencyError,
-    ProcessStartError,
-    require_executable,
-)
+from tests.support.display import XDisplay
+from tests.support.procs import MissingDependencyError, ProcessStartError, require_executable
 from tests.support.s3 import S3Endpoint, run_moto
 
-WORKLOAD = Path(__file__).with_name("workload.py")
-WIDTH, HEIGHT = 1920, 1080
 MB = 1_000_000
+REFERENCE_PRESET, REFERENCE_CRF = "veryfast", 30
 
-TARGET_CPU_RATIO = 1.0
-TARGET_BYTES_RATIO = 1.0
+TARGET_BYTES = {"office": 0.9, "desktop": 0.9, "motion": 1.0}  # at equal SSIM-Y
+TARGET_STEADY_CPU = {"office": 0.7, "desktop": 0.7, "motion": 0.8}
 TARGET_STEADY_RSS = 150 * MB
 TARGET_RSS_GROWTH = 0.05
+
+# Encoder settings to draw the frontier with (--variants): (tune, libx264 params, preset)
+VARIANTS: dict[str, tuple[str, str, str]] = {
+    "shipped": (DEFAULT_TUNE or "", DEFAULT_X264_PARAMS, DEFAULT_PRESET),
+    # before issue 19: no lookahead (so no macroblock-tree), x264's hexagon search (16 px)
+    "la0-hex": ("stillimage", "threads=1:rc-lookahead=0:sync-lookahead=0:bframes=0",
+                "veryfast"),
+    "la2-hex": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0",
+                "veryfast"),
+    "la4-hex": ("stillimage", "threads=1:rc-lookahead=4:sync-lookahead=0:bframes=0",
+                "veryfast"),
+    "la0-umh256": ("stillimage",
+                   "threads=1:rc-lookahead=0:sync-lookahead=0:bframes=0:me=umh:merange=256",
+                   "veryfast"),
+    "la2-umh64": ("stillimage",
+                  "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=64",
+                  "veryfast"),
+    "la2-umh128": ("stillimage",
+                   "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=128",
+                   "veryfast"),
+    "la2-umh256-subme1": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0"
+                          ":me=umh:merange=256:subme=1", "veryfast"),
+    "la2-umh256": ("stillimage",
+                   "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256",
+                   "veryfast"),
+    "la4-umh256": ("stillimage",
+                   "threads=1:rc-lookahead=4:sync-lookahead=0:bframes=0:me=umh:merange=256",
+                   "veryfast"),
+    "la10-b3-hex": ("stillimage", "threads=1:rc-lookahead=10:sync-lookahead=0:bframes=3",
+                    "veryfast"),
+}
+AGENT_CRFS = (24, 26, 28, 30, 32)
+FFMPEG_CRFS = (26, 28, 30, 32, 34)
 
 
 class BenchError(RuntimeError):
@@ -96,6 +134,7 @@ class Run:
     maxrss: int
     media: Media
     samples: list[Sample] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)  # the agent's CPU by stage
 
     @property
     def warmup(self) -> float:
@@ -147,12 +186,55 @@ class Run:
             "steady_cpu_per_recorded_minute": self.steady_cpu_per_minute,
             "bytes_per_recorded_hour": self.bytes_per_hour, "peak_rss": self.peak_rss,
             "steady_rss": self.steady_rss, "rss_growth": self.rss_growth,
+            "cpu_by_stage": self.stages,
             **{f"media_{k}": v for k, v in asdict(self.media).items()},
             "samples": [[round(s.at, 2), round(s.cpu, 2), s.rss] for s in self.samples],
         }
 
 
-# -- measuring one recorder ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    """One encoding of the reference: its settings, size and quality."""
+
+    crf: int
+    size: int
+    quality: Quality
+    encode_cpu: float = float("nan")  # CPU s in the encoder (agent's encoder only)
+    encoder_rss: int = 0  # peak RSS above reading the reference alone (agent's encoder only)
+
+
+@dataclass
+class Curve:
+    name: str
+    points: list[Point] = field(default_factory=list)
+
+    def bytes_at(self, ssim_db: float) -> float | None:
+        return bytes_at([(p.quality.ssim_db, float(p.size)) for p in self.points], ssim_db)
+
+    def near(self, ssim_db: float) -> Point:
+        return min(self.points, key=lambda p: abs(p.quality.ssim_db - ssim_db))
+
+
+@dataclass
+class WorkloadResult:
+    name: str
+    seconds: float
+    reference: Point  # the plain ffmpeg command at its CRF, from the reference
+    ffmpeg_curve: Curve
+    agent_curves: list[Curve]
+    agent: Run | None = None
+    ffmpeg: Run | None = None
+
+    @property
+    def shipped(self) -> Curve:
+        return self.agent_curves[0]
+
+    def equal_ssim_ratio(self, curve: Curve) -> float | None:
+        found = curve.bytes_at(self.reference.quality.ssim_db)
+        return None if found is None else found / self.reference.size
+
+
+# -- measuring one process ------------------------------------------------------------------
 
 
 def measure(
@@ -213,7 +295,7 @@ def read_media(blobs: Iterator[bytes]) -> Media:
     return Media(files, size, packets, seconds)
 
 
-# -- the two recorders ----------------------------------------------------------------------
+# -- settings -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -221,14 +303,96 @@ class Settings:
     minutes: float
     fps: float
     segment_seconds: float
-    crf: int
-    preset: str
     interval: float
     agent: list[str]
+    workloads: tuple[str, ...]
+    variants: tuple[str, ...]
+    agent_only: bool
+    curves: bool
+    live: bool = True
 
     @property
     def seconds(self) -> float:
         return self.minutes * 60
+
+
+def ffmpeg_argv(source: list[str], crf: int, out: Path) -> list[str]:
+    """The plain command a user runs, reading `source` (x11grab, or the reference file)."""
+    return [
+        require_executable("ffmpeg"), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        *source, "-c:v", "libx264", "-preset", REFERENCE_PRESET, "-crf", str(crf),
+        "-pix_fmt", "yuv420p", str(out),
+    ]
+
+
+# -- step 1 and 2: the reference and the rate-quality curves ------------------------------
+
+
+def capture_reference(name: str, settings: Settings, workdir: Path) -> Path:
+    out = workdir / name / "reference.mkv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"bench: {name}: lossless reference, {settings.seconds:g} s…", file=sys.stderr)
+    with screen(name, workdir) as display:
+        argv = capture_reference_argv(display.display, WIDTH, HEIGHT, settings.fps,
+                                      settings.seconds, out)
+        done = subprocess.run(argv, env={**clean_env(), "DISPLAY": display.display},
+                              capture_output=True, text=True, check=False,
+                              timeout=settings.seconds + 120)
+    if done.returncode != 0 or not out.is_file():
+        raise BenchError(f"the reference capture failed: {done.stderr[-2000:]}")
+    return out
+
+
+def encode_with_agent(reference: Path, out: Path, crf: int, variant: str,
+                      settings: Settings, *, decode_only: bool = False) -> dict[str, object]:
+    tune, params, preset = VARIANTS[variant]
+    argv = [sys.executable, "-m", "tests.bench.encode_ref", str(reference), str(out),
+            "--crf", str(crf), "--tune", tune, "--x264-params", params, "--preset", preset,
+            "--fps", f"{settings.fps:g}", "--segment-seconds", f"{settings.segment_seconds:g}"]
+    if decode_only:
+        argv.append("--decode-only")
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600,
+                          env=clean_env())
+    if done.returncode != 0:
+        raise BenchError(f"encode_ref failed: {done.stderr[-2000:]}")
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def agent_curve(reference: Path, variant: str, settings: Settings, baseline_rss: int,
+                crfs: tuple[int, ...]) -> Curve:
+    curve = Curve(variant)
+    for crf in crfs:
+        out = reference.parent / f"agent-{variant}-crf{crf}"
+        info = encode_with_agent(reference, out, crf, variant, settings)
+        segments = info["segments"]
+        if not isinstance(segments, list):
+            raise BenchError("encode_ref printed no segment list")
+        quality = compare([(out / name, float(seconds)) for name, seconds in segments],
+                          reference, settings.fps)
+        curve.points.append(Point(
+            crf, int(str(info["bytes"])), quality, float(str(info["encode_cpu"])),
+            max(0, int(str(info["maxrss"])) - baseline_rss),
+        ))
+        shutil.rmtree(out, ignore_errors=True)
+    return curve
+
+
+def ffmpeg_curve(reference: Path, settings: Settings, crfs: tuple[int, ...]) -> Curve:
+    curve = Curve("ffmpeg")
+    for crf in crfs:
+        out = reference.parent / f"ffmpeg-crf{crf}.mp4"
+        done = subprocess.run(ffmpeg_argv(["-i", str(reference)], crf, out),
+                              capture_output=True, text=True, check=False, timeout=3600)
+        if done.returncode != 0:
+            raise BenchError(f"ffmpeg failed on the reference: {done.stderr[-2000:]}")
+        curve.points.append(Point(crf, out.stat().st_size,
+                                  compare([(out, None)], reference, settings.fps)))
+        out.unlink()
+    return curve
+
+
+# -- step 3: the live recorders -------------------------------------------------------------
 
 
 class AgentRecorder:
@@ -250,20 +414,32 @@ class AgentRecorder:
 
     def env(self, display: str) -> dict[str, str]:
         return {**clean_env(), "DISPLAY": display, "BUCKETREEL_AGENT_HOME": str(self.home),
-                "BUCKETREEL_AGENT_LOG_FORMAT": "text"}  # read back as lines below
+                "BUCKETREEL_AGENT_LOG_FORMAT": "json"}  # read back as events below
 
     def argv(self, display: XDisplay, out: Path) -> list[str]:
         s = self.settings
         return [*s.agent, "run", "--fps", f"{s.fps:g}", "--segment-seconds",
-                f"{s.segment_seconds:g}", "--duration", f"{s.seconds:g}", "--crf", str(s.crf)]
+                f"{s.segment_seconds:g}", "--duration", f"{s.seconds:g}"]
 
-    def media(self, log: Path, out: Path) -> Media:
-        lines = log.read_text(errors="replace").splitlines()
-        recording_id = next(
-            (line.split()[1] for line in lines if line.startswith("recording ")), None
-        )
-        if recording_id is None:
-            raise BenchError("the agent printed no 'recording <id>' line")
+    @staticmethod
+    def events(log: Path) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = {}
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("event"), str):
+                found[entry["event"]] = entry
+        return found
+
+    def collect(self, log: Path, out: Path) -> tuple[Media, list[tuple[Path, float | None]],
+                                                     dict[str, float]]:
+        events = self.events(log)
+        started, finished = events.get("recording_started"), events.get("recording_finished")
+        if started is None or finished is None:
+            raise BenchError("the agent reported no recording_started/recording_finished")
+        recording_id = str(started["recording_id"])
         token = json.loads((self.home / "device.json").read_text())["access_token"]
         info = Api(self.broker.url).call("GET", f"/api/v1/recordings/{recording_id}",
                                           token=token)
@@ -274,10 +450,16 @@ class AgentRecorder:
         if not segments or states != {"verified"}:
             raise BenchError(f"agent segments not all verified: {states or 'none'}")
         client = self.s3.client()
-        return read_media(
-            client.get_object(Bucket=self.tenant.bucket, Key=s["key"])["Body"].read()
-            for s in segments
-        )
+        parts: list[tuple[Path, float | None]] = []
+        for segment in segments:
+            path = out / f"{segment['seq']:05d}.mp4"
+            body = client.get_object(Bucket=self.tenant.bucket, Key=segment["key"])["Body"]
+            path.write_bytes(body.read())
+            parts.append((path, segment["duration_ms"] / 1000))
+        media = read_media(path.read_bytes() for path, _ in parts)
+        stages = finished.get("cpu_seconds")
+        cpu = {str(k): float(v) for k, v in stages.items()} if isinstance(stages, dict) else {}
+        return media, parts, cpu
 
 
 class FfmpegRecorder:
@@ -285,137 +467,152 @@ class FfmpegRecorder:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ffmpeg = require_executable("ffmpeg")
 
     def env(self, display: str) -> dict[str, str]:
         return {**clean_env(), "DISPLAY": display}
 
     def argv(self, display: XDisplay, out: Path) -> list[str]:
         s = self.settings
-        segment = f"{s.segment_seconds:g}"
-        return [
-            self.ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-f", "x11grab", "-draw_mouse", "0", "-framerate", f"{s.fps:g}",
-            "-video_size", f"{display.width}x{display.height}", "-i", display.display,
-            "-t", f"{s.seconds:g}",
-            "-c:v", "libx264", "-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p",
-            "-force_key_frames", f"expr:gte(t,n_forced*{segment})",
-            "-f", "segment", "-segment_time", segment, "-reset_timestamps", "1",
-            "-segment_format", "mp4", "-segment_format_options", "movflags=+faststart",
-            str(out / "%05d.mp4"),
-        ]
+        source = ["-f", "x11grab", "-draw_mouse", "0", "-framerate", f"{s.fps:g}",
+                  "-video_size", f"{display.width}x{display.height}", "-i", display.display,
+                  "-t", f"{s.seconds:g}"]
+        return ffmpeg_argv(source, REFERENCE_CRF, out / "out.mp4")
 
-    def media(self, log: Path, out: Path) -> Media:
-        files = sorted(out.glob("*.mp4"))
-        if not files:
-            raise BenchError("ffmpeg wrote no segment")
-        return read_media(f.read_bytes() for f in files)
+    def collect(self, log: Path, out: Path) -> tuple[Media, list[tuple[Path, float | None]],
+                                                     dict[str, float]]:
+        path = out / "out.mp4"
+        if not path.is_file():
+            raise BenchError("ffmpeg wrote nothing")
+        return read_media(iter([path.read_bytes()])), [(path, None)], {}
 
 
-def clean_env() -> dict[str, str]:
-    """This environment without display, AWS or bucketreel settings from outside."""
-    return {
-        k: v for k, v in os.environ.items()
-        if k not in {"DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY"}
-        and not k.startswith(("BUCKETREEL_", "AWS_"))
-    } | {"AWS_EC2_METADATA_DISABLED": "true"}
-
-
-@contextmanager
-def desktop(workdir: Path, seed: int) -> Iterator[XDisplay]:
-    """A fresh 1920x1080 Xvfb with the workload playing on it."""
-    with ExitStack() as stack:
-        display = stack.enter_context(
-            run_xvfb(WIDTH, HEIGHT, animate=False, log_dir=workdir / "logs")
-        )
-        workload = ManagedProcess(
-            "workload", [sys.executable, str(WORKLOAD), "--display", display.display,
-                         "--seed", str(seed)],
-            env={**clean_env(), "DISPLAY": display.display}, log_dir=workdir / "logs",
-            stop_timeout=5.0,
-        )
-        stack.enter_context(workload)
-        workload.wait_ready(lambda: "workload ready" in workload.log_text(), timeout=30)
-        yield display
-
-
-def bench(recorder: AgentRecorder | FfmpegRecorder, settings: Settings, workdir: Path,
-          seed: int) -> Run:
-    out = workdir / f"{recorder.name}-out"
-    out.mkdir()
-    log = workdir / "logs" / f"{recorder.name}.log"
-    print(f"bench: recording {settings.minutes:g} min with {recorder.name}…", file=sys.stderr)
-    with desktop(workdir, seed) as display:
+def live(recorder: AgentRecorder | FfmpegRecorder, name: str, settings: Settings,
+         workdir: Path) -> Run:
+    out = workdir / name / f"{recorder.name}-live"
+    out.mkdir(parents=True)
+    log = workdir / "logs" / f"{name}-{recorder.name}.log"
+    print(f"bench: {name}: recording {settings.seconds:g} s with {recorder.name}…",
+          file=sys.stderr)
+    with screen(name, workdir) as display:
         wall, cpu, maxrss, samples = measure(
             recorder.name, recorder.argv(display, out), recorder.env(display.display),
             recorded_seconds=settings.seconds, log=log, interval=settings.interval,
         )
-    media = recorder.media(log, out)
-    return Run(recorder.name, settings.seconds, wall, cpu, maxrss, media, samples)
+    media, _, stages = recorder.collect(log, out)
+    shutil.rmtree(out, ignore_errors=True)
+    return Run(recorder.name, settings.seconds, wall, cpu, maxrss, media, samples, stages)
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}×" if b else "n/a"
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "n/a"
 
 
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
+def verdict(value: float | None, limit: float) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return "ok" if value <= limit else "MISSED"
 
 
-def table(agent: Run, ffmpeg: Run | None, settings: Settings) -> str:
-    """The figures, ffmpeg's and the ratios left blank when it did not run (--agent-only)."""
-    rows: list[tuple[str, str, str, str, str]] = []
+def grid(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return ["  ".join(
+        cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)
+    ).rstrip() for r in [head, *rows]]
 
-    def row(label: str, a: str, f: str, r: str = "", target: str = "") -> None:
-        rows.append((label, a, f, r, target))
 
-    def both(figure: Callable[[Run], float], fmt: str, target: float | None = None,
-             target_text: str = "") -> tuple[str, str, str, str]:
-        mine = figure(agent)
-        theirs = figure(ffmpeg) if ffmpeg is not None else None
-        check = ""
-        if target is not None and theirs is not None:
-            check = f"{target_text} {verdict(mine / theirs <= target)}"
-        return (format(mine, fmt), "—" if theirs is None else format(theirs, fmt),
-                "" if theirs is None else ratio(mine, theirs), check)
+def curves_table(result: WorkloadResult, settings: Settings) -> list[str]:
+    """The frontier: each agent setting's bytes at equal SSIM, its encoder CPU and memory."""
+    target = result.reference.quality.ssim_db
+    per_minute = 60 / result.seconds
+    rows = []
+    for curve in result.agent_curves:
+        near = curve.near(target)
+        rows.append((
+            curve.name, ratio(curve.bytes_at(target), result.reference.size),
+            f"{near.encode_cpu * per_minute:.2f}", f"{near.encoder_rss / MB:.0f}",
+            "  ".join(f"{p.crf}:{p.size / 1000:.0f}k/{p.quality.ssim_db:.2f}"
+                      for p in curve.points),
+        ))
+    ff = "  ".join(f"{p.crf}:{p.size / 1000:.0f}k/{p.quality.ssim_db:.2f}"
+                   for p in result.ffmpeg_curve.points)
+    rows.append(("ffmpeg (plain)", "1.00×", "", "", ff))
+    return grid(("encoder settings", "bytes @ equal SSIM", "encode CPU s/min",
+                 "encoder MB", "CRF:bytes/SSIM-Y dB"), rows)
 
-    row("CPU s / recorded min", *both(lambda r: r.cpu_per_minute, ".2f", TARGET_CPU_RATIO,
-                                      f"≤ {TARGET_CPU_RATIO:.1f}×"))
-    row("  steady (after warm-up)", *both(lambda r: r.steady_cpu_per_minute, ".2f"))
-    row("MB / recorded hour", *both(lambda r: r.bytes_per_hour / MB, ".1f", TARGET_BYTES_RATIO,
-                                    f"≤ {TARGET_BYTES_RATIO:.1f}×"))
-    row("peak RSS (MB)", *both(lambda r: r.peak_rss / MB, ".0f"))
-    row("steady RSS (MB)", *both(lambda r: r.steady_rss / MB, ".0f")[:3],
-        f"≤ {TARGET_STEADY_RSS / MB:.0f} MB {verdict(agent.steady_rss <= TARGET_STEADY_RSS)}")
-    soak = settings.minutes >= 30
-    growth_target = f"< {TARGET_RSS_GROWTH:.0%} " + (
-        verdict(agent.rss_growth < TARGET_RSS_GROWTH) if soak else "(30-min soak only)"
-    )
-    row("RSS growth", f"{agent.rss_growth:+.1%}",
-        "—" if ffmpeg is None else f"{ffmpeg.rss_growth:+.1%}", "", growth_target)
-    row("segments / frames", f"{agent.media.files} / {agent.media.packets}",
-        "—" if ffmpeg is None else f"{ffmpeg.media.files} / {ffmpeg.media.packets}")
-    row("media seconds read back", f"{agent.media.seconds:.1f}",
-        "—" if ffmpeg is None else f"{ffmpeg.media.seconds:.1f}")
-    row("wall s / CPU s total", f"{agent.wall_seconds:.0f} / {agent.cpu_total:.1f}",
-        "—" if ffmpeg is None else f"{ffmpeg.wall_seconds:.0f} / {ffmpeg.cpu_total:.1f}")
 
-    head = ("", "agent", "ffmpeg", "agent/ffmpeg", "target")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
-    runs = "each, run one after the other" if ffmpeg is not None else "(agent only)"
-    lines = [
-        f"bucketreel-agent vs ffmpeg x11grab: {WIDTH}x{HEIGHT} Xvfb, {settings.fps:g} fps, "
-        f"{settings.segment_seconds:g} s segments, libx264 preset {settings.preset} "
-        f"CRF {settings.crf} (agent tune {DEFAULT_TUNE or 'none'}, ffmpeg default tune), "
-        f"{settings.minutes:g} min scripted workload {runs}, {os.cpu_count()} CPUs",
-    ]
-    for r in [head, *rows]:
-        lines.append("  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)
-        ).rstrip())
+def stages_table(agent: Run) -> list[str]:
+    if not agent.stages:
+        return []
+    total = agent.stages.get("total") or 1.0
+    per_minute = 60 / agent.recorded_seconds
+    rows = [(stage, f"{seconds * per_minute:.3f}", f"{seconds / total:.0%}")
+            for stage, seconds in agent.stages.items() if stage != "total"]
+    rows.append(("total (process)", f"{total * per_minute:.3f}", "100%"))
+    return grid(("agent CPU by stage", "s / recorded min", "share"), rows)
+
+
+def table(result: WorkloadResult, settings: Settings) -> str:
+    name, agent, ffmpeg = result.name, result.agent, result.ffmpeg
+    lines = [f"== {name}: {DESCRIPTIONS[name]}; {WIDTH}x{HEIGHT}, {settings.fps:g} fps, "
+             f"{result.seconds:g} s; reference: ffmpeg -preset {REFERENCE_PRESET} "
+             f"-crf {REFERENCE_CRF}, SSIM-Y {result.reference.quality.ssim_db:.2f} dB "
+             f"({result.reference.quality.ssim_y:.5f}), PSNR-Y "
+             f"{result.reference.quality.psnr_y:.2f} dB"]
+    hour = 3600 / result.seconds
+    shipped = result.shipped.bytes_at(result.reference.quality.ssim_db)
+    rows: list[tuple[str, ...]] = []
+    bytes_ratio = result.equal_ssim_ratio(result.shipped)
+    rows.append((
+        "MB / recorded hour at equal SSIM-Y",
+        "n/a" if shipped is None else f"{shipped * hour / MB:.1f}",
+        f"{result.reference.size * hour / MB:.1f}", ratio(shipped, result.reference.size),
+        f"≤ {TARGET_BYTES[name]:.1f}× {verdict(bytes_ratio, TARGET_BYTES[name])}",
+    ))
+    near = result.shipped.near(result.reference.quality.ssim_db)
+    at_default = next((p for p in result.shipped.points if p.crf == DEFAULT_CRF), near)
+    rows.append((
+        f"  at the agent's CRF {at_default.crf}: MB/h, SSIM-Y dB",
+        f"{at_default.size * hour / MB:.1f}, {at_default.quality.ssim_db:.2f}",
+        f"{result.reference.size * hour / MB:.1f}, {result.reference.quality.ssim_db:.2f}",
+        ratio(at_default.size, result.reference.size), "",
+    ))
+    if agent is not None:
+        def pair(figure: Callable[[Run], float], fmt: str) -> tuple[str, str, str]:
+            mine = figure(agent)
+            theirs = None if ffmpeg is None else figure(ffmpeg)
+            return (format(mine, fmt), "—" if theirs is None else format(theirs, fmt),
+                    "" if theirs is None else ratio(mine, theirs))
+
+        steady_ratio = (None if ffmpeg is None
+                        else agent.steady_cpu_per_minute / ffmpeg.steady_cpu_per_minute)
+        rows += [
+            ("live: MB / recorded hour", *pair(lambda r: r.bytes_per_hour / MB, ".1f"), ""),
+            ("live: CPU s / recorded min", *pair(lambda r: r.cpu_per_minute, ".2f"), ""),
+            ("live:   steady (after warm-up)", *pair(lambda r: r.steady_cpu_per_minute, ".2f"),
+             f"≤ {TARGET_STEADY_CPU[name]:.1f}× "
+             f"{verdict(steady_ratio, TARGET_STEADY_CPU[name])}"),
+            ("live: peak RSS (MB)", *pair(lambda r: r.peak_rss / MB, ".0f"), ""),
+            ("live: steady RSS (MB)", *pair(lambda r: r.steady_rss / MB, ".0f"),
+             f"≤ {TARGET_STEADY_RSS / MB:.0f} MB "
+             f"{verdict(agent.steady_rss, TARGET_STEADY_RSS)}"),
+        ]
+        soak = settings.minutes >= 30
+        growth = (verdict(agent.rss_growth, TARGET_RSS_GROWTH) if soak
+                  else "(30-min soak only)")
+        rows.append(("live: RSS growth", f"{agent.rss_growth:+.1%}",
+                     "—" if ffmpeg is None else f"{ffmpeg.rss_growth:+.1%}", "",
+                     f"< {TARGET_RSS_GROWTH:.0%} {growth}"))
+        rows.append(("live: files / frames", f"{agent.media.files} / {agent.media.packets}",
+                     "—" if ffmpeg is None else f"{ffmpeg.media.files} / {ffmpeg.media.packets}",
+                     "", ""))
+    lines += grid(("", "agent", "ffmpeg", "agent/ffmpeg", "target"), rows)
+    if settings.curves:
+        lines += ["", *curves_table(result, settings)]
+    if agent is not None and agent.stages:
+        lines += ["", *stages_table(agent)]
     return "\n".join(lines)
 
 
@@ -427,22 +624,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="bench.sh", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--minutes", type=float, default=2.0,
-                        help="recorded minutes per recorder (default 2; 30 for the soak)")
+                        help="recorded minutes per workload and recorder (default 2; 30 for "
+                        "the soak)")
     parser.add_argument("--fps", type=float, default=1.0, help="frames per second (default 1)")
     parser.add_argument("--segment-seconds", type=float, default=60.0,
-                        help="segment length for both (default 60)")
-    parser.add_argument("--crf", type=int, default=DEFAULT_CRF,
-                        help=f"CRF for both (default: the agent's, {DEFAULT_CRF})")
+                        help="the agent's segment length (default 60)")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help=f"comma-separated, of {', '.join(WORKLOADS)} (default: all)")
+    parser.add_argument("--variants", default="shipped",
+                        help="agent encoder settings to draw curves for, comma-separated, of "
+                        f"{', '.join(VARIANTS)} (default: shipped, the agent's own)")
+    parser.add_argument("--no-curves", action="store_true",
+                        help="skip the rate-quality curves (live figures only, no equal SSIM)")
     parser.add_argument("--agent", type=Path, default=None,
                         help="agent program to run (default: the venv's bucketreel-agent; "
                         "give build/dist/bucketreel-agent to measure the frozen binary)")
     parser.add_argument("--interval", type=float, default=1.0,
                         help="seconds between /proc samples (default 1)")
-    parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--no-live", action="store_true",
+                        help="the reference and the rate-quality curves only, no live runs")
     parser.add_argument("--agent-only", action="store_true",
-                        help="record with the agent alone (a soak: its RSS growth), no ffmpeg")
+                        help="live: the agent alone (a soak: its RSS growth), no ffmpeg")
     return parser.parse_args(argv)
+
+
+def run_workload(name: str, settings: Settings, workdir: Path,
+                 agent_recorder: AgentRecorder | None) -> WorkloadResult:
+    reference = capture_reference(name, settings, workdir)
+    if settings.curves:
+        print(f"bench: {name}: rate-quality curves…", file=sys.stderr)
+        baseline = int(str(encode_with_agent(reference, workdir / name / "decode-only", 0,
+                                             "shipped", settings, decode_only=True)["maxrss"]))
+        ff = ffmpeg_curve(reference, settings, FFMPEG_CRFS)
+        curves = [agent_curve(reference, variant, settings, baseline, AGENT_CRFS)
+                  for variant in settings.variants]
+    else:
+        ff = ffmpeg_curve(reference, settings, (REFERENCE_CRF,))
+        curves = [agent_curve(reference, "shipped", settings, 0, (DEFAULT_CRF,))]
+    ref_point = next(p for p in ff.points if p.crf == REFERENCE_CRF)
+    result = WorkloadResult(name, settings.seconds, ref_point, ff, curves)
+    if agent_recorder is not None:
+        result.agent = live(agent_recorder, name, settings, workdir)
+        if not settings.agent_only:
+            result.ffmpeg = live(FfmpegRecorder(settings), name, settings, workdir)
+    reference.unlink()
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,13 +677,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0 or args.fps <= 0:
         print("bench: --minutes and --fps must be positive", file=sys.stderr)
         return 2
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    variants = ("shipped", *(v for v in args.variants.split(",") if v and v != "shipped"))
+    unknown = [w for w in workloads if w not in WORKLOADS] + [
+        v for v in variants if v not in VARIANTS]
+    if unknown or not workloads:
+        print(f"bench: unknown workload or variant: {', '.join(unknown) or '(none given)'}",
+              file=sys.stderr)
+        return 2
     agent = args.agent or Path(sys.executable).with_name("bucketreel-agent")
-    settings = Settings(args.minutes, args.fps, args.segment_seconds, args.crf, DEFAULT_PRESET,
-                        args.interval, [str(agent)])
+    settings = Settings(args.minutes, args.fps, args.segment_seconds, args.interval,
+                        [str(agent)], workloads, variants, args.agent_only, not args.no_curves,
+                        not args.no_live)
     workdir = Path(tempfile.mkdtemp(prefix="bucketreel-bench-"))
+    results: list[WorkloadResult] = []
     try:
         require_executable("Xvfb")
-        ffmpeg_recorder = FfmpegRecorder(settings)
+        require_executable("ffmpeg")
         if not agent.is_file():
             raise MissingDependencyError(f"{agent} not found: run scripts/install.sh")
         with ExitStack() as stack:
@@ -465,21 +702,28 @@ def main(argv: list[str] | None = None) -> int:
             broker = stack.enter_context(
                 BrokerProcess(f"sqlite+aiosqlite:///{database}", log_dir=workdir / "logs")
             )
-            agent_recorder = AgentRecorder(settings, broker, s3, workdir)
-            agent_run = bench(agent_recorder, settings, workdir, args.seed)
-        ffmpeg_run = (
-            None if args.agent_only else bench(ffmpeg_recorder, settings, workdir, args.seed)
-        )
-    except (BenchError, MissingDependencyError, ProcessStartError, BrokerCommandError) as err:
+            recorder = AgentRecorder(settings, broker, s3, workdir) if settings.live else None
+            for name in workloads:
+                results.append(run_workload(name, settings, workdir, recorder))
+                print(table(results[-1], settings), file=sys.stderr)
+    except (BenchError, MissingDependencyError, ProcessStartError, BrokerCommandError,
+            RuntimeError) as err:
         print(f"bench: error: {err}", file=sys.stderr)
         print(f"bench: logs kept in {workdir / 'logs'}", file=sys.stderr)
         return 1
-    print(table(agent_run, ffmpeg_run, settings))
+    print(f"bucketreel-agent vs the plain ffmpeg command, {os.cpu_count()} CPUs, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    for result in results:
+        print()
+        print(table(result, settings))
     if args.json:
-        args.json.write_text(json.dumps(
-            {"agent": agent_run.summary(),
-             "ffmpeg": ffmpeg_run.summary() if ffmpeg_run is not None else None}, indent=2
-        ) + "\n")
+        args.json.write_text(json.dumps([{
+            "workload": r.name, "seconds": r.seconds,
+            "reference": asdict(r.reference), "ffmpeg_curve": asdict(r.ffmpeg_curve),
+            "agent_curves": [asdict(c) for c in r.agent_curves],
+            "agent": r.agent.summary() if r.agent else None,
+            "ffmpeg": r.ffmpeg.summary() if r.ffmpeg else None,
+        } for r in results], indent=2) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -22,6 +22,8 @@ While "typing" or "scrolling" it also sends real input events with XTEST (a Shif
 key, a pointer nudge per wheel step), so an X idle timer sees a person at work; idle stretches
 send none. It prints "workload ready" once the first picture is on screen and runs until it is
 signalled.
+
+`--scene motion` plays full-screen motion instead (`play_motion`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ def load_libs() -> tuple[ctypes.CDLL, ctypes.CDLL | None]:
             ctypes.c_int,
         ),
         "XKeysymToKeycode": ([c_dpy, ctypes.c_ulong], ctypes.c_ubyte),
+        "XDefaultDepth": ([c_dpy, ctypes.c_int], ctypes.c_int),
+        "XCreatePixmap": ([c_dpy, c_xid, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint], c_xid),
         "XFlush": ([c_dpy], ctypes.c_int),
         "XSync": ([c_dpy, ctypes.c_int], ctypes.c_int),
     }
@@ -386,10 +390,53 @@ def play(desktop: Desktop, start: float) -> None:
         time.sleep(max(0.0, next_tick - time.monotonic()))
 
 
+MOTION_SPEED = (53.0, 31.0)  # pixels per second the picture pans, right and down
+MOTION_TICK = 0.1
+
+
+def play_motion(desktop: Desktop) -> None:
+    """Full-screen motion: a picture twice the screen's size (a document's text, figures,
+    colour bands) pans diagonally across the whole screen, bouncing at its edges; every frame
+    differs everywhere, as a video or a fast scroll does."""
+    x, dpy, w, h = desktop.x, desktop.dpy, desktop.width, desktop.height
+    depth = x.XDefaultDepth(dpy, x.XDefaultScreen(dpy))
+    picture = x.XCreatePixmap(dpy, desktop.root, 2 * w, 2 * h, depth)
+    rng = random.Random(7)
+    target = desktop.root
+    desktop.root = picture  # draw the picture with the desktop's own primitives
+    desktop.fill(0xFFFFFF, Rect(0, 0, 2 * w, 2 * h))
+    for band in range(0, 2 * h, 8):  # slow colour bands, like a photograph's sky
+        shade = 0x60 + (band * 3 // 8) % 0x90
+        desktop.fill((shade << 16) | (0xA0 << 8) | (0xFF - shade // 2), Rect(0, band, w // 2, 8))
+    for row in range(0, 2 * h, LINE):
+        desktop.text(0x202020, w // 2 + 20, row + 12, desktop._sentence()[: 2 * w // CHAR // 2])
+    for _ in range(60):
+        fw, fh = rng.randint(80, 400), rng.randint(60, 300)
+        desktop.fill(rng.randint(0, 0xFFFFFF), Rect(rng.randint(0, 2 * w - fw),
+                                                    rng.randint(0, 2 * h - fh), fw, fh))
+    desktop.root = target
+    x.XCopyArea(dpy, picture, desktop.root, desktop.gc, 0, 0, w, h, 0, 0)
+    x.XSync(dpy, 0)
+    print(f"workload ready {desktop.width}x{desktop.height} (motion)", flush=True)
+    start = next_tick = time.monotonic()
+    while True:
+        t = time.monotonic() - start
+        sx = int(t * MOTION_SPEED[0]) % (2 * w)
+        sy = int(t * MOTION_SPEED[1]) % (2 * h)
+        sx = sx if sx <= w else 2 * w - sx  # bounce between 0 and w
+        sy = sy if sy <= h else 2 * h - sy
+        x.XCopyArea(dpy, picture, desktop.root, desktop.gc, sx, sy, w, h, 0, 0)
+        desktop.flush()
+        next_tick += MOTION_TICK
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--display", required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--scene", choices=("desktop", "motion"), default="desktop",
+                        help="the scripted desktop (default) or full-screen motion")
     args = parser.parse_args(argv)
     try:
         xlib, xtst = load_libs()
@@ -397,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"libX11 not found ({err}): run scripts/install.sh", file=sys.stderr)
         return 2
     desktop = Desktop(xlib, xtst, args.display, args.seed)
+    if args.scene == "motion":
+        play_motion(desktop)
+        return 0
     desktop.draw_desktop()
     desktop.draw_clock(time.time())
     start = time.monotonic()
