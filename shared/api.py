@@ -113,6 +113,7 @@ class Employee(Model):
     user_id: Id
     email: str
     role: str
+    display_name: str | None = None  # the name they go by, shown beside the email
 
 
 class Employees(Model):
@@ -297,6 +298,8 @@ class OrganisationChange(Model, forbid_unknown_fields=True):
 
 RoleName = Literal["employee", "manager", "admin"]
 PersonState = Literal["active", "invited", "deactivated"]
+MAX_DISPLAY_NAME = 200
+DisplayName = Annotated[str, Meta(max_length=MAX_DISPLAY_NAME)]
 
 
 class PersonRef(Model):
@@ -304,6 +307,7 @@ class PersonRef(Model):
 
     user_id: Id
     email: str
+    display_name: str | None
     state: PersonState
 
 
@@ -313,6 +317,7 @@ class Person(Model):
 
     user_id: Id
     email: str
+    display_name: str | None  # the name they go by (null: the email alone)
     role: RoleName
     state: PersonState
     created_at: Time
@@ -331,6 +336,16 @@ class People(Model):
 class InviteRequest(Model):
     email: Email
     role: RoleName
+    name: DisplayName | None = None  # the name they go by, shown beside the email
+
+
+class NameChange(Model, forbid_unknown_fields=True):
+    """`POST /api/v1/admin/people/{id}/name`: the name the person goes by (null or blank:
+    none, the email alone)."""
+
+    unknown_field = "not a field of a name change (known: name)"
+
+    name: DisplayName | None
 
 
 class Invitation(Model):
@@ -368,8 +383,10 @@ class RoleChange(Model):
 class AssignedPair(Model):
     manager_id: Id
     manager_email: str
+    manager_name: str | None
     employee_id: Id
     employee_email: str
+    employee_name: str | None
     created_at: Time
 
 

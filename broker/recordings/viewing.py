@@ -52,7 +52,10 @@ class ViewingService:
     async def employees(self, principal: Principal) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:
             rows = await access.visible_users(TenantScope(conn, principal.tenant_id), principal)
-        return [{"user_id": r.id, "email": r.email, "role": r.role} for r in rows]
+        return [
+            {"user_id": r.id, "email": r.email, "role": r.role, "display_name": r.display_name}
+            for r in rows
+        ]
 
     async def recordings_of(self, principal: Principal, user_id: str) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:

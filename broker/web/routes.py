@@ -74,6 +74,7 @@ from shared.api import (
     LoginRequest,
     LoginStep,
     MfaRequest,
+    NameChange,
     Organisation,
     OrganisationChange,
     People,
@@ -604,6 +605,17 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         method="POST",
+        path=PERSON + "/name",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.set_name,
+        summary="Set the name a person goes by, shown beside their email (null or blank: "
+        "none) (audited)",
+        request=NameChange,
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
         path=PERSON + "/deactivate",
         auth="user",
         roles=ADMIN,
@@ -723,6 +735,7 @@ ROUTES: tuple[Route, ...] = (
         )
         for action, handler, summary in (
             ("role", page_people.set_role, "The role form (field `role`)"),
+            ("name", page_people.set_name, "The name form (field `name`)"),
             ("deactivate", page_people.deactivate, "The deactivation form"),
             ("reactivate", page_people.reactivate, "The reactivation form"),
             ("reset-2fa", page_people.reset_mfa, "The 2FA reset form"),
