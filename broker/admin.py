@@ -62,7 +62,8 @@ async def create_tenant(ctx: AdminContext, name: str) -> dict[str, Any]:
 
 
 async def create_user(
-    ctx: AdminContext, *, tenant: str, email: str, role: str, password: str
+    ctx: AdminContext, *, tenant: str, email: str, role: str, password: str,
+    name: str | None = None,
 ) -> dict[str, Any]:
     async for txn in ctx.db.attempts():
         async with txn as conn:
@@ -75,6 +76,7 @@ async def create_user(
                 passwords=ctx.passwords,
                 now=ctx.clock(),
                 actor="operator",
+                display_name=name,
             )
     return {"user_id": user_id}
 

@@ -113,6 +113,7 @@ class Employee(Model):
     user_id: Id
     email: str
     role: str
+    display_name: str | None = None  # the name they go by, shown beside the email
 
 
 class Employees(Model):
@@ -145,8 +146,27 @@ class Receipt(Model):
     own: bool  # the person watched their own recording
 
 
+class Viewing(Model):
+    """One viewing session: the view URLs one viewer had minted for consecutive segments of
+    one recording, each within `broker.audit.viewings.CLOSE` of the one before."""
+
+    viewer: str  # the viewer's email, or the actor ("operator", "device:…")
+    viewer_id: Id | None  # the viewer's user id (None: not a person)
+    viewer_name: str | None
+    viewer_role: str
+    own: bool  # the person watched their own recording
+    recording_id: Id
+    first_at: Time
+    last_at: Time
+    first_seq: Seq  # the segments viewed, lowest and highest
+    last_seq: Seq
+    views: int  # how many view URLs (audit entries) it holds
+    entries: list[int]  # their audit log numbers, newest first
+
+
 class Receipts(Model):
-    receipts: list[Receipt]
+    receipts: list[Receipt]  # every view URL, newest first
+    viewings: list[Viewing] = field(default_factory=list)  # the same, grouped, newest first
 
 
 class Assignment(Model):
@@ -297,6 +317,8 @@ class OrganisationChange(Model, forbid_unknown_fields=True):
 
 RoleName = Literal["employee", "manager", "admin"]
 PersonState = Literal["active", "invited", "deactivated"]
+MAX_DISPLAY_NAME = 200
+DisplayName = Annotated[str, Meta(max_length=MAX_DISPLAY_NAME)]
 
 
 class PersonRef(Model):
@@ -304,6 +326,7 @@ class PersonRef(Model):
 
     user_id: Id
     email: str
+    display_name: str | None
     state: PersonState
 
 
@@ -313,6 +336,7 @@ class Person(Model):
 
     user_id: Id
     email: str
+    display_name: str | None  # the name they go by (null: the email alone)
     role: RoleName
     state: PersonState
     created_at: Time
@@ -331,6 +355,16 @@ class People(Model):
 class InviteRequest(Model):
     email: Email
     role: RoleName
+    name: DisplayName | None = None  # the name they go by, shown beside the email
+
+
+class NameChange(Model, forbid_unknown_fields=True):
+    """`POST /api/v1/admin/people/{id}/name`: the name the person goes by (null or blank:
+    none, the email alone)."""
+
+    unknown_field = "not a field of a name change (known: name)"
+
+    name: DisplayName | None
 
 
 class Invitation(Model):
@@ -368,8 +402,10 @@ class RoleChange(Model):
 class AssignedPair(Model):
     manager_id: Id
     manager_email: str
+    manager_name: str | None
     employee_id: Id
     employee_email: str
+    employee_name: str | None
     created_at: Time
 
 
@@ -381,6 +417,110 @@ class Unassigned(Model):
     manager_id: Id
     employee_id: Id
     removed: bool  # false: the manager did not watch the employee
+
+
+# --- What people see now (the start page, the transparency page) and the audit log read by
+# people: `GET /api/v1/overview`, `GET /api/v1/me`, `GET /api/v1/admin/audit`.
+
+DeviceStateName = Literal[
+    "recording", "paused", "starting", "stopped", "enrolled", "silent", "revoked", "unknown"
+]
+PersonStateNow = Literal[
+    "recording", "paused", "capture_blocked", "starting", "silent", "stopped", "enrolled",
+    "no_device",
+]
+
+
+class DeviceNow(Model):
+    """A workstation as its last heartbeat left it (`broker.devices.fleet.state_of`)."""
+
+    device_id: Id
+    name: str
+    state: DeviceStateName
+    paused_reason: str | None  # idle, locked, capture_blocked
+    capture_blocked: bool  # its capture delivers no picture (its last report says)
+    last_seen_at: Time | None
+    silent_since: Time | None  # when silent: last heard from (or enrolled, never heard)
+
+
+class PersonNow(Model):
+    """A person and what their workstations do now; `recorded_seconds` is the verified
+    segments' time on `Overview.day` (cut in `Overview.zone`)."""
+
+    user_id: Id
+    email: str
+    display_name: str | None
+    role: RoleName
+    state: PersonStateNow  # the most telling of their devices' states
+    paused_reason: str | None
+    silent_since: Time | None
+    recorded_seconds: float
+    devices: list[DeviceNow]
+
+
+class Overview(Model):
+    """The start page: the caller's own state and the people they may watch besides."""
+
+    day: str
+    zone: str
+    me: PersonNow
+    people: list[PersonNow]
+
+
+class Watcher(Model):
+    user_id: Id
+    email: str
+    display_name: str | None
+    role: RoleName
+
+
+class RecordingPolicy(Model):
+    """The tenant's recording policy (null: each agent's own setting)."""
+
+    fps: float | None
+    segment_seconds: float | None
+    idle_seconds: int | None
+    updated_at: Time | None
+
+
+class Transparency(Model):
+    """What a person may know about their own recording: who may watch them (their managers;
+    every admin of the organisation), their devices, the policy in force, where their own day
+    is, and every viewing of their recordings."""
+
+    me: PersonNow
+    managers: list[Watcher]
+    admins: list[Watcher]
+    policy: RecordingPolicy
+    timeline: str  # the path of their own day page
+    viewings: list[Viewing]
+
+
+class AuditRow(Model):
+    """A row of the audit page: one entry, or one viewing (`kind`) of several. `actor_name`
+    and `about` say in words who did it and what it was about; `links` the pages they are."""
+
+    kind: Literal["entry", "viewing"]
+    seq: int  # the newest entry's number
+    first_seq: int  # the oldest's
+    at: Time
+    first_at: Time
+    actor: str
+    actor_name: str
+    actor_link: str | None
+    action: str
+    about: str
+    about_link: str | None
+    recording_id: Id | None
+    segments: list[int]  # a viewing's lowest and highest segment; an entry's segment, if any
+    views: int
+    details: dict[str, Any]
+
+
+class AuditPage(Model):
+    rows: list[AuditRow]
+    older: int | None  # `?before=` of the next page (None: this is the oldest)
+    page_size: int
 
 
 # (end of people)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Row, delete, or_, select
 
-from broker.accounts.service import check_role, pair_of
+from broker.accounts.service import check_name, check_role, pair_of
 from broker.audit import log as audit
 from broker.clock import Clock
 from broker.db.database import Database
@@ -66,7 +66,10 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _ref(row: Row[Any]) -> dict[str, Any]:
-    return {"user_id": row.id, "email": row.email, "state": row.state}
+    return {
+        "user_id": row.id, "email": row.email, "display_name": row.display_name,
+        "state": row.state,
+    }
 
 
 def _describe(
@@ -76,6 +79,7 @@ def _describe(
     return {
         "user_id": row.id,
         "email": row.email,
+        "display_name": row.display_name,
         "role": row.role,
         "state": row.state,
         "created_at": _time(row.created_at),
@@ -215,6 +219,22 @@ async def set_role(
     return await person(scope, user_id)
 
 
+async def set_name(
+    scope: TenantScope, user_id: str, name: str | None, *, now: datetime, actor: str
+) -> dict[str, Any]:
+    """The name the person goes by (None or blank: none, the email alone)."""
+    name = check_name(name)
+    await audit.lock_chain(scope)  # before the first write (README's lock order)
+    row = await _require(scope, user_id)
+    if row.display_name != name:
+        await scope.update(users, users.c.id == user_id, display_name=name)
+        await audit.record(
+            scope, at=now, actor=actor, action="user.name_set", target=user_id,
+            details={"from": row.display_name, "to": name},
+        )
+    return await person(scope, user_id)
+
+
 async def deactivate(
     scope: TenantScope, user_id: str, *, now: datetime, actor: str
 ) -> dict[str, Any]:
@@ -314,8 +334,9 @@ async def assignments(scope: TenantScope) -> list[dict[str, Any]]:
     ]
     return [
         {
-            "manager_id": m.id, "manager_email": m.email, "employee_id": e.id,
-            "employee_email": e.email, "created_at": _time(at),
+            "manager_id": m.id, "manager_email": m.email, "manager_name": m.display_name,
+            "employee_id": e.id, "employee_email": e.email, "employee_name": e.display_name,
+            "created_at": _time(at),
         }
         for m, e, at in sorted(pairs, key=lambda p: (p[0].email, p[1].email))
     ]
@@ -353,6 +374,13 @@ class People:
     ) -> dict[str, Any]:
         return await self._change(
             tenant_id, lambda scope, now: set_role(scope, user_id, role, now=now, actor=actor)
+        )
+
+    async def set_name(
+        self, tenant_id: str, user_id: str, name: str | None, *, actor: str
+    ) -> dict[str, Any]:
+        return await self._change(
+            tenant_id, lambda scope, now: set_name(scope, user_id, name, now=now, actor=actor)
         )
 
     async def deactivate(self, tenant_id: str, user_id: str, *, actor: str) -> dict[str, Any]:

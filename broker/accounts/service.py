@@ -66,6 +66,19 @@ def check_email(email: str) -> str:
     return email
 
 
+MAX_NAME = 200
+
+
+def check_name(name: str | None) -> str | None:
+    """A display name as stored (trimmed; None when empty), or 400 naming the field."""
+    name = " ".join((name or "").split())
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"name must be at most {MAX_NAME} characters long")
+    if any(not c.isprintable() for c in name):
+        raise InvalidInput("name must not contain control characters")
+    return name or None
+
+
 def check_role(role: str) -> str:
     try:
         return Role(role).value
@@ -82,8 +95,9 @@ async def create_user(
     passwords: Passwords,
     now: datetime,
     actor: str,
+    display_name: str | None = None,
 ) -> str:
-    email, role = check_email(email), check_role(role)
+    email, role, display_name = check_email(email), check_role(role), check_name(display_name)
     user_id = str(uuid.uuid4())
     password_hash = passwords.hash(password)
     await audit.lock_chain(scope)  # before the first write (README's lock order)
@@ -97,6 +111,7 @@ async def create_user(
                 password_hash=password_hash,
                 session_version=1,
                 created_at=now,
+                display_name=display_name,
             )
     except IntegrityError:
         raise Conflict(f"a user {email!r} exists already in this tenant") from None
@@ -106,7 +121,7 @@ async def create_user(
         actor=actor,
         action="user.create",
         target=user_id,
-        details={"email": email, "role": role},
+        details={"email": email, "role": role, "name": display_name},
     )
     return user_id
 

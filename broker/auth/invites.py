@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.accounts.passwords import Passwords, check_policy
 from broker.accounts.people import INVITE, NO_PASSWORD, PersonState
-from broker.accounts.service import check_email, check_role
+from broker.accounts.service import check_email, check_name, check_role
 from broker.audit import log as audit
 from broker.auth.secrets import new_token, token_hash
 from broker.clock import Clock
@@ -93,15 +93,19 @@ class Invitations:
     def _digest(self, token: str) -> str:
         return token_hash(self._hmac_key, INVITE_PURPOSE, token)
 
-    async def invite(self, tenant_id: str, email: str, role: str, *, actor: str) -> Invited:
-        email, role = check_email(email), check_role(role)
+    async def invite(
+        self, tenant_id: str, email: str, role: str, *, actor: str, name: str | None = None
+    ) -> Invited:
+        """Invite `email` as `role` (`name`: their display name; a still-invited person's is
+        replaced only when one is given)."""
+        email, role, name = check_email(email), check_role(role), check_name(name)
         token = new_token("bri_", 32)
         async for txn in self._db.attempts():
             async with txn as conn:
                 now = self._clock()
                 scope = TenantScope(conn, tenant_id)
                 await audit.lock_chain(scope)  # before the first write (README's lock order)
-                user_id, replaced = await self._invitee(scope, email, role, now)
+                user_id, replaced = await self._invitee(scope, email, role, now, name)
                 await scope.insert(
                     mfa_challenges,
                     id=str(uuid.uuid4()),
@@ -115,14 +119,14 @@ class Invitations:
                 await audit.record(
                     scope, at=now, actor=actor, action="user.invite", target=user_id,
                     details={
-                        "email": email, "role": role, "replaced": replaced,
+                        "email": email, "role": role, "replaced": replaced, "name": name,
                         "expires_at": (now + self._ttl).isoformat(),
                     },
                 )
         return Invited(user_id, email, role, token, now + self._ttl, replaced)
 
     async def _invitee(
-        self, scope: TenantScope, email: str, role: str, now: datetime
+        self, scope: TenantScope, email: str, role: str, now: datetime, name: str | None
     ) -> tuple[str, bool]:
         """The invited person's row, made now or (still invited) with its old links gone."""
         existing = await scope.one(users, users.c.email == email)
@@ -131,6 +135,7 @@ class Invitations:
             await scope.insert(
                 users, id=user_id, email=email, role=role, password_hash=NO_PASSWORD,
                 session_version=1, created_at=now, state=PersonState.INVITED,
+                display_name=name,
             )
             return user_id, False
         if existing.state != PersonState.INVITED:
@@ -145,7 +150,8 @@ class Invitations:
                 mfa_challenges.c.kind == INVITE,
             )
         )
-        await scope.update(users, users.c.id == existing.id, role=role)
+        named = {"display_name": name} if name else {}
+        await scope.update(users, users.c.id == existing.id, role=role, **named)
         return str(existing.id), True
 
     async def look_up(self, token: str) -> Invitation:

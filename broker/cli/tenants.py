@@ -22,7 +22,8 @@ async def _create_user(ctx: admin.AdminContext, args: argparse.Namespace) -> dic
 
     password = read_secret("password")
     return await admin.create_user(
-        ctx, tenant=args.tenant, email=args.email, role=args.role, password=password
+        ctx, tenant=args.tenant, email=args.email, role=args.role, password=password,
+        name=args.name,
     )
 
 
@@ -41,6 +42,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--tenant", required=True, help="tenant id or name")
     p.add_argument("--email", required=True)
     p.add_argument("--role", required=True, choices=["employee", "manager", "admin"])
+    p.add_argument("--name", help="the name the person goes by, shown beside the email")
     p.set_defaults(func=admin_command(_create_user))
 
     p = commands.add_parser("assign", help="let a manager see an employee's recordings")

@@ -125,6 +125,8 @@ users = Table(
     Column("state", String(12), nullable=False, server_default="active"),
     Column("last_sign_in_at", UTCDateTime(), nullable=True),
     Column("mfa_reset_at", UTCDateTime(), nullable=True),
+    # 0013: the name the person goes by, shown beside the email (null: the email alone).
+    Column("display_name", String(200), nullable=True),
     UniqueConstraint("tenant_id", "email", name="uq_users_tenant_email"),
     tenant_key("users"),
 )

@@ -8,17 +8,20 @@ Every method authorizes through `broker.access` in the same transaction as the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 from broker import access
 from broker.accounts import organisation
 from broker.accounts import service as accounts
+from broker.audit.query import Receipts
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import recordings
 from broker.db.scope import TenantScope
 from broker.errors import NotFound
 from broker.identity import Principal
+from broker.recordings import overview
 from broker.recordings.service import RecordingService, ViewUrl, recording_info
 from shared.wire import RecordingInfo, format_timestamp
 
@@ -52,7 +55,26 @@ class ViewingService:
     async def employees(self, principal: Principal) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:
             rows = await access.visible_users(TenantScope(conn, principal.tenant_id), principal)
-        return [{"user_id": r.id, "email": r.email, "role": r.role} for r in rows]
+        return [
+            {"user_id": r.id, "email": r.email, "role": r.role, "display_name": r.display_name}
+            for r in rows
+        ]
+
+    async def overview(self, principal: Principal, zone: tzinfo) -> dict[str, Any]:
+        """The start page: the caller's own state and the people they may watch, now, with
+        the time recorded today in `zone` (`broker.recordings.overview`)."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            return await overview.overview(scope, principal, self._clock(), zone)
+
+    async def transparency(
+        self, principal: Principal, zone: tzinfo
+    ) -> tuple[dict[str, Any], Receipts]:
+        """The caller's transparency page: who may watch them, their devices, the policy,
+        their receipts grouped into viewings."""
+        async with self._db.transaction() as conn:
+            scope = TenantScope(conn, principal.tenant_id)
+            return await overview.transparency(scope, principal, self._clock(), zone)
 
     async def recordings_of(self, principal: Principal, user_id: str) -> list[dict[str, Any]]:
         async with self._db.transaction() as conn:

@@ -50,9 +50,11 @@ from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
 from broker.web.pages import admin_people as page_people
 from broker.web.pages import admin_storage as page_admin_storage
+from broker.web.pages import audit as page_audit
 from broker.web.pages import day as page_day
 from broker.web.pages import forms as pages_forms
 from broker.web.pages import invitation as page_invitation
+from broker.web.pages import overview as page_overview
 from broker.web.pages import signin as page_signin
 from broker.web.pages import static as page_static
 from broker.web.pages import views as page_views
@@ -61,6 +63,7 @@ from shared.api import (
     AcceptInvitation,
     Assignment,
     Assignments,
+    AuditPage,
     CreateEnrollmentCode,
     DeviceRevoked,
     Devices,
@@ -76,8 +79,10 @@ from shared.api import (
     LoginRequest,
     LoginStep,
     MfaRequest,
+    NameChange,
     Organisation,
     OrganisationChange,
+    Overview,
     People,
     Person,
     Receipts,
@@ -91,6 +96,7 @@ from shared.api import (
     StorageRequest,
     StorageSaved,
     StorageStatus,
+    Transparency,
     Unassigned,
     ViewUrl,
 )
@@ -457,10 +463,40 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/",
         auth="user",
-        handler=page_views.home,
-        summary="Start page: the people the caller may watch, or the caller's own view",
+        handler=page_overview.home,
+        summary="Start page: the people the caller may watch, each with what their "
+        "workstations do now and the time recorded today; the caller's own",
         page=True,
         responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/overview",
+        auth="user",
+        handler=page_overview.overview_api,
+        summary="The start page's data: the caller's own state and the people they may watch "
+        "(recording, paused, silent since, capture blocked; seconds recorded today, cut in "
+        "`?zone=` or the pages' zone)",
+        responses={200: Overview},
+    ),
+    Route(
+        method="GET",
+        path="/me",
+        auth="user",
+        handler=page_overview.me_page,
+        summary="The transparency page: who may watch the caller, their devices, the "
+        "recording policy, their own day, every viewing of their recordings",
+        page=True,
+        responses={200: None},
+    ),
+    Route(
+        method="GET",
+        path="/api/v1/me",
+        auth="user",
+        handler=page_overview.me_api,
+        summary="The transparency page's data: managers and admins who may watch the caller, "
+        "their devices, the policy in force, their viewings",
+        responses={200: Transparency},
     ),
     Route(
         method="GET",
@@ -505,7 +541,7 @@ ROUTES: tuple[Route, ...] = (
         method="GET",
         path="/receipts",
         auth="user",
-        handler=page_views.my_receipts,
+        handler=page_audit.my_receipts,
         summary="Who viewed the caller's recordings, and when",
         page=True,
         responses={200: None},
@@ -515,17 +551,30 @@ ROUTES: tuple[Route, ...] = (
         path="/audit",
         auth="user",
         roles=ADMIN,
-        handler=page_views.audit_page,
-        summary="The tenant's audit log, filtered by actor, action, employee and day",
+        handler=page_audit.audit_page,
+        summary="The tenant's audit log with names and links, viewings grouped, page by page "
+        "(`?before=`), filtered by actor, action, person and period",
         page=True,
         responses={200: None},
     ),
     Route(
         method="GET",
+        path="/api/v1/admin/audit",
+        auth="user",
+        roles=ADMIN,
+        handler=page_audit.audit_api,
+        summary="A page of the audit log as the audit page shows it: names, links, viewings "
+        "grouped; `?before=` (the previous page's `older`), `?actor=&action=&employee=&from=&to=`"
+        " (days cut in `?zone=` or the pages' zone)",
+        responses={200: AuditPage},
+    ),
+    Route(
+        method="GET",
         path="/api/v1/employees/{user_id}/receipts",
         auth="user",
-        handler=page_views.receipts_api,
-        summary="View receipts: who viewed this person's recordings (the person or an admin)",
+        handler=page_audit.receipts_api,
+        summary="View receipts: who viewed this person's recordings (the person or an admin), "
+        "each view URL and the same grouped into viewings",
         responses={200: Receipts},
     ),
     Route(
@@ -533,8 +582,9 @@ ROUTES: tuple[Route, ...] = (
         path="/api/v1/admin/audit/export",
         auth="user",
         roles=ADMIN,
-        handler=page_views.audit_export,
-        summary="The tenant's audit log as JSON lines (same filters as the page)",
+        handler=page_audit.audit_export,
+        summary="The tenant's audit log as JSON lines, every raw entry (same filters as the "
+        "page)",
         responses={200: None},
     ),
     # --- The tenant admin's console (`/admin/...` pages over `/api/v1/admin/...` routes).
@@ -622,6 +672,17 @@ ROUTES: tuple[Route, ...] = (
         summary="Change a person's role; assignments that no longer fit go; the last active "
         "admin cannot be demoted (409) (audited)",
         request=RoleChange,
+        responses={200: Person},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/name",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.set_name,
+        summary="Set the name a person goes by, shown beside their email (null or blank: "
+        "none) (audited)",
+        request=NameChange,
         responses={200: Person},
     ),
     Route(
@@ -745,6 +806,7 @@ ROUTES: tuple[Route, ...] = (
         )
         for action, handler, summary in (
             ("role", page_people.set_role, "The role form (field `role`)"),
+            ("name", page_people.set_name, "The name form (field `name`)"),
             ("deactivate", page_people.deactivate, "The deactivation form"),
             ("reactivate", page_people.reactivate, "The reactivation form"),
             ("reset-2fa", page_people.reset_mfa, "The 2FA reset form"),

@@ -64,6 +64,38 @@ def moment(value: datetime | None) -> Markup:
     )
 
 
+def clock(value: datetime | None) -> Markup:
+    """A `<time>` element with the wall-clock time only ("16:03") when it is today in the
+    request's zone, else the date too; the UTC time on hover."""
+    if value is None:
+        return Markup("—")
+    local = value.astimezone(_ZONE.get())
+    today = datetime.now(_ZONE.get()).date()
+    shown = local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+    iso = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso, utc_text(value), escape(shown)
+    )
+
+
+def hours(value: datetime | None) -> Markup:
+    """A `<time>` element with the wall-clock time to the second ("16:03:27"), for the end
+    of a span that starts the same day; the UTC time on hover."""
+    if value is None:
+        return Markup("—")
+    iso = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    shown = value.astimezone(_ZONE.get()).strftime("%H:%M:%S")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso, utc_text(value), escape(shown)
+    )
+
+
+def same_day(first: datetime, last: datetime) -> bool:
+    """Whether two moments fall on one day in the request's zone."""
+    zone = _ZONE.get()
+    return first.astimezone(zone).date() == last.astimezone(zone).date()
+
+
 def details(value: Mapping[str, Any]) -> str:
     """An audit entry's details on one line, keys sorted."""
     return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
@@ -79,6 +111,9 @@ def environment() -> jinja2.Environment:
     )
     env.filters["when"] = when
     env.filters["moment"] = moment
+    env.filters["clock"] = clock
+    env.filters["hours"] = hours
+    env.globals["same_day"] = same_day
     env.globals["zone_name"] = zone_name
     env.globals["zone_source"] = zone_source
     env.filters["details"] = details

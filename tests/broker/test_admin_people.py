@@ -497,6 +497,7 @@ def bodies(target: str, other: str) -> dict[str, Any]:
     return {
         "InviteRequest": {"email": new_email(), "role": "employee"},
         "RoleChange": {"role": "admin"},
+        "NameChange": {"name": "Someone Else"},
         "Assignment": {"manager_id": other, "employee_id": target},
     }
 

@@ -75,6 +75,7 @@ FORMS: dict[str, dict[str, str]] = {
     "/admin/storage/check": {},
     "/admin/people/invite": {"email": "matrix-invitee@example.test", "role": "employee"},
     "/admin/people/{user_id}/role": {"role": "manager"},
+    "/admin/people/{user_id}/name": {"name": "Matrix Name"},
     "/admin/people/{user_id}/deactivate": {},
     "/admin/people/{user_id}/reactivate": {},
     "/admin/people/{user_id}/reset-2fa": {},
@@ -137,6 +138,7 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "CreateEnrollmentCode": {"user_id": org.employee.user_id, "max_uses": 2},
         "InviteRequest": {"email": "matrix-invited@example.test", "role": "employee"},
         "RoleChange": {"role": "manager"},
+        "NameChange": {"name": "Matrix Name"},
     }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")

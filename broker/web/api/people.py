@@ -21,6 +21,7 @@ from shared.api import (
     Invitation,
     InvitationAccepted,
     InviteRequest,
+    NameChange,
     People,
     Person,
     RoleChange,
@@ -55,7 +56,7 @@ async def get_person(request: web.Request, principal: Principal) -> web.Response
 
 async def invite(request: web.Request, principal: Principal, body: InviteRequest) -> web.Response:
     invited = await request.app[SERVICES].invitations.invite(
-        principal.tenant_id, body.email, body.role, actor=_actor(principal)
+        principal.tenant_id, body.email, body.role, actor=_actor(principal), name=body.name
     )
     return reply(invitation(request, invited), status=200 if invited.replaced else 201)
 
@@ -70,6 +71,13 @@ async def accept(request: web.Request, body: AcceptInvitation) -> web.Response:
 async def set_role(request: web.Request, principal: Principal, body: RoleChange) -> web.Response:
     changed = await request.app[SERVICES].people.set_role(
         principal.tenant_id, request.match_info["user_id"], body.role, actor=_actor(principal)
+    )
+    return reply(shape(Person, changed))
+
+
+async def set_name(request: web.Request, principal: Principal, body: NameChange) -> web.Response:
+    changed = await request.app[SERVICES].people.set_name(
+        principal.tenant_id, request.match_info["user_id"], body.name, actor=_actor(principal)
     )
     return reply(shape(Person, changed))
 

@@ -31,6 +31,7 @@ ROLES = [r.value for r in Role]
 # What the page says after each change (`?done=`); anything else says nothing.
 DONE = {
     "role": "The role is changed.",
+    "name": "The name is changed.",
     "deactivated": "Deactivated: their sessions and devices have ended.",
     "reactivated": "Reactivated.",
     "mfa_reset": "Two-factor authentication is reset: they set it up again at their next "
@@ -83,6 +84,7 @@ async def _list_page(
         status=status, people=[_row(p) for p in people], roles=ROLES, error=error,
         done=DONE.get(request.query.get("done", ""), ""), invited=invited,
         email=typed.get("email", "")[:320], role=typed.get("role", Role.EMPLOYEE),
+        name=typed.get("name", "")[:200],
     )
 
 
@@ -96,7 +98,7 @@ async def invite(request: web.Request, principal: Principal) -> web.Response:
     try:
         invited = await request.app[SERVICES].invitations.invite(
             principal.tenant_id, _field(form, "email"), _field(form, "role"),
-            actor=f"user:{principal.user_id}",
+            actor=f"user:{principal.user_id}", name=form.get("name"),
         )
     except BrokerError as exc:
         return await _list_page(
@@ -104,6 +106,7 @@ async def invite(request: web.Request, principal: Principal) -> web.Response:
         )
     shown = {
         "email": invited.email, "role": invited.role, "url": invite_url(request, invited.token),
+        "name": form.get("name", "").strip(),
         "expires": invited.expires_at, "replaced": invited.replaced,
     }
     return await _list_page(request, principal, invited=shown)
@@ -132,7 +135,7 @@ async def _person_page(
         and p["state"] != "deactivated"
     ]
     return page(
-        request, "admin_people_person.html", title=person["email"],
+        request, "admin_people_person.html", title=person["display_name"] or person["email"],
         top=await top_bar(request, principal), status=status, person=person, roles=ROLES,
         error=error, done=DONE.get(request.query.get("done", ""), ""), choices=choices,
         is_self=user_id == principal.user_id,
@@ -170,6 +173,11 @@ async def _act(request: web.Request, principal: Principal, action: Action) -> we
 async def _set_role(services: Services, tenant: str, user_id: str, form: Form, actor: str) -> str:
     await services.people.set_role(tenant, user_id, _field(form, "role"), actor=actor)
     return "role"
+
+
+async def _set_name(services: Services, tenant: str, user_id: str, form: Form, actor: str) -> str:
+    await services.people.set_name(tenant, user_id, form.get("name", ""), actor=actor)
+    return "name"
 
 
 async def _deactivate(services: Services, tenant: str, user_id: str, form: Form, actor: str) -> str:
@@ -217,6 +225,7 @@ def _handler(action: Action) -> Callable[[web.Request, Principal], Awaitable[web
 
 # The forms' routes (`broker.web.routes`), one an action
 set_role = _handler(_set_role)
+set_name = _handler(_set_name)
 deactivate = _handler(_deactivate)
 reactivate = _handler(_reactivate)
 reset_mfa = _handler(_reset_mfa)

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from aiohttp import web
 
+from broker.errors import InvalidInput
 from broker.web.templating import use_zone, zone_name
 
-__all__ = ["COOKIE", "known_zones", "parse_zone", "resolve", "zone_name"]
+__all__ = ["COOKIE", "api_zone", "asked", "known_zones", "parse_zone", "resolve", "zone_name"]
 
 COOKIE = "bucketreel_tz"
 MAX_NAME = 64
@@ -44,3 +45,18 @@ def resolve(request: web.Request, tenant_zone: str | None) -> tzinfo:
             return zone
     use_zone(UTC, "default")
     return UTC
+
+
+def asked(request: web.Request) -> tzinfo | None:
+    """The zone an API caller names in `?zone=` (None: none named); 400 for a name that is
+    not an IANA zone."""
+    name = request.query.get("zone")
+    chosen = parse_zone(name)
+    if name and chosen is None:
+        raise InvalidInput("zone must be an IANA time zone name, such as Europe/Berlin")
+    return chosen
+
+
+def api_zone(request: web.Request, tenant_zone: str | None) -> tzinfo:
+    """An API route's zone: `?zone=`, else the pages' (`resolve`)."""
+    return asked(request) or resolve(request, tenant_zone)
