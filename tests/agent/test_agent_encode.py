@@ -350,13 +350,10 @@ def screen_session(width: int, height: int) -> list[np.ndarray]:
     return shots
 
 
-def test_the_shipped_settings_decode_to_the_picture_block_by_block() -> None:
-    """Encode screen-like frames with the agent's real encoder and settings, decode them with
-    PyAV and compare pixels: every 16x16 block of luma near the source (a solid grey or
-    black block, which some encoder settings write, fails), each segment on its own."""
-    width, height = 640, 368
-    shots = screen_session(width, height)
-    seg = Segmenter(fps=1.0, segment_seconds=3.0)  # 3 frames a segment: two segments
+def segments_of(shots: list[np.ndarray], segment_seconds: float) -> list[Segment]:
+    """The shots, one a second, through the agent's real segmenter and encoder."""
+    height, width = shots[0].shape[:2]
+    seg = Segmenter(fps=1.0, segment_seconds=segment_seconds)
     done: list[Segment] = []
     for tick, shot in enumerate(shots):
         done += seg.push(Frame(raw=shot.tobytes(), width=width, height=height, tick=tick,
@@ -364,6 +361,16 @@ def test_the_shipped_settings_decode_to_the_picture_block_by_block() -> None:
     last = seg.flush()
     assert last is not None
     done.append(last)
+    return done
+
+
+def test_the_shipped_settings_decode_to_the_picture_block_by_block() -> None:
+    """Encode screen-like frames with the agent's real encoder and settings, decode them with
+    PyAV and compare pixels: every 16x16 block of luma near the source (a solid grey or
+    black block, which some encoder settings write, fails), each segment on its own."""
+    width, height = 640, 368
+    shots = screen_session(width, height)
+    done = segments_of(shots, 3.0)  # 3 frames a segment: two segments
     assert len(done) == 2
     decoded: list[av.VideoFrame] = []
     for segment in done:
@@ -390,14 +397,7 @@ def test_ffprobe_decodes_every_segment_of_the_shipped_settings(tmp_path: Path) -
     assert ffprobe is not None, "ffprobe not found: run scripts/install.sh"
     width, height = 640, 368
     shots = screen_session(width, height)
-    seg = Segmenter(fps=1.0, segment_seconds=2.0)
-    done: list[Segment] = []
-    for tick, shot in enumerate(shots):
-        done += seg.push(Frame(raw=shot.tobytes(), width=width, height=height, tick=tick,
-                               captured_at=T0 + timedelta(seconds=tick)))
-    last = seg.flush()
-    assert last is not None
-    done.append(last)
+    done = segments_of(shots, 2.0)
     for segment in done:
         path = tmp_path / f"{segment.seq}.mp4"
         path.write_bytes(segment.data)
