@@ -25,18 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Run the broker's HTTP server until it is stopped (SIGINT or SIGTERM)."""
-    from broker.web import logs
+    """Run the broker's HTTP server until it is stopped (SIGINT or SIGTERM), then drain:
+    `/healthz` answers 503, and requests in flight finish (`broker.web.serving`)."""
+    from broker.web import logs, serving
 
     logs.configure(settings.log_level)
-    log.info("serving on http://%s:%s", host, port)
-    web.run_app(
+    asyncio.run(serving.serve(
         create_app(settings),
         host=host,
         port=port,
+        drain_seconds=settings.drain_seconds,
+        shutdown_timeout=settings.shutdown_timeout,
         access_log_class=logs.AccessLogger,
-        print=None,
-    )
+    ))
 
 
 def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
@@ -47,6 +48,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     )
     app[keys.OPENAPI] = openapi.document(routes.ROUTES)
     app[keys.TEMPLATES] = templating.environment()  # once, not per request
+    app[keys.DRAIN] = keys.Drain()  # set by the stop signal: readiness then answers 503
     app.cleanup_ctx.append(functools.partial(_services, settings, clock))
     app.cleanup_ctx.append(_forever("bucketreel-housekeeping", _housekeeping))
     app.cleanup_ctx.append(_forever("bucketreel-storage-watch", _storage_watch))

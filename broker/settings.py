@@ -129,6 +129,11 @@ NUMBERS: dict[str, Number] = {
     # (a HeadObject of the self-check's object, `broker.storage.monitor`): a key deactivated
     # in the customer's cloud shows as "access revoked" on the admin pages within this.
     "storage_check_interval": Number(30, 2, 3600),
+    # On SIGTERM (`broker.web.serving`): seconds the replica still serves while `/healthz`
+    # answers 503, so a load balancer's check takes it out of rotation first; then seconds
+    # the requests in flight get to finish before the process exits.
+    "drain_seconds": Number(0, 0, 300),
+    "shutdown_timeout": Number(10, 1, 600),
 }
 DEV_MODE_MIN_ACCESS_TOKEN_TTL = 5
 # The other variables the broker reads (secrets, flags, text), for the README's table test.
@@ -180,6 +185,8 @@ class Settings:
     tenant_registrations_per_hour: int = _default("tenant_registrations_per_hour")
     clock_skew: int = _default("clock_skew")
     storage_check_interval: int = _default("storage_check_interval")
+    drain_seconds: int = _default("drain_seconds")
+    shutdown_timeout: int = _default("shutdown_timeout")
     # Header a trusted reverse proxy sets to the client address (its last value is used);
     # None: the peer address of the connection.
     client_address_header: str | None = None

@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 DEB_PACKAGES=(python3 python3-venv xvfb x11-xserver-utils xdotool postgresql ffmpeg chromium tzdata
-    systemd)
+    systemd haproxy)
 
 log() { printf 'install: %s\n' "$*" >&2; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }

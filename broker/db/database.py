@@ -23,6 +23,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.db import migrate
 from broker.db.engine import create_engine, is_sqlite
 from broker.errors import ServiceUnavailable
 
@@ -112,6 +113,24 @@ class Database:
         """One round trip (`SELECT 1`): raises when the database cannot be reached."""
         async with self.transaction() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def unready(self) -> str | None:
+        """Why this database cannot serve requests now, or None: it answers (one round trip)
+        and its schema is at the migration this code ships (readiness, `/healthz`)."""
+        try:
+            async with self.transaction() as conn:
+                revision = (
+                    await conn.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar()
+        except Exception as exc:  # a readiness probe reports, it does not raise
+            return f"database unreachable: {type(exc).__name__}"
+        head = migrate.head_revision()
+        if revision != head:
+            return (
+                f"the database is at migration {revision}, this broker needs {head}: run "
+                "`bucketreel-broker migrate`"
+            )
+        return None
 
     def attempts(self, tries: int = ATTEMPTS) -> Attempts:
         """A write transaction that is rerun on a deadlock or serialization failure:

@@ -13,6 +13,17 @@ from broker.services import Services
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+
+
+class Drain:
+    """Whether this replica is draining: set once, by the stop signal (`broker.web.serving`);
+    `/healthz` (readiness) then answers 503."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+DRAIN = web.AppKey("drain", Drain)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)  # the pages' (broker.web.templating)
 # The request's verified caller, once the route's guard has verified it: an error page then
 # keeps the signed-in frame (`broker.web.pages.html.html_errors`).

@@ -159,7 +159,16 @@ ROUTES: tuple[Route, ...] = (
         path="/healthz",
         auth="public",
         handler=meta.healthz,
-        summary="Liveness and database check",
+        summary="Readiness, for a load balancer: the database answers at the current "
+        "migration and the replica is not draining (503 otherwise)",
+        responses={200: Health},
+    ),
+    Route(
+        method="GET",
+        path="/livez",
+        auth="public",
+        handler=meta.livez,
+        summary="Liveness, for a process supervisor: the process answers (no database call)",
         responses={200: Health},
     ),
     Route(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -138,9 +139,13 @@ class BrokerProcess:
         extra_env: Mapping[str, str] | None = None,
         log_dir: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
         timeout: float = 60.0,
     ) -> None:
+        """`port`: 0 picks a free one at each start; a replica behind a load balancer keeps
+        the port the balancer knows, across restarts."""
         self.database_url = database_url
+        self.fixed_port = port
         self.extra_env = dict(extra_env or {})
         self.log_dir = log_dir
         self.host = host
@@ -176,8 +181,9 @@ class BrokerProcess:
         env.update(self.extra_env)
         self.env = env
         run_cli(["migrate"], env, timeout=300)
-        for attempt in range(3):  # the port could be taken between free_port() and bind()
-            port = free_port(self.host)
+        attempts = 1 if self.fixed_port else 3
+        for attempt in range(attempts):  # a free port could be taken before bind()
+            port = self.fixed_port or free_port(self.host)
             process = ManagedProcess(
                 "broker",
                 [str(broker_script()), "serve", "--host", self.host, "--port", str(port)],
@@ -187,7 +193,7 @@ class BrokerProcess:
                 process.wait_ready(healthz_probe(f"http://{self.host}:{port}"),
                                    timeout=self.timeout)
             except ProcessStartError as err:
-                if attempt == 2 or "address already in use" not in str(err).lower():
+                if attempt == attempts - 1 or "address already in use" not in str(err).lower():
                     raise
                 continue
             self._process, self.port = process, port
@@ -197,6 +203,14 @@ class BrokerProcess:
     def stop(self) -> int | None:
         process, self._process = self._process, None
         return process.stop() if process is not None else None
+
+    def kill(self) -> int | None:
+        """SIGKILL, by its PID (no draining, as when a machine dies); returns its exit code."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        os.kill(process.pid, signal.SIGKILL)
+        return process.stop()
 
     def cli(self, *args: str, stdin: str | None = None, timeout: float = 120.0) -> str:
         """Any `bucketreel-broker` command with the broker's env; returns its stdout."""
