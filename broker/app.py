@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     app.cleanup_ctx.append(functools.partial(_services, settings, clock))
     app.cleanup_ctx.append(_forever("bucketreel-housekeeping", _housekeeping))
     app.cleanup_ctx.append(_forever("bucketreel-storage-watch", _storage_watch))
+    app.cleanup_ctx.append(_forever("bucketreel-invalidations", _invalidations))
     app.on_response_prepare.append(middleware.security_headers)
     routes.install(app)
     return app
@@ -112,3 +113,8 @@ def _storage_watch(services: Services) -> Coroutine[Any, Any, None]:
     return monitor.watch_forever(
         services.db, services.storage, interval=services.settings.storage_check_interval
     )
+
+
+def _invalidations(services: Services) -> Coroutine[Any, Any, None]:
+    """Other replicas' invalidations (`broker.db.notify`), heard on PostgreSQL."""
+    return services.db.listen()

@@ -81,6 +81,7 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
             settings.allowed_endpoint_hosts, dev_mode=settings.dev_mode
         ),
     )
+    db.notices.subscribe(buckets.invalidate, buckets.forget_all)
     storage = StorageAccess(db=db, keys=settings.master_keys, buckets=buckets, clock=clock)
     recordings = RecordingService(
         db=db,

@@ -29,7 +29,9 @@ from sqlalchemy import Row, delete, or_, select
 from broker.accounts.service import check_name, check_role, pair_of
 from broker.audit import log as audit
 from broker.clock import Clock
+from broker.db import notify
 from broker.db.database import Database
+from broker.db.notify import Note, Topic
 from broker.db.schema import (
     device_refresh_tokens,
     devices,
@@ -148,6 +150,7 @@ async def end_sessions(scope: TenantScope, user_id: str, now: datetime) -> int:
     """Every session of the person ends at once (their session version moves on, so no access
     token issued before verifies, nor their known-device cookie); how many were live."""
     await scope.update(users, users.c.id == user_id, session_version=users.c.session_version + 1)
+    await notify.publish(scope.conn, Note(Topic.PERSON_ENDED, scope.tenant_id, user_id))
     return await scope.update(
         user_sessions, user_sessions.c.user_id == user_id, user_sessions.c.revoked_at.is_(None),
         revoked_at=now,

@@ -23,7 +23,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.db import migrate
+from broker.db import migrate, notify
 from broker.db.engine import create_engine, is_sqlite
 from broker.errors import ServiceUnavailable
 
@@ -77,6 +77,9 @@ class Database:
         # The audit chain's MAC keys (derived from the master keys, never stored in the
         # database); `build_services` sets them from the settings.
         self.audit_keys = audit_keys
+        # Invalidations this process hears (`broker.db.notify`): its own at each commit, other
+        # replicas' through PostgreSQL (`listen`).
+        self.notices = notify.Notices()
         if is_sqlite(engine):
             # SQLite takes the write lock at BEGIN IMMEDIATE, so two writers queue on
             # busy_timeout instead of one failing halfway through (the audit chain needs it).
@@ -93,9 +96,17 @@ class Database:
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        pending = notify.Pending(self.notices.origin)
         async with self.engine.begin() as conn:
             conn.info[AUDIT_KEYS_INFO] = self.audit_keys
-            yield conn
+            conn.info[notify.PENDING_INFO] = pending
+            try:
+                yield conn
+            finally:
+                del conn.info[notify.PENDING_INFO]
+        # Committed (a failed or rolled-back transaction raised above): this process's
+        # subscribers hear what it published; other replicas hear it from PostgreSQL.
+        self.notices.deliver(pending.notes, source="commit")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -152,6 +163,10 @@ class Database:
                 " WHERE rolname = current_user"
             ))).first()
         return str(row[0]) if row is not None and row[1] else None
+
+    async def listen(self) -> None:
+        """Hear other replicas' invalidations for as long as this runs (PostgreSQL)."""
+        await notify.listen_forever(self.engine, self.notices)
 
     async def close(self) -> None:
         await self.engine.dispose()

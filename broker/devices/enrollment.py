@@ -21,7 +21,9 @@ from broker.auth import refresh as rotation
 from broker.auth.secrets import new_token, token_hash
 from broker.auth.tokens import TokenSigner
 from broker.clock import Clock
+from broker.db import notify
 from broker.db.database import Database
+from broker.db.notify import Note, Topic
 from broker.db.schema import device_refresh_tokens, devices, enrollment_codes, users
 from broker.db.scope import TenantScope
 from broker.devices import caps, codes, fleet, policy
@@ -322,6 +324,7 @@ class DeviceAuth:
                 await audit.record(
                     scope, at=now, actor=actor, action="device.revoke", target=device_id
                 )
+                await notify.publish(conn, Note(Topic.DEVICE_REVOKED, tenant_id, device_id))
 
     async def verify_device(self, principal: Principal) -> None:
         """`check_device` in a read transaction of its own (the request guard's call)."""

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Row
 
 from broker.audit import log as audit
+from broker.db import notify
+from broker.db.notify import Note, Topic
 from broker.db.schema import device_policies
 from broker.db.scope import TenantScope
 from shared.wire import Policy, PolicyUpdate, format_timestamp
@@ -52,6 +54,7 @@ async def update(
         await scope.insert(device_policies, **values)
     else:
         await scope.update(device_policies, **values)
+    await notify.publish(scope.conn, Note(Topic.POLICY, scope.tenant_id))
     await audit.record(
         scope, at=now, actor=actor, action="policy.set", target=scope.tenant_id,
         details={"old": old.values(), "new": new.values()},

@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.audit import log as audit
+from broker.db import notify
+from broker.db.notify import Note, Topic
 from broker.db.schema import storage_access, storage_configs
 from broker.db.scope import TenantScope
 from broker.errors import BrokerError, InvalidInput
@@ -172,6 +174,7 @@ async def save(
         await scope.update(storage_configs, **values)
     else:
         await scope.insert(storage_configs, **values)
+    await notify.publish(scope.conn, Note(Topic.STORAGE, scope.tenant_id))
     await audit.record(
         scope,
         at=now,

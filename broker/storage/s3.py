@@ -17,6 +17,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from broker.db.notify import Note, Topic
 from broker.errors import StorageUnavailable
 from broker.storage.config import StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
@@ -221,6 +222,17 @@ class BucketClients:
         with self._lock:
             self._clients[config.tenant_id] = client
         return client
+
+    def invalidate(self, note: Note) -> None:
+        """A tenant's storage changed (`broker.db.notify`, from any replica): its client goes."""
+        if note.topic is Topic.STORAGE:
+            with self._lock:
+                self._clients.pop(note.tenant_id, None)
+
+    def forget_all(self) -> None:
+        """Notes may have been missed: every client goes (each is made again on first use)."""
+        with self._lock:
+            self._clients.clear()
 
     def fresh(self, config: StorageConfig) -> BucketClient:
         """A self-check's client, never cached (the configuration may not be saved yet)."""

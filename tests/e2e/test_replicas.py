@@ -14,8 +14,7 @@ import re
 import secrets
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
 from tests.support.haproxy import Balancer, config, run_haproxy
 from tests.support.postgres import PostgresServer
-from tests.support.replicas import run_replicas
+from tests.support.replicas import run_replicas, until
 from tests.support.s3 import S3Endpoint
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -108,14 +107,6 @@ def served_device_calls(replica: BrokerProcess) -> int:
     return len(pattern.findall(replica.log_text()))
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
 def test_the_agent_records_through_the_balancer_while_a_replica_is_killed_and_restarted(
     cluster: Cluster, s3_endpoint: S3Endpoint, xvfb: XDisplay, tmp_path: Path
 ) -> None:
@@ -146,7 +137,7 @@ def test_the_agent_records_through_the_balancer_while_a_replica_is_killed_and_re
 
         victim.start()  # the same port, the same database
         cluster.balancer.wait_state(victim_name, "UP")
-        wait_for("the restarted replica serving the agent", lambda: served_device_calls(victim) > 0)
+        until("the restarted replica serving the agent", lambda: served_device_calls(victim) > 0)
         watcher.sign_in_and_watch(rid, 2)
         done = len(uploaded_seqs(agent.lines))
         agent.wait_uploaded(done + 2)  # and after it is back

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,17 +23,10 @@ from tests.support.api import Api, Device, Reply, enroll, make_tenant, now_iso
 from tests.support.broker import BrokerProcess
 from tests.support.postgres import SUPERUSER, PostgresServer
 from tests.support.procs import pid_alive
+from tests.support.replicas import until
 from tests.support.s3 import S3Endpoint
 
 DEADLINE = 20.0
-
-
-def until(what: str, condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def database_name(url: str) -> str:

@@ -5,7 +5,8 @@ own that it keeps across restarts (the load balancer knows it)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
 from .broker import BrokerProcess
@@ -32,3 +33,12 @@ def run_replicas(
                 database_url, extra_env=shared, log_dir=log_dir, port=free_port()
             )))
         yield replicas
+
+
+def until(what: str, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait for `condition` (polled every 50 ms); fail saying `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
