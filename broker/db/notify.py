@@ -144,7 +144,7 @@ async def listen_forever(engine: AsyncEngine, notices: Notices) -> None:
     on SQLite: one process, whose own notes reach it at commit."""
     if engine.dialect.name != "postgresql":
         return
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
     errors = (OSError, TimeoutError, ConnectionError, asyncpg.PostgresError,
               asyncpg.InterfaceError)

@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 import urllib3
 
 from broker import admin
-from tests.conftest import BROKER_DB_ROLE
+from tests.conftest import BROKER_DB_ROLE, _start
 from tests.identity.people import Client, Person, login_again, make_person, sign_in
 from tests.resilience.helpers import AGENT, agent_env, decoded_frames, running, uploaded_seqs
 from tests.support.api import Api, Operator, Tenant, enrollment_code, make_tenant, make_user
@@ -59,13 +60,17 @@ def cluster(
         f"replicas_{secrets.token_hex(4)}", owner=BROKER_DB_ROLE
     )
     logs = session_tmp / "logs"
-    with run_replicas(database, REPLICAS, extra_env=REPLICA_ENV, log_dir=logs) as replicas:
-        names = [f"broker{i + 1}" for i in range(REPLICAS)]
-        with run_haproxy(list(zip(names, [r.port for r in replicas], strict=True)),
-                         log_dir=logs) as balancer:
-            for name in names:
-                balancer.wait_state(name, "UP")
-            yield Cluster(replicas, balancer)
+    names = [f"broker{i + 1}" for i in range(REPLICAS)]
+    with ExitStack() as stack:
+        replicas = _start("the broker replicas", stack, run_replicas(
+            database, REPLICAS, extra_env=REPLICA_ENV, log_dir=logs
+        ))
+        balancer = _start("HAProxy", stack, run_haproxy(
+            list(zip(names, [r.port for r in replicas], strict=True)), log_dir=logs
+        ))
+        for name in names:
+            balancer.wait_state(name, "UP")
+        yield Cluster(replicas, balancer)
 
 
 @dataclass

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import _start
 from tests.support.api import Api, Device, Reply, enroll, make_tenant, now_iso
 from tests.support.broker import BrokerProcess
 from tests.support.postgres import SUPERUSER, PostgresServer
@@ -132,7 +133,10 @@ def rig(
     session_tmp: Path, request: pytest.FixtureRequest,
 ) -> Iterator[Rig]:
     env: dict[str, str] = request.param
-    with BrokerProcess(shared_database, extra_env=env, log_dir=session_tmp / "logs") as broker:
+    with ExitStack() as stack:
+        broker = _start("the broker", stack, BrokerProcess(
+            shared_database, extra_env=env, log_dir=session_tmp / "logs"
+        ))
         api = Api(broker.url)
         device = enroll(api, broker, make_tenant(broker, s3_endpoint))
         yield Rig(broker, api, device, postgres_server, database_name(shared_database))

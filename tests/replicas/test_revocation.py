@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from broker import admin
+from tests.conftest import _start
 from tests.identity.people import Person, person
 from tests.support.api import (
     Api,
@@ -58,8 +60,11 @@ def resets(replica: BrokerProcess) -> int:
 
 @pytest.fixture
 def pair(shared_database: str, session_tmp: Path) -> Iterator[list[BrokerProcess]]:
-    with run_replicas(shared_database, 2, extra_env={"BUCKETREEL_LOG_LEVEL": "DEBUG"},
-                      log_dir=session_tmp / "logs") as replicas:
+    with ExitStack() as stack:
+        replicas = _start("two broker replicas", stack, run_replicas(
+            shared_database, 2, extra_env={"BUCKETREEL_LOG_LEVEL": "DEBUG"},
+            log_dir=session_tmp / "logs",
+        ))
         until("every replica listening", lambda: all(resets(r) >= 1 for r in replicas))
         yield replicas
 
