@@ -127,7 +127,8 @@ class Database:
 
     async def unready(self) -> str | None:
         """Why this database cannot serve requests now, or None: it answers (one round trip)
-        and its schema is at the migration this code ships (readiness, `/healthz`)."""
+        and its schema is not behind the migration this code ships (readiness, `/healthz`;
+        a newer schema, during a rolling upgrade, is fine: `migrate.is_behind`)."""
         try:
             async with self.transaction() as conn:
                 revision = (
@@ -135,11 +136,10 @@ class Database:
                 ).scalar()
         except Exception as exc:  # a readiness probe reports, it does not raise
             return f"database unreachable: {type(exc).__name__}"
-        head = migrate.head_revision()
-        if revision != head:
+        if migrate.is_behind(revision):
             return (
-                f"the database is at migration {revision}, this broker needs {head}: run "
-                "`bucketreel-broker migrate`"
+                f"the database is at migration {revision}, this broker needs "
+                f"{migrate.head_revision()}: run `bucketreel-broker migrate`"
             )
         return None
 

@@ -76,8 +76,22 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 @functools.cache
-def head_revision() -> str | None:
-    """The newest migration this code ships (read from the scripts once per process)."""
+def _scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str | None:
+    """The newest migration this code ships (the scripts are read once per process)."""
+    return _scripts().get_current_head()
+
+
+def is_behind(revision: str | None) -> bool:
+    """True when a database at `revision` lacks migrations this code ships: never migrated,
+    or at an older one. A revision this code does not know is newer (a later release
+    migrated the database during a rolling upgrade): not behind."""
+    if revision is None:
+        return True
+    known = {script.revision for script in _scripts().walk_revisions()}
+    return revision in known and revision != head_revision()

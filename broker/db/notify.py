@@ -5,8 +5,9 @@ made through another replica. So a change others may hold publishes a `Note` ins
 writing transaction, `await notify.publish(conn, Note(...))`: on PostgreSQL that is
 `pg_notify`, which the database delivers only if, and when, the transaction commits, to every
 replica listening. The writing process gets its own notes from `Database` right after the
-commit (so on SQLite too, where there is one process); a rolled-back or rerun attempt
-publishes nothing.
+commit (so on SQLite too, where there is one serving process); a rolled-back or rerun
+attempt publishes nothing. On SQLite an operator's command is another process that no
+serving broker hears: a cache there must also check a version the request reads anyway.
 
 Each replica listens on a connection of its own, outside the pool (`listen_forever`, a task
 of the app's life). Notifications sent while that connection is down are lost with it: so on

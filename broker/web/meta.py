@@ -1,8 +1,8 @@
 """Health (readiness and liveness) and the API description.
 
 `GET /healthz` is **readiness**, what a load balancer's health check asks: 200 only while
-this replica should get traffic (the database answers, its schema is at the migration this
-code ships, and the replica is not draining after SIGTERM); 503 otherwise.
+this replica should get traffic (the database answers, its schema is not behind the
+migrations this code ships, and the replica is not draining after SIGTERM); 503 otherwise.
 `GET /livez` is **liveness**, what a process supervisor asks: 200 while the process answers
 at all, whatever the database does (restarting every replica because the database is down
 would not bring it back).

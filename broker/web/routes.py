@@ -159,8 +159,8 @@ ROUTES: tuple[Route, ...] = (
         path="/healthz",
         auth="public",
         handler=meta.healthz,
-        summary="Readiness, for a load balancer: the database answers at the current "
-        "migration and the replica is not draining (503 otherwise)",
+        summary="Readiness, for a load balancer: the database answers, its schema is not "
+        "behind this code's migrations, and the replica is not draining (503 otherwise)",
         responses={200: Health},
     ),
     Route(

@@ -192,26 +192,39 @@ def test_a_request_stuck_past_the_bound_does_not_hold_the_exit(rig: Rig) -> None
     assert rig.server.psql(count, database=rig.database) == before
 
 
-def test_readiness_needs_the_database_at_the_current_migration(
+def test_readiness_needs_the_database_not_behind_the_code(
     shared_database: str, postgres_server: PostgresServer, session_tmp: Path
 ) -> None:
-    """A replica whose database is behind the code (another replica, older, migrated it
-    down; or it was restored from an old backup) is not ready; liveness does not care."""
-    with BrokerProcess(shared_database, log_dir=session_tmp / "logs") as broker:
+    """A replica whose database is behind its code (restored from an old backup, never
+    migrated) is not ready; one whose database a newer release migrated already (a rolling
+    upgrade) stays ready; liveness cares about neither."""
+    with ExitStack() as stack:
+        broker = _start("the broker", stack, BrokerProcess(
+            shared_database, log_dir=session_tmp / "logs"
+        ))
         api = Api(broker.url)
         database = database_name(shared_database)
-        postgres_server.psql(
-            "CREATE TABLE kept AS SELECT version_num FROM alembic_version;"
-            " UPDATE alembic_version SET version_num = '0001'", database=database,
-        )
+        postgres_server.psql("CREATE TABLE kept AS SELECT version_num FROM alembic_version",
+                             database=database)
+
+        moves = {
+            "0001": "UPDATE alembic_version SET version_num = '0001'",
+            "later": "UPDATE alembic_version SET version_num = '9999_a_later_release'",
+            "head": "UPDATE alembic_version SET version_num = (SELECT version_num FROM kept)",
+        }
+
+        def at(revision: str) -> None:
+            postgres_server.psql(moves[revision], database=database)
+
         try:
+            at("0001")
             reply = api.call("GET", "/healthz")
             assert reply.status == 503, reply.body
+            assert "is at migration 0001" in reply.body["message"]
             assert "bucketreel-broker migrate" in reply.body["message"]
             assert api.call("GET", "/livez").status == 200
+            at("later")
+            assert api.call("GET", "/healthz").status == 200
         finally:
-            postgres_server.psql(
-                "UPDATE alembic_version SET version_num = (SELECT version_num FROM kept);"
-                " DROP TABLE kept", database=database,
-            )
+            at("head")
         assert api.call("GET", "/healthz").status == 200
