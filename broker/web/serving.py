@@ -25,6 +25,7 @@ import signal
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from broker.errors import BrokerError
 from broker.web.appkeys import DRAIN
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ async def serve(
     )
     await runner.setup()  # the cleanup contexts: database, services, background tasks
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            raise BrokerError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         log.info("serving on http://%s:%s", host, port)
         await stop.wait()
         app[DRAIN].draining = True

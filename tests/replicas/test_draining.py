@@ -21,7 +21,13 @@ import pytest
 
 from tests.conftest import _start
 from tests.support.api import Api, Device, Reply, enroll, make_tenant, now_iso
-from tests.support.broker import BrokerProcess
+from tests.support.broker import (
+    BrokerCommandError,
+    BrokerProcess,
+    base_env,
+    parse_env_file,
+    run_cli,
+)
 from tests.support.postgres import SUPERUSER, PostgresServer
 from tests.support.procs import pid_alive
 from tests.support.replicas import until
@@ -228,3 +234,20 @@ def test_readiness_needs_the_database_not_behind_the_code(
         finally:
             at("head")
         assert api.call("GET", "/healthz").status == 200
+
+
+def test_a_port_taken_is_a_clear_error(tmp_path: Path) -> None:
+    env = base_env()
+    env.update(parse_env_file(run_cli(["gen-secrets"], env)))
+    env["BUCKETREEL_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BrokerCommandError) as failed:
+            run_cli(["serve", "--port", str(port)], env, timeout=60)
+    message = str(failed.value)
+    assert "exited with code 1" in message
+    assert f"bucketreel-broker: error: cannot listen on 127.0.0.1:{port}: " in message
+    assert "address already in use" in message
+    assert "Traceback" not in message
