@@ -74,6 +74,12 @@ class Notices:
         self.received = 0
         self.resets = 0
 
+    @property
+    def generation(self) -> int:
+        """Moves on with every note and reset: a cache takes it before the read that fills
+        it and keeps the value only if it has not moved (a change raced the read)."""
+        return self.received + self.resets
+
     def subscribe(self, on_note: OnNote, on_reset: OnReset) -> None:
         """`on_note(note)` for each change; `on_reset()`: drop everything, notes were missed."""
         self._subscribers.append((on_note, on_reset))

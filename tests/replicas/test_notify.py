@@ -31,10 +31,13 @@ def test_a_note_is_delivered_at_commit_and_never_after_a_rollback(database_url: 
         db = Database.from_url(database_url)
         db.notices.subscribe(got.append, lambda: dropped.append(True))
         try:
+            before = db.notices.generation
             async with db.transaction() as conn:
                 await notify.publish(conn, Note(Topic.POLICY, "t1"))
                 assert got == []  # not before the commit
+                assert db.notices.generation == before
             assert got == [Note(Topic.POLICY, "t1")]
+            assert db.notices.generation == before + 1
             with pytest.raises(Boom):
                 await rolled_back(db)
             async for txn in db.attempts():
