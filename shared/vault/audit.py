@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from shared.auditchain import GENESIS, export_hash
-from shared.bucket import records
-from shared.bucket.records import AuditAnchor, BucketFormatError
+from shared.bucket.records import AuditAnchor
 from shared.vault.errors import UsageError
 from shared.vault.inventory import Inventory
 from shared.vault.problems import Kind, Problem
 from shared.vault.store import Store
-from shared.vault.trust import Trust
+from shared.vault.trust import Trust, read_document
 
 _FIELDS = ("seq", "at", "actor", "action", "target", "details", "prev_hash", "hash")
 
@@ -143,14 +142,9 @@ def check_anchors(
             "chain was checked"
         )
     for item in listed:
-        raw = store.read_small(item.key)
-        if raw is None:
-            check.problems.append(Problem(Kind.MISSING, item.key, "listed, then gone"))
-            continue
-        try:
-            anchor: AuditAnchor = records.decode(raw, AuditAnchor)
-        except BucketFormatError as exc:
-            check.problems.append(Problem(Kind.ALTERED, item.key, str(exc)))
+        anchor, unreadable = read_document(store, item.key, AuditAnchor)
+        if anchor is None:
+            check.problems.extend([unreadable] if unreadable else [])
             continue
         problem = trust.signature_problem(anchor, item.key)
         if problem is None and anchor.tenant_id != tenant_id:

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.bucket import records
 from shared.bucket.metadata import SegmentMetadata
 from shared.bucket.records import BucketFormatError, Manifest
 from shared.vault.inventory import Inventory, RecordingRef
 from shared.vault.store import Store
-from shared.vault.trust import Trust
+from shared.vault.trust import Trust, read_document
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,11 +70,7 @@ def summarize(ref: RecordingRef, store: Store, trust: Trust) -> Summary:
     device_id: str | None = None
     started = ended = None
     if ref.manifest is not None:
-        raw = store.read_small(ref.manifest.key)
-        try:
-            manifest: Manifest | None = records.decode(raw, Manifest) if raw else None
-        except BucketFormatError:
-            manifest = None
+        manifest, _ = read_document(store, ref.manifest.key, Manifest)
         if manifest is not None:
             device_id, started, ended = (
                 manifest.device_id, manifest.started_at_ms, manifest.finished_at_ms

@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from shared.bucket import records
 from shared.bucket.metadata import UNSIGNED, SegmentMetadata
 from shared.bucket.records import BucketFormatError, Manifest, ManifestGap, ManifestSegment
 from shared.custody import GENESIS, GapRecord
@@ -32,7 +31,7 @@ from shared.custody import verify as verify_device_signature
 from shared.vault.inventory import RecordingRef
 from shared.vault.problems import Kind, Problem
 from shared.vault.store import Fetched, Head, Store
-from shared.vault.trust import DeviceState, Trust
+from shared.vault.trust import DeviceState, Trust, read_document
 
 # Segments follow one another in signed time up to this much overlap (frame rounding and
 # capture jitter), as the broker accepts declarations (broker/recordings/bounds.py).
@@ -132,14 +131,9 @@ class RecordingChecker:
             )
             return
         key = ref.manifest.key
-        raw = self._store.read_small(key)
-        if raw is None:
-            result.problems.append(Problem(Kind.MISSING, key, "listed, then gone"))
-            return
-        try:
-            manifest: Manifest = records.decode(raw, Manifest)
-        except BucketFormatError as exc:
-            result.problems.append(Problem(Kind.ALTERED, key, str(exc)))
+        manifest, unreadable = read_document(self._store, key, Manifest)
+        if manifest is None:
+            result.problems.extend([unreadable] if unreadable else [])
             return
         problem = self._trust.signature_problem(manifest, key)
         if problem is None and (manifest.tenant_id, manifest.user_id, manifest.recording_id) != (

@@ -118,17 +118,24 @@ class Store:
                 for item in page.get("Contents", []):
                     yield Listed(key=item["Key"], size=int(item["Size"]))
 
+    def _reply(self, operation: str, key: str) -> dict[str, Any] | None:
+        """GetObject or HeadObject of `key` (with its stored checksum), None when absent."""
+        try:
+            reply: dict[str, Any] = getattr(self._client, operation)(
+                Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED"
+            )
+        except ClientError as exc:
+            if _code(exc) in _ABSENT:
+                return None
+            raise
+        return reply
+
     def fetch(self, key: str) -> Fetched | None:
         """The object's bytes and metadata (GetObject), None when it is not there."""
         with _translated(f"reading {key}"):
-            try:
-                reply = self._client.get_object(
-                    Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED"
-                )
-            except ClientError as exc:
-                if _code(exc) in _ABSENT:
-                    return None
-                raise
+            reply = self._reply("get_object", key)
+            if reply is None:
+                return None
             data = reply["Body"].read()
         return Fetched(
             key=key, data=data, metadata=dict(reply.get("Metadata", {})),
@@ -138,14 +145,9 @@ class Store:
     def head(self, key: str) -> Head | None:
         """The object's size and metadata (HeadObject), None when it is not there."""
         with _translated(f"reading {key}"):
-            try:
-                reply = self._client.head_object(
-                    Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED"
-                )
-            except ClientError as exc:
-                if _code(exc) in _ABSENT:
-                    return None
-                raise
+            reply = self._reply("head_object", key)
+        if reply is None:
+            return None
         return Head(
             key=key, size=int(reply["ContentLength"]), metadata=dict(reply.get("Metadata", {})),
             stored_sha256=reply.get("ChecksumSHA256"),

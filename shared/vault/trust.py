@@ -11,13 +11,28 @@ the bucket (README, "Retention"), records, once written, stay as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from shared.bucket import records
 from shared.bucket.keys import device_key
-from shared.bucket.records import BrokerKey, BucketFormatError, DeviceRecord
+from shared.bucket.records import AuditAnchor, BrokerKey, BucketFormatError, DeviceRecord, Manifest
 from shared.vault.inventory import Inventory
 from shared.vault.problems import Kind, Problem
 from shared.vault.store import Store
+
+T = TypeVar("T", BrokerKey, DeviceRecord, Manifest, AuditAnchor)
+
+
+def read_document(store: Store, key: str, kind: type[T]) -> tuple[T | None, Problem | None]:
+    """The control document at `key`, or why there is none to check (missing, malformed)."""
+    raw = store.read_small(key)
+    if raw is None:
+        return None, Problem(Kind.MISSING, key, "listed, then gone")
+    try:
+        doc: T = records.decode(raw, kind)
+    except BucketFormatError as exc:
+        return None, Problem(Kind.ALTERED, key, str(exc))
+    return doc, None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -45,14 +60,9 @@ class Trust:
             self._load_key(listed.key)
 
     def _load_key(self, key: str) -> None:
-        raw = self._store.read_small(key)
-        if raw is None:
-            self.problems.append(Problem(Kind.MISSING, key, "listed, then gone"))
-            return
-        try:
-            record: BrokerKey = records.decode(raw, BrokerKey)
-        except BucketFormatError as exc:
-            self.problems.append(Problem(Kind.ALTERED, key, str(exc)))
+        record, unreadable = read_document(self._store, key, BrokerKey)
+        if record is None:
+            self.problems.extend([unreadable] if unreadable else [])
             return
         if not records.check_key_record(record) or not key.endswith(f"/{record.key_id}.json"):
             self.problems.append(Problem(
@@ -97,17 +107,15 @@ class Trust:
     def _read_device(self, device_id: str) -> DeviceState:
         key = device_key(self._store.location.prefix, device_id)
         state = DeviceState(device_id=device_id, record=None, trusted=False)
-        raw = self._store.read_small(key) if device_id in self._inventory.devices else None
-        if raw is None:
+        if device_id not in self._inventory.devices:
             state.problems.append(Problem(
                 Kind.MISSING, key, f"no record of device {device_id}: "
                 "its segments' signatures cannot be checked",
             ))
             return state
-        try:
-            record: DeviceRecord = records.decode(raw, DeviceRecord)
-        except BucketFormatError as exc:
-            state.problems.append(Problem(Kind.ALTERED, key, str(exc)))
+        record, unreadable = read_document(self._store, key, DeviceRecord)
+        if record is None:
+            state.problems.extend([unreadable] if unreadable else [])
             return state
         state.record = record
         problem = self.signature_problem(record, key)

@@ -14,7 +14,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +80,9 @@ def vault_s3_bucket(iam_s3: IamMoto) -> str:
 
 
 @pytest.fixture
-def vault_bucket(iam_s3: IamMoto, vault_s3_bucket: str) -> Iterator[VaultBucket]:
+def vault_bucket(iam_s3: IamMoto, vault_s3_bucket: str) -> VaultBucket:
     prefix = f"p{secrets.token_hex(4)}"
-    yield VaultBucket(
+    return VaultBucket(
         iam=iam_s3, bucket=vault_s3_bucket, prefix=prefix, owner=iam_s3.endpoint.client(),
         reader=iam_s3.user(reader_policy(vault_s3_bucket, prefix)),
     )

@@ -207,7 +207,8 @@ def test_verify_all_and_by_person_and_day(vault_bucket: VaultBucket) -> None:
     writer.record(ann, segments=2, start=monday + timedelta(days=1))
     writer.record(bob, segments=2, start=monday)
     everything = vault_bucket.json("verify", "--all")
-    assert len(everything["recordings"]) == 3 and everything["clean"]
+    assert len(everything["recordings"]) == 3
+    assert everything["clean"]
     days = vault_bucket.json("verify", "--person", "ANN@example.test", "--day", "2026-03-02")
     assert [r["recording_id"] for r in days["recordings"]] == [first.recording_id]
     vault_bucket.owner.delete_object(Bucket=vault_bucket.bucket, Key=first.keys[0])
