@@ -5,6 +5,9 @@
                 (may write, copy and delete: how the tamper cases are made), `reader` the
                 vault's credential, an IAM user with exactly `bucketreel-vault policy`
                 (list the prefix, read under it); `.vault(...)` runs the console script with it
+The end-to-end test (test_vault_e2e.py) sees its bucket through the strict S3 gate instead,
+since moto's IAM cannot check the agent's presigned uploads; its reader is a gate key granted
+the same three operations under the prefix.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,21 +26,29 @@ import pytest
 
 from shared.vault.policy import reader_policy
 from tests.storage.conftest import iam_s3 as iam_s3
-from tests.storage.iam import IamMoto, Principal
+from tests.storage.iam import IamMoto
 from tests.vault.bucketwriter import BucketWriter
 
 VAULT = str(Path(sys.executable).with_name("bucketreel-vault"))
 
 
+@dataclass(frozen=True)
+class Credential:
+    access_key_id: str
+    secret_access_key: str
+
+
 @dataclass
 class VaultBucket:
-    iam: IamMoto
+    url: str  # the S3 endpoint
+    region: str
     bucket: str
     prefix: str
-    owner: Any
-    reader: Principal
+    owner: Any  # a boto3 client with the customer's full rights
+    reader: Credential  # the vault's: list the prefix, read under it
+    readers: Callable[[str], Credential]  # such a credential for another prefix
 
-    def env(self, who: Principal | None = None) -> dict[str, str]:
+    def env(self, who: Credential | None = None) -> dict[str, str]:
         who = who or self.reader
         clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         return {
@@ -48,13 +60,13 @@ class VaultBucket:
         }
 
     def vault(
-        self, *args: str, prefix: str | None = None, who: Principal | None = None,
+        self, *args: str, prefix: str | None = None, who: Credential | None = None,
         cwd: Path | None = None, timeout: float = 180,
     ) -> subprocess.CompletedProcess[str]:
         """`bucketreel-vault --bucket … --prefix … --endpoint-url … --region … <args>`."""
         base = [
             "--bucket", self.bucket, "--prefix", self.prefix if prefix is None else prefix,
-            "--endpoint-url", self.iam.endpoint.url, "--region", self.iam.endpoint.region,
+            "--endpoint-url", self.url, "--region", self.region,
         ]
         return subprocess.run(
             [VAULT, *base, *args], env=self.env(who), capture_output=True, text=True,
@@ -70,8 +82,10 @@ class VaultBucket:
     def writer(self) -> BucketWriter:
         return BucketWriter(self.owner, self.bucket, self.prefix)
 
-    def reader_for(self, prefix: str) -> Principal:
-        return self.iam.user(reader_policy(self.bucket, prefix))
+    def copy(self, prefix: str) -> VaultBucket:
+        """The same bucket seen under another prefix, with a reader of its own."""
+        return VaultBucket(url=self.url, region=self.region, bucket=self.bucket, prefix=prefix,
+                           owner=self.owner, reader=self.readers(prefix), readers=self.readers)
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +93,21 @@ def vault_s3_bucket(iam_s3: IamMoto) -> str:
     return iam_s3.endpoint.create_bucket()
 
 
+def iam_reader(iam: IamMoto, bucket: str) -> Callable[[str], Credential]:
+    """Read-only credentials as the customer makes them: an IAM user with the vault's policy."""
+    def make(prefix: str) -> Credential:
+        user = iam.user(reader_policy(bucket, prefix))
+        return Credential(user.access_key_id, user.secret_access_key)
+    return make
+
+
 @pytest.fixture
 def vault_bucket(iam_s3: IamMoto, vault_s3_bucket: str) -> VaultBucket:
     prefix = f"p{secrets.token_hex(4)}"
+    readers = iam_reader(iam_s3, vault_s3_bucket)
     return VaultBucket(
-        iam=iam_s3, bucket=vault_s3_bucket, prefix=prefix, owner=iam_s3.endpoint.client(),
-        reader=iam_s3.user(reader_policy(vault_s3_bucket, prefix)),
+        url=iam_s3.endpoint.url, region=iam_s3.endpoint.region, bucket=vault_s3_bucket,
+        prefix=prefix, owner=iam_s3.endpoint.client(), reader=readers(prefix), readers=readers,
     )
 
 

@@ -11,7 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from shared.vault.policy import reader_policy
-from tests.vault.conftest import VAULT, VaultBucket
+from tests.storage.iam import IamMoto, Principal
+from tests.vault.conftest import VAULT, Credential, VaultBucket
 
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -45,12 +46,13 @@ def test_list_by_person_and_day_names_people_by_their_email(vault_bucket: VaultB
 
 
 def test_the_printed_policy_lets_the_vault_read_and_nothing_more(
-    vault_bucket: VaultBucket,
+    vault_bucket: VaultBucket, iam_s3: IamMoto
 ) -> None:
     done = vault_bucket.vault("policy")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == reader_policy(vault_bucket.bucket, vault_bucket.prefix)
-    reader = vault_bucket.iam.client("s3", vault_bucket.reader)
+    reader = iam_s3.client("s3", Principal("reader", "", vault_bucket.reader.access_key_id,
+                                           vault_bucket.reader.secret_access_key))
     key = f"{vault_bucket.prefix}/x"
     with pytest.raises(ClientError) as denied:
         reader.put_object(Bucket=vault_bucket.bucket, Key=key, Body=b"x")
@@ -66,11 +68,12 @@ def test_the_printed_policy_lets_the_vault_read_and_nothing_more(
 
 
 def test_a_credential_without_rights_is_exit_2_with_what_is_needed(
-    vault_bucket: VaultBucket,
+    vault_bucket: VaultBucket, iam_s3: IamMoto
 ) -> None:
-    nobody = vault_bucket.iam.user({"Version": "2012-10-17", "Statement": [
+    made = iam_s3.user({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::elsewhere/*"}
     ]})
+    nobody = Credential(made.access_key_id, made.secret_access_key)
     done = vault_bucket.vault("verify", "--all", who=nobody)
     assert done.returncode == 2
     assert "refused these credentials (AccessDenied)" in done.stderr
@@ -82,8 +85,8 @@ def test_no_credentials_and_no_bucket_are_exit_2(vault_bucket: VaultBucket) -> N
     env = {k: v for k, v in vault_bucket.env().items() if not k.startswith("AWS_ACCESS")}
     env.pop("AWS_SECRET_ACCESS_KEY")
     done = subprocess.run(
-        [VAULT, "--bucket", vault_bucket.bucket, "--endpoint-url", vault_bucket.iam.endpoint.url,
-         "--region", vault_bucket.iam.endpoint.region, "list"],
+        [VAULT, "--bucket", vault_bucket.bucket, "--endpoint-url", vault_bucket.url,
+         "--region", vault_bucket.region, "list"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2
