@@ -15,7 +15,11 @@ Runs as a task for the app's lifetime (`broker.app`), in every replica. Each rou
    a doubling pause (`RETRY_FIRST` up to `RETRY_MAX`); a manifest still waiting for its
    segments is looked at again the same way. Nothing queued is ever dropped.
 
-Between rounds it waits `POLL` seconds, or less when woken (`outbox.Wake`).
+Between rounds it waits `POLL` seconds, or less when woken (`outbox.Wake`). With each anchor
+round, rows delivered more than `KEEP` ago are deleted, so the table does not grow for ever:
+a record deleted from the outbox stays in the bucket, and should one be queued again (an
+anchor of a chain that did not grow for `KEEP`), the bucket refuses the second write (412)
+and it counts as delivered.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select, update
+from sqlalchemy import Integer, cast, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.bucket import documents, outbox
@@ -50,6 +54,7 @@ POLL = 5.0
 ANCHOR_INTERVAL = 600.0
 MANIFEST_GRACE = timedelta(hours=24)
 RETRY_FIRST, RETRY_MAX = 2.0, 300.0
+KEEP = timedelta(days=30)
 BATCH = 50
 LANES = 4  # rows delivered at once, across tenants
 
@@ -80,6 +85,7 @@ class Flusher:
             try:
                 if time.monotonic() >= next_anchor:
                     next_anchor = time.monotonic() + self._anchor_interval
+                    await self.prune(self._clock())
                     await self.anchor_round()
                 await self.deliver_due()
             except (SQLAlchemyError, OSError) as exc:
@@ -87,6 +93,14 @@ class Flusher:
                     "bucket outbox: the round failed (%s); trying again", type(exc).__name__
                 )
             await self._wake.sleep(POLL)
+
+    async def prune(self, now: datetime) -> int:
+        """Delete rows delivered before `now - KEEP`; returns how many."""
+        async with self._db.transaction() as conn:  # spans tenants: declares none
+            result = await conn.execute(
+                delete(bucket_outbox).where(bucket_outbox.c.delivered_at < now - KEEP)
+            )
+        return int(result.rowcount)
 
     async def anchor_round(self) -> int:
         """Queue an anchor of every tenant's chain head that grew since its last anchor."""
@@ -132,8 +146,15 @@ class Flusher:
             async with lanes:
                 return await self._deliver(row_id, tenant_id)
 
-        done = await asyncio.gather(*(one(r.id, r.tenant_id) for r in due))
-        return sum(done)
+        done = await asyncio.gather(
+            *(one(r.id, r.tenant_id) for r in due), return_exceptions=True
+        )
+        for outcome in done:
+            if isinstance(outcome, SQLAlchemyError | OSError):  # the row is tried again later
+                log.warning("bucket outbox: a delivery failed (%s)", type(outcome).__name__)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return sum(1 for outcome in done if outcome is True)
 
     async def _deliver(self, row_id: str, tenant_id: str) -> bool:
         try:

@@ -178,7 +178,7 @@ class BucketClient:
         try:
             self._client.put_object(
                 Bucket=self.config.bucket, Key=key, Body=body, IfNoneMatch="*",
-                ContentType=content_type, ChecksumSHA256=digest,
+                ContentType=content_type, ChecksumAlgorithm="SHA256", ChecksumSHA256=digest,
             )
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -150,3 +150,22 @@ def test_an_exported_line_gives_back_its_chain_hash() -> None:
     }, sort_keys=True))
     assert auditchain.export_hash(line) == digest
     assert auditchain.export_hash({**line, "target": "other"}) != digest
+
+
+def test_the_broker_key_comes_from_its_setting_or_the_newest_master_key() -> None:
+    from broker.bucket.signing import broker_signer
+    from broker.settings import Settings, generate_secrets
+
+    env = generate_secrets()
+    chosen = broker_signer(Settings.from_env(env))
+    assert chosen.key_id == BrokerSigner.from_seed(
+        base64.b64decode(env["BUCKETREEL_SIGNING_KEY"])
+    ).key_id
+    del env["BUCKETREEL_SIGNING_KEY"]
+    derived = broker_signer(Settings.from_env(env))
+    assert derived.key_id != chosen.key_id
+    assert broker_signer(Settings.from_env(env)).key_id == derived.key_id  # stable
+    rotated = {**env, "BUCKETREEL_MASTER_KEYS": env["BUCKETREEL_MASTER_KEYS"] + ",v2:"
+               + base64.b64encode(b"\x01" * 32).decode()}
+    assert broker_signer(Settings.from_env(rotated)).key_id != derived.key_id
+    assert repr(derived) == f"BrokerSigner(key_id={derived.key_id!r})"  # the key never shows

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from broker import admin
+from broker.bucket.flusher import KEEP
 from broker.clock import utcnow
 from broker.db.database import Database
 from broker.db.schema import audit_log, bucket_outbox
@@ -297,3 +299,33 @@ async def outbox_row(db: Database, tenant_id: str, ref: str) -> Any:
         return (await conn.execute(select(bucket_outbox).where(
             bucket_outbox.c.tenant_id == tenant_id, bucket_outbox.c.ref == ref
         ))).first()
+
+
+def test_delivered_rows_are_pruned_and_a_record_queued_again_is_found_written(
+    broker: BrokerProcess, signer: Signer, s3_endpoint: S3Endpoint, tenant: Tenant
+) -> None:
+    """After `KEEP` the outbox forgets delivered rows (the bucket keeps the records); the
+    next anchor round queues the head again, and the bucket's 412 counts as delivered."""
+    head = on_database(broker, lambda db: last_entry(db, tenant.tenant_id, None))
+    key = bucket_keys.anchor_key(tenant.prefix, tenant.tenant_id, head.seq)
+
+    async def anchored(db: Database) -> Any:
+        services = build_services(Operator(broker).settings, db, utcnow)
+        await services.bucket.anchor_round()
+        await services.bucket.deliver_due()
+        return await outbox_row(db, tenant.tenant_id, str(head.seq))
+
+    first = on_database(broker, anchored)
+    assert first.delivered_at is not None
+    written = wait_for(s3_endpoint, tenant, key)
+
+    async def prune(db: Database) -> int:
+        services = build_services(Operator(broker).settings, db, utcnow)
+        return await services.bucket.prune(utcnow() + KEEP + timedelta(days=1))
+
+    assert on_database(broker, prune) >= 1
+    assert on_database(broker, lambda db: outbox_row(db, tenant.tenant_id, str(head.seq))) is None
+    again = on_database(broker, anchored)
+    assert again.delivered_at is not None
+    assert again.id != first.id
+    assert read(s3_endpoint, tenant, key) == written  # never overwritten

@@ -6,9 +6,16 @@ recordings (`broker.bucket`): a device's key record (at enrollment), a recording
 transaction as their event and delivered later, with no transaction open; delivered rows stay
 (`delivered_at`) as the record of what was written. Row-level security like 0007.
 
+What existed before is queued too, so an existing deployment's bucket gets the records of
+its devices and finished recordings (their segments carry no metadata: they were uploaded
+before it existed; the manifest lists their signed custody records all the same).
+
 Revision ID: 0015
 Revises: 0014
 """
+
+import uuid
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -47,11 +54,39 @@ def upgrade() -> None:
     op.create_index(
         "ix_bucket_outbox_next_attempt_at", "bucket_outbox", ["next_attempt_at"]
     )
+    _queue_what_exists()
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, column in WALLED.items():
         for statement in walls.put_up(table, column):
             op.execute(statement)
+
+
+def _queue_what_exists() -> None:
+    bind = op.get_bind()
+    now = datetime.now(UTC)
+    if bind.dialect.name == "sqlite":  # stored naive, read back as UTC (broker.db.schema)
+        now = now.replace(tzinfo=None)
+    found = [
+        ("device", row.id, row.tenant_id)
+        for row in bind.execute(sa.text("SELECT id, tenant_id FROM devices"))
+    ] + [
+        ("manifest", row.id, row.tenant_id)
+        for row in bind.execute(
+            sa.text("SELECT id, tenant_id FROM recordings WHERE state = 'finished'")
+        )
+    ]
+    outbox = sa.table(
+        "bucket_outbox", sa.column("id"), sa.column("tenant_id"), sa.column("kind"),
+        sa.column("ref"), sa.column("created_at"), sa.column("next_attempt_at"),
+        sa.column("attempts"),
+    )
+    if found:
+        op.bulk_insert(outbox, [
+            {"id": str(uuid.uuid4()), "tenant_id": tenant_id, "kind": kind, "ref": ref,
+             "created_at": now, "next_attempt_at": now, "attempts": 0}
+            for kind, ref, tenant_id in found
+        ])
 
 
 def downgrade() -> None:
