@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared import version
-from shared.bucket.records import BrokerKey, DeviceRecord, Manifest
+from shared.bucket.records import DeviceRecord, Manifest
 from shared.vault import report as custody
 from shared.vault.catalog import Summary, iso
 from shared.vault.errors import ExportError, UsageError
@@ -124,9 +124,7 @@ def _report(
     manifests: list[Manifest] = [
         c.manifest for c in checks if c.manifest is not None and c.ref.recording_id in used
     ]
-    keys = [
-        BrokerKey(key_id=k, public_key=v, created_at_ms=0) for k, v in sorted(trust.keys.items())
-    ]
+    keys = [trust.records[k] for k in sorted(trust.records)]
     duration = placed[-1].start_ms + placed[-1].duration_ms if placed else 0
     return custody.CustodyReport(
         tool=f"bucketreel-vault {version()}",

@@ -296,6 +296,8 @@ class RecordingChecker:
                     Kind.UNSIGNED, key,
                     "its metadata says unsigned, but its device signs every segment",
                 ))
+            elif not seen.misplaced:  # an older agent's: only the broker's manifest vouches
+                self._against_manifest(seen, meta)
             return
         if public_key is None:  # an older agent's device, which signs nothing
             seen.problems.append(Problem(
@@ -361,6 +363,14 @@ class RecordingChecker:
         differ = [
             f for f in (*_RECORD_FIELDS, *_TIME_FIELDS) if getattr(meta, f) != getattr(entry, f)
         ]
+        if not seen.signed:  # nothing signed by the device: the manifest is the only record
+            if differ:
+                retimed = set(differ) <= set(_TIME_FIELDS)
+                seen.problems.append(Problem(
+                    Kind.RETIMED if retimed else Kind.ALTERED, seen.key,
+                    f"its metadata's {', '.join(differ)} differ from the broker's manifest",
+                ))
+            return
         if differ or (entry.record_hash is not None and entry.record_hash != seen.record_hash):
             seen.problems.append(Problem(
                 Kind.ALTERED, seen.key,

@@ -53,6 +53,7 @@ class Trust:
         self._inventory = inventory
         self.pinned = pinned
         self.keys: dict[str, str] = {}  # key_id -> base64 public key, trusted
+        self.records: dict[str, BrokerKey] = {}  # the trusted keys' records, as published
         self.published: list[str] = []  # key ids of the well-formed records
         self.problems: list[Problem] = []
         self._devices: dict[str, DeviceState] = {}
@@ -74,6 +75,7 @@ class Trust:
         self.published.append(record.key_id)
         if self.pinned is None or record.key_id in self.pinned:
             self.keys[record.key_id] = record.public_key
+            self.records[record.key_id] = record
 
     def signature_problem(self, doc: records.Signed, subject: str) -> Problem | None:
         """Why `doc`'s broker signature is not to be believed, or None when it is."""

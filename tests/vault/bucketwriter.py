@@ -93,19 +93,24 @@ class BucketWriter:
         self._put(keys.broker_key_key(prefix, self.signer.key_id),
                   records.encode(self.signer.record(created_at_ms=timestamp_ms(datetime.now(UTC)))))
         self.audit: list[dict[str, Any]] = []
+        self.keyless: set[str] = set()
 
     def _put(self, key: str, body: bytes, **extra: Any) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **extra)
 
-    def enroll(self, email: str | None = None) -> tuple[str, str, str, DeviceKey]:
-        """A person and their device; returns (user id, email, device id, device key)."""
+    def enroll(self, email: str | None = None, *, keyless: bool = False
+               ) -> tuple[str, str, str, DeviceKey]:
+        """A person and their device; returns (user id, email, device id, device key).
+        `keyless`: an older agent's device, registered without a key (it signs nothing)."""
         user_id = f"user-{secrets.token_hex(4)}"
         email = email or f"{user_id}@example.test"
         device_id = f"device-{secrets.token_hex(4)}"
         key = DeviceKey.generate()
+        if keyless:
+            self.keyless.add(device_id)
         record = self.signer.sign(DeviceRecord(
             tenant_id=self.tenant_id, device_id=device_id, user_id=user_id, user_email=email,
-            device_name="test workstation", public_key=key.public_key,
+            device_name="test workstation", public_key=None if keyless else key.public_key,
             enrolled_at_ms=timestamp_ms(datetime.now(UTC)),
         ))
         self._put(keys.device_key(self.prefix, device_id), records.encode(record))
@@ -124,21 +129,19 @@ class BucketWriter:
         chain = CustodyChain(device_key, recording_id)
         written = Written(self.tenant_id, user_id, email, device_id, recording_id, [], [], None)
         entries: list[ManifestSegment] = []
+        keyless = device_id in self.keyless
         for segment in encode(segments, start):
-            sealed = chain.seal(segment)
-            proof = sealed.custody
-            assert proof is not None
+            proof = None if keyless else chain.seal(segment).custody
             meta = SegmentMetadata(
                 tenant_id=self.tenant_id, user_id=user_id, device_id=device_id,
                 recording_id=recording_id, seq=segment.seq, size=segment.size,
                 sha256=segment.sha256_b64(), started_at_ms=as_sent(segment.started_at),
-                duration_ms=segment.duration_ms, custody="v2", prev=proof.prev,
-                signature=proof.signature,
+                duration_ms=segment.duration_ms, custody="unsigned" if keyless else "v2",
+                prev=proof.prev if proof else None, signature=proof.signature if proof else None,
             )
-            assert meta.verify(device_key.public_key)
+            assert keyless or meta.verify(device_key.public_key)
             key = segment_key(self.prefix, self.tenant_id, user_id, recording_id, segment.seq)
             record = meta.record()
-            assert record is not None
             if segment.seq not in drop:
                 self._put(key, segment.data, Metadata=meta.to_metadata(),
                           ChecksumSHA256=segment.sha256_b64(), ContentType="video/mp4")
@@ -148,8 +151,8 @@ class BucketWriter:
                 entries.append(ManifestSegment(
                     seq=meta.seq, key=key, size=meta.size, sha256=meta.sha256,
                     started_at_ms=meta.started_at_ms, duration_ms=meta.duration_ms,
-                    verified=True, custody="v2", prev=meta.prev, record_hash=record.digest(),
-                    signature=meta.signature,
+                    verified=True, custody=meta.custody, prev=meta.prev,
+                    record_hash=record.digest() if record else None, signature=meta.signature,
                 ))
         gaps: list[ManifestGap] = []
         if drop:

@@ -5,6 +5,10 @@ named. The vault runs as its console script, with a credential that may only lis
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +19,7 @@ from agent.custody import DeviceKey
 from shared.bucket import keys, records
 from shared.bucket.records import BrokerSigner
 from tests.vault.bucketwriter import BucketWriter, Written, encode
-from tests.vault.conftest import VaultBucket, kinds
+from tests.vault.conftest import VAULT, VaultBucket, kinds
 
 
 def test_a_clean_recording_verifies(vault_bucket: VaultBucket) -> None:
@@ -213,3 +217,49 @@ def test_verify_all_and_by_person_and_day(vault_bucket: VaultBucket) -> None:
     assert [r["recording_id"] for r in days["recordings"]] == [first.recording_id]
     vault_bucket.owner.delete_object(Bucket=vault_bucket.bucket, Key=first.keys[0])
     assert kinds(vault_bucket.json("verify", "--all", expect=1)) == {"missing"}
+
+
+def test_an_older_agents_unsigned_recording_is_held_against_its_manifest(
+    vault_bucket: VaultBucket,
+) -> None:
+    writer = vault_bucket.writer()
+    written = writer.record(writer.enroll(keyless=True), segments=3)
+    assert vault_bucket.json("verify", written.recording_id)["clean"]
+    key = written.keys[1]
+    meta = owner_meta(vault_bucket, key)
+    meta["started-at-ms"] = str(int(meta["started-at-ms"]) + 700)
+    vault_bucket.owner.copy_object(
+        Bucket=vault_bucket.bucket, Key=key, CopySource={"Bucket": vault_bucket.bucket, "Key": key},
+        Metadata=meta, MetadataDirective="REPLACE",
+    )
+    doc = vault_bucket.json("verify", written.recording_id, expect=1)
+    assert problems_of(doc) == [("re-timed", key)]
+
+
+def test_progress_is_drawn_on_a_terminal_only(vault_bucket: VaultBucket) -> None:
+    writer = vault_bucket.writer()
+    written = writer.record(writer.enroll(), segments=3)
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [VAULT, "--bucket", vault_bucket.bucket, "--prefix", vault_bucket.prefix,
+             "--endpoint-url", vault_bucket.url, "--region", vault_bucket.region, "verify",
+             written.recording_id],
+            env=vault_bucket.env(), stdout=subprocess.PIPE, stderr=follower, timeout=120,
+            check=False, text=True,
+        )
+        os.close(follower)
+        drawn = b""
+        while select.select([leader], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0, done.stdout
+    assert b"\rverify: 1/3" in drawn
+    assert "verify:" not in done.stdout  # the result, on stdout, carries no progress
