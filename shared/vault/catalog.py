@@ -108,7 +108,15 @@ def catalog(
     between: tuple[int, int] | None = None,
 ) -> list[Summary]:
     """The recordings (of `person`, overlapping `between`), oldest first."""
-    found = [summarize(ref, store, trust) for ref in inventory.recordings]
+    refs = inventory.recordings
+    if person is not None:  # only their recordings are read: by user id, or their devices'
+        wanted = person.strip().casefold()
+        users = {wanted} | {
+            d.record.user_id.casefold() for d in trust.devices()
+            if d.record is not None and d.record.user_email.casefold() == wanted
+        }
+        refs = [r for r in refs if r.user_id.casefold() in users]
+    found = [summarize(ref, store, trust) for ref in refs]
     if person is not None:
         found = [s for s in found if s.is_of(person)]
     if between is not None:

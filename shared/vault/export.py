@@ -67,7 +67,7 @@ def export(
         for checker in checkers:
             for seen, data in checker.run(wanted):
                 progress.step(seen.key)
-                if data is None or seen.problems or seen.start_ms is None:
+                if data is None or seen.start_ms is None or not checker.vouched(seen):
                     continue
                 first = seen.start_ms if first is None else first
                 seen_in_file.append(seen)
@@ -75,8 +75,14 @@ def export(
 
     try:
         placed = remux(pieces(), partial, title=f"{person} {iso(start_ms)} - {iso(end_ms)}")
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, ExportError) and not seen_in_file:
+            found = [p.line() for c in checkers for p in c.result.all_problems()][:5]
+            raise ExportError(
+                f"no segment of {person} in that range passed its checks (or none overlaps it)"
+                + (": " + "; ".join(found) if found else "")
+            ) from None
         raise
     finally:
         progress.close()

@@ -204,6 +204,19 @@ class RecordingChecker:
             yield seen, data
         self._finish(entries)
 
+    def vouched(self, seen: SegmentSeen) -> bool:
+        """Whether a checked segment may go into an export: its own checks passed, and its
+        device signed it (or, for an older agent's device that signs nothing, the broker's
+        trusted manifest lists it as it is)."""
+        if seen.problems or not seen.read:
+            return False
+        if seen.signed:
+            return True
+        return (
+            self._device_known() and self._device_key() is None
+            and seen.entry is not None and self.result.manifest_trusted
+        )
+
     def check(self, wanted: Wanted | None = None) -> RecordingCheck:
         for _ in self.run(wanted):
             pass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,3 +120,17 @@ def test_help_names_the_commands_and_exit_codes() -> None:
     assert done.returncode == 0
     for word in ("list", "verify", "verify-audit", "export", "exit codes", "s3:GetObject"):
         assert word in done.stdout
+
+
+def test_an_unreachable_endpoint_is_exit_2_after_bounded_retries(vault_bucket: VaultBucket) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    args = vault_bucket.vault("list").args
+    args[args.index("--endpoint-url") + 1] = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    done = subprocess.run(args, env=vault_bucket.env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 2
+    assert "cannot reach the bucket" in done.stderr
+    assert time.monotonic() - started < 60

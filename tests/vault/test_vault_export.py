@@ -13,6 +13,8 @@ from typing import Any
 
 import av
 
+from agent.custody import DeviceKey
+from shared.bucket import keys
 from tests.vault.bucketwriter import FPS
 from tests.vault.conftest import VAULT, VaultBucket, kinds
 
@@ -153,3 +155,25 @@ def test_export_refuses_to_overwrite_and_needs_a_recording(
     assert done.returncode == 2
     assert "no recording of nobody" in done.stderr
     assert not out.exists()
+
+
+def test_segments_whose_device_record_is_forged_are_not_exported(
+    vault_bucket: VaultBucket, tmp_path: Path
+) -> None:
+    writer = vault_bucket.writer()
+    ann = writer.enroll()
+    writer.record(ann, segments=2, start=MONDAY)
+    key = keys.device_key(vault_bucket.prefix, ann[2])
+    record = json.loads(vault_bucket.owner.get_object(
+        Bucket=vault_bucket.bucket, Key=key)["Body"].read())
+    record["public_key"] = DeviceKey.generate().public_key
+    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key,
+                                  Body=json.dumps(record).encode())
+    out = tmp_path / "a.mp4"
+    done = vault_bucket.vault("export", "--person", ann[1], "--from", "2026-03-02T09:00",
+                              "--to", "2026-03-02T09:10", "-o", str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "passed its checks" in done.stderr
+    assert f"FORGED     {key}" in done.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no half file, no report
