@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from agent.custody import DeviceKey
 from shared.vault.policy import reader_policy
 from tests.storage.conftest import iam_s3 as iam_s3
 from tests.storage.iam import IamMoto
@@ -81,6 +82,13 @@ class VaultBucket:
 
     def writer(self) -> BucketWriter:
         return BucketWriter(self.owner, self.bucket, self.prefix)
+
+    def swap_device_key(self, key: str) -> None:
+        """Put another public key into a device record, keeping the broker's signature (the
+        customer can write the object, but not sign as the broker)."""
+        record = json.loads(self.owner.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        record["public_key"] = DeviceKey.generate().public_key
+        self.owner.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(record).encode())
 
     def copy(self, prefix: str) -> VaultBucket:
         """The same bucket seen under another prefix, with a reader of its own."""

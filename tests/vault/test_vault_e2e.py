@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.custody import DeviceKey
 from broker import admin
 from shared.bucket import keys, records
 from shared.bucket.records import BrokerSigner, Manifest
@@ -268,10 +267,8 @@ def tamper_manifest(recorded: Recorded, copy: VaultBucket) -> set[str]:
 
 
 def tamper_device_key(recorded: Recorded, copy: VaultBucket) -> set[str]:
-    device = next(k for k in listed(copy.owner, copy.bucket, f"{copy.prefix}/_bucketreel/devices/"))
-    record = json.loads(copy.owner.get_object(Bucket=copy.bucket, Key=device)["Body"].read())
-    record["public_key"] = DeviceKey.generate().public_key
-    copy.owner.put_object(Bucket=copy.bucket, Key=device, Body=json.dumps(record).encode())
+    [device] = listed(copy.owner, copy.bucket, f"{copy.prefix}/_bucketreel/devices/")
+    copy.swap_device_key(device)
     return {"forged"}
 
 

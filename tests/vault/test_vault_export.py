@@ -13,7 +13,6 @@ from typing import Any
 
 import av
 
-from agent.custody import DeviceKey
 from shared.bucket import keys
 from tests.vault.bucketwriter import FPS
 from tests.vault.conftest import VAULT, VaultBucket, kinds
@@ -164,11 +163,7 @@ def test_segments_whose_device_record_is_forged_are_not_exported(
     ann = writer.enroll()
     writer.record(ann, segments=2, start=MONDAY)
     key = keys.device_key(vault_bucket.prefix, ann[2])
-    record = json.loads(vault_bucket.owner.get_object(
-        Bucket=vault_bucket.bucket, Key=key)["Body"].read())
-    record["public_key"] = DeviceKey.generate().public_key
-    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key,
-                                  Body=json.dumps(record).encode())
+    vault_bucket.swap_device_key(key)
     out = tmp_path / "a.mp4"
     done = vault_bucket.vault("export", "--person", ann[1], "--from", "2026-03-02T09:00",
                               "--to", "2026-03-02T09:10", "-o", str(out))

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.custody import DeviceKey
 from shared.bucket import keys, records
 from shared.bucket.records import BrokerSigner
 from tests.vault.bucketwriter import BucketWriter, Written, encode
@@ -158,12 +157,7 @@ def test_a_rogue_key_published_beside_the_brokers_is_not_trusted_when_pinned(
 def test_a_swapped_device_key_is_forged(vault_bucket: VaultBucket, recorded: Any) -> None:
     _, written = recorded
     key = keys.device_key(vault_bucket.prefix, written.device_id)
-    record = json.loads(
-        vault_bucket.owner.get_object(Bucket=vault_bucket.bucket, Key=key)["Body"].read()
-    )
-    record["public_key"] = DeviceKey.generate().public_key
-    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key,
-                                  Body=json.dumps(record).encode())
+    vault_bucket.swap_device_key(key)
     doc = vault_bucket.json("verify", written.recording_id, expect=1)
     assert problems_of(doc) == [("forged", key)]
 
