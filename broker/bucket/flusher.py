@@ -16,6 +16,8 @@ Runs as a task for the app's lifetime (`broker.app`), in every replica. Each rou
    segments is looked at again the same way. Nothing queued is ever dropped. A tenant's
    rows go one after another, so the flusher holds at most one of the tenant's storage
    slots (`broker.storage.io`): a stalled bucket never starves its people's grants.
+   Anchors of a tenant due together are written once, for the newest head: its chain hash
+   covers every entry before it (the older rows are marked delivered, "covered").
 
 Between rounds it waits `POLL` seconds, or less when woken (`outbox.Wake`). With each anchor
 round, rows delivered more than `KEEP` ago are deleted, so the table does not grow for ever:
@@ -134,7 +136,10 @@ class Flusher:
         now = self._clock()
         async with self._db.transaction() as conn:  # spans tenants: declares none
             due = (await conn.execute(
-                select(bucket_outbox.c.id, bucket_outbox.c.tenant_id)
+                select(
+                    bucket_outbox.c.id, bucket_outbox.c.tenant_id, bucket_outbox.c.kind,
+                    bucket_outbox.c.ref,
+                )
                 .where(
                     bucket_outbox.c.delivered_at.is_(None),
                     bucket_outbox.c.next_attempt_at <= now,
@@ -143,8 +148,21 @@ class Flusher:
                 .limit(BATCH)
             )).all()
         by_tenant: dict[str, list[str]] = {}
+        newest_anchor: dict[str, tuple[int, str]] = {}
+        covered: dict[str, list[str]] = {}
         for row in due:
+            if row.kind == outbox.ANCHOR:
+                seq, best = int(row.ref), newest_anchor.get(row.tenant_id)
+                if best is not None and best[0] >= seq:
+                    covered.setdefault(row.tenant_id, []).append(row.id)
+                    continue
+                if best is not None:
+                    covered.setdefault(row.tenant_id, []).append(best[1])
+                newest_anchor[row.tenant_id] = (seq, row.id)
             by_tenant.setdefault(row.tenant_id, []).append(row.id)
+        for tenant_id, row_ids in covered.items():
+            await self._covered(tenant_id, row_ids, newest_anchor[tenant_id][0])
+            by_tenant[tenant_id] = [r for r in by_tenant[tenant_id] if r not in row_ids]
         lanes = asyncio.Semaphore(LANES)
 
         async def tenant_rows(tenant_id: str, row_ids: list[str]) -> int:
@@ -169,6 +187,16 @@ class Flusher:
             elif isinstance(outcome, BaseException):
                 raise outcome
         return sum(outcome for outcome in done if isinstance(outcome, int))
+
+    async def _covered(self, tenant_id: str, row_ids: list[str], seq: int) -> None:
+        """Anchors of older heads due with a newer one: the newer anchor's chain hash covers
+        every entry before it, so those are done without a write of their own."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                await TenantScope(conn, tenant_id).update(
+                    bucket_outbox, bucket_outbox.c.id.in_(row_ids),
+                    delivered_at=self._clock(), last_error=f"covered by the anchor of {seq}",
+                )
 
     async def _deliver(self, row_id: str, tenant_id: str) -> bool | None:
         """True: written (or found written); False: nothing to write yet; None: failed."""
