@@ -13,7 +13,11 @@ Runs as a task for the app's lifetime (`broker.app`), in every replica. Each rou
    another replica that got there first, wrote the same record. A failure (the bucket
    unreachable, refused, no storage configured) is noted on the row and tried again after
    a doubling pause (`RETRY_FIRST` up to `RETRY_MAX`); a manifest still waiting for its
-   segments is looked at again the same way. Nothing queued is ever dropped.
+   segments is looked at again the same way. Nothing queued is ever dropped. A tenant's
+   rows go one after another, so the flusher holds at most one of the tenant's storage
+   slots (`broker.storage.io`): a stalled bucket never starves its people's grants.
+   Anchors of a tenant due together are written once, for the newest head: its chain hash
+   covers every entry before it (the older rows are marked delivered, "covered").
 
 Between rounds it waits `POLL` seconds, or less when woken (`outbox.Wake`). With each anchor
 round, rows delivered more than `KEEP` ago are deleted, so the table does not grow for ever:
@@ -56,7 +60,7 @@ MANIFEST_GRACE = timedelta(hours=24)
 RETRY_FIRST, RETRY_MAX = 2.0, 300.0
 KEEP = timedelta(days=30)
 BATCH = 50
-LANES = 4  # rows delivered at once, across tenants
+LANES = 4  # tenants delivered to at once (each tenant's rows one after another)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,10 @@ class Flusher:
         now = self._clock()
         async with self._db.transaction() as conn:  # spans tenants: declares none
             due = (await conn.execute(
-                select(bucket_outbox.c.id, bucket_outbox.c.tenant_id)
+                select(
+                    bucket_outbox.c.id, bucket_outbox.c.tenant_id, bucket_outbox.c.kind,
+                    bucket_outbox.c.ref,
+                )
                 .where(
                     bucket_outbox.c.delivered_at.is_(None),
                     bucket_outbox.c.next_attempt_at <= now,
@@ -140,23 +147,59 @@ class Flusher:
                 .order_by(bucket_outbox.c.next_attempt_at)
                 .limit(BATCH)
             )).all()
+        by_tenant: dict[str, list[str]] = {}
+        newest_anchor: dict[str, tuple[int, str]] = {}
+        covered: dict[str, list[str]] = {}
+        for row in due:
+            if row.kind == outbox.ANCHOR:
+                seq, best = int(row.ref), newest_anchor.get(row.tenant_id)
+                if best is not None and best[0] >= seq:
+                    covered.setdefault(row.tenant_id, []).append(row.id)
+                    continue
+                if best is not None:
+                    covered.setdefault(row.tenant_id, []).append(best[1])
+                newest_anchor[row.tenant_id] = (seq, row.id)
+            by_tenant.setdefault(row.tenant_id, []).append(row.id)
+        for tenant_id, row_ids in covered.items():
+            await self._covered(tenant_id, row_ids, newest_anchor[tenant_id][0])
+            by_tenant[tenant_id] = [r for r in by_tenant[tenant_id] if r not in row_ids]
         lanes = asyncio.Semaphore(LANES)
 
-        async def one(row_id: str, tenant_id: str) -> bool:
+        async def tenant_rows(tenant_id: str, row_ids: list[str]) -> int:
+            """One row at a time per tenant (one of its storage slots, never more: its
+            people's grants and views keep theirs); the rest wait for the next round once
+            one fails (the bucket is likely down for all of them)."""
+            written = 0
             async with lanes:
-                return await self._deliver(row_id, tenant_id)
+                for row_id in row_ids:
+                    outcome = await self._deliver(row_id, tenant_id)
+                    if outcome is None:
+                        break
+                    written += outcome
+            return written
 
         done = await asyncio.gather(
-            *(one(r.id, r.tenant_id) for r in due), return_exceptions=True
+            *(tenant_rows(t, ids) for t, ids in by_tenant.items()), return_exceptions=True
         )
         for outcome in done:
-            if isinstance(outcome, SQLAlchemyError | OSError):  # the row is tried again later
+            if isinstance(outcome, SQLAlchemyError | OSError):  # tried again next round
                 log.warning("bucket outbox: a delivery failed (%s)", type(outcome).__name__)
             elif isinstance(outcome, BaseException):
                 raise outcome
-        return sum(1 for outcome in done if outcome is True)
+        return sum(outcome for outcome in done if isinstance(outcome, int))
 
-    async def _deliver(self, row_id: str, tenant_id: str) -> bool:
+    async def _covered(self, tenant_id: str, row_ids: list[str], seq: int) -> None:
+        """Anchors of older heads due with a newer one: the newer anchor's chain hash covers
+        every entry before it, so those are done without a write of their own."""
+        async for txn in self._db.attempts():
+            async with txn as conn:
+                await TenantScope(conn, tenant_id).update(
+                    bucket_outbox, bucket_outbox.c.id.in_(row_ids),
+                    delivered_at=self._clock(), last_error=f"covered by the anchor of {seq}",
+                )
+
+    async def _deliver(self, row_id: str, tenant_id: str) -> bool | None:
+        """True: written (or found written); False: nothing to write yet; None: failed."""
         try:
             prepared = await self._prepare(row_id, tenant_id)
             if prepared is None:
@@ -170,7 +213,7 @@ class Flusher:
         except BrokerError as exc:
             log.info("bucket outbox: tenant %s: %s", tenant_id, exc.message)
             await self._later(row_id, tenant_id, exc.message, error=True)
-            return False
+            return None
         log.info(
             "bucket outbox: tenant %s: %s %s", tenant_id,
             "wrote" if written else "found already written", prepared.key,
