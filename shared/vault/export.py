@@ -167,7 +167,8 @@ def text(report: custody.CustodyReport, json_path: Path) -> str:
         "",
     ]
     if report.problems:
-        lines.append(f"{len(report.problems)} PROBLEMS were found when it was made:")
+        count = len(report.problems)
+        lines.append(f"{count} PROBLEM{'S' if count > 1 else ''} found when it was made:")
         lines += [f"  - {p.kind.upper()}: {p.subject}: {p.message}" for p in report.problems]
     else:
         lines.append("No problem was found when it was made: no segment missing, altered, "

@@ -172,3 +172,23 @@ def test_segments_whose_device_record_is_forged_are_not_exported(
     assert f"FORGED     {key}" in done.stderr
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no half file, no report
+
+
+def test_a_segment_replaced_in_the_bucket_after_the_export_fails_the_recheck_there(
+    vault_bucket: VaultBucket, tmp_path: Path
+) -> None:
+    writer = vault_bucket.writer()
+    ann = writer.enroll()
+    written = writer.record(ann, segments=2, start=MONDAY)
+    vault_bucket.json("export", "--person", ann[1], "--from", "2026-03-02T09:00",
+                      "--to", "2026-03-02T09:10", "-o", str(tmp_path / "a.mp4"))
+    key = written.keys[0]
+    meta = vault_bucket.owner.head_object(Bucket=vault_bucket.bucket, Key=key)["Metadata"]
+    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key, Body=b"other",
+                                  Metadata=meta)
+    report = str(tmp_path / "a.custody.json")
+    offline = subprocess.run([VAULT, "verify", "--report", report], capture_output=True,
+                             text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert offline.returncode == 0, offline.stdout  # the file and report still agree
+    doc = vault_bucket.json("verify", "--report", report, expect=1)
+    assert [(p["kind"], p["subject"]) for p in doc["problems"]] == [("altered", key)]
