@@ -83,6 +83,11 @@ class VaultBucket:
     def writer(self) -> BucketWriter:
         return BucketWriter(self.owner, self.bucket, self.prefix)
 
+    def replace_bytes(self, key: str, body: bytes) -> None:
+        """Overwrite an object's bytes, keeping its (signed) user metadata."""
+        meta = self.owner.head_object(Bucket=self.bucket, Key=key)["Metadata"]
+        self.owner.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=meta)
+
     def swap_device_key(self, key: str) -> None:
         """Put another public key into a device record, keeping the broker's signature (the
         customer can write the object, but not sign as the broker)."""

@@ -227,11 +227,9 @@ def tamper_deleted(recorded: Recorded, copy: VaultBucket) -> set[str]:
 
 def tamper_bytes(recorded: Recorded, copy: VaultBucket) -> set[str]:
     key = moved(recorded, copy, recorded.segment_keys[1])
-    head = copy.owner.head_object(Bucket=copy.bucket, Key=key)
     other = copy.owner.get_object(Bucket=copy.bucket, Key=moved(
         recorded, copy, recorded.segment_keys[0]))["Body"].read()
-    copy.owner.put_object(Bucket=copy.bucket, Key=key, Body=other[::-1],
-                          Metadata=head["Metadata"])
+    copy.replace_bytes(key, other[::-1])
     return {"altered"}
 
 

@@ -125,9 +125,7 @@ def test_a_tampered_segment_is_left_out_of_the_export_and_named(
     ann = writer.enroll()
     written = writer.record(ann, segments=3, start=MONDAY)
     key = written.keys[1]
-    meta = vault_bucket.owner.head_object(Bucket=vault_bucket.bucket, Key=key)["Metadata"]
-    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key, Body=b"not a video",
-                                  Metadata=meta)
+    vault_bucket.replace_bytes(key, b"not a video")
     out = tmp_path / "a.mp4"
     doc = vault_bucket.json("export", "--person", ann[1], "--from", "2026-03-02T09:00",
                             "--to", "2026-03-02T09:10", "-o", str(out), expect=1)
@@ -183,9 +181,7 @@ def test_a_segment_replaced_in_the_bucket_after_the_export_fails_the_recheck_the
     vault_bucket.json("export", "--person", ann[1], "--from", "2026-03-02T09:00",
                       "--to", "2026-03-02T09:10", "-o", str(tmp_path / "a.mp4"))
     key = written.keys[0]
-    meta = vault_bucket.owner.head_object(Bucket=vault_bucket.bucket, Key=key)["Metadata"]
-    vault_bucket.owner.put_object(Bucket=vault_bucket.bucket, Key=key, Body=b"other",
-                                  Metadata=meta)
+    vault_bucket.replace_bytes(key, b"other")
     report = str(tmp_path / "a.custody.json")
     offline = subprocess.run([VAULT, "verify", "--report", report], capture_output=True,
                              text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})

@@ -58,9 +58,7 @@ def test_replaced_bytes_are_altered(vault_bucket: VaultBucket, recorded: Any) ->
     _, written = recorded
     key = written.keys[2]
     other = encode(1, written.started_at)[0].data  # a real segment, of other pictures
-    vault_bucket.owner.put_object(
-        Bucket=vault_bucket.bucket, Key=key, Body=other, Metadata=owner_meta(vault_bucket, key)
-    )
+    vault_bucket.replace_bytes(key, other)
     doc = vault_bucket.json("verify", written.recording_id, expect=1)
     assert problems_of(doc) == [("altered", key)]
     assert "are not the ones signed" in doc["problems"][0]["message"]
@@ -85,8 +83,7 @@ def test_swapped_bytes_under_kept_metadata_are_reordered(
     one, two = written.keys[1], written.keys[2]
     body = {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in (one, two)}
     for key, other in ((one, two), (two, one)):
-        s3.put_object(Bucket=bucket, Key=key, Body=body[other],
-                      Metadata=owner_meta(vault_bucket, key))
+        vault_bucket.replace_bytes(key, body[other])
     doc = vault_bucket.json("verify", written.recording_id, expect=1)
     assert sorted(problems_of(doc)) == [("reordered", one), ("reordered", two)]
 
