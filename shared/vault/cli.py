@@ -85,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
         "the bytes' SHA-256, the signed times, the gaps, and the manifests' and device records' "
         "broker signatures. Every segment's bytes are read. Exit 1 on any problem.",
     )
-    verify.add_argument("recording", nargs="?", help="one recording id")
+    verify.add_argument("recording", nargs="?", help="one recording id, or TENANT/USER/RECORDING "
+                        "(as `verify` prints it: then only that recording is listed)")
     verify.add_argument("--person", help="a user id or e-mail address (with --day)")
     verify.add_argument("--day", type=day, help="YYYY-MM-DD, in --zone (with --person)")
     verify.add_argument("--all", action="store_true", help="every recording under the prefix")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.bucket.keys import CONTROL
 from shared.vault import report as custody
 from shared.vault.audit import verify_audit
 from shared.vault.catalog import Summary, catalog, day_range, iso
@@ -29,15 +30,17 @@ from shared.vault.trust import Trust
 class Context:
     """The bucket, read once per run: its listing and whom to trust."""
 
-    def __init__(self, args: argparse.Namespace, store: Store | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, *, only: tuple[str, ...] = ()) -> None:
         if not args.bucket:
             raise UsageError("--bucket is required for this command")
         self.args = args
-        self.store = store or Store(Location(
+        self.store = Store(Location(
             bucket=args.bucket, prefix=args.prefix.strip("/"), endpoint_url=args.endpoint_url,
             region=args.region, profile=args.profile,
         ))
-        self.inventory: Inventory = scan(self.store)
+        # `only`: list just these parts of the prefix (the broker's records, one recording),
+        # not every segment in the bucket.
+        self.inventory: Inventory = scan(self.store, *only)
         pinned = frozenset(args.trust_keys) if args.trust_keys else None
         self.trust = Trust(self.store, self.inventory, pinned=pinned)
 
@@ -80,7 +83,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _chosen(args: argparse.Namespace, ctx: Context) -> list[Summary]:
     if args.recording:
-        refs = ctx.inventory.find(args.recording)
+        refs = ctx.inventory.find(args.recording.strip("/").rsplit("/", 1)[-1])
         if not refs:
             raise UsageError(f"no recording {args.recording} under this prefix")
         return catalog(_only(ctx.inventory, refs), ctx.store, ctx.trust)
@@ -102,7 +105,8 @@ def run_verify(args: argparse.Namespace) -> int:
         return _verify_report(args)
     if args.recording and (args.all or args.person or args.day):
         raise UsageError("give a RECORDING, or --person with --day, or --all: one of them")
-    ctx = Context(args)
+    path = args.recording.strip("/") if args.recording else ""
+    ctx = Context(args, only=(CONTROL, path) if path.count("/") == 2 else ())
     chosen = _chosen(args, ctx)
     progress = Progress("verify")
     progress.add(sum(len(s.ref.segments) for s in chosen))
@@ -192,7 +196,7 @@ def msgspec_builtins(problem: custody.ReportProblem) -> dict[str, str]:
 
 
 def run_verify_audit(args: argparse.Namespace) -> int:
-    ctx = Context(args)
+    ctx = Context(args, only=(CONTROL,))
     checks = verify_audit(Path(args.export), args.tenant, ctx.inventory, ctx.store, ctx.trust)
     problems = [p for c in checks for p in c.problems]
     lines = []

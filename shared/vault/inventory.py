@@ -91,5 +91,8 @@ def _control(inventory: Inventory, parts: list[str], item: Listed) -> None:
         inventory.strays.append(item.key)
 
 
-def scan(store: Store) -> Inventory:
-    return take(store.keys(), store.location.prefix)
+def scan(store: Store, *only: str) -> Inventory:
+    """The inventory of the prefix (or of `<prefix>/<part>/` for each of `only`)."""
+    if not only:
+        return take(store.keys(), store.location.prefix)
+    return take((item for part in only for item in store.keys(part)), store.location.prefix)

@@ -30,6 +30,8 @@ def test_a_clean_recording_verifies(vault_bucket: VaultBucket) -> None:
     [recording] = doc["recordings"]
     assert recording["checked_segments"] == 3
     assert doc["broker_keys"] == [writer.signer.key_id]
+    path = f"{written.tenant_id}/{written.user_id}/{written.recording_id}"
+    assert vault_bucket.json("verify", path)["recordings"] == doc["recordings"]
 
 
 def owner_meta(vault_bucket: VaultBucket, key: str) -> dict[str, str]:
