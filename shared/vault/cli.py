@@ -17,7 +17,7 @@ AWS_PROFILE or --profile, SSO, an instance role)."""
 EPILOG = """\
 exit codes: 0 all checked and clean; 1 problems found (each named: missing, altered,
 reordered, forged, unsigned, re-timed, truncated); 2 usage, credential or bucket errors
-(nothing was checked); 130 interrupted.
+(nothing was checked); 3 an internal error (a bug: no verdict); 130 interrupted.
 
 examples:
   bucketreel-vault --bucket acme-rec --prefix rec list --day 2026-03-02

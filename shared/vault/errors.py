@@ -10,6 +10,7 @@ from __future__ import annotations
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2  # bad arguments, no or refused credentials, no such bucket: nothing was checked
+EXIT_BUG = 3  # an unexpected error: never read as a verdict
 EXIT_INTERRUPTED = 130
 
 

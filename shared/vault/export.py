@@ -48,6 +48,9 @@ def export(
 ) -> Exported:
     if out.exists() and not force:
         raise UsageError(f"{out} exists: choose another name, or give --force")
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise UsageError(f"cannot write {out}: {out.parent} is not a directory this user may "
+                         "write to")
     if not summaries:
         raise UsageError(f"no recording of {person} overlaps that time range")
     json_path, _ = custody.report_paths(out)

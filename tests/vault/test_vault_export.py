@@ -188,3 +188,16 @@ def test_a_segment_replaced_in_the_bucket_after_the_export_fails_the_recheck_the
     assert offline.returncode == 0, offline.stdout  # the file and report still agree
     doc = vault_bucket.json("verify", "--report", report, expect=1)
     assert [(p["kind"], p["subject"]) for p in doc["problems"]] == [("altered", key)]
+
+
+def test_an_output_that_cannot_be_written_is_exit_2(vault_bucket: VaultBucket, tmp_path: Path
+                                                    ) -> None:
+    writer = vault_bucket.writer()
+    ann = writer.enroll()
+    writer.record(ann, segments=1, start=MONDAY)
+    out = tmp_path / "no" / "such" / "dir" / "a.mp4"
+    done = vault_bucket.vault("export", "--person", ann[1], "--from", "2026-03-02T09:00",
+                              "--to", "2026-03-02T09:10", "-o", str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot write" in done.stderr
+    assert "Traceback" not in done.stderr
