@@ -456,6 +456,20 @@ class RecordingChecker:
                 f"it starts {(end - meta.started_at_ms) / 1000:.3f} s before segment "
                 f"{previous.seq} ends (signed times overlap or run backwards)",
             ))
+        elif meta.started_at_ms > end + TIME_TOLERANCE_MS:
+            self.result.notes.append(self._pause(previous.seq, end, meta.started_at_ms))
+
+    def _pause(self, seq: int, end: int, start: int) -> str:
+        """A note on the time between two segments: the pause the device reported, or none."""
+        gaps = self.result.manifest.gaps if self.result.manifest_trusted and (
+            self.result.manifest is not None
+        ) else ()
+        why = sorted({
+            g.reason for g in gaps if g.from_ms is not None and g.to_ms is not None
+            and g.from_ms < start and g.to_ms > end
+        })
+        told = f"a pause the device reported ({', '.join(why)})" if why else "no pause reported"
+        return (f"{(start - end) / 1000:.1f} s between segments {seq} and {seq + 1}: {told}")
 
     def _finish(self, entries: dict[int, ManifestSegment]) -> None:
         result = self.result

@@ -63,19 +63,26 @@ class Written:
         return datetime.fromtimestamp(self.segments[0].started_at_ms / 1000, UTC)
 
 
-def frames(count: int, start: datetime, first_tick: int = 0) -> list[Frame]:
-    """`count` frames of noise (every one different), a tick each, from `start`."""
-    return [
-        Frame(raw=secrets.token_bytes(WIDTH * HEIGHT * 4), width=WIDTH, height=HEIGHT,
-              tick=first_tick + t, captured_at=start + timedelta(seconds=t / FPS))
-        for t in range(count)
-    ]
+def frames(count: int, start: datetime, pause: tuple[int, float] | None = None) -> list[Frame]:
+    """`count` frames of noise (every one different), a tick each, from `start`; `pause`
+    (after segment k, seconds): the screen was not recorded for that long after segment k."""
+    after, skipped = (count, 0) if pause is None else (
+        (pause[0] + 1) * FPS * SEGMENT_SECONDS, round(pause[1] * FPS)
+    )
+    made = []
+    for t in range(count):
+        skip = skipped if t >= after else 0
+        made.append(Frame(
+            raw=secrets.token_bytes(WIDTH * HEIGHT * 4), width=WIDTH, height=HEIGHT,
+            tick=t + skip, captured_at=start + timedelta(seconds=(t + skip) / FPS),
+        ))
+    return made
 
 
-def encode(count: int, start: datetime) -> list[Segment]:
+def encode(count: int, start: datetime, pause: tuple[int, float] | None = None) -> list[Segment]:
     segmenter = Segmenter(fps=FPS, segment_seconds=SEGMENT_SECONDS)
     done: list[Segment] = []
-    for frame in frames(count * FPS * SEGMENT_SECONDS, start):
+    for frame in frames(count * FPS * SEGMENT_SECONDS, start, pause):
         done += segmenter.push(frame)
     last = segmenter.flush()
     if last is not None:
@@ -119,7 +126,7 @@ class BucketWriter:
     def record(
         self, person: tuple[str, str, str, DeviceKey], *, segments: int = 3,
         start: datetime | None = None, manifest: bool = True, drop: tuple[int, ...] = (),
-        gap_signed: bool = True,
+        gap_signed: bool = True, pause: tuple[int, float] | None = None,
     ) -> Written:
         """A recording of `segments` segments; `drop`: seqs sealed but never uploaded, reported
         as a gap (signed by the device unless `gap_signed` is False)."""
@@ -130,7 +137,7 @@ class BucketWriter:
         written = Written(self.tenant_id, user_id, email, device_id, recording_id, [], [], None)
         entries: list[ManifestSegment] = []
         keyless = device_id in self.keyless
-        for segment in encode(segments, start):
+        for segment in encode(segments, start, pause):
             proof = None if keyless else chain.seal(segment).custody
             meta = SegmentMetadata(
                 tenant_id=self.tenant_id, user_id=user_id, device_id=device_id,
@@ -161,6 +168,16 @@ class BucketWriter:
                 seqs=gap.seqs, reason=gap.reason, reported_at_ms=written.segments[-1].started_at_ms,
                 signature=device_key.sign(gap) if gap_signed else None,
             ))
+        if pause is not None:
+            after = written.segments[pause[0]]
+            idle = GapRecord(
+                recording_id=recording_id, seqs=(), reason="idle",
+                from_ms=after.started_at_ms + after.duration_ms,
+                to_ms=written.segments[pause[0] + 1].started_at_ms,
+            )
+            gaps.append(ManifestGap(seqs=(), reason="idle", from_ms=idle.from_ms,
+                                    to_ms=idle.to_ms, reported_at_ms=idle.to_ms or 0,
+                                    signature=device_key.sign(idle)))
         if manifest:
             written.manifest_key = self.manifest(written, entries, gaps)
         return written

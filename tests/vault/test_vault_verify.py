@@ -256,3 +256,18 @@ def test_progress_is_drawn_on_a_terminal_only(vault_bucket: VaultBucket) -> None
     assert done.returncode == 0, done.stdout
     assert b"\rverify: 1/3" in drawn
     assert "verify:" not in done.stdout  # the result, on stdout, carries no progress
+
+
+def test_a_pause_between_segments_is_told_with_the_devices_reason(
+    vault_bucket: VaultBucket,
+) -> None:
+    writer = vault_bucket.writer()
+    paused = writer.record(writer.enroll(), segments=3, pause=(0, 30.0))
+    doc = vault_bucket.json("verify", paused.recording_id)
+    assert doc["clean"], doc["problems"]
+    assert "30.0 s between segments 0 and 1: a pause the device reported (idle)" in (
+        doc["recordings"][0]["notes"]
+    )
+    unexplained = writer.record(writer.enroll(), segments=3, pause=(1, 20.0), manifest=False)
+    notes = vault_bucket.json("verify", unexplained.recording_id)["recordings"][0]["notes"]
+    assert "20.0 s between segments 1 and 2: no pause reported" in notes
