@@ -195,9 +195,13 @@ class RecordingChecker:
         if self.result.manifest is not None and self.result.manifest_trusted:
             entries = {s.seq: s for s in self.result.manifest.segments}
         seqs = sorted(set(self.ref.segments) | set(entries))
+        # verify reads every segment: a few requests in flight ahead of the checks, in order
+        ahead = None if wanted is not None else self._store.fetch_many(
+            [self.ref.segments[seq].key for seq in seqs if seq in self.ref.segments]
+        )
         previous: SegmentSeen | None = None
         for seq in seqs:
-            seen, data = self._segment(seq, entries.get(seq), wanted)
+            seen, data = self._segment(seq, entries.get(seq), wanted, ahead)
             self._link(previous, seen)
             self.result.segments.append(seen)
             previous = seen
@@ -223,7 +227,8 @@ class RecordingChecker:
         return self.result
 
     def _segment(
-        self, seq: int, entry: ManifestSegment | None, wanted: Wanted | None
+        self, seq: int, entry: ManifestSegment | None, wanted: Wanted | None,
+        ahead: Iterator[Fetched | None] | None,
     ) -> tuple[SegmentSeen, bytes | None]:
         listed = self.ref.segments.get(seq)
         key = listed.key if listed is not None else (entry.key if entry else f"seq {seq}")
@@ -237,7 +242,10 @@ class RecordingChecker:
             seen.record_hash = entry.record_hash if entry else None
             return seen, None
         got: Fetched | Head | None
-        got = self._store.head(key) if wanted is not None else self._store.fetch(key)
+        if ahead is not None:
+            got = next(ahead)
+        else:
+            got = self._store.head(key) if wanted is not None else self._store.fetch(key)
         if got is None:
             seen.present = False
             seen.problems.append(Problem(Kind.MISSING, key, "listed, then gone"))

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NoReturn
 
 import boto3
@@ -26,6 +29,7 @@ from shared.vault.errors import CredentialError, StoreError, UsageError
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 ATTEMPTS = 5  # botocore's "standard" mode backs off between attempts, on throttling too
+FETCH_WINDOW = 4  # segments read at once by verify
 MAX_JSON_BYTES = 4 * 1024 * 1024  # a manifest of two years of 60 s segments stays far below
 _DENIED = frozenset({
     "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
@@ -152,6 +156,24 @@ class Store:
             key=key, size=int(reply["ContentLength"]), metadata=dict(reply.get("Metadata", {})),
             stored_sha256=reply.get("ChecksumSHA256"),
         )
+
+    def fetch_many(self, keys: list[str], window: int = FETCH_WINDOW
+                   ) -> Iterator[Fetched | None]:
+        """`fetch` of each key, in order, with up to `window` requests in flight (the boto3
+        client is thread-safe); at most `window` objects are held in memory ahead."""
+        with ThreadPoolExecutor(max_workers=window, thread_name_prefix="vault-fetch") as pool:
+            todo = iter(keys)
+            pending = deque(pool.submit(self.fetch, key) for key in islice(todo, window))
+            try:
+                while pending:
+                    done = pending.popleft()
+                    following = next(todo, None)
+                    if following is not None:
+                        pending.append(pool.submit(self.fetch, following))
+                    yield done.result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def read_small(self, key: str, limit: int = MAX_JSON_BYTES) -> bytes | None:
         """A small object's bytes (a record, a manifest), None when it is not there."""
