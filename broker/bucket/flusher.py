@@ -140,6 +140,8 @@ class Flusher:
                     bucket_outbox.c.id, bucket_outbox.c.tenant_id, bucket_outbox.c.kind,
                     bucket_outbox.c.ref,
                 )
+                # a tenant without storage yet has nowhere to write: its rows wait untouched
+                .join(storage_configs, storage_configs.c.tenant_id == bucket_outbox.c.tenant_id)
                 .where(
                     bucket_outbox.c.delivered_at.is_(None),
                     bucket_outbox.c.next_attempt_at <= now,

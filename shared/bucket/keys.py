@@ -50,3 +50,8 @@ def segment_seq(name: str) -> int | None:
         return None
     seq = int(match["seq"])
     return seq if seq <= SEQ_MAX else None
+
+
+def is_segment(key: str) -> bool:
+    """Whether an object key names a segment (`…/<seq:06d>.mp4`)."""
+    return segment_seq(key.rsplit("/", 1)[-1]) is not None
