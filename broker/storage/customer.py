@@ -1,11 +1,10 @@
 """What the customer sets up on their own side of the bucket (issue 18): the vault's read
 policy, retention (a lifecycle rule and Object Lock) and the layout, saying who writes what.
 
-`bucketreel-broker iam-policy --vault` adds `vault_policy`: an identity policy for the
-customer's `bucketreel-vault` credentials, read and list under the prefix only (`ListBucket`
-limited to keys under the prefix, `GetObject` and the read-only version, retention and
-legal-hold actions the vault reports, the bucket's versioning, Object Lock and lifecycle
-settings); it can write, overwrite or delete nothing.
+`bucketreel-broker iam-policy --vault` adds `vault_policy` (`shared.bucket.policy`, which the
+vault prints too): an identity policy for the customer's `bucketreel-vault` credentials,
+`ListBucket` of keys under the prefix and `GetObject` under it; it can write, overwrite or
+delete nothing.
 
 `--retention-days N` adds `lifecycle_configuration` (for `put-bucket-lifecycle-configuration`)
 and `object_lock_configuration` (for `put-object-lock-configuration`): every new object is
@@ -28,51 +27,17 @@ from __future__ import annotations
 from typing import Any
 
 from broker.errors import InvalidInput
-from broker.storage.policy import POLICY_VERSION, _escape_arn_part, object_arn, policies
+from broker.storage.policy import policies
+from shared.bucket.policy import vault_policy
 
 TENANT_PLACEHOLDER = "TENANT_ID"
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
 MAX_RETENTION_DAYS = 36_500
 
-VAULT_OBJECT_ACTIONS: tuple[str, ...] = (
-    "s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention", "s3:GetObjectLegalHold",
-)
-VAULT_LIST_ACTIONS: tuple[str, ...] = ("s3:ListBucket", "s3:ListBucketVersions")
-VAULT_BUCKET_ACTIONS: tuple[str, ...] = (
-    "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration",
-    "s3:GetLifecycleConfiguration",
-)
-
 
 def _root(prefix: str) -> str:
     prefix = prefix.strip("/")
     return f"{prefix}/" if prefix else ""
-
-
-def vault_policy(bucket: str, prefix: str = "") -> dict[str, Any]:
-    bucket_arn = f"arn:aws:s3:::{bucket}"
-    listing: dict[str, Any] = {
-        "Sid": "BucketreelVaultListUnderThePrefix", "Effect": "Allow",
-        "Action": list(VAULT_LIST_ACTIONS), "Resource": bucket_arn,
-    }
-    if prefix.strip("/"):
-        listing["Condition"] = {
-            "StringLike": {"s3:prefix": [f"{_escape_arn_part(_root(prefix))}*"]}
-        }
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [
-            listing,
-            {
-                "Sid": "BucketreelVaultReadUnderThePrefix", "Effect": "Allow",
-                "Action": list(VAULT_OBJECT_ACTIONS), "Resource": object_arn(bucket, prefix),
-            },
-            {
-                "Sid": "BucketreelVaultReadBucketSettings", "Effect": "Allow",
-                "Action": list(VAULT_BUCKET_ACTIONS), "Resource": bucket_arn,
-            },
-        ],
-    }
 
 
 def object_lock_configuration(days: int, mode: str) -> dict[str, Any]:
