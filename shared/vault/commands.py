@@ -13,13 +13,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.bucket.keys import CONTROL
+from shared.bucket.policy import vault_policy
 from shared.vault import report as custody
 from shared.vault.audit import verify_audit
 from shared.vault.catalog import Summary, catalog, day_range, iso
 from shared.vault.errors import EXIT_CLEAN, EXIT_PROBLEMS, UsageError
 from shared.vault.export import export
 from shared.vault.inventory import Inventory, scan
-from shared.vault.policy import reader_policy
 from shared.vault.problems import Problem
 from shared.vault.progress import Progress
 from shared.vault.recording import RecordingCheck, RecordingChecker
@@ -249,7 +249,7 @@ def run_export(args: argparse.Namespace) -> int:
 def run_policy(args: argparse.Namespace) -> int:
     if not args.bucket:
         raise UsageError("--bucket is required for this command")
-    json.dump(reader_policy(args.bucket, args.prefix), sys.stdout, indent=2)
+    json.dump(vault_policy(args.bucket, args.prefix), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return EXIT_CLEAN
 

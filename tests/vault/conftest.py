@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from agent.custody import DeviceKey
-from shared.vault.policy import reader_policy
+from shared.bucket.policy import vault_policy
 from tests.storage.conftest import iam_s3 as iam_s3
 from tests.storage.iam import IamMoto
 from tests.vault.bucketwriter import BucketWriter
@@ -109,7 +109,7 @@ def vault_s3_bucket(iam_s3: IamMoto) -> str:
 def iam_reader(iam: IamMoto, bucket: str) -> Callable[[str], Credential]:
     """Read-only credentials as the customer makes them: an IAM user with the vault's policy."""
     def make(prefix: str) -> Credential:
-        user = iam.user(reader_policy(bucket, prefix))
+        user = iam.user(vault_policy(bucket, prefix))
         return Credential(user.access_key_id, user.secret_access_key)
     return make
 

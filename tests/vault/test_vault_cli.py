@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.vault.policy import reader_policy
+from shared.bucket.policy import vault_policy
 from tests.storage.iam import IamMoto, Principal
 from tests.vault.conftest import VAULT, Credential, VaultBucket
 
@@ -52,7 +52,7 @@ def test_the_printed_policy_lets_the_vault_read_and_nothing_more(
 ) -> None:
     done = vault_bucket.vault("policy")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == reader_policy(vault_bucket.bucket, vault_bucket.prefix)
+    assert json.loads(done.stdout) == vault_policy(vault_bucket.bucket, vault_bucket.prefix)
     reader = iam_s3.client("s3", Principal("reader", "", vault_bucket.reader.access_key_id,
                                            vault_bucket.reader.secret_access_key))
     key = f"{vault_bucket.prefix}/x"
