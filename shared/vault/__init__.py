@@ -5,5 +5,6 @@ list on the prefix), and never imports the broker or the agent (.importlinter). 
 `store` (S3), `inventory` (the listing), `trust` (broker keys, device records), `recording`
 (one recording's checks), `catalog` (by person and day), `audit` (the audit export against
 the anchors), `remux` and `export` (one MP4), `report` (the custody report and its re-check),
-`cli`, `commands` and `__main__` (the program). The read policy it prints is `shared.bucket.policy`'s.
+`cli`, `commands` and `__main__` (the program). The read policy it prints is
+`shared.bucket.policy`'s.
 """
