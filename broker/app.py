@@ -53,6 +53,7 @@ def create_app(settings: Settings, *, clock: Clock = utcnow) -> web.Application:
     app.cleanup_ctx.append(_forever("bucketreel-housekeeping", _housekeeping))
     app.cleanup_ctx.append(_forever("bucketreel-storage-watch", _storage_watch))
     app.cleanup_ctx.append(_forever("bucketreel-invalidations", _invalidations))
+    app.cleanup_ctx.append(_forever("bucketreel-bucket-outbox", _bucket_outbox))
     app.on_response_prepare.append(middleware.security_headers)
     routes.install(app)
     return app
@@ -105,6 +106,12 @@ def _housekeeping(services: Services) -> Coroutine[Any, Any, None]:
     return housekeeping.sweep_forever(
         services.db, services.clock, login_window=services.settings.login_window
     )
+
+
+def _bucket_outbox(services: Services) -> Coroutine[Any, Any, None]:
+    """The bucket outbox's flusher (`broker.bucket.flusher`): device records, manifests and
+    audit anchors written to the tenants' buckets, write-once."""
+    return services.bucket.run_forever()
 
 
 def _storage_watch(services: Services) -> Coroutine[Any, Any, None]:

@@ -13,6 +13,9 @@ from broker.auth.login import LoginService
 from broker.auth.ratelimit import LoginLimiter
 from broker.auth.sessions import UserSessions
 from broker.auth.tokens import TokenSigner
+from broker.bucket.flusher import Flusher
+from broker.bucket.outbox import Wake
+from broker.bucket.signing import broker_signer
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.devices.enrollment import DeviceAuth
@@ -54,6 +57,7 @@ class Services:
     settings: Settings
     db: Database
     clock: Clock
+    bucket: Flusher  # the bucket outbox's flusher (`broker.app` runs it)
 
 
 def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
@@ -83,7 +87,9 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
     )
     db.notices.subscribe(buckets.invalidate, buckets.forget_all)
     storage = StorageAccess(db=db, keys=settings.master_keys, buckets=buckets, clock=clock)
+    wake = Wake()
     recordings = RecordingService(
+        wake=wake,
         db=db,
         keys=settings.master_keys,
         buckets=buckets,
@@ -144,6 +150,10 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         settings=settings,
         db=db,
         clock=clock,
+        bucket=Flusher(
+            db=db, keys=settings.master_keys, buckets=buckets,
+            signer=broker_signer(settings), clock=clock, wake=wake,
+        ),
     )
 
 

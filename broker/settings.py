@@ -23,6 +23,7 @@ PREFIX = "BUCKETREEL_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///bucketreel-broker.db"
 MIN_SECRET_CHARS = 32
 MASTER_KEY_BYTES = 32
+SIGNING_KEY_BYTES = 32  # an Ed25519 seed
 _MASTER_KEY_RE = re.compile(r"^v(\d{1,4}):(.+)$")
 
 
@@ -141,6 +142,7 @@ OTHER_VARIABLES = (
     "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_PREVIOUS", "HMAC_KEY", "MASTER_KEYS",
     "MIGRATE_ON_START", "LOG_LEVEL", "CLIENT_ADDRESS_HEADER", "BEHIND_TLS", "DEV_MODE",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STS_ENDPOINT_URL", "ALLOWED_ENDPOINT_HOSTS",
+    "SIGNING_KEY",
 )
 
 
@@ -202,6 +204,9 @@ class Settings:
     # Tenants' custom S3 endpoints the operator allows although they are plain http or resolve
     # to a non-public address (`broker.storage.endpoint`): "host" or "host:port" entries.
     allowed_endpoint_hosts: str = ""
+    # The seed (base64 of 32 bytes) of the broker's Ed25519 key that signs what it writes to
+    # the bucket (`broker.bucket.signing`); None: derived from the newest master key.
+    signing_key: Secret | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -291,6 +296,9 @@ class Settings:
                 + ", ".join(bad_hosts)
             )
         settings_kwargs["allowed_endpoint_hosts"] = allowed_hosts
+        settings_kwargs["signing_key"] = _parse_signing_key(
+            env.get(PREFIX + "SIGNING_KEY", ""), problems
+        )
         if problems or secret_key is None or hmac_key is None or master_keys is None:
             raise ConfigError(
                 "refusing to start: "
@@ -357,6 +365,19 @@ def _parse_master_keys(raw: str, problems: list[str]) -> MasterKeys | None:
     return MasterKeys(keys=keys, current=current)
 
 
+def _parse_signing_key(raw: str, problems: list[str]) -> Secret | None:
+    if not raw:
+        return None
+    try:
+        seed = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        seed = b""
+    if len(seed) != SIGNING_KEY_BYTES:
+        problems.append(f"{PREFIX}SIGNING_KEY must be the base64 of 32 random bytes")
+        return None
+    return Secret(raw)
+
+
 def generate_secrets() -> dict[str, str]:
     """A complete, fresh set of the broker's secrets, as environment variables."""
     master = base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)).decode()
@@ -364,6 +385,7 @@ def generate_secrets() -> dict[str, str]:
         PREFIX + "SECRET_KEY": secrets.token_urlsafe(48),
         PREFIX + "HMAC_KEY": secrets.token_urlsafe(48),
         PREFIX + "MASTER_KEYS": f"v1:{master}",
+        PREFIX + "SIGNING_KEY": base64.b64encode(secrets.token_bytes(SIGNING_KEY_BYTES)).decode(),
     }
 
 

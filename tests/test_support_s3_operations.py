@@ -27,3 +27,19 @@ def test_grants_verification_and_self_check_probes_are_allowed() -> None:
         Operation("call", "PutObjectAcl", "rec/_bucketreel/selfcheck/abc"),
     ]
     assert violations(good) == []
+
+
+def test_the_bucket_records_are_written_once_and_only_where_they_belong() -> None:
+    good = [
+        Operation("call", "PutObject", "rec/_bucketreel/keys/0123456789abcdef.json", True),
+        Operation("call", "PutObject", "rec/_bucketreel/devices/d.json", True),
+        Operation("call", "PutObject", "_bucketreel/audit/t/000000000001.json", True),
+        Operation("call", "PutObject", "rec/t/u/r/manifest.json", True),
+    ]
+    assert violations(good) == []
+    bad = [
+        Operation("call", "PutObject", "rec/t/u/r/manifest.json"),  # could overwrite
+        Operation("call", "PutObject", "rec/t/u/r/000000.mp4", True),  # a recording's bytes
+        Operation("call", "PutObject", "rec/_bucketreel/other/x.json", True),
+    ]
+    assert violations(bad) == sorted(set(bad), key=repr)

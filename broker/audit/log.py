@@ -31,8 +31,9 @@ from broker.db.database import AUDIT_KEYS_INFO
 from broker.db.schema import audit_log
 from broker.db.scope import TenantScope
 from broker.sealing import ChainKeys
+from shared import auditchain
 
-GENESIS = "0" * 64
+GENESIS = auditchain.GENESIS
 _LOCKED_INFO = "bucketreel.audit_chain_locked"
 # pg_advisory_xact_lock(class, key): this class is the tenant's audit chain ("BRal").
 _CHAIN_LOCK_CLASS = 0x4252616C
@@ -94,11 +95,11 @@ def entry_hash(
     details: str,
     prev_hash: str,
 ) -> str:
-    material = json.dumps(
-        [tenant_id, seq, at.isoformat(), actor, action, target, details, prev_hash],
-        separators=(",", ":"),
+    """The entry's public chain hash (`shared.auditchain`, which the vault recomputes)."""
+    return auditchain.entry_hash(
+        tenant_id=tenant_id, seq=seq, at=at.isoformat(), actor=actor, action=action,
+        target=target, details=details, prev_hash=prev_hash,
     )
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 def entry_mac(key: bytes, *, tenant_id: str, seq: int, digest: str, version: str) -> str:

@@ -226,13 +226,15 @@ def _mentions(row: Any, ids: set[str]) -> bool:
     return any(i in text for i in ids)
 
 
-def json_lines(entries: Iterable[Entry]) -> Iterable[str]:
-    """The export format: one JSON object per line, with the chain's hashes, oldest first."""
+def json_lines(tenant_id: str, entries: Iterable[Entry]) -> Iterable[str]:
+    """The export format: one JSON object per line, with the chain's hashes, oldest first;
+    each line carries all that its chain hash covers (`shared.auditchain.export_hash`)."""
     for e in sorted(entries, key=lambda e: e.seq):
         yield json.dumps(
             {
-                "seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-                "target": e.target, "details": e.details, "prev_hash": e.prev_hash,
+                "tenant_id": tenant_id, "seq": e.seq, "at": e.at.isoformat(),
+                "actor": e.actor, "action": e.action, "target": e.target,
+                "details": e.details, "prev_hash": e.prev_hash,
                 "hash": e.hash, "mac": e.mac, "mac_key": e.mac_key,
             },
             sort_keys=True,

@@ -49,18 +49,22 @@ def cmd_gen_secrets(_args: argparse.Namespace) -> int:
 
 def cmd_iam_policy(args: argparse.Namespace) -> int:
     """Print the identity, bucket and trust policies for a customer's bucket (no settings)."""
-    from broker.storage import policy
+    from broker.storage import customer, policy
 
-    print_json(
-        policy.policies(
+    print_json({
+        **policy.policies(
             args.bucket,
             args.prefix,
             principal_arn=args.principal_arn,
             assumer_arn=args.assumer_arn,
             external_id=args.external_id,
             max_signature_age_ms=args.max_signature_age_ms,
-        )
-    )
+        ),
+        **customer.documents(
+            args.bucket, args.prefix, vault=args.vault, retention_days=args.retention_days,
+            tenants=tuple(args.tenant or ()), lock_mode=args.lock_mode,
+        ),
+    })
     return 0
 
 
@@ -91,5 +95,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         default=600_000,
         help="deny signatures older than this (default 600000)",
+    )
+    iam.add_argument(
+        "--vault", action="store_true",
+        help="also print vault_policy: read and list under the prefix, for the customer's "
+        "bucketreel-vault credentials (and the layout)",
+    )
+    iam.add_argument(
+        "--retention-days", type=int, metavar="N",
+        help="also print the lifecycle rule that removes recordings after N days and the "
+        "Object Lock settings that keep every object N days (and the layout)",
+    )
+    iam.add_argument(
+        "--tenant", action="append", metavar="TENANT_ID",
+        help="with --retention-days: a tenant whose recordings the lifecycle rule covers "
+        "(repeatable; default: the placeholder TENANT_ID)",
+    )
+    iam.add_argument(
+        "--lock-mode", choices=["COMPLIANCE", "GOVERNANCE"], default="COMPLIANCE",
+        help="with --retention-days: Object Lock mode (default COMPLIANCE: no one can delete "
+        "sooner, the bucket's owner included)",
     )
     iam.set_defaults(func=cmd_iam_policy)

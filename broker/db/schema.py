@@ -407,3 +407,25 @@ audit_log = Table(
     Column("mac_key", String(16), nullable=True),
     UniqueConstraint("tenant_id", "seq", name="uq_audit_log_tenant_seq"),
 )
+
+# 0015: what the broker still has to write to the tenant's bucket beside the recordings
+# (`broker.bucket`): a device record, a recording's manifest, an audit anchor. A row is
+# added in the transaction of the event, and delivered by the outbox flusher with no
+# transaction open; `object_key` and `body` are fixed at the first attempt, so every retry
+# writes the same bytes (write-once: a repeat is refused by the bucket and counts as done).
+bucket_outbox = Table(
+    "bucket_outbox",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("tenant_id", ID, ForeignKey("tenants.id"), nullable=False),
+    Column("kind", String(20), nullable=False),  # "device" | "manifest" | "anchor"
+    Column("ref", String(100), nullable=False),  # device id, recording id, audit seq
+    Column("object_key", String(1024), nullable=True),
+    Column("body", Text, nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("delivered_at", UTCDateTime(), nullable=True),
+    Column("last_error", String(300), nullable=True),
+    UniqueConstraint("tenant_id", "kind", "ref", name="uq_bucket_outbox_tenant_id"),
+)

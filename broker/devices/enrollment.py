@@ -20,6 +20,7 @@ from broker.audit import log as audit
 from broker.auth import refresh as rotation
 from broker.auth.secrets import new_token, token_hash
 from broker.auth.tokens import TokenSigner
+from broker.bucket import outbox
 from broker.clock import Clock
 from broker.db import notify
 from broker.db.database import Database
@@ -271,6 +272,7 @@ class DeviceAuth:
                 **({"code": code_id} if code_id else {}),
             },
         )
+        await outbox.enqueue(scope, outbox.DEVICE, device_id, now)  # its record in the bucket
         return self._pair(scope.tenant_id, user_id, device_id, refresh)
 
     async def set_cap(

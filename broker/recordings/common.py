@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Row, func, select
 
+from broker.bucket import outbox
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import recording_gaps, recordings, segments, upload_grants
@@ -45,7 +46,9 @@ class RecordingParts:
         clock: Clock,
         storage: StorageAccess | None = None,
         clock_skew: int = bounds.DEFAULT_CLOCK_SKEW,
+        wake: outbox.Wake | None = None,
     ) -> None:
+        self._wake = wake  # the bucket outbox's flusher (`broker.bucket`)
         self._storage = storage  # revocation checks (DESIGN G6)
         self._skew = timedelta(seconds=clock_skew)  # declared times: broker.recordings.bounds
         self._db = db

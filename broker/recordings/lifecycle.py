@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime
 
 from broker.audit import log as audit
+from broker.bucket import outbox
 from broker.db.schema import recording_gaps, recordings
 from broker.db.scope import TenantScope
 from broker.identity import Principal
@@ -86,6 +87,7 @@ class Lifecycle(RecordingParts):
                 target=old.id,
                 details={"reason": "agent_died", "closed_by": "the device's next recording"},
             )
+            await outbox.enqueue(scope, outbox.MANIFEST, old.id, now)
 
     async def finish(self, principal: Principal, recording_id: str) -> RecordingInfo:
         now = self._clock()
@@ -105,6 +107,7 @@ class Lifecycle(RecordingParts):
                         action="recording.finish",
                         target=recording_id,
                     )
+                    await outbox.enqueue(scope, outbox.MANIFEST, recording_id, now)
                 result = await recording_info(scope, recording_id)
         return result
 

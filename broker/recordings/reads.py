@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from broker.audit import log as audit
+from broker.bucket import outbox
 from broker.db.schema import recordings
 from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
@@ -91,12 +92,16 @@ class Reads(RecordingParts):
         now = self._clock()
         async for txn in self._db.attempts():
             async with txn as conn:
+                scope = TenantScope(conn, tenant_id)
                 await audit.record(
-                    TenantScope(conn, tenant_id),
+                    scope,
                     at=now,
                     actor=actor,
                     action="segment.view_url",
                     target=segment.object_key,
                     details={"ttl": self._view_ttl, "recording": recording_id, "seq": seq},
                 )
+                await outbox.enqueue_anchor(scope, now)  # who watched: anchored at once
+        if self._wake is not None:
+            self._wake.set()
         return ViewUrl(url, now + timedelta(seconds=self._view_ttl))

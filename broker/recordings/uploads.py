@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Row, select
 
 from broker.audit import log as audit
+from broker.bucket import metadata as bucket_metadata
 from broker.db.schema import segments, upload_grants
 from broker.db.scope import TenantScope
 from broker.errors import Conflict
@@ -70,6 +71,7 @@ class Uploads(RecordingParts):
                     custody.check_regrant(segment, declared)
                 config = await storage_config.load(scope, self._keys)
                 decided: Row[Any] = segment
+                metadata = bucket_metadata.for_segment(principal.tenant_id, recording, segment)
         segment = decided
         # A declared segment without a grant is simply granted again on the next request.
         bucket, put = await self._buckets.presign_put(
@@ -79,6 +81,7 @@ class Uploads(RecordingParts):
             sha256_b64=segment.sha256,
             md5_b64=segment.md5,
             ttl=self._upload_ttl,
+            metadata=metadata,  # the segment's own proof, signed in (`shared.bucket`)
         )
         now = self._clock()
         expires_at = now + timedelta(seconds=self._upload_ttl)

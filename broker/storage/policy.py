@@ -20,8 +20,8 @@ import re
 from typing import Any
 
 from broker.errors import InvalidInput
+from shared.bucket.policy import POLICY_VERSION, object_arn
 
-POLICY_VERSION = "2012-10-17"
 SIGNATURE_VERSION = "AWS4-HMAC-SHA256"
 MAX_SIGNATURE_AGE_MS = 600_000  # 10 minutes: longer than any URL the broker signs (≤ 300 s)
 PRINCIPAL_PLACEHOLDER = "arn:aws:iam::ACCOUNT_ID:user/bucketreel-broker"
@@ -95,18 +95,6 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()/$?-]{0,200}$")
 _PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::(\d{12}|[A-Z_]+):[\w+=,.@/-]+$")
 _EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
-
-
-def _escape_arn_part(value: str) -> str:
-    """IAM treats `*` and `?` in a resource ARN as wildcards: keep them literal."""
-    return "".join({"*": "${*}", "?": "${?}", "$": "${$}"}.get(c, c) for c in value)
-
-
-def object_arn(bucket: str, prefix: str) -> str:
-    """`arn:aws:s3:::B/P/*`, or `arn:aws:s3:::B/*` without a prefix."""
-    prefix = prefix.strip("/")
-    path = f"{_escape_arn_part(prefix)}/*" if prefix else "*"
-    return f"arn:aws:s3:::{bucket}/{path}"
 
 
 def _validate(bucket: str, prefix: str, principal_arn: str, assumer_arn: str,

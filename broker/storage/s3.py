@@ -1,16 +1,21 @@
 """The broker's only door to a customer's bucket.
 
-It presigns (a local computation) and reads object metadata (`HeadObject`). It has no method
-that lists, deletes or reads object content (DESIGN G1–G3); the storage self-check
+It presigns (a local computation), reads object metadata (`HeadObject`) and writes the
+bucket's own records once (`put_once`: `If-None-Match: *`, JSON the broker made itself, never a
+recording byte). It has no method that lists, deletes, overwrites or reads object content
+(DESIGN G1–G3); the storage self-check
 (`broker.storage.selfcheck`) is the only code that sends such requests, as probes that must be
 refused. botocore's errors are translated here (and in `credentials`, `selfcheck`) only.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,7 @@ from broker.storage.config import StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
 from broker.storage.endpoint import EndpointPolicy, PinnedEndpoint, pin
 from broker.storage.io import StorageIO
+from shared.bucket.metadata import HEADER_PREFIX as META_HEADER
 from shared.keys import SEGMENT_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,9 @@ SELFCHECK_CONNECT_TIMEOUT = 2
 SELFCHECK_READ_TIMEOUT = 3
 CLIENT_DEADLINE = 15.0  # making a client: DNS, and STS AssumeRole for a role
 HEAD_DEADLINE = 2 * (CONNECT_TIMEOUT + READ_TIMEOUT) + 2.0
+PUT_DEADLINE = 2 * (CONNECT_TIMEOUT + READ_TIMEOUT) + 2.0
 PRESIGN_DEADLINE = 15.0  # local, unless an assumed role's session must be refreshed (STS)
+JSON = "application/json"
 REPIN_SECONDS = 300  # a custom endpoint's host is resolved (and checked) again this often
 
 
@@ -52,6 +60,7 @@ def _log_operation(params: dict[str, Any], model: Any, context: dict[str, Any], 
         "bucket": params.get("Bucket"),
         "key": params.get("Key"),
         "prefix": params.get("Prefix"),
+        "write_once": params.get("IfNoneMatch") == "*",
     }
     log.info(
         "s3 %s %s %s/%s", kind, model.name, params.get("Bucket"), where, extra={"fields": fields}
@@ -118,10 +127,12 @@ class BucketClient:
         self._client.meta.events.register("provide-client-params.s3", _log_operation)
 
     def presign_put(
-        self, key: str, *, size: int, sha256_b64: str, md5_b64: str, ttl: int
+        self, key: str, *, size: int, sha256_b64: str, md5_b64: str, ttl: int,
+        metadata: Mapping[str, str] | None = None,
     ) -> PresignedPut:
-        """A PUT for exactly these bytes, once: every header below is part of the signature."""
-        params = {
+        """A PUT for exactly these bytes, once: every header below is part of the signature,
+        the user metadata (`x-amz-meta-<name>`, `shared.bucket.metadata`) included."""
+        params: dict[str, Any] = {
             "Bucket": self.config.bucket,
             "Key": key,
             "IfNoneMatch": "*",
@@ -131,6 +142,8 @@ class BucketClient:
             "ChecksumSHA256": sha256_b64,
             "ContentType": SEGMENT_CONTENT_TYPE,
         }
+        if metadata:
+            params["Metadata"] = dict(metadata)
         url = self._client.generate_presigned_url(
             "put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT"
         )
@@ -142,6 +155,8 @@ class BucketClient:
             "x-amz-checksum-sha256": sha256_b64,
             "x-amz-sdk-checksum-algorithm": "SHA256",
         }
+        for name, value in (metadata or {}).items():
+            headers[META_HEADER + name] = value
         return PresignedPut(url=url, headers=headers)
 
     def presign_get(self, key: str, *, ttl: int) -> str:
@@ -154,6 +169,40 @@ class BucketClient:
             "get_object", Params=params, ExpiresIn=ttl, HttpMethod="GET"
         )
         return url
+
+    def put_once(self, key: str, body: bytes, *, content_type: str = JSON) -> bool:
+        """Create `key` with `body` unless it exists (`If-None-Match: *`): True when written,
+        False when the bucket already holds an object there (412: a retry, or another
+        replica, wrote it first). Never overwrites; raises StorageAccessDenied on 403 and
+        StorageUnavailable on anything else."""
+        digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+        try:
+            self._client.put_object(
+                Bucket=self.config.bucket, Key=key, Body=body, IfNoneMatch="*",
+                ContentType=content_type, ChecksumAlgorithm="SHA256", ChecksumSHA256=digest,
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 412:
+                return False
+            raise self._refusal("PutObject", status) from None
+        except BotoCoreError as exc:
+            raise self._silence(exc) from None
+        return True
+
+    def _refusal(self, operation: str, status: object, *, hint: str = "") -> Exception:
+        """A refusal of `operation`, translated (botocore's error stays here)."""
+        if status == 403:
+            return StorageAccessDenied(
+                f"the bucket refused {operation} with HTTP 403; check the broker's credentials"
+            )
+        # A custom endpoint learns nothing of what answered there (no status, no class).
+        detail = "" if self.coarse else f" with HTTP {status}"
+        return StorageUnavailable(f"the bucket refused {operation}{detail}{hint}")
+
+    def _silence(self, exc: BotoCoreError) -> StorageUnavailable:
+        detail = "" if self.coarse else f": {type(exc).__name__}"
+        return StorageUnavailable(f"the bucket did not answer{detail}")
 
     def _raw(self) -> Any:
         """The boto3 client, for the self-check's probes only (`broker.storage.selfcheck`)."""
@@ -169,20 +218,13 @@ class BucketClient:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404:
                 return None
-            if status == 403:
-                # A revoked key, or (on S3, without a list right) a missing object: HEAD
-                # replies carry no error code to tell them apart; see StorageAccess.
-                raise StorageAccessDenied(
-                    "the bucket refused HeadObject with HTTP 403; check the broker's credentials"
-                ) from None
-            # A custom endpoint learns nothing of what answered there (no status, no class).
-            detail = "" if self.coarse else f" with HTTP {status}"
-            raise StorageUnavailable(
-                f"the bucket refused HeadObject{detail}; check the broker's credentials"
+            # 403: a revoked key, or (on S3, without a list right) a missing object: HEAD
+            # replies carry no error code to tell them apart; see StorageAccess.
+            raise self._refusal(
+                "HeadObject", status, hint="; check the broker's credentials"
             ) from None
         except BotoCoreError as exc:
-            detail = "" if self.coarse else f": {type(exc).__name__}"
-            raise StorageUnavailable(f"the bucket did not answer{detail}") from None
+            raise self._silence(exc) from None
         return ObjectHead(
             size=int(reply["ContentLength"]),
             sha256=reply.get("ChecksumSHA256"),
@@ -243,13 +285,14 @@ class BucketClients:
 
     async def presign_put(
         self, config: StorageConfig, key: str, *, size: int, sha256_b64: str, md5_b64: str,
-        ttl: int,
+        ttl: int, metadata: Mapping[str, str] | None = None,
     ) -> tuple[BucketClient, PresignedPut]:
         bucket = await self.client(config)
 
         def sign() -> PresignedPut:
             return bucket.presign_put(
-                key, size=size, sha256_b64=sha256_b64, md5_b64=md5_b64, ttl=ttl
+                key, size=size, sha256_b64=sha256_b64, md5_b64=md5_b64, ttl=ttl,
+                metadata=metadata,
             )
 
         put = await self.io.run(config.tenant_id, sign, deadline=PRESIGN_DEADLINE)
@@ -262,6 +305,11 @@ class BucketClients:
             return bucket.presign_get(key, ttl=ttl)
 
         return await self.io.run(config.tenant_id, sign, deadline=PRESIGN_DEADLINE)
+
+    async def put_once(self, bucket: BucketClient, key: str, body: bytes) -> bool:
+        return await self.io.run(
+            bucket.config.tenant_id, bucket.put_once, key, body, deadline=PUT_DEADLINE
+        )
 
     async def head(self, bucket: BucketClient, key: str) -> ObjectHead | None:
         return await self.io.run(

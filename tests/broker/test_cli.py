@@ -43,7 +43,8 @@ def test_gen_secrets_prints_every_secret_fresh() -> None:
     first, second = run("gen-secrets"), run("gen-secrets")
     lines = [line for line in first.stdout.splitlines() if not line.startswith("#")]
     keys = {line.split("=", 1)[0] for line in lines}
-    assert keys == {"BUCKETREEL_SECRET_KEY", "BUCKETREEL_HMAC_KEY", "BUCKETREEL_MASTER_KEYS"}
+    assert keys == {"BUCKETREEL_SECRET_KEY", "BUCKETREEL_HMAC_KEY", "BUCKETREEL_MASTER_KEYS",
+                    "BUCKETREEL_SIGNING_KEY"}
     assert first.stdout != second.stdout
 
 
@@ -53,6 +54,7 @@ def test_gen_secrets_prints_every_secret_fresh() -> None:
         ("BUCKETREEL_SECRET_KEY", None, "BUCKETREEL_SECRET_KEY is missing"),
         ("BUCKETREEL_HMAC_KEY", "short", "BUCKETREEL_HMAC_KEY is too short"),
         ("BUCKETREEL_MASTER_KEYS", "v1:c2hvcnQ=", "BUCKETREEL_MASTER_KEYS v1 must be"),
+        ("BUCKETREEL_SIGNING_KEY", "c2hvcnQ=", "BUCKETREEL_SIGNING_KEY must be the base64"),
     ],
 )
 def test_refuses_to_start_with_a_missing_or_weak_secret(

@@ -9,9 +9,6 @@ still verifies and is named v1.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,59 +24,25 @@ from shared.custody import (
     GENESIS,
     V1,
     V2,
-    CustodyRecord,
     GapRecord,
-    encode_public_key,
     sign,
-    timestamp_ms,
 )
 from shared.wire import format_timestamp, parse_timestamp
 from tests.support.api import (
     Api,
-    Device,
     Operator,
-    Segment,
     Tenant,
-    enrollment_code,
-    make_user,
     put_with_grant,
     random_segment,
     start_recording,
 )
 from tests.support.broker import BrokerProcess
-
-
-@dataclass
-class Signer:
-    device: Device
-    key: Ed25519PrivateKey
+from tests.support.custody import Signer, enroll_signer, record
 
 
 @pytest.fixture
 def signer(api: Api, broker: BrokerProcess, tenant: Tenant) -> Signer:
-    key = Ed25519PrivateKey.generate()
-    user_id = make_user(broker, tenant)
-    reply = api.call("POST", "/api/v1/devices/enroll", {
-        "code": enrollment_code(broker, tenant, user_id), "name": "v2 workstation",
-        "public_key": encode_public_key(key.public_key()),
-    })
-    assert reply.status == 201, reply.body
-    body = reply.body
-    return Signer(Device(tenant, user_id, body["device_id"], body["access_token"],
-                         body["refresh_token"]), key)
-
-
-def record(recording_id: str, seq: int, segment: Segment, declared: dict[str, Any], prev: str,
-           version: int) -> CustodyRecord:
-    sha = base64.b64encode(hashlib.sha256(segment.data).digest()).decode()
-    if version == V1:
-        return CustodyRecord(recording_id=recording_id, seq=seq, size=len(segment.data),
-                             sha256=sha, prev=prev)
-    return CustodyRecord(
-        recording_id=recording_id, seq=seq, size=len(segment.data), sha256=sha, prev=prev,
-        version=V2, started_at_ms=timestamp_ms(parse_timestamp(declared["started_at"])),
-        duration_ms=declared["duration_ms"],
-    )
+    return enroll_signer(api, broker, tenant, "v2 workstation")
 
 
 def record_segments(api: Api, signer: Signer, count: int, version: int) -> str:

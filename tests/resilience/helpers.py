@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import av
 
 from broker import admin
+from shared.bucket.keys import is_segment
 from tests.support import agentlog
 from tests.support.api import Api, Operator, Tenant, enrollment_code, make_user
 from tests.support.broker import BrokerProcess
@@ -69,12 +70,13 @@ class Site:
         return body
 
     def objects(self, recording_id: str) -> dict[str, bytes]:
-        """Every object of the recording in the bucket (read directly, as a test may)."""
+        """Every segment object of the recording in the bucket (read directly, as a test may;
+        the manifest the broker writes beside them is not a segment)."""
         s3 = self.s3.client()
         found: dict[str, bytes] = {}
         listing = s3.list_objects_v2(Bucket=self.tenant.bucket, Prefix=self.tenant.prefix)
         for item in listing.get("Contents", []):
-            if f"/{recording_id}/" in item["Key"]:
+            if f"/{recording_id}/" in item["Key"] and is_segment(item["Key"]):
                 body = s3.get_object(Bucket=self.tenant.bucket, Key=item["Key"])["Body"].read()
                 found[item["Key"]] = body
         return found

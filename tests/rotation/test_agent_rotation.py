@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from broker import admin
+from shared.bucket.keys import is_segment
 from tests.identity.people import audit_entries, person
 from tests.resilience.helpers import (
     AGENT,
@@ -148,7 +149,7 @@ def test_rotation_mid_recording_loses_no_segment(
         item["Key"]
         for item in client.list_objects_v2(
             Bucket=tenant.bucket, Prefix=f"{tenant.prefix}/").get("Contents", [])
-        if f"/{rid}/" in item["Key"]
+        if f"/{rid}/" in item["Key"] and is_segment(item["Key"])  # not the manifest beside
     }
     assert found == {s["key"] for s in listed}
     for segment in listed:

@@ -30,6 +30,7 @@ from tests.support.api import (
     start_recording,
 )
 from tests.support.broker import BrokerProcess
+from tests.support.s3_operations import RECORDS
 from tests.support.s3gate import AccessKey, S3Gate
 
 
@@ -71,13 +72,23 @@ def test_a_full_flow_uses_only_put_get_head_with_the_broker_key(
     assert performed <= BROKER_OPERATIONS, f"the broker's key did {performed}"
     assert performed == {"PutObject", "HeadObject", "GetObject"}, "the log saw the whole flow"
     assert all(entry.signed_ok and entry.error is None for entry in broker_entries)
-    assert [e.name for e in broker_entries].count("PutObject") == len(segments)
-    # Only the HeadObject requests were the broker's own (header-signed) calls; each names a
-    # segment's object under the tenant's prefix, or the self-check's object (which the
-    # storage watch asks about, broker/storage/monitor.py), never the bucket itself.
+    puts = [urlsplit(e.path).path for e in broker_entries if e.name == "PutObject"]
+    assert len([p for p in puts if p.endswith(".mp4")]) == len(segments)
+    # the other PUTs: the bucket's own records the broker writes once (issue 18), no more
+    records = [p for p in puts if not p.endswith(".mp4")]
+    assert all(RECORDS.search(p) for p in records), records
+    # The broker's own (header-signed) calls are HeadObject requests, each naming a segment's
+    # object under the tenant's prefix or the self-check's object (which the storage watch
+    # asks about, broker/storage/monitor.py), and the write-once PUTs of its records under
+    # `_bucketreel/` or beside the segments (manifest.json); never the bucket itself.
     prefix = f"/{tenant.bucket}/{tenant.prefix}/{tenant.tenant_id}/"
     canary = f"/{tenant.bucket}/{tenant.prefix}/_bucketreel/selfcheck/"
-    assert all(urlsplit(e.path).path.startswith((prefix, canary)) for e in broker_entries)
+    own = f"/{tenant.bucket}/{tenant.prefix}/_bucketreel/"
+    assert all(
+        urlsplit(e.path).path.startswith((prefix, canary))
+        or (e.name == "PutObject" and urlsplit(e.path).path.startswith(own))
+        for e in broker_entries
+    )
     setup_ops = s3_gate.log.operations(setup_key.key_id)
     assert "CreateBucket" in setup_ops, "the set-up key is told apart from the broker's"
     assert tenant.key.key_id != setup_key.key_id

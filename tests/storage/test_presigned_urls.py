@@ -165,6 +165,28 @@ def test_put_url_with_a_different_body_is_refused(
     assert (reply.status, reply.body["error"]) == (409, "segment_not_uploaded")
 
 
+def test_put_url_without_or_with_altered_segment_metadata_is_refused(
+    api: Api, device: Device, tenant: GateTenant, s3_gate: S3Gate, setup_key: AccessKey
+) -> None:
+    """The segment's own proof (`x-amz-meta-*`, issue 18) is part of the signature: an agent
+    cannot leave it off nor change it, and what lands carries it."""
+    recording_id, segment, body = fresh_grant(api, device)
+    meta = {k: v for k, v in body["headers"].items() if k.startswith("x-amz-meta-")}
+    assert meta["x-amz-meta-recording"] == recording_id
+    assert meta["x-amz-meta-custody"] == "unsigned"  # this device registered no custody key
+    bare = {k: v for k, v in body["headers"].items() if k not in meta}
+    edited = {**body["headers"], "x-amz-meta-seq": "7"}
+
+    for headers in (bare, edited):
+        reply = put_with_grant({**body, "headers": headers}, segment.data)
+        assert (reply.status, code(reply)) == (403, "SignatureDoesNotMatch")
+        assert stored(s3_gate, setup_key, tenant.bucket, object_key(body["url"])) is None
+    assert put_with_grant(body, segment.data).status == 200
+    head = s3_gate.client(setup_key).head_object(Bucket=tenant.bucket, Key=object_key(body["url"]))
+    assert {f"x-amz-meta-{k}": v for k, v in head["Metadata"].items()} == meta
+    assert complete(api, device, recording_id).body == {"state": "verified"}
+
+
 def test_put_url_with_the_key_changed_in_the_path_is_refused(
     api: Api, device: Device, tenant: GateTenant, s3_gate: S3Gate, setup_key: AccessKey
 ) -> None:

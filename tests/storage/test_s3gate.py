@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.support.s3gate import AccessKey, S3Gate, operation_name
+from tests.support.s3gate import AccessKey, Grant, S3Gate, operation_name
 
 HTTP = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(total=30))
 
@@ -448,3 +448,30 @@ def test_refusals_are_logged_under_the_claimed_key(
     ]
     assert s3_gate.log.operations(key.key_id, authorised_only=True) == set()
     assert s3_gate.log.operations(key.key_id) == {"DeleteObject"}
+
+
+def test_a_granted_key_may_do_only_its_operations_under_its_prefix(
+    s3_gate: S3Gate, setup_key: AccessKey, bucket: str
+) -> None:
+    owner = s3_gate.client(setup_key)
+    owner.put_object(Bucket=bucket, Key="mine/a", Body=b"a")
+    owner.put_object(Bucket=bucket, Key="theirs/b", Body=b"b")
+    reader = s3_gate.keys.add(label="reader", may=Grant(
+        operations=frozenset({"ListObjectsV2", "GetObject", "HeadObject"}), under="mine/",
+    ))
+    client = s3_gate.client(reader)
+    assert client.get_object(Bucket=bucket, Key="mine/a")["Body"].read() == b"a"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="mine/")["Contents"]
+    assert [o["Key"] for o in listed] == ["mine/a"]
+    denied = [
+        lambda: client.get_object(Bucket=bucket, Key="theirs/b"),
+        lambda: client.list_objects_v2(Bucket=bucket, Prefix="theirs/"),
+        lambda: client.list_objects_v2(Bucket=bucket),
+        lambda: client.put_object(Bucket=bucket, Key="mine/c", Body=b"c"),
+        lambda: client.delete_object(Bucket=bucket, Key="mine/a"),
+    ]
+    for call in denied:
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert owner.get_object(Bucket=bucket, Key="mine/a")["Body"].read() == b"a"

@@ -5,13 +5,16 @@ Broker processes write those lines to their log files; set-up that runs the brok
 admin functions inside the test process logs them to this process. At the end of the
 session every one of them is held against DESIGN G1–G3: the broker may sign PutObject and
 GetObject, may call HeadObject, and may call the self-check's probes (PutObject,
-ListObjectsV2, DeleteObject, PutObjectAcl, HeadObject) only under `_bucketreel/selfcheck/`.
+ListObjectsV2, DeleteObject, PutObjectAcl, HeadObject) only under `_bucketreel/selfcheck/`,
+and may call PutObject with `If-None-Match: *` (write-once) for the bucket's own records
+(issue 18: `_bucketreel/{keys,devices,audit}/…` and a recording's `manifest.json`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ SELFCHECK = "_bucketreel/selfcheck/"
 PRESIGNS = {"PutObject", "GetObject"}
 CALLS = {"HeadObject"}
 SELFCHECK_CALLS = {"PutObject", "ListObjectsV2", "DeleteObject", "PutObjectAcl", "HeadObject"}
+RECORDS = re.compile(r"(?:^|/)_bucketreel/(?:keys|devices|audit)/|/manifest\.json$")
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,15 @@ class Operation:
     kind: str  # "call" or "presign"
     name: str
     where: str  # key or prefix
+    write_once: bool = False  # sent with If-None-Match: *
 
     @classmethod
     def from_fields(cls, fields: dict[str, object]) -> Operation:
         where = fields.get("key") or fields.get("prefix") or ""
-        return cls(str(fields["s3"]), str(fields["s3_operation"]), str(where))
+        return cls(
+            str(fields["s3"]), str(fields["s3_operation"]), str(where),
+            fields.get("write_once") is True,
+        )
 
 
 def violations(operations: Iterable[Operation]) -> list[Operation]:
@@ -39,6 +47,8 @@ def violations(operations: Iterable[Operation]) -> list[Operation]:
         if op.kind == "presign":
             return op.name in PRESIGNS
         if op.name in CALLS:
+            return True
+        if op.name == "PutObject" and op.write_once and RECORDS.search(op.where):
             return True
         under_selfcheck = op.where.startswith(SELFCHECK) or f"/{SELFCHECK}" in op.where
         return op.name in SELFCHECK_CALLS and under_selfcheck

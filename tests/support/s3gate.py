@@ -15,7 +15,9 @@ Checked, for query-string (presigned) and `Authorization` header signatures:
   - time: a presigned URL after `X-Amz-Date + X-Amz-Expires` (403 AccessDenied, "Request has
     expired"); a header-signed request more than 15 minutes off (403 RequestTimeTooSkewed);
   - the body against `x-amz-content-sha256` (400 XAmzContentSHA256Mismatch), `Content-MD5`
-    (400 InvalidDigest / BadDigest) and `x-amz-checksum-sha256` (400 InvalidRequest / BadDigest).
+    (400 InvalidDigest / BadDigest) and `x-amz-checksum-sha256` (400 InvalidRequest / BadDigest);
+  - a key given a `Grant` (an IAM-like allow list: operations under a key prefix) may do only
+    that (403 AccessDenied): moto's own IAM cannot check presigned URLs, the gate can.
 Only path-style addressing is understood (the suite's clients use it). Streaming (aws-chunked)
 payloads are answered 501 by the gate: nothing in the product sends them.
 
@@ -38,7 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,12 +65,31 @@ _HOP_BY_HOP = frozenset({
 # -- access keys ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a key may do, like an IAM allow list: these S3 operations, on objects (or, for a
+    listing, a prefix) under `under`. A key without one may do anything its signature says."""
+
+    operations: frozenset[str]
+    under: str
+
+    def allows(self, name: str, path: str, query: Sequence[tuple[str, str]]) -> bool:
+        if name not in self.operations:
+            return False
+        parts = unquote(path).lstrip("/").split("/", 1)
+        if len(parts) == 2 and parts[1]:
+            return parts[1].startswith(self.under)
+        prefix = dict(query).get("prefix", "")
+        return name.startswith("List") and prefix.startswith(self.under)
+
+
 @dataclass
 class AccessKey:
     key_id: str
     secret: str
     active: bool = True
     label: str = ""
+    may: Grant | None = None
 
 
 class KeyRegistry:
@@ -79,17 +100,20 @@ class KeyRegistry:
         self._keys: dict[str, AccessKey] = {}
 
     def add(
-        self, key_id: str | None = None, secret: str | None = None, *, label: str = ""
+        self, key_id: str | None = None, secret: str | None = None, *, label: str = "",
+        may: Grant | None = None,
     ) -> AccessKey:
-        """Register (or replace) a key; fresh random id and secret when not given."""
+        """Register (or replace) a key; fresh random id and secret when not given; `may`
+        limits what it is allowed (403 AccessDenied beyond it)."""
         key = AccessKey(
             key_id or "AKIA" + secrets.token_hex(8).upper(),
             secret or secrets.token_urlsafe(30),
             label=label,
+            may=may,
         )
         with self._lock:
             self._keys[key.key_id] = key
-        return AccessKey(key.key_id, key.secret, key.active, key.label)
+        return replace(key)
 
     def deactivate(self, key_id: str) -> None:
         self._set_active(key_id, False)
@@ -105,7 +129,7 @@ class KeyRegistry:
         """A copy of the key as it is now, or None when unknown."""
         with self._lock:
             key = self._keys.get(key_id)
-            return None if key is None else AccessKey(key.key_id, key.secret, key.active, key.label)
+            return None if key is None else replace(key)
 
     def _set_active(self, key_id: str, active: bool) -> None:
         with self._lock:
@@ -625,6 +649,10 @@ class S3Gate:
             self.verifier.verify(request, self.now())
             signed_ok = True
             check_body(request)
+            if known is not None and known.may is not None and not known.may.allows(
+                name, request.path, request.query_pairs()
+            ):
+                raise S3Error(403, "AccessDenied", "Access Denied")
         except S3Error as err:
             self.log.record(Operation(claimed, label, name, request.method, request.path,
                                       err.status, signed_ok, err.code, request.query))

@@ -16,6 +16,8 @@ Revises: 0006
 
 from alembic import op
 
+from broker.db import walls
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -44,29 +46,17 @@ TENANT_TABLES = (
 # The tables walled, each with the column that names its tenant.
 WALLED = {**{table: "tenant_id" for table in TENANT_TABLES}, "tenants": "id"}
 
-_DECLARED = "current_setting('bucketreel.tenant', true)"
-
-
-def _wall(column: str) -> str:
-    return f"{_DECLARED} IS NULL OR {_DECLARED} = '' OR {column} = {_DECLARED}"
-
-
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, column in WALLED.items():
-        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-        op.execute(
-            f"CREATE POLICY tenant_wall ON {table} FOR ALL"
-            f" USING ({_wall(column)}) WITH CHECK ({_wall(column)})"
-        )
+        for statement in walls.put_up(table, column):  # the statements as first written here
+            op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for table in WALLED:
-        op.execute(f"DROP POLICY tenant_wall ON {table}")
-        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
-        op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+        for statement in walls.take_down(table):
+            op.execute(statement)

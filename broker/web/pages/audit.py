@@ -148,7 +148,7 @@ async def audit_export(request: web.Request, principal: Principal) -> web.Stream
         "Content-Disposition": 'attachment; filename="audit.jsonl"',
     })
     await response.prepare(request)
-    for line in audit_query.json_lines(found):
+    for line in audit_query.json_lines(principal.tenant_id, found):
         await response.write(line.encode())
     await response.write_eof()
     return response
