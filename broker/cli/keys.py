@@ -1,5 +1,5 @@
-"""`admin audit-verify`, `rotate-session-key`, `rotate-master-key`: the audit chain and the
-broker's own keys."""
+"""`admin audit-verify`, `rotate-session-key`, `rotate-master-key`, `signing-key`: the audit
+chain and the broker's own keys."""
 
 from __future__ import annotations
 
@@ -52,6 +52,18 @@ def cmd_rotate_session_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_signing_key(args: argparse.Namespace) -> int:
+    """The public half of the broker's bucket signing key, for the customer to pin: the
+    vault can then refuse documents signed by any other key, whatever `_bucketreel/keys/`
+    holds. Never the private key."""
+    from broker.bucket.signing import broker_signer
+    from broker.cli.common import print_json
+
+    signer = broker_signer(settings_from(args))
+    print_json({"key_id": signer.key_id, "algorithm": "Ed25519", "public_key": signer.public_key})
+    return 0
+
+
 async def _rotate_master_key(ctx: admin.AdminContext, args: argparse.Namespace) -> dict[str, Any]:
     from broker import admin
 
@@ -76,3 +88,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
     p.set_defaults(func=admin_command(_rotate_master_key))
+
+    commands.add_parser(
+        "signing-key",
+        help="print the key id and public key the broker signs the bucket's records with "
+        "(to pin in bucketreel-vault)",
+    ).set_defaults(func=cmd_signing_key)

@@ -329,3 +329,16 @@ def test_delivered_rows_are_pruned_and_a_record_queued_again_is_found_written(
     assert again.delivered_at is not None
     assert again.id != first.id
     assert read(s3_endpoint, tenant, key) == written  # never overwritten
+
+
+def test_the_operator_prints_the_signing_key_the_customer_pins(
+    broker: BrokerProcess, signer: Signer, s3_endpoint: S3Endpoint, tenant: Tenant
+) -> None:
+    printed = json.loads(broker.cli("admin", "signing-key"))
+    device = decode(wait_for(s3_endpoint, tenant, bucket_keys.device_key(
+        tenant.prefix, signer.device.device_id)), DeviceRecord)
+    assert printed == {"key_id": device.key_id, "algorithm": "Ed25519",
+                       "public_key": broker_keys(s3_endpoint, tenant, device.key_id)[
+                           device.key_id]}
+    assert verify(device, {printed["key_id"]: printed["public_key"]})
+    assert broker.secrets["BUCKETREEL_SIGNING_KEY"] not in json.dumps(printed)
