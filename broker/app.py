@@ -94,7 +94,10 @@ def _forever(
         try:
             yield
         finally:
-            task.cancel()
+            # Cancelled until it ends: a loop may catch what a cancel turned into and go on.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=1)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

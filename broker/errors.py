@@ -7,6 +7,8 @@ them into replies or exit codes.
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.errors import ErrorCode
 
 
@@ -80,3 +82,13 @@ class ServiceUnavailable(BrokerError):
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = None if retry_after is None else max(1, int(retry_after))
+
+
+def stop_if_cancelled() -> None:
+    """For a background loop that has just caught an error: stop if the task is being
+    cancelled. A cancel can surface as another error (SQLAlchemy turns one that lands during a
+    commit or rollback into `PendingRollbackError`); a loop that logged it and slept on would
+    never stop, and the broker's shutdown would wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -43,7 +43,7 @@ from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import audit_log, bucket_outbox, storage_configs
 from broker.db.scope import TenantScope
-from broker.errors import BrokerError
+from broker.errors import BrokerError, stop_if_cancelled
 from broker.settings import MasterKeys
 from broker.storage import config as storage_config
 from broker.storage.config import StorageConfig
@@ -93,6 +93,7 @@ class Flusher:
                     await self.anchor_round()
                 await self.deliver_due()
             except (SQLAlchemyError, OSError) as exc:
+                stop_if_cancelled()
                 log.warning(
                     "bucket outbox: the round failed (%s); trying again", type(exc).__name__
                 )

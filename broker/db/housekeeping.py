@@ -36,6 +36,7 @@ from broker.db.schema import (
     mfa_challenges,
     user_refresh_tokens,
 )
+from broker.errors import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ async def sweep_forever(db: Database, clock: Clock, *, login_window: int) -> Non
         try:
             deleted = await sweep(db, clock(), login_window=login_window)
         except (SQLAlchemyError, OSError) as exc:
+            stop_if_cancelled()
             log.warning("housekeeping: the sweep failed (%s); trying again in %.0f s",
                         type(exc).__name__, INTERVAL)
         else:

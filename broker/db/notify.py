@@ -34,6 +34,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.errors import stop_if_cancelled
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "bucketreel_invalidate"
@@ -167,6 +169,7 @@ async def listen_forever(engine: AsyncEngine, notices: Notices) -> None:
                 asyncpg.connect(*cargs, **cparams), timeout=CONNECT_TIMEOUT
             )
         except errors as exc:
+            stop_if_cancelled()
             log.warning("cannot listen for invalidations (%s); trying again in %.1f s",
                         type(exc).__name__, delay)
             await asyncio.sleep(delay)
@@ -176,6 +179,7 @@ async def listen_forever(engine: AsyncEngine, notices: Notices) -> None:
         try:
             await _listen(conn, notices)
         except errors as exc:
+            stop_if_cancelled()
             log.warning("lost the invalidation listener (%s); reconnecting in %.1f s",
                         type(exc).__name__, delay)
         finally:

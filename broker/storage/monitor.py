@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from broker.db.database import Database
 from broker.db.schema import storage_access, storage_configs
-from broker.errors import BrokerError
+from broker.errors import BrokerError, stop_if_cancelled
 from broker.storage.s3 import CLIENT_DEADLINE, HEAD_DEADLINE
 from broker.storage.service import OK, StorageAccess
 
@@ -82,6 +82,7 @@ async def watch_forever(db: Database, storage: StorageAccess, *, interval: float
         try:
             await check_all(db, storage)
         except (SQLAlchemyError, OSError) as exc:
+            stop_if_cancelled()
             log.warning("storage watch: the round failed (%s); trying again in %.0f s",
                         type(exc).__name__, interval)
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
