@@ -310,6 +310,7 @@ class Settings:
     agent_only: bool
     curves: bool
     live: bool = True
+    soak: bool = False  # --soak: the agent alone on the desktop, its RSS every --interval
 
     @property
     def seconds(self) -> float:
@@ -599,7 +600,7 @@ def table(result: WorkloadResult, settings: Settings) -> str:
              f"≤ {TARGET_STEADY_RSS / MB:.0f} MB "
              f"{verdict(agent.steady_rss, TARGET_STEADY_RSS)}"),
         ]
-        soak = settings.minutes >= 30
+        soak = settings.minutes >= 30 or settings.soak
         growth = (verdict(agent.rss_growth, TARGET_RSS_GROWTH) if soak
                   else "(30-min soak only)")
         rows.append(("live: RSS growth", f"{agent.rss_growth:+.1%}",
@@ -613,6 +614,31 @@ def table(result: WorkloadResult, settings: Settings) -> str:
         lines += ["", *curves_table(result, settings)]
     if agent is not None and agent.stages:
         lines += ["", *stages_table(agent)]
+    return "\n".join(lines)
+
+
+def soak_table(run: Run, settings: Settings) -> str:
+    """The soak: the agent's RSS as sampled, its steady median and growth, five-minute medians."""
+    growth = run.rss_growth
+    lines = [
+        f"== soak: the agent alone on the {DESCRIPTIONS['desktop']}; {WIDTH}x{HEIGHT}, "
+        f"{settings.fps:g} fps, {run.recorded_seconds:g} s, RSS every {settings.interval:g} s",
+        f"steady RSS {run.steady_rss / MB:.1f} MB (median after {run.warmup:g} s), peak "
+        f"{run.peak_rss / MB:.1f} MB, RSS growth {growth:+.1%} (last fifth against the first "
+        f"fifth after warm-up; target < {TARGET_RSS_GROWTH:.0%}: "
+        f"{verdict(growth, TARGET_RSS_GROWTH)})",
+        f"CPU {run.cpu_per_minute:.2f} s / recorded min, steady "
+        f"{run.steady_cpu_per_minute:.2f}; {run.media.files} files, {run.media.packets} frames, "
+        f"{run.bytes_per_hour / MB:.1f} MB / recorded hour",
+    ]
+    buckets: dict[int, list[int]] = {}
+    for s in run.samples:
+        buckets.setdefault(int(s.at // 300), []).append(s.rss)
+    lines.append("median RSS per 5 minutes (MB): " + "  ".join(
+        f"{k * 5}-{k * 5 + 5}: {statistics.median(v) / MB:.1f}" for k, v in sorted(buckets.items())
+    ))
+    lines.append("RSS samples (s: MB): " + "  ".join(
+        f"{s.at:.0f}: {s.rss / MB:.1f}" for s in run.samples))
     return "\n".join(lines)
 
 
@@ -646,6 +672,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the reference and the rate-quality curves only, no live runs")
     parser.add_argument("--agent-only", action="store_true",
                         help="live: the agent alone (a soak: its RSS growth), no ffmpeg")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", default=None,
+                        help="the soak instead: the real agent alone records the desktop "
+                        "workload for SECONDS (e.g. 1800), its RSS sampled every 30 s "
+                        "(--interval), no reference, no curves, no ffmpeg")
     return parser.parse_args(argv)
 
 
@@ -674,6 +704,12 @@ def run_workload(name: str, settings: Settings, workdir: Path,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak is not None:
+        if args.soak <= 0:
+            print("bench: --soak takes a positive number of seconds", file=sys.stderr)
+            return 2
+        args.minutes, args.workloads, args.agent_only = args.soak / 60, "desktop", True
+        args.interval = 30.0 if args.interval == 1.0 else args.interval
     if args.minutes <= 0 or args.fps <= 0:
         print("bench: --minutes and --fps must be positive", file=sys.stderr)
         return 2
@@ -688,9 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     agent = args.agent or Path(sys.executable).with_name("bucketreel-agent")
     settings = Settings(args.minutes, args.fps, args.segment_seconds, args.interval,
                         [str(agent)], workloads, variants, args.agent_only, not args.no_curves,
-                        not args.no_live)
+                        not args.no_live, soak=args.soak is not None)
     workdir = Path(tempfile.mkdtemp(prefix="bucketreel-bench-"))
     results: list[WorkloadResult] = []
+    soaked: Run | None = None
     try:
         require_executable("Xvfb")
         require_executable("ffmpeg")
@@ -703,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
                 BrokerProcess(f"sqlite+aiosqlite:///{database}", log_dir=workdir / "logs")
             )
             recorder = AgentRecorder(settings, broker, s3, workdir) if settings.live else None
+            if settings.soak and recorder is not None:
+                soaked = live(recorder, "desktop", settings, workdir)
+                workloads = ()
             for name in workloads:
                 results.append(run_workload(name, settings, workdir, recorder))
                 print(table(results[-1], settings), file=sys.stderr)
@@ -713,10 +753,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"bucketreel-agent vs the plain ffmpeg command, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if soaked is not None:
+        print(soak_table(soaked, settings))
+        if args.json:
+            args.json.write_text(json.dumps({"soak": soaked.summary()}, indent=2) + "\n")
     for result in results:
         print()
         print(table(result, settings))
-    if args.json:
+    if args.json and soaked is None:
         args.json.write_text(json.dumps([{
             "workload": r.name, "seconds": r.seconds,
             "reference": asdict(r.reference), "ffmpeg_curve": asdict(r.ffmpeg_curve),
