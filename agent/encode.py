@@ -1,4 +1,5 @@
-"""H.264 encoding of frames into self-contained MP4 segments, entirely in memory (G7).
+"""H.264 (or, opt-in, AV1) encoding of frames into self-contained MP4 segments, entirely in
+memory (G7).
 
 Each segment is a new container and a new encoder, so it starts with a keyframe and plays on
 its own. The MP4 is written with `movflags=faststart` (moov before mdat) so a browser can
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -60,6 +62,44 @@ DEFAULT_CRF = 28
 DEFAULT_X264_PARAMS = (
     "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256"
 )
+# The storage-saving level: SVT-AV1 (`libsvtav1` in the PyAV wheel), chosen by measurement
+# (README "Packaging and figures"; a decode-and-compare test in tests/agent):
+# - preset 8: presets 10 and 12 of this build wrote blocks of solid grey or black into a
+#   screen picture (a 16x16 block off by 15 levels on average; preset 8: under 9);
+# - rtc=1: the real-time mode, no frames held back (and about 70 MB less than without);
+# - lp=1: one level of parallelism (each more costs memory; 1 fps needs none);
+# - keyint=-1: no keyframe after the first (each segment is a new encoder, which starts
+#   with one).
+AV1_PRESET = "8"
+AV1_PARAMS = "rtc=1:lp=1:keyint=-1"
+CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+
+
+# The policy's quality levels (shared.wire.QualityLevel) as codec and CRF. The H.264 levels
+# keep every other setting above; "storage-saving" is AV1 (SVT-AV1 in the PyAV wheel, see
+# AV1_* below). An agent's own `crf` (file or flag) replaces an H.264 level's CRF; it does
+# not apply to AV1, whose CRF scale (0-63) is another.
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    codec: str  # "h264" or "av1"
+    crf: int
+
+
+QUALITY: dict[str, Encoding] = {
+    "high": Encoding("h264", 24),
+    "standard": Encoding("h264", DEFAULT_CRF),
+    "compact": Encoding("h264", 32),
+    "storage-saving": Encoding("av1", 40),
+}
+DEFAULT_QUALITY = "standard"
+
+
+def encoder_options(quality: str, crf: int | None = None) -> dict[str, Any]:
+    """The `Segmenter`'s codec and CRF for a quality level (an unknown level: standard)."""
+    level = QUALITY.get(quality, QUALITY[DEFAULT_QUALITY])
+    if level.codec == "h264" and crf is not None:
+        return {"codec": "h264", "crf": crf}
+    return {"codec": level.codec, "crf": level.crf}
 
 
 def x264_options(preset: str, tune: str | None, crf: int, x264_params: str) -> dict[str, str]:
@@ -68,6 +108,11 @@ def x264_options(preset: str, tune: str | None, crf: int, x264_params: str) -> d
     if tune:
         options["tune"] = tune
     return options
+
+
+def av1_options(crf: int) -> dict[str, str]:
+    """The codec options of one segment's AV1 encoder (SVT-AV1's own in `svtav1-params`)."""
+    return {"preset": AV1_PRESET, "crf": str(crf), "svtav1-params": AV1_PARAMS}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +186,10 @@ class SegmentEncoder:
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
         x264_params: str = DEFAULT_X264_PARAMS,
+        codec: str = "h264",
     ) -> None:
+        if codec not in CODECS:
+            raise EncodeError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
         self.seq = seq
         self.fps = fps
         self.width, self.height = width, height  # of the incoming frames
@@ -152,7 +200,12 @@ class SegmentEncoder:
         self._time_base = 1 / frame_rate(fps)
         out_w, out_h = even_size(width, height)
         self._buffer = io.BytesIO()
-        options = x264_options(preset, tune, crf, x264_params)
+        if codec == "av1":
+            # errors only: SVT-AV1 prints its banner and settings to stderr, outside the log
+            os.environ.setdefault("SVT_LOG", "1")
+            options = av1_options(crf)
+        else:
+            options = x264_options(preset, tune, crf, x264_params)
         try:
             # faststart rewrites the file at close; on a BytesIO it needs `io_open` to reopen
             # the output for reading: hand it a snapshot of what has been written so far.
@@ -167,7 +220,10 @@ class SegmentEncoder:
                 options={"movflags": "faststart"},
                 io_open=lambda url, flags, options: io.BytesIO(buffer.getvalue()),
             )
-            self._stream = self._container.add_stream("libx264", rate=frame_rate(fps))
+            stream = self._container.add_stream(CODECS[codec], rate=frame_rate(fps))
+            if not isinstance(stream, av.video.stream.VideoStream):
+                raise EncodeError(f"{CODECS[codec]} is not a video encoder")
+            self._stream = stream
             self._stream.width = out_w
             self._stream.height = out_h
             self._stream.pix_fmt = "yuv420p"
@@ -175,7 +231,7 @@ class SegmentEncoder:
             self._stream.options = dict[str, object](options)
             self._canvas = av.VideoFrame(out_w, out_h, "bgra")
         except av.FFmpegError as exc:
-            raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
+            raise EncodeError(f"cannot set up the {codec} encoder: {exc}") from exc
 
     @property
     def out_size(self) -> tuple[int, int]:
@@ -275,8 +331,11 @@ class Segmenter:
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
         x264_params: str = DEFAULT_X264_PARAMS,
+        codec: str = "h264",
     ) -> None:
         frame_rate(fps)  # validates
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
         if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
             raise ValueError("segment_seconds must be a positive number")
         if segment_seconds * 1000 > MAX_SEGMENT_DURATION_MS:
@@ -286,6 +345,7 @@ class Segmenter:
         self.next_seq = first_seq
         self._options: dict[str, Any] = {
             "preset": preset, "tune": tune, "crf": crf, "x264_params": x264_params,
+            "codec": codec,
         }
         self._current: SegmentEncoder | None = None
         self._slot = -1

@@ -277,6 +277,14 @@ class LastError(Model, omit_defaults=True):
 
 NonNegative = Annotated[float, Meta(ge=0)]
 
+# The quality level: a name an admin chooses from, not a codec setting (the agent maps each
+# to its encoder and CRF, agent.encode.QUALITY): "high" (H.264, larger files, crisper text),
+# "standard" (H.264, the agent's default), "compact" (H.264, smaller files, softer text),
+# "storage-saving" (AV1: the smallest files, more CPU, plays in Chrome, Edge and Firefox but
+# in Safari only with hardware AV1 decoding).
+QualityLevel = Literal["high", "standard", "compact", "storage-saving"]
+QUALITY_LEVELS: tuple[str, ...] = get_args(QualityLevel)
+
 
 class RunSettings(Model, omit_defaults=True):
     """What an agent records with now (its own settings with the broker's policy applied)."""
@@ -284,6 +292,7 @@ class RunSettings(Model, omit_defaults=True):
     fps: NonNegative | None = None
     segment_seconds: NonNegative | None = None
     idle_seconds: NonNegative | None = None
+    quality: QualityLevel | None = None  # None: an older agent
 
 
 class CaptureState(Model, omit_defaults=True):
@@ -355,8 +364,8 @@ POLICY_RANGES: dict[str, Range] = {
     "segment_seconds": Range(float, 1, MAX_SEGMENT_DURATION_MS / 1000),
     "idle_seconds": Range(int, 0, MAX_IDLE_SECONDS),  # whole seconds; 0: never pause
 }
-POLICY_KEYS = tuple(POLICY_RANGES)
-PolicyValue = float | int
+POLICY_KEYS = (*POLICY_RANGES, "quality")
+PolicyValue = float | int | str
 
 
 
@@ -375,6 +384,10 @@ IdleSeconds = Annotated[int, _policy_meta("idle_seconds")]
 
 def policy_value(key: str, value: object) -> PolicyValue:
     """A policy value checked against its range (WireError naming the key when it is not)."""
+    if key == "quality":
+        if not isinstance(value, str) or value not in QUALITY_LEVELS:
+            raise WireError(key, f"must be one of {', '.join(QUALITY_LEVELS)}")
+        return value
     bound = POLICY_RANGES[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(key, "must be an integer" if bound.kind is int else "must be a number")
@@ -394,15 +407,24 @@ class Policy(Model, omit_defaults=True):
     fps: Fps | None = None
     segment_seconds: SegmentSeconds | None = None
     idle_seconds: IdleSeconds | None = None
+    quality: QualityLevel | None = None
 
     @classmethod
     def of(cls, values: Mapping[str, PolicyValue | None]) -> Policy:
         """From values by key, each checked already (`policy_value`); absent keys are None."""
-        idle = values.get("idle_seconds")
+        numbers: dict[str, float | int | None] = {}
+        for key in POLICY_RANGES:
+            value = values.get(key)
+            if isinstance(value, str):
+                raise WireError(key, "must be a number")
+            numbers[key] = value
+        idle = numbers["idle_seconds"]
+        quality = values.get("quality")
         return cls(
-            fps=values.get("fps"),
-            segment_seconds=values.get("segment_seconds"),
+            fps=numbers["fps"],
+            segment_seconds=numbers["segment_seconds"],
             idle_seconds=None if idle is None else int(idle),
+            quality=None if quality is None else policy_value("quality", quality),  # type: ignore[arg-type]
         )
 
     def values(self) -> dict[str, PolicyValue | None]:
@@ -436,6 +458,7 @@ class PolicyPatch(Model, forbid_unknown_fields=True):
     fps: Fps | UnsetType | None = UNSET
     segment_seconds: SegmentSeconds | UnsetType | None = UNSET
     idle_seconds: IdleSeconds | UnsetType | None = UNSET
+    quality: QualityLevel | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if not self.update().changes:
@@ -452,4 +475,5 @@ class PolicySettings(Model):
     fps: Fps | None
     segment_seconds: SegmentSeconds | None
     idle_seconds: IdleSeconds | None
+    quality: QualityLevel | None
     updated_at: Time | None

@@ -372,6 +372,7 @@ device_policies = Table(
     Column("segment_seconds", Float, nullable=True),
     Column("idle_seconds", Integer, nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("quality", String(20), nullable=True),  # a shared.wire.QualityLevel
 )
 
 upload_grants = Table(

@@ -1,11 +1,14 @@
-"""reserved for issue 19 (a quality level per tenant)
+"""the recording policy's quality level (issue 19)
 
-Empty until that work fills it in; it only keeps the revision chain linear while the work
-on several issues lands side by side.
+A named level (shared.wire.QualityLevel: high, standard, compact, storage-saving), NULL where
+the tenant leaves it to each agent.
 
 Revision ID: 0014
 Revises: 0013
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0014"
 down_revision = "0013"
@@ -14,8 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("device_policies", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("quality", sa.String(length=20), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("device_policies", schema=None) as batch_op:
+        batch_op.drop_column("quality")
