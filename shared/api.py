@@ -646,6 +646,7 @@ class DaySegment(Model):
     seq: Seq
     started_at: Time
     duration_ms: Annotated[int, Meta(ge=0)]
+    codec: str | None = None  # RFC 6381, as its agent declared it (None: an older one, H.264)
 
 
 class DayRecording(Model):

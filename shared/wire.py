@@ -53,6 +53,14 @@ Md5 = Annotated[str, Meta(
     description="the base64 of a 16-byte MD5 digest",
     extra_json_schema={"contentEncoding": "base64"},
 )]
+# A segment's codec as RFC 6381 names it in a MIME type (`video/mp4; codecs="..."`), so a
+# player can ask the browser whether it plays it before fetching a byte. The broker keeps
+# what the agent declares (its own segments: avc1 or av01) and checks only its form.
+Codec = Annotated[str, Meta(
+    pattern=r"^[a-z0-9]{4}(\.[0-9A-Za-z]{1,10}){0,8}$",
+    max_length=64,
+    description="the segment's codec as RFC 6381 names it, e.g. avc1.640028 or av01.0.08M.08",
+)]
 PublicKey = Annotated[str, Meta(
     pattern="^[A-Za-z0-9+/]{43}=$",
     description="the base64 of the device's 32-byte Ed25519 public key (chain of custody)",
@@ -162,6 +170,7 @@ class UploadRequest(Model, omit_defaults=True):
     started_at: Timestamp
     duration_ms: Annotated[int, Meta(ge=1, le=MAX_SEGMENT_DURATION_MS)]
     custody: CustodyProof | None = None  # required once the device registered a key
+    codec: Codec | None = None  # None: an older agent, whose segments are all H.264
 
     def __post_init__(self) -> None:
         utc_time(self.started_at, "started_at")
@@ -193,6 +202,7 @@ class SegmentInfo(Model):
     duration_ms: int
     grants: int
     record_hash: str | None = None  # the segment's chain-of-custody record, when signed
+    codec: str | None = None  # as its agent declared it (None: an older agent, H.264)
 
 
 GapReason = Literal[

@@ -1,7 +1,9 @@
-"""the recording policy's quality level (issue 19)
+"""the recording policy's quality level, and each segment's codec (issue 19)
 
-A named level (shared.wire.QualityLevel: high, standard, compact, storage-saving), NULL where
-the tenant leaves it to each agent.
+`device_policies.quality`: a named level (shared.wire.QualityLevel: high, standard, compact,
+storage-saving), NULL where the tenant leaves it to each agent. `segments.codec`: the codec
+the agent declared for the segment (RFC 6381, e.g. avc1.640028 or av01.0.08M.08), so a
+player can ask the browser whether it plays it; NULL for an older agent's (H.264).
 
 Revision ID: 0014
 Revises: 0013
@@ -19,8 +21,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("device_policies", schema=None) as batch_op:
         batch_op.add_column(sa.Column("quality", sa.String(length=20), nullable=True))
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("codec", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("segments", schema=None) as batch_op:
+        batch_op.drop_column("codec")
     with op.batch_alter_table("device_policies", schema=None) as batch_op:
         batch_op.drop_column("quality")
