@@ -88,7 +88,7 @@ SETTINGS: dict[str, Setting] = {
     "quality": Setting(
         Range(str), DEFAULT_QUALITY,
         "picture quality and size: high, standard (default), compact, or storage-saving (AV1: "
-        "smaller files, more CPU; plays in Chrome, Edge and Firefox, in Safari only with AV1 "
+        "several times the CPU; plays in Chrome, Edge and Firefox, in Safari only with AV1 "
         "hardware); the broker's policy may set it", "LEVEL", QUALITY_LEVELS,
     ),
     "spool_limit": Setting(

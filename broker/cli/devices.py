@@ -188,8 +188,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--quality", choices=QUALITY_LEVELS, metavar="LEVEL",
         help="picture quality and size: high (H.264, larger files, crisper text), standard "
         "(H.264, the agents' default), compact (H.264, smaller, softer text) or "
-        "storage-saving (AV1: about half the bytes, more CPU on the workstation; plays in "
-        "Chrome, Edge and Firefox, in Safari only with hardware AV1 decoding)",
+        "storage-saving (AV1: several times the CPU on the workstation, and measured it "
+        "does not reliably beat standard's bytes, README; plays in Chrome, Edge and "
+        "Firefox, in Safari only with hardware AV1 decoding)",
     )
     p.add_argument(
         "--clear", nargs="+", action="extend", choices=POLICY_KEYS, metavar="KEY",

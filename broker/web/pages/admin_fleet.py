@@ -38,8 +38,8 @@ QUALITY_CHOICES = {
     "high": "High: H.264, crisper text, larger files",
     "standard": "Standard: H.264, plays in every browser (the agents' default)",
     "compact": "Compact: H.264, smaller files, softer text",
-    "storage-saving": "Storage-saving: AV1, the smallest files, more CPU on the workstation; "
-    "plays in Chrome, Edge and Firefox, in Safari only on devices with AV1 hardware",
+    "storage-saving": "Storage-saving: AV1, several times the CPU on the workstation; plays "
+    "in Chrome, Edge and Firefox, in Safari only on devices with AV1 hardware",
 }
 
 
