@@ -481,6 +481,7 @@ class RecordingPolicy(Model):
     segment_seconds: float | None
     idle_seconds: int | None
     updated_at: Time | None
+    quality: str | None = None  # a shared.wire.QualityLevel
 
 
 class Transparency(Model):
