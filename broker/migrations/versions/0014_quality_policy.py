@@ -19,14 +19,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("device_policies", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("quality", sa.String(length=20), nullable=True))
-    with op.batch_alter_table("segments", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("codec", sa.String(length=64), nullable=True))
+    # plain ALTER TABLE on both databases, never a batch rebuild (see 0009): the broker's
+    # SQLite enforces foreign keys, and rebuilding `segments` would drop a referenced table
+    op.add_column("device_policies", sa.Column("quality", sa.String(length=20), nullable=True))
+    op.add_column("segments", sa.Column("codec", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("segments", schema=None) as batch_op:
-        batch_op.drop_column("codec")
-    with op.batch_alter_table("device_policies", schema=None) as batch_op:
-        batch_op.drop_column("quality")
+    op.drop_column("segments", "codec")
+    op.drop_column("device_policies", "quality")
