@@ -7,6 +7,7 @@ names (it must exist). It is flat, one key per setting, the flag's name with und
     segment_seconds = 60
     monitor = 1
     crf = 28
+    quality = "standard"      # high, standard, compact or storage-saving (AV1)
     idle_seconds = 300
     spool_limit = "2G"        # or a number of bytes
     heartbeat_seconds = 60
@@ -15,7 +16,8 @@ names (it must exist). It is flat, one key per setting, the flag's name with und
 
 An unknown key, a value of the wrong type or out of range is a `SettingsFileError` naming
 the file and the key (`bucketreel-agent` exits 78). The broker may push a policy (fps,
-segment_seconds, idle_seconds) that overrides the file but never a flag (`with_policy`).
+segment_seconds, idle_seconds, quality) that overrides the file but never a flag
+(`with_policy`). `crf`, when given, replaces the CRF of an H.264 quality level.
 """
 
 from __future__ import annotations
@@ -28,13 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from agent.delivery import DEFAULT_DRAIN_SECONDS
-from agent.encode import DEFAULT_CRF
+from agent.encode import DEFAULT_QUALITY, QUALITY
 from agent.errors import ConfigError
 from agent.health import DEFAULT_BLOCKED_SECONDS
 from agent.heartbeat import DEFAULT_INTERVAL
 from agent.idle import DEFAULT_IDLE_SECONDS
 from agent.spool import DEFAULT_LIMIT
-from shared.wire import MAX_HEARTBEAT_SECONDS, MAX_IDLE_SECONDS, POLICY_KEYS, POLICY_RANGES, Range
+from shared.wire import (
+    MAX_HEARTBEAT_SECONDS,
+    MAX_IDLE_SECONDS,
+    POLICY_KEYS,
+    POLICY_RANGES,
+    QUALITY_LEVELS,
+    Range,
+)
 
 CONFIG_FILE = "agent.toml"
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -51,9 +60,10 @@ class Setting:
     is filled in)."""
 
     range: Range
-    default: float | int
+    default: float | int | str | None  # None: decided elsewhere (crf: by the quality level)
     help: str
     metavar: str | None = None
+    choices: tuple[str, ...] = ()  # a name from these, instead of a number or a size
 
 
 # Every `run` setting, declared once: the settings file's key, the flag with its help, the
@@ -70,8 +80,16 @@ SETTINGS: dict[str, Setting] = {
         "monitor to record, as mss numbers them: 1 = first (default), 0 = all together", "N",
     ),
     "crf": Setting(
-        Range(int, 0, 51), DEFAULT_CRF,
-        "H.264 quality, lower is better and larger (default {default})",
+        Range(int, 0, 51), None,
+        "H.264 quality, lower is better and larger (default: the quality level's: "
+        + ", ".join(f"{e.crf} {name}" for name, e in QUALITY.items() if e.codec == "h264")
+        + "); not used by storage-saving (AV1)",
+    ),
+    "quality": Setting(
+        Range(str), DEFAULT_QUALITY,
+        "picture quality and size: high, standard (default), compact, or storage-saving (AV1: "
+        "several times the CPU; plays in Chrome, Edge and Firefox, in Safari only with AV1 "
+        "hardware); the broker's policy may set it", "LEVEL", QUALITY_LEVELS,
     ),
     "spool_limit": Setting(
         Range(str), DEFAULT_LIMIT,
@@ -116,7 +134,8 @@ class Settings:
     fps: float = _default("fps")
     segment_seconds: float = _default("segment_seconds")
     monitor: int = _default("monitor")
-    crf: int = _default("crf")
+    crf: int | None = _default("crf")  # None: the quality level's
+    quality: str = _default("quality")
     idle_seconds: float = _default("idle_seconds")
     spool_limit: int = _default("spool_limit")
     heartbeat_seconds: float = _default("heartbeat_seconds")
@@ -140,6 +159,11 @@ def parse_size(text: str) -> int:
 
 def check_value(key: str, value: object) -> Any:
     """A file's (or the broker's) value for `key`, checked; ValueError says what is wrong."""
+    choices = SETTINGS[key].choices
+    if choices:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
     bound = RANGES[key]
     if bound.kind is str:  # a size: a number of bytes or a string like "2G"
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:

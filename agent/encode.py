@@ -1,4 +1,5 @@
-"""H.264 encoding of frames into self-contained MP4 segments, entirely in memory (G7).
+"""H.264 (or, opt-in, AV1) encoding of frames into self-contained MP4 segments, entirely in
+memory (G7).
 
 Each segment is a new container and a new encoder, so it starts with a keyframe and plays on
 its own. The MP4 is written with `movflags=faststart` (moov before mdat) so a browser can
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -60,6 +62,49 @@ DEFAULT_CRF = 28
 DEFAULT_X264_PARAMS = (
     "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256"
 )
+# The storage-saving level: SVT-AV1 (`libsvtav1` in the PyAV wheel), chosen by measurement
+# (README "Packaging and figures"; a decode-and-compare test in tests/agent):
+# - preset 8: presets 10 and 12 of this build wrote blocks of solid grey or black into a
+#   screen picture (a 16x16 block off by 15 levels on average; preset 8: under 9);
+# - scm=1: the screen-content tools always on (palette, intra block copy): on a Chromium
+#   office capture 0.63x the bytes of the plain ffmpeg command at a higher SSIM, where
+#   without them (SVT's own detection) AV1 needed more bytes than that command;
+# - rtc=1: the real-time mode, no frames held back: 210 MB in the encoding process
+#   against 460 MB without it, for about 10 % more bytes;
+# - lp=1: one level of parallelism (each more costs memory; 1 fps needs none);
+# - keyint=-1: no keyframe after the first (each segment is a new encoder, which starts
+#   with one);
+# - CRF 42 (QUALITY): about the SSIM of the standard H.264 level (CRF 28).
+AV1_PRESET = "8"
+AV1_PARAMS = "rtc=1:scm=1:lp=1:keyint=-1"
+CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+
+
+# The policy's quality levels (shared.wire.QualityLevel) as codec and CRF. The H.264 levels
+# keep every other setting above; "storage-saving" is AV1 (SVT-AV1 in the PyAV wheel, see
+# AV1_* below). An agent's own `crf` (file or flag) replaces an H.264 level's CRF; it does
+# not apply to AV1, whose CRF scale (0-63) is another.
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    codec: str  # "h264" or "av1"
+    crf: int
+
+
+QUALITY: dict[str, Encoding] = {
+    "high": Encoding("h264", 24),
+    "standard": Encoding("h264", DEFAULT_CRF),
+    "compact": Encoding("h264", 32),
+    "storage-saving": Encoding("av1", 42),
+}
+DEFAULT_QUALITY = "standard"
+
+
+def encoder_options(quality: str, crf: int | None = None) -> dict[str, Any]:
+    """The `Segmenter`'s codec and CRF for a quality level (an unknown level: standard)."""
+    level = QUALITY.get(quality, QUALITY[DEFAULT_QUALITY])
+    if level.codec == "h264" and crf is not None:
+        return {"codec": "h264", "crf": crf}
+    return {"codec": level.codec, "crf": level.crf}
 
 
 def x264_options(preset: str, tune: str | None, crf: int, x264_params: str) -> dict[str, str]:
@@ -68,6 +113,28 @@ def x264_options(preset: str, tune: str | None, crf: int, x264_params: str) -> d
     if tune:
         options["tune"] = tune
     return options
+
+
+def av1_options(crf: int, preset: str = AV1_PRESET, params: str = AV1_PARAMS) -> dict[str, str]:
+    """The codec options of one segment's AV1 encoder (SVT-AV1's own in `svtav1-params`)."""
+    return {"preset": preset, "crf": str(crf), "svtav1-params": params}
+
+
+def codec_string(data: bytes) -> str | None:
+    """The segment's codec as RFC 6381 names it for a browser (`avc1.640028`, `av01.0.08M.08`),
+    read from the MP4's decoder configuration box; None when there is none."""
+    at = data.find(b"avcC")
+    if at >= 0 and len(data) >= at + 8:
+        profile, compat, level = data[at + 5], data[at + 6], data[at + 7]
+        return f"avc1.{profile:02X}{compat:02X}{level:02X}"
+    at = data.find(b"av1C")
+    if at >= 0 and len(data) >= at + 7:
+        first, second = data[at + 5], data[at + 6]
+        profile, level = first >> 5, first & 0x1F
+        tier = "H" if second & 0x80 else "M"
+        depth = 12 if second & 0x40 and second & 0x20 else 10 if second & 0x40 else 8
+        return f"av01.{profile}.{level:02d}{tier}.{depth:02d}"
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +149,7 @@ class Segment:
     width: int
     height: int
     custody: CustodyProof | None = None  # its signed chain-of-custody record (agent.custody)
+    codec: str | None = None  # RFC 6381, e.g. avc1.640028 (`codec_string`)
 
     @property
     def size(self) -> int:
@@ -107,6 +175,7 @@ class Segment:
             started_at=self.started_at,
             duration_ms=self.duration_ms,
             custody=self.custody,
+            codec=self.codec,
         )
 
 
@@ -141,7 +210,11 @@ class SegmentEncoder:
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
         x264_params: str = DEFAULT_X264_PARAMS,
+        codec: str = "h264",
+        av1: tuple[str, str] = (AV1_PRESET, AV1_PARAMS),  # preset, svtav1-params
     ) -> None:
+        if codec not in CODECS:
+            raise EncodeError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
         self.seq = seq
         self.fps = fps
         self.width, self.height = width, height  # of the incoming frames
@@ -152,7 +225,12 @@ class SegmentEncoder:
         self._time_base = 1 / frame_rate(fps)
         out_w, out_h = even_size(width, height)
         self._buffer = io.BytesIO()
-        options = x264_options(preset, tune, crf, x264_params)
+        if codec == "av1":
+            # errors only: SVT-AV1 prints its banner and settings to stderr, outside the log
+            os.environ.setdefault("SVT_LOG", "1")
+            options = av1_options(crf, *av1)
+        else:
+            options = x264_options(preset, tune, crf, x264_params)
         try:
             # faststart rewrites the file at close; on a BytesIO it needs `io_open` to reopen
             # the output for reading: hand it a snapshot of what has been written so far.
@@ -167,7 +245,10 @@ class SegmentEncoder:
                 options={"movflags": "faststart"},
                 io_open=lambda url, flags, options: io.BytesIO(buffer.getvalue()),
             )
-            self._stream = self._container.add_stream("libx264", rate=frame_rate(fps))
+            stream = self._container.add_stream(CODECS[codec], rate=frame_rate(fps))
+            if not isinstance(stream, av.video.stream.VideoStream):
+                raise EncodeError(f"{CODECS[codec]} is not a video encoder")
+            self._stream = stream
             self._stream.width = out_w
             self._stream.height = out_h
             self._stream.pix_fmt = "yuv420p"
@@ -175,7 +256,7 @@ class SegmentEncoder:
             self._stream.options = dict[str, object](options)
             self._canvas = av.VideoFrame(out_w, out_h, "bgra")
         except av.FFmpegError as exc:
-            raise EncodeError(f"cannot set up the H.264 encoder: {exc}") from exc
+            raise EncodeError(f"cannot set up the {codec} encoder: {exc}") from exc
 
     @property
     def out_size(self) -> tuple[int, int]:
@@ -245,6 +326,7 @@ class SegmentEncoder:
             frames=self.frames,
             width=out_w,
             height=out_h,
+            codec=codec_string(data),
         )
 
     def abort(self) -> None:
@@ -275,8 +357,12 @@ class Segmenter:
         tune: str | None = DEFAULT_TUNE,
         crf: int = DEFAULT_CRF,
         x264_params: str = DEFAULT_X264_PARAMS,
+        codec: str = "h264",
+        av1: tuple[str, str] = (AV1_PRESET, AV1_PARAMS),  # preset, svtav1-params
     ) -> None:
         frame_rate(fps)  # validates
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r} (known: {', '.join(CODECS)})")
         if not (segment_seconds > 0 and math.isfinite(segment_seconds)):
             raise ValueError("segment_seconds must be a positive number")
         if segment_seconds * 1000 > MAX_SEGMENT_DURATION_MS:
@@ -286,6 +372,7 @@ class Segmenter:
         self.next_seq = first_seq
         self._options: dict[str, Any] = {
             "preset": preset, "tune": tune, "crf": crf, "x264_params": x264_params,
+            "codec": codec, "av1": av1,
         }
         self._current: SegmentEncoder | None = None
         self._slot = -1

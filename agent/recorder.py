@@ -49,7 +49,7 @@ from agent.capture import Frame, ScreenCapture, probe_monitor
 from agent.cpu import STAGES
 from agent.custody import CustodyChain, DeviceKey, sign_gap
 from agent.delivery import DEFAULT_DRAIN_SECONDS, Delivery, DeliveryOutcome, gap_summary
-from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, Segment, Segmenter
+from agent.encode import DEFAULT_QUALITY, Segment, Segmenter, encoder_options
 from agent.errors import AgentError
 from agent.health import DEFAULT_BLOCKED_SECONDS, CaptureHealth, describe
 from agent.idle import DEFAULT_IDLE_SECONDS, IdleWatch
@@ -70,9 +70,8 @@ class RecorderConfig:
     segment_seconds: float = 60.0
     duration: float | None = None  # seconds of capture; None = until stopped
     monitor: int = 1  # 1 = first monitor, 0 = all monitors as one canvas
-    preset: str = DEFAULT_PRESET
-    tune: str | None = DEFAULT_TUNE
-    crf: int = DEFAULT_CRF
+    quality: str = DEFAULT_QUALITY  # a shared.wire.QualityLevel (agent.encode.QUALITY)
+    crf: int | None = None  # the agent's own CRF for an H.264 level (None: the level's)
     frame_queue: int = 8  # frames waiting for the encoder before capture drops frames
     segment_queue: int = 32  # encoded segments waiting for upload (held in RAM)
     drain_seconds: float = DEFAULT_DRAIN_SECONDS  # at stop, how long to wait for uploads
@@ -88,10 +87,16 @@ class LiveSettings:
     fps: float
     segment_seconds: float
     idle_seconds: float
+    quality: str = DEFAULT_QUALITY
 
     def describe(self) -> str:
         idle = f"pause after {self.idle_seconds:g} s idle" if self.idle_seconds else "no idle pause"
-        return f"{self.fps:g} fps, segments of {self.segment_seconds:g} s, {idle}"
+        return (f"{self.fps:g} fps, segments of {self.segment_seconds:g} s, {idle}, "
+                f"quality {self.quality}")
+
+    def schedule(self) -> tuple[float, float, str]:
+        """What applies from a segment's start only: fps, segment length, quality level."""
+        return self.fps, self.segment_seconds, self.quality
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +171,7 @@ class Recorder:
         # what capture and encoder run with (fps, segment length), and the last settings wanted
         self._settings = LiveSettings(
             fps=config.fps, segment_seconds=config.segment_seconds,
-            idle_seconds=config.idle_seconds,
+            idle_seconds=config.idle_seconds, quality=config.quality,
         )
         self._wanted = self._settings
         self._report = report
@@ -380,9 +385,7 @@ class Recorder:
                     return CAPTURE_BLOCKED  # the frame is dropped: it shows nothing
                 wanted = self._follow_policy()
                 if frame.tick // ticks_per_segment != slot:  # this frame starts a segment
-                    if (wanted.fps, wanted.segment_seconds) != (
-                        self._settings.fps, self._settings.segment_seconds
-                    ):
+                    if wanted.schedule() != self._settings.schedule():
                         return RETIME  # the frame is dropped; the new schedule starts now
                     slot = frame.tick // ticks_per_segment
                 summary.frames += 1
@@ -501,14 +504,12 @@ class Recorder:
             if wanted.idle_seconds != self.idle.idle_seconds:
                 self.idle.idle_seconds = wanted.idle_seconds
                 self._publish_settings()
-            later = (wanted.fps, wanted.segment_seconds) != (
-                self._settings.fps, self._settings.segment_seconds
-            )
+            later = wanted.schedule() != self._settings.schedule()
             self._report(
                 f"policy changed: now {wanted.describe()}"
-                + (" (fps and segment length from the next segment)" if later else ""),
+                + (" (fps, segment length and quality from the next segment)" if later else ""),
                 event="policy_changed", fps=wanted.fps, segment_seconds=wanted.segment_seconds,
-                idle_seconds=wanted.idle_seconds,
+                idle_seconds=wanted.idle_seconds, quality=wanted.quality,
             )
         return wanted
 
@@ -519,6 +520,7 @@ class Recorder:
                 "fps": self._settings.fps,
                 "segment_seconds": self._settings.segment_seconds,
                 "idle_seconds": self.idle.idle_seconds,
+                "quality": self._settings.quality,
             })
 
     def _retime(self) -> LiveSettings:
@@ -528,7 +530,8 @@ class Recorder:
         self.capture.fps = new.fps
         self.capture.refresh_ticks = max(1, round(new.segment_seconds * new.fps))
         self._publish_settings()
-        log.info("capture now at %g fps, segments of %g s", new.fps, new.segment_seconds)
+        log.info("capture now at %g fps, segments of %g s, quality %s",
+                 new.fps, new.segment_seconds, new.quality)
         return new
 
     def _encode_loop(
@@ -540,13 +543,15 @@ class Recorder:
     ) -> None:
         config = self.config
 
-        def cutter(fps: float, segment_seconds: float, first_seq: int = 0) -> Segmenter:
+        def cutter(
+            fps: float, segment_seconds: float, quality: str, first_seq: int = 0
+        ) -> Segmenter:
             return Segmenter(
                 fps=fps, segment_seconds=segment_seconds, first_seq=first_seq,
-                preset=config.preset, tune=config.tune, crf=config.crf,
+                **encoder_options(quality, config.crf),
             )
 
-        segmenter = cutter(config.fps, config.segment_seconds)
+        segmenter = cutter(config.fps, config.segment_seconds, config.quality)
         failed = False
         try:
             while (frame := frames.get()) is not None:
@@ -561,7 +566,7 @@ class Recorder:
                             summary.unchanged_frames += segmenter.unchanged
                             segmenter = cutter(
                                 frame.settings.fps, frame.settings.segment_seconds,
-                                segmenter.next_seq,
+                                frame.settings.quality, segmenter.next_seq,
                             )
                         continue
                     for segment in segmenter.push(frame):

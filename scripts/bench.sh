@@ -5,7 +5,7 @@
 #   bash scripts/bench.sh                 # 2 recorded minutes per workload and recorder
 #   bash scripts/bench.sh --workloads office --no-live --variants la0-hex,la2-umh128
 #                                         # the rate-quality frontier of encoder settings
-#   bash scripts/bench.sh --minutes 30 --agent-only --workloads desktop   # the soak
+#   bash scripts/bench.sh --soak 1800     # the 30-minute soak: the agent alone, RSS every 30 s
 #   bash scripts/bench.sh --help          # every option
 # Installs first (scripts/install.sh: Xvfb, ffmpeg, the venv), then prints a table of figures.
 # Not part of scripts/test.sh: figures, not pass/fail tests.

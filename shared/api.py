@@ -481,6 +481,7 @@ class RecordingPolicy(Model):
     segment_seconds: float | None
     idle_seconds: int | None
     updated_at: Time | None
+    quality: str | None = None  # a shared.wire.QualityLevel
 
 
 class Transparency(Model):
@@ -646,6 +647,7 @@ class DaySegment(Model):
     seq: Seq
     started_at: Time
     duration_ms: Annotated[int, Meta(ge=0)]
+    codec: str | None = None  # RFC 6381, as its agent declared it (None: an older one, H.264)
 
 
 class DayRecording(Model):

@@ -53,6 +53,14 @@ Md5 = Annotated[str, Meta(
     description="the base64 of a 16-byte MD5 digest",
     extra_json_schema={"contentEncoding": "base64"},
 )]
+# A segment's codec as RFC 6381 names it in a MIME type (`video/mp4; codecs="..."`), so a
+# player can ask the browser whether it plays it before fetching a byte. The broker keeps
+# what the agent declares (its own segments: avc1 or av01) and checks only its form.
+Codec = Annotated[str, Meta(
+    pattern=r"^[a-z0-9]{4}(\.[0-9A-Za-z]{1,10}){0,8}$",
+    max_length=64,
+    description="the segment's codec as RFC 6381 names it, e.g. avc1.640028 or av01.0.08M.08",
+)]
 PublicKey = Annotated[str, Meta(
     pattern="^[A-Za-z0-9+/]{43}=$",
     description="the base64 of the device's 32-byte Ed25519 public key (chain of custody)",
@@ -162,6 +170,7 @@ class UploadRequest(Model, omit_defaults=True):
     started_at: Timestamp
     duration_ms: Annotated[int, Meta(ge=1, le=MAX_SEGMENT_DURATION_MS)]
     custody: CustodyProof | None = None  # required once the device registered a key
+    codec: Codec | None = None  # None: an older agent, whose segments are all H.264
 
     def __post_init__(self) -> None:
         utc_time(self.started_at, "started_at")
@@ -193,6 +202,7 @@ class SegmentInfo(Model):
     duration_ms: int
     grants: int
     record_hash: str | None = None  # the segment's chain-of-custody record, when signed
+    codec: str | None = None  # as its agent declared it (None: an older agent, H.264)
 
 
 GapReason = Literal[
@@ -277,6 +287,14 @@ class LastError(Model, omit_defaults=True):
 
 NonNegative = Annotated[float, Meta(ge=0)]
 
+# The quality level: a name an admin chooses from, not a codec setting (the agent maps each
+# to its encoder and CRF, agent.encode.QUALITY): "high" (H.264, larger files, crisper text),
+# "standard" (H.264, the agent's default), "compact" (H.264, smaller files, softer text),
+# "storage-saving" (AV1: several times the CPU; plays in Chrome, Edge and Firefox but in
+# Safari only with hardware AV1 decoding; what it saves depends on the screen, README).
+QualityLevel = Literal["high", "standard", "compact", "storage-saving"]
+QUALITY_LEVELS: tuple[str, ...] = get_args(QualityLevel)
+
 
 class RunSettings(Model, omit_defaults=True):
     """What an agent records with now (its own settings with the broker's policy applied)."""
@@ -284,6 +302,7 @@ class RunSettings(Model, omit_defaults=True):
     fps: NonNegative | None = None
     segment_seconds: NonNegative | None = None
     idle_seconds: NonNegative | None = None
+    quality: QualityLevel | None = None  # None: an older agent
 
 
 class CaptureState(Model, omit_defaults=True):
@@ -355,8 +374,8 @@ POLICY_RANGES: dict[str, Range] = {
     "segment_seconds": Range(float, 1, MAX_SEGMENT_DURATION_MS / 1000),
     "idle_seconds": Range(int, 0, MAX_IDLE_SECONDS),  # whole seconds; 0: never pause
 }
-POLICY_KEYS = tuple(POLICY_RANGES)
-PolicyValue = float | int
+POLICY_KEYS = (*POLICY_RANGES, "quality")
+PolicyValue = float | int | str
 
 
 
@@ -375,6 +394,10 @@ IdleSeconds = Annotated[int, _policy_meta("idle_seconds")]
 
 def policy_value(key: str, value: object) -> PolicyValue:
     """A policy value checked against its range (WireError naming the key when it is not)."""
+    if key == "quality":
+        if not isinstance(value, str) or value not in QUALITY_LEVELS:
+            raise WireError(key, f"must be one of {', '.join(QUALITY_LEVELS)}")
+        return value
     bound = POLICY_RANGES[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(key, "must be an integer" if bound.kind is int else "must be a number")
@@ -394,15 +417,24 @@ class Policy(Model, omit_defaults=True):
     fps: Fps | None = None
     segment_seconds: SegmentSeconds | None = None
     idle_seconds: IdleSeconds | None = None
+    quality: QualityLevel | None = None
 
     @classmethod
     def of(cls, values: Mapping[str, PolicyValue | None]) -> Policy:
         """From values by key, each checked already (`policy_value`); absent keys are None."""
-        idle = values.get("idle_seconds")
+        numbers: dict[str, float | int | None] = {}
+        for key in POLICY_RANGES:
+            value = values.get(key)
+            if isinstance(value, str):
+                raise WireError(key, "must be a number")
+            numbers[key] = value
+        idle = numbers["idle_seconds"]
+        quality = values.get("quality")
         return cls(
-            fps=values.get("fps"),
-            segment_seconds=values.get("segment_seconds"),
+            fps=numbers["fps"],
+            segment_seconds=numbers["segment_seconds"],
             idle_seconds=None if idle is None else int(idle),
+            quality=None if quality is None else policy_value("quality", quality),  # type: ignore[arg-type]
         )
 
     def values(self) -> dict[str, PolicyValue | None]:
@@ -436,6 +468,7 @@ class PolicyPatch(Model, forbid_unknown_fields=True):
     fps: Fps | UnsetType | None = UNSET
     segment_seconds: SegmentSeconds | UnsetType | None = UNSET
     idle_seconds: IdleSeconds | UnsetType | None = UNSET
+    quality: QualityLevel | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if not self.update().changes:
@@ -452,4 +485,5 @@ class PolicySettings(Model):
     fps: Fps | None
     segment_seconds: SegmentSeconds | None
     idle_seconds: IdleSeconds | None
+    quality: QualityLevel | None
     updated_at: Time | None

@@ -36,6 +36,8 @@ def _flag(key: str) -> Callable[[str], Any]:
 
     def parse(text: str) -> Any:
         try:
+            if config.SETTINGS[key].choices:
+                return config.check_value(key, text)
             if bound.kind is str:
                 return config.parse_size(text)
             try:
@@ -95,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             """The settings wanted now: the latest policy over the file, never over a flag."""
             now = config.with_policy(settings, heartbeat.policy, flags)
             return LiveSettings(
-                fps=now.fps, segment_seconds=now.segment_seconds, idle_seconds=now.idle_seconds
+                fps=now.fps, segment_seconds=now.segment_seconds, idle_seconds=now.idle_seconds,
+                quality=now.quality,
             )
 
         first = live_settings()
@@ -105,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             duration=args.duration,
             monitor=settings.monitor,
             crf=settings.crf,
+            quality=first.quality,
             drain_seconds=settings.drain_seconds,
             idle_seconds=first.idle_seconds,
             blocked_seconds=settings.capture_blocked_seconds,

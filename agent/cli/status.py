@@ -45,7 +45,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
             print(f"settings: {num('fps')} fps, segments of {num('segment_seconds')} s, "
                   + (f"pause after {num('idle_seconds')} s idle" if settings.get("idle_seconds")
-                     else "no idle pause"))
+                     else "no idle pause")
+                  + (f", quality {settings['quality']}" if settings.get("quality") else ""))
         capture = status_line(data.get("capture"))
         if capture is not None:
             print(capture)

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from broker.cli.common import UsageError, admin_command
 from shared.api import CODE_TTL_MAX, CODE_TTL_MIN, MAX_CODE_LABEL, MAX_CODE_USES
-from shared.wire import POLICY_KEYS, POLICY_RANGES, PolicyUpdate, WireError, policy_value
+from shared.wire import (
+    POLICY_KEYS,
+    POLICY_RANGES,
+    QUALITY_LEVELS,
+    PolicyUpdate,
+    PolicyValue,
+    WireError,
+    policy_value,
+)
 
 if TYPE_CHECKING:
     from broker import admin
@@ -67,11 +75,11 @@ def _label(raw: str) -> str:
     return raw
 
 
-def _policy_flag(key: str) -> Callable[[str], float | int]:
+def _policy_flag(key: str) -> Callable[[str], PolicyValue]:
     """The argparse type of a `set-policy` option: the policy's own checks (shared.wire)."""
     kind = POLICY_RANGES[key].kind
 
-    def parse(text: str) -> float | int:
+    def parse(text: str) -> PolicyValue:
         try:
             number = kind(text)
         except ValueError:
@@ -94,7 +102,8 @@ def _policy_change(args: argparse.Namespace) -> None:
         raise UsageError(f"{', '.join(both)}: both set and cleared; give one or the other")
     if not given and not cleared:
         raise UsageError(
-            "nothing to change: give --fps, --segment-seconds, --idle-seconds or --clear KEY"
+            "nothing to change: give --fps, --segment-seconds, --idle-seconds, --quality or "
+            "--clear KEY"
         )
     args.change = PolicyUpdate({**given, **dict.fromkeys(cleared)})
 
@@ -154,7 +163,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser(
         "set-policy",
         help="set the recording policy pushed to the tenant's agents (fps, segment length, "
-        "idle timeout)",
+        "idle timeout, quality level)",
         description="Set the tenant's recording policy. Every agent of the tenant gets it with "
         "its next heartbeat and applies it from its next segment; a setting given on an "
         "agent's command line still wins. Options not given keep their value; --clear hands a "
@@ -174,6 +183,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--idle-seconds", type=_policy_flag("idle_seconds"), metavar="N",
         help="pause after N seconds without input, whole seconds "
         f"(0 never pauses, at most {POLICY_RANGES['idle_seconds'].hi:g})",
+    )
+    p.add_argument(
+        "--quality", choices=QUALITY_LEVELS, metavar="LEVEL",
+        help="picture quality and size: high (H.264, larger files, crisper text), standard "
+        "(H.264, the agents' default), compact (H.264, smaller, softer text) or "
+        "storage-saving (AV1: several times the CPU on the workstation, and measured it "
+        "does not reliably beat standard's bytes, README; plays in Chrome, Edge and "
+        "Firefox, in Safari only with hardware AV1 decoding)",
     )
     p.add_argument(
         "--clear", nargs="+", action="extend", choices=POLICY_KEYS, metavar="KEY",

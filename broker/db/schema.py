@@ -339,6 +339,9 @@ segments = Table(
     Column("record_signature", String(100), nullable=True),
     # 0009: the record's format (shared.custody V1/V2); NULL on older rows: v1 when signed
     Column("record_version", Integer, nullable=True),
+    # 0014: the codec its agent declared (RFC 6381, shared.wire.Codec); NULL: an older agent,
+    # whose segments are all H.264
+    Column("codec", String(64), nullable=True),
     UniqueConstraint("recording_id", "seq", name="uq_segments_recording_seq"),
     tenant_link("segments", "recording_id", "recordings"),
     tenant_key("segments"),
@@ -372,6 +375,7 @@ device_policies = Table(
     Column("segment_seconds", Float, nullable=True),
     Column("idle_seconds", Integer, nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("quality", String(20), nullable=True),  # a shared.wire.QualityLevel
 )
 
 upload_grants = Table(

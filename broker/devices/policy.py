@@ -1,4 +1,5 @@
-"""The tenant's recording policy: fps, segment length and idle timeout for all its agents.
+"""The tenant's recording policy: fps, segment length, idle timeout and quality level for
+all its agents.
 
 An admin sets it (CLI `admin set-policy`, `PATCH /api/v1/admin/policy`); every change is
 audited with the values before and after. Each agent gets it in the reply to its heartbeat
@@ -24,7 +25,10 @@ from shared.wire import Policy, PolicyUpdate, format_timestamp
 def _policy(row: Row[Any] | None) -> Policy:
     if row is None:
         return Policy()
-    return Policy(fps=row.fps, segment_seconds=row.segment_seconds, idle_seconds=row.idle_seconds)
+    return Policy(
+        fps=row.fps, segment_seconds=row.segment_seconds, idle_seconds=row.idle_seconds,
+        quality=row.quality,
+    )
 
 
 async def current(scope: TenantScope) -> Policy:

@@ -116,6 +116,7 @@ async def recording_info(scope: TenantScope, recording_id: str) -> RecordingInfo
                 duration_ms=r.duration_ms,
                 grants=int(grant_counts.get(r.id, 0)),
                 record_hash=r.record_hash,
+                codec=r.codec,
             )
             for r in rows
         ],

@@ -79,6 +79,7 @@ class Seg:
     seq: int
     start: datetime
     duration_ms: int
+    codec: str | None = None  # as its agent declared it (None: an older agent, H.264)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,7 +208,7 @@ async def day_of(
     todays = [p for p in pieces if start <= p.start < end]
     playable = sorted(
         (
-            Seg(s.recording_id, s.seq, s.started_at, s.duration_ms)
+            Seg(s.recording_id, s.seq, s.started_at, s.duration_ms, s.codec)
             for s in segs
             if s.state == VERIFIED and start <= s.started_at < end
             and bounds.segment_end(s.started_at, s.duration_ms) is not None

@@ -196,6 +196,7 @@ class Uploads(RecordingParts):
             started_at=declared.started_at,
             duration_ms=declared.duration_ms,
             created_at=now,
+            codec=declared.codec,
             **record,
         )
         return await segment_row(scope, recording.id, seq)

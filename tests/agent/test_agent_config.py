@@ -102,6 +102,10 @@ def test_broker_policy_overrides_the_file_but_never_a_flag() -> None:
     assert (applied.fps, applied.segment_seconds, applied.idle_seconds) == (4.0, 60.0, 0.0)
     # a value the agent would refuse is ignored, not fatal
     assert with_policy(settings, {"fps": -1, "idle_seconds": None}, {}) == settings
+    # the quality level: the policy's, unless the agent's own flag names one
+    assert with_policy(settings, {"quality": "compact"}, {}).quality == "compact"
+    assert with_policy(settings, {"quality": "compact"}, {"quality": "high"}).quality == "standard"
+    assert with_policy(settings, {"quality": "ultra"}, {}) == settings
     assert set(config.POLICY_KEYS) <= set(config.RANGES)
 
 

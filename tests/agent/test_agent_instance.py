@@ -123,7 +123,8 @@ def test_status_of_a_running_agent_then_of_a_stopped_one(
         assert lines[0] == f"agent: running (pid {proc.pid}), recording"
         assert lines[1] == "recording: rec-1"
         assert lines[2] == (
-            f"settings: 4 fps, segments of 1 s, pause after {DEFAULT_IDLE_SECONDS:g} s idle"
+            f"settings: 4 fps, segments of 1 s, pause after {DEFAULT_IDLE_SECONDS:g} s idle, "
+            "quality standard"
         )
         assert lines[3] == "capture: ok"  # frames with a picture (agent.health)
         assert lines[4].startswith("segments uploaded: ")

@@ -6,6 +6,7 @@ metadata (durations)."""
 from __future__ import annotations
 
 import io
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from broker import admin
 from shared.wire import PolicyUpdate
-from tests.resilience.helpers import Site, running, site
+from tests.resilience.helpers import Site, running, site, uploaded_seqs
 from tests.support.api import Operator
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
@@ -32,7 +33,7 @@ def place(broker: BrokerProcess, s3_endpoint: S3Endpoint, tmp_path: Path) -> Ite
         yield s
 
 
-def set_policy(place: Site, **values: float | None) -> None:
+def set_policy(place: Site, **values: float | str | None) -> None:
     Operator(place.broker).run(
         admin.set_policy, tenant=place.tenant.tenant_id, change=PolicyUpdate(values)
     )
@@ -73,11 +74,10 @@ def test_the_agent_records_by_the_policy_from_the_next_segment_and_its_flags_win
         )
         # the admin sees that it arrived: the device's heartbeat carries what it records with
         deadline = time.monotonic() + 10
-        while (reported := device_settings(place)) != {
-            "fps": 4, "segment_seconds": 1, "idle_seconds": 600
-        } and time.monotonic() < deadline:
+        wanted = {"fps": 4, "segment_seconds": 1, "idle_seconds": 600, "quality": "standard"}
+        while (reported := device_settings(place)) != wanted and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert reported == {"fps": 4, "segment_seconds": 1, "idle_seconds": 600}
+        assert reported == wanted
         agent.wait_for(  # "segment N uploaded: ..., 4 frame(s)": 1 s at 4 fps
             "two segments at 4 fps",
             lambda lines: sum(" 4 frame(s)" in line for line in lines) >= 2,
@@ -114,3 +114,49 @@ def test_the_policy_sets_the_idle_timeout_unless_the_command_line_does(
                  "--idle-seconds", "0") as agent:
         assert agent.finish() == 0, agent.stderr
     assert not any("paused" in line for line in agent.lines), agent.stderr
+
+
+def encoder_of(data: bytes) -> tuple[str, str | None]:
+    """The codec of an MP4 segment, as its decoder names it, and libx264's CRF (None: AV1)."""
+    with av.open(io.BytesIO(data)) as container:
+        name = container.streams.video[0].codec_context.name
+    crf = re.search(rb"crf=([0-9.]+)", data)  # libx264's settings message in the stream
+    return name, None if crf is None else crf.group(1).decode()
+
+
+def test_the_policys_quality_level_reaches_the_encoder_from_the_next_segment_and_a_flag_wins(
+    place: Site, xvfb: XDisplay
+) -> None:
+    set_policy(place, quality="compact")
+    with running(place.home, xvfb.display, "--fps", "2", "--segment-seconds", "1",
+                 "--heartbeat-seconds", "1", "--duration", "60") as agent:
+        rid = agent.recording_id
+        agent.wait_uploaded(2, timeout=20)
+        set_policy(place, quality="storage-saving")
+        agent.wait_for(
+            "the quality change",
+            lambda lines: any("policy changed: now" in line and "quality storage-saving" in line
+                              for line in lines),
+            timeout=10,
+        )
+        after = len(uploaded_seqs(agent.lines))
+        agent.wait_uploaded(after + 3, timeout=30)
+        agent.signal(signal.SIGTERM)
+        assert agent.finish() == 0, agent.stderr
+    segments = sorted(place.recording(rid)["segments"], key=lambda s: s["seq"])
+    objects = place.objects(rid)
+    used = [encoder_of(objects[s["key"]]) for s in segments]
+    # compact is H.264 at CRF 32 until the change; from the segment after it, AV1, to the end
+    switch = next(i for i, e in enumerate(used) if e[0] != "h264")
+    assert switch >= 2, used
+    assert used[:switch] == [("h264", "32.0")] * switch, used
+    assert set(used[switch:]) == {("libdav1d", None)}, used  # PyAV decodes AV1 with dav1d
+
+    # the agent's own flag wins over the policy's level
+    with running(place.home, xvfb.display, "--fps", "2", "--segment-seconds", "1",
+                 "--quality", "high", "--duration", "2.5") as agent:
+        rid = agent.recording_id
+        assert agent.finish() == 0, agent.stderr
+    objects = place.objects(rid)
+    assert objects
+    assert {encoder_of(data) for data in objects.values()} == {("h264", "24.0")}

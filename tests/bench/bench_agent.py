@@ -44,6 +44,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -61,7 +62,7 @@ from pathlib import Path
 
 import av
 
-from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, DEFAULT_X264_PARAMS
+from agent.encode import DEFAULT_CRF, DEFAULT_PRESET, DEFAULT_TUNE, DEFAULT_X264_PARAMS, QUALITY
 from tests.bench.procstat import Sample, sample
 from tests.bench.quality import Quality, bytes_at, capture_reference_argv, compare
 from tests.bench.workloads import DESCRIPTIONS, HEIGHT, WIDTH, WORKLOADS, clean_env, screen
@@ -78,6 +79,7 @@ TARGET_BYTES = {"office": 0.9, "desktop": 0.9, "motion": 1.0}  # at equal SSIM-Y
 TARGET_STEADY_CPU = {"office": 0.7, "desktop": 0.7, "motion": 0.8}
 TARGET_STEADY_RSS = 150 * MB
 TARGET_RSS_GROWTH = 0.05
+TARGET_AV1_BYTES = 0.8  # the opt-in storage-saving mode, on office
 
 # Encoder settings to draw the frontier with (--variants): (tune, libx264 params, preset)
 VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -109,6 +111,9 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "la10-b3-hex": ("stillimage", "threads=1:rc-lookahead=10:sync-lookahead=0:bframes=3",
                     "veryfast"),
 }
+# the storage-saving level (AV1, agent.encode.AV1_*): its CRF scale is SVT-AV1's (0-63)
+AV1_VARIANT = "av1"
+AV1_CRFS = (34, 38, 42, 46, 50)
 AGENT_CRFS = (24, 26, 28, 30, 32)
 FFMPEG_CRFS = (26, 28, 30, 32, 34)
 
@@ -224,10 +229,15 @@ class WorkloadResult:
     agent_curves: list[Curve]
     agent: Run | None = None
     ffmpeg: Run | None = None
+    agent_av1: Run | None = None  # the agent at the storage-saving level (--av1)
 
     @property
     def shipped(self) -> Curve:
         return self.agent_curves[0]
+
+    @property
+    def av1(self) -> Curve | None:
+        return next((c for c in self.agent_curves if c.name == AV1_VARIANT), None)
 
     def equal_ssim_ratio(self, curve: Curve) -> float | None:
         found = curve.bytes_at(self.reference.quality.ssim_db)
@@ -310,6 +320,8 @@ class Settings:
     agent_only: bool
     curves: bool
     live: bool = True
+    soak: bool = False  # --soak: the agent alone on the desktop, its RSS every --interval
+    av1: bool = False  # --av1: the storage-saving level too (its curve and a live run)
 
     @property
     def seconds(self) -> float:
@@ -345,9 +357,13 @@ def capture_reference(name: str, settings: Settings, workdir: Path) -> Path:
 
 def encode_with_agent(reference: Path, out: Path, crf: int, variant: str,
                       settings: Settings, *, decode_only: bool = False) -> dict[str, object]:
-    tune, params, preset = VARIANTS[variant]
+    if variant == AV1_VARIANT:
+        codec = ["--codec", "av1"]
+    else:
+        tune, params, preset = VARIANTS[variant]
+        codec = ["--tune", tune, "--x264-params", params, "--preset", preset]
     argv = [sys.executable, "-m", "tests.bench.encode_ref", str(reference), str(out),
-            "--crf", str(crf), "--tune", tune, "--x264-params", params, "--preset", preset,
+            "--crf", str(crf), *codec,
             "--fps", f"{settings.fps:g}", "--segment-seconds", f"{settings.segment_seconds:g}"]
     if decode_only:
         argv.append("--decode-only")
@@ -397,6 +413,7 @@ def ffmpeg_curve(reference: Path, settings: Settings, crfs: tuple[int, ...]) -> 
 
 class AgentRecorder:
     name = "agent"
+    quality: str | None = None  # the agent's --quality (None: its default)
 
     def __init__(self, settings: Settings, broker: BrokerProcess, s3: S3Endpoint,
                  workdir: Path) -> None:
@@ -418,8 +435,15 @@ class AgentRecorder:
 
     def argv(self, display: XDisplay, out: Path) -> list[str]:
         s = self.settings
+        quality = [] if self.quality is None else ["--quality", self.quality]
         return [*s.agent, "run", "--fps", f"{s.fps:g}", "--segment-seconds",
-                f"{s.segment_seconds:g}", "--duration", f"{s.seconds:g}"]
+                f"{s.segment_seconds:g}", "--duration", f"{s.seconds:g}", *quality]
+
+    def at_quality(self, quality: str, name: str) -> AgentRecorder:
+        """The same enrolled agent, recording at another quality level."""
+        other = copy.copy(self)
+        other.quality, other.name = quality, name
+        return other
 
     @staticmethod
     def events(log: Path) -> dict[str, dict[str, object]]:
@@ -554,6 +578,40 @@ def stages_table(agent: Run) -> list[str]:
     return grid(("agent CPU by stage", "s / recorded min", "share"), rows)
 
 
+def av1_table(result: WorkloadResult, curve: Curve) -> list[str]:
+    """The storage-saving level (AV1) against the plain command, as the main table."""
+    hour = 3600 / result.seconds
+    at_ssim = curve.bytes_at(result.reference.quality.ssim_db)
+    ratio_bytes = result.equal_ssim_ratio(curve)
+    crf = QUALITY["storage-saving"].crf
+    at_crf = next((p for p in curve.points if p.crf == crf), curve.points[0])
+    rows: list[tuple[str, ...]] = [
+        ("MB / recorded hour at equal SSIM-Y",
+         "n/a" if at_ssim is None else f"{at_ssim * hour / MB:.1f}",
+         f"{result.reference.size * hour / MB:.1f}", ratio(at_ssim, result.reference.size),
+         f"≤ {TARGET_AV1_BYTES:.1f}× office {verdict(ratio_bytes, TARGET_AV1_BYTES)}"),
+        (f"  at its CRF {at_crf.crf}: MB/h, SSIM-Y dB",
+         f"{at_crf.size * hour / MB:.1f}, {at_crf.quality.ssim_db:.2f}",
+         f"{result.reference.size * hour / MB:.1f}, {result.reference.quality.ssim_db:.2f}",
+         ratio(at_crf.size, result.reference.size), ""),
+    ]
+    mine, theirs = result.agent_av1, result.ffmpeg
+    if mine is not None:
+        figures: list[tuple[str, Callable[[Run], float], str]] = [
+            ("live: MB / recorded hour", lambda r: r.bytes_per_hour / MB, ".1f"),
+            ("live: CPU s / recorded min", lambda r: r.cpu_per_minute, ".2f"),
+            ("live:   steady (after warm-up)", lambda r: r.steady_cpu_per_minute, ".2f"),
+            ("live: peak RSS (MB)", lambda r: r.peak_rss / MB, ".0f"),
+            ("live: steady RSS (MB)", lambda r: r.steady_rss / MB, ".0f"),
+        ]
+        for label, figure, fmt in figures:
+            other = None if theirs is None else figure(theirs)
+            rows.append((label, format(figure(mine), fmt),
+                         "—" if other is None else format(other, fmt),
+                         "" if other is None else ratio(figure(mine), other), ""))
+    return grid(("storage-saving (AV1)", "agent AV1", "ffmpeg", "AV1/ffmpeg", "target"), rows)
+
+
 def table(result: WorkloadResult, settings: Settings) -> str:
     name, agent, ffmpeg = result.name, result.agent, result.ffmpeg
     lines = [f"== {name}: {DESCRIPTIONS[name]}; {WIDTH}x{HEIGHT}, {settings.fps:g} fps, "
@@ -599,7 +657,7 @@ def table(result: WorkloadResult, settings: Settings) -> str:
              f"≤ {TARGET_STEADY_RSS / MB:.0f} MB "
              f"{verdict(agent.steady_rss, TARGET_STEADY_RSS)}"),
         ]
-        soak = settings.minutes >= 30
+        soak = settings.minutes >= 30 or settings.soak
         growth = (verdict(agent.rss_growth, TARGET_RSS_GROWTH) if soak
                   else "(30-min soak only)")
         rows.append(("live: RSS growth", f"{agent.rss_growth:+.1%}",
@@ -609,10 +667,37 @@ def table(result: WorkloadResult, settings: Settings) -> str:
                      "—" if ffmpeg is None else f"{ffmpeg.media.files} / {ffmpeg.media.packets}",
                      "", ""))
     lines += grid(("", "agent", "ffmpeg", "agent/ffmpeg", "target"), rows)
+    if result.av1 is not None:
+        lines += ["", *av1_table(result, result.av1)]
     if settings.curves:
         lines += ["", *curves_table(result, settings)]
     if agent is not None and agent.stages:
         lines += ["", *stages_table(agent)]
+    return "\n".join(lines)
+
+
+def soak_table(run: Run, settings: Settings) -> str:
+    """The soak: the agent's RSS as sampled, its steady median and growth, five-minute medians."""
+    growth = run.rss_growth
+    lines = [
+        f"== soak: the agent alone on the {DESCRIPTIONS['desktop']}; {WIDTH}x{HEIGHT}, "
+        f"{settings.fps:g} fps, {run.recorded_seconds:g} s, RSS every {settings.interval:g} s",
+        f"steady RSS {run.steady_rss / MB:.1f} MB (median after {run.warmup:g} s), peak "
+        f"{run.peak_rss / MB:.1f} MB, RSS growth {growth:+.1%} (last fifth against the first "
+        f"fifth after warm-up; target < {TARGET_RSS_GROWTH:.0%}: "
+        f"{verdict(growth, TARGET_RSS_GROWTH)})",
+        f"CPU {run.cpu_per_minute:.2f} s / recorded min, steady "
+        f"{run.steady_cpu_per_minute:.2f}; {run.media.files} files, {run.media.packets} frames, "
+        f"{run.bytes_per_hour / MB:.1f} MB / recorded hour",
+    ]
+    buckets: dict[int, list[int]] = {}
+    for s in run.samples:
+        buckets.setdefault(int(s.at // 300), []).append(s.rss)
+    lines.append("median RSS per 5 minutes (MB): " + "  ".join(
+        f"{k * 5}-{k * 5 + 5}: {statistics.median(v) / MB:.1f}" for k, v in sorted(buckets.items())
+    ))
+    lines.append("RSS samples (s: MB): " + "  ".join(
+        f"{s.at:.0f}: {s.rss / MB:.1f}" for s in run.samples))
     return "\n".join(lines)
 
 
@@ -644,8 +729,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-live", action="store_true",
                         help="the reference and the rate-quality curves only, no live runs")
+    parser.add_argument("--av1", action="store_true",
+                        help="also the storage-saving level (AV1): its rate-quality curve, and "
+                        "a live run of the agent at --quality storage-saving")
     parser.add_argument("--agent-only", action="store_true",
                         help="live: the agent alone (a soak: its RSS growth), no ffmpeg")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", default=None,
+                        help="the soak instead: the real agent alone records the desktop "
+                        "workload for SECONDS (e.g. 1800), its RSS sampled every 30 s "
+                        "(--interval), no reference, no curves, no ffmpeg")
     return parser.parse_args(argv)
 
 
@@ -659,13 +751,21 @@ def run_workload(name: str, settings: Settings, workdir: Path,
         ff = ffmpeg_curve(reference, settings, FFMPEG_CRFS)
         curves = [agent_curve(reference, variant, settings, baseline, AGENT_CRFS)
                   for variant in settings.variants]
+        if settings.av1:
+            curves.append(agent_curve(reference, AV1_VARIANT, settings, baseline, AV1_CRFS))
     else:
         ff = ffmpeg_curve(reference, settings, (REFERENCE_CRF,))
         curves = [agent_curve(reference, "shipped", settings, 0, (DEFAULT_CRF,))]
+        if settings.av1:
+            curves.append(agent_curve(reference, AV1_VARIANT, settings, 0,
+                                      (QUALITY["storage-saving"].crf,)))
     ref_point = next(p for p in ff.points if p.crf == REFERENCE_CRF)
     result = WorkloadResult(name, settings.seconds, ref_point, ff, curves)
     if agent_recorder is not None:
         result.agent = live(agent_recorder, name, settings, workdir)
+        if settings.av1:
+            result.agent_av1 = live(agent_recorder.at_quality("storage-saving", "agent-av1"),
+                                    name, settings, workdir)
         if not settings.agent_only:
             result.ffmpeg = live(FfmpegRecorder(settings), name, settings, workdir)
     reference.unlink()
@@ -674,6 +774,12 @@ def run_workload(name: str, settings: Settings, workdir: Path,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.soak is not None:
+        if args.soak <= 0:
+            print("bench: --soak takes a positive number of seconds", file=sys.stderr)
+            return 2
+        args.minutes, args.workloads, args.agent_only = args.soak / 60, "desktop", True
+        args.interval = 30.0 if args.interval == 1.0 else args.interval
     if args.minutes <= 0 or args.fps <= 0:
         print("bench: --minutes and --fps must be positive", file=sys.stderr)
         return 2
@@ -688,9 +794,10 @@ def main(argv: list[str] | None = None) -> int:
     agent = args.agent or Path(sys.executable).with_name("bucketreel-agent")
     settings = Settings(args.minutes, args.fps, args.segment_seconds, args.interval,
                         [str(agent)], workloads, variants, args.agent_only, not args.no_curves,
-                        not args.no_live)
+                        not args.no_live, soak=args.soak is not None, av1=args.av1)
     workdir = Path(tempfile.mkdtemp(prefix="bucketreel-bench-"))
     results: list[WorkloadResult] = []
+    soaked: Run | None = None
     try:
         require_executable("Xvfb")
         require_executable("ffmpeg")
@@ -703,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
                 BrokerProcess(f"sqlite+aiosqlite:///{database}", log_dir=workdir / "logs")
             )
             recorder = AgentRecorder(settings, broker, s3, workdir) if settings.live else None
+            if settings.soak and recorder is not None:
+                soaked = live(recorder, "desktop", settings, workdir)
+                workloads = ()
             for name in workloads:
                 results.append(run_workload(name, settings, workdir, recorder))
                 print(table(results[-1], settings), file=sys.stderr)
@@ -713,15 +823,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"bucketreel-agent vs the plain ffmpeg command, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    if soaked is not None:
+        print(soak_table(soaked, settings))
+        if args.json:
+            args.json.write_text(json.dumps({"soak": soaked.summary()}, indent=2) + "\n")
     for result in results:
         print()
         print(table(result, settings))
-    if args.json:
+    if args.json and soaked is None:
         args.json.write_text(json.dumps([{
             "workload": r.name, "seconds": r.seconds,
             "reference": asdict(r.reference), "ffmpeg_curve": asdict(r.ffmpeg_curve),
             "agent_curves": [asdict(c) for c in r.agent_curves],
             "agent": r.agent.summary() if r.agent else None,
+            "agent_av1": r.agent_av1.summary() if r.agent_av1 else None,
             "ffmpeg": r.ffmpeg.summary() if r.ffmpeg else None,
         } for r in results], indent=2) + "\n")
     shutil.rmtree(workdir, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Encode a lossless reference capture with the agent's own encoder, in a process of its own.
 
     python -m tests.bench.encode_ref REF.mkv OUTDIR --crf 28 [--x264-params P] [--fps 1]
-        [--segment-seconds 60] [--decode-only]
+        [--segment-seconds 60] [--codec h264|av1] [--decode-only]
 
 The reference's frames (BGR0, exactly as captured) go through the agent's real `Segmenter`
 (agent/encode.py: the unchanged-frame skip, the colour conversion, libx264 with the given
@@ -30,7 +30,15 @@ from pathlib import Path
 import av
 
 from agent.capture import Frame
-from agent.encode import DEFAULT_PRESET, DEFAULT_TUNE, DEFAULT_X264_PARAMS, Segment, Segmenter
+from agent.encode import (
+    AV1_PARAMS,
+    AV1_PRESET,
+    DEFAULT_PRESET,
+    DEFAULT_TUNE,
+    DEFAULT_X264_PARAMS,
+    Segment,
+    Segmenter,
+)
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=DEFAULT_PRESET)
     parser.add_argument("--tune", default=DEFAULT_TUNE or "")
     parser.add_argument("--x264-params", default=DEFAULT_X264_PARAMS)
+    parser.add_argument("--codec", default="h264", choices=("h264", "av1"),
+                        help="av1: the storage-saving level's encoder")
+    parser.add_argument("--av1-preset", default=AV1_PRESET)
+    parser.add_argument("--av1-params", default=AV1_PARAMS)
     parser.add_argument("--fps", type=float, default=1.0)
     parser.add_argument("--segment-seconds", type=float, default=60.0)
     parser.add_argument("--decode-only", action="store_true")
@@ -81,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(
         fps=args.fps, segment_seconds=args.segment_seconds, preset=args.preset,
-        tune=args.tune or None, crf=args.crf, x264_params=args.x264_params,
+        tune=args.tune or None, crf=args.crf, x264_params=args.x264_params, codec=args.codec,
+        av1=(args.av1_preset, args.av1_params),
     )
     done: list[Segment] = []
     cpu = 0.0

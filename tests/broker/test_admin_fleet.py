@@ -440,6 +440,29 @@ def test_the_policy_page_saves_and_shows_what_it_costs(fleet: Fleet) -> None:
     assert (policy["fps"], policy["segment_seconds"], policy["idle_seconds"]) == (2, 30, None)
 
 
+def test_the_policy_page_sets_and_clears_the_quality_level(fleet: Fleet) -> None:
+    page = fleet.api.call("GET", "/admin/policy", token=fleet.admin.access_token)
+    assert b'<option value="" selected>agents decide</option>' in page.raw
+    assert b'<option value="storage-saving">Storage-saving: AV1' in page.raw
+
+    saved = form_post(fleet, "/admin/policy", {"quality": "storage-saving"})
+    assert saved.status == 200
+    assert b'<option value="storage-saving" selected>' in saved.raw
+    policy = fleet.api.call("GET", "/api/v1/admin/policy", token=fleet.admin.access_token).body
+    assert policy["quality"] == "storage-saving"
+
+    refused = form_post(fleet, "/admin/policy", {"quality": "ultra"})
+    assert refused.status == 400
+    assert b"Quality: must be one of" in refused.raw
+    still = fleet.api.call("GET", "/api/v1/admin/policy", token=fleet.admin.access_token).body
+    assert still == policy, "nothing saved"
+
+    cleared = form_post(fleet, "/admin/policy", {"quality": ""})
+    assert cleared.status == 200
+    policy = fleet.api.call("GET", "/api/v1/admin/policy", token=fleet.admin.access_token).body
+    assert policy["quality"] is None
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

@@ -43,7 +43,9 @@ def test_the_document_is_generated_from_the_models_with_their_limits(api: Api) -
         return next((s for s in prop.get("anyOf", []) if s.get("type") != "null"), prop)
 
     assert field("Heartbeat", "settings") == {"$ref": "#/components/schemas/RunSettings"}
-    assert set(schemas["RunSettings"]["properties"]) == {"fps", "segment_seconds", "idle_seconds"}
+    assert set(schemas["RunSettings"]["properties"]) == {
+        "fps", "segment_seconds", "idle_seconds", "quality"
+    }
     seqs = field("GapReport", "seqs")
     assert seqs["maxItems"] == MAX_GAP_SEQS
     assert seqs["items"] == {"type": "integer", "minimum": 0, "maximum": SEQ_MAX}

@@ -357,7 +357,8 @@ def test_the_audit_log_pages_through_every_entry_and_the_export_keeps_each(
 def test_the_transparency_page_lists_the_watchers_devices_policy_and_viewings(
     scene: Scene,
 ) -> None:
-    ok(scene.api.call("PATCH", "/api/v1/admin/policy", {"fps": 2, "idle_seconds": 300},
+    ok(scene.api.call("PATCH", "/api/v1/admin/policy",
+                      {"fps": 2, "idle_seconds": 300, "quality": "compact"},
                       token=scene.admin.access_token))
     recording_id = recorded(scene, scene.device, [2])
     view(scene, scene.manager, recording_id, 0)
@@ -371,12 +372,14 @@ def test_the_transparency_page_lists_the_watchers_devices_policy_and_viewings(
         (scene.device.device_id, "test workstation")
     ]
     assert (me["policy"]["fps"], me["policy"]["idle_seconds"]) == (2, 300)
+    assert me["policy"]["quality"] == "compact"
     assert me["timeline"] == f"/employees/{scene.employee.user_id}"
     assert me["viewings"][0]["recording_id"] == recording_id
 
     page = get(scene, "/me", scene.employee).raw.decode()
     for shown in ("Max Manager", "Ada Admin", "test workstation", "2.0 fps",
-                  "after 300 s without input", f'href="/employees/{scene.employee.user_id}"',
+                  "after 300 s without input", '<dd class="quality">compact</dd>',
+                  f'href="/employees/{scene.employee.user_id}"',
                   f'href="/recordings/{recording_id}"'):
         assert shown in page, shown
 

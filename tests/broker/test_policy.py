@@ -21,7 +21,7 @@ from tests.support.s3 import S3Endpoint
 POLICY = "/api/v1/admin/policy"
 HEARTBEAT = "/api/v1/devices/heartbeat"
 BEAT = {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0}
-UNSET = {"fps": None, "segment_seconds": None, "idle_seconds": None}
+UNSET = {"fps": None, "segment_seconds": None, "idle_seconds": None, "quality": None}
 
 
 AdminOf = Callable[[Tenant], Person]
@@ -77,7 +77,7 @@ def test_an_admin_sets_changes_and_clears_the_policy_and_each_change_is_audited(
     # keys not named keep their values; null clears one
     put = api.call("PATCH", POLICY, {"idle_seconds": 120, "fps": None}, token=token)
     assert put.status == 200, put.body
-    expected = {"fps": None, "segment_seconds": 10, "idle_seconds": 120}
+    expected = {"fps": None, "segment_seconds": 10, "idle_seconds": 120, "quality": None}
     assert {k: put.body[k] for k in UNSET} == expected
     assert api.call("GET", POLICY, token=token).body == put.body
 
@@ -100,6 +100,9 @@ def test_an_admin_sets_changes_and_clears_the_policy_and_each_change_is_audited(
         ({"segment_seconds": 0.5}, "segment_seconds: must be at least 1 and at most 3600"),
         ({"idle_seconds": -1}, "idle_seconds: must be at least 0 and at most 86400"),
         ({"idle_seconds": 2.5}, "idle_seconds: must be an integer"),
+        ({"quality": "ultra"},
+         "quality: must be one of compact, high, standard, storage-saving"),
+        ({"quality": 28}, "quality: must be one of compact, high, standard, storage-saving"),
         ({"fps": 2, "segment_second": 10}, "segment_second: not a policy key"),
         ({}, "name at least one of fps, segment_seconds, idle_seconds"),
         ([{"fps": 2}], "body: must be a JSON object"),
@@ -119,6 +122,33 @@ def test_a_bad_policy_is_refused_with_a_clear_message_and_changes_nothing(
     assert reply.body["error"] == "invalid_field"
     assert said in reply.body["message"]
     assert snapshot(broker.database_url) == before
+
+
+def test_an_admin_sets_the_quality_level_it_is_audited_and_reaches_the_devices(
+    api: Api, broker: BrokerProcess, s3_endpoint: S3Endpoint, admin_of: AdminOf
+) -> None:
+    tenant = fresh(broker, s3_endpoint)
+    device = enroll(api, broker, tenant)
+    boss = admin_of(tenant)
+
+    put = api.call("PATCH", POLICY, {"quality": "storage-saving"}, token=boss.access_token)
+    assert put.status == 200, put.body
+    assert {k: put.body[k] for k in UNSET} == {**UNSET, "quality": "storage-saving"}
+    assert beat(api, device) == {"quality": "storage-saving"}
+    put = api.call("PATCH", POLICY, {"quality": "compact", "fps": 2}, token=boss.access_token)
+    assert put.status == 200, put.body
+    assert beat(api, device) == {"quality": "compact", "fps": 2}
+    assert api.call("PATCH", POLICY, {"quality": None}, token=boss.access_token).status == 200
+    assert beat(api, device) == {"fps": 2}
+
+    changes = [e.details for e in audit_entries(broker, tenant.tenant_id)
+               if e.action == "policy.set"]
+    assert changes == [
+        {"old": UNSET, "new": {**UNSET, "quality": "storage-saving"}},
+        {"old": {**UNSET, "quality": "storage-saving"},
+         "new": {**UNSET, "quality": "compact", "fps": 2}},
+        {"old": {**UNSET, "quality": "compact", "fps": 2}, "new": {**UNSET, "fps": 2}},
+    ]
 
 
 def test_only_a_tenant_admin_reads_or_sets_the_policy(
@@ -189,13 +219,13 @@ def test_the_operator_sets_shows_and_clears_the_policy_from_the_command_line(
     tenant = fresh(broker, s3_endpoint)
 
     done = cli(broker, "set-policy", "--tenant", tenant.name, "--fps", "2",
-               "--segment-seconds", "10", "--idle-seconds", "120")
+               "--segment-seconds", "10", "--idle-seconds", "120", "--quality", "compact")
     assert done.returncode == 0, done.stderr
     assert {k: v for k, v in json.loads(done.stdout).items() if k in UNSET} == {
-        "fps": 2, "segment_seconds": 10, "idle_seconds": 120,
+        "fps": 2, "segment_seconds": 10, "idle_seconds": 120, "quality": "compact",
     }
     done = cli(broker, "set-policy", "--tenant", tenant.tenant_id, "--clear", "fps",
-               "idle_seconds")
+               "idle_seconds", "quality")
     assert done.returncode == 0, done.stderr
     shown = cli(broker, "show-policy", "--tenant", tenant.name)
     assert shown.returncode == 0, shown.stderr
@@ -213,6 +243,7 @@ def test_the_operator_sets_shows_and_clears_the_policy_from_the_command_line(
         (["--fps", "0"], 2, "argument --fps: must be more than 0 and at most 60"),
         (["--fps", "fast"], 2, "argument --fps: not a number: 'fast'"),
         (["--idle-seconds", "2.5"], 2, "not a whole number of seconds: '2.5'"),
+        (["--quality", "ultra"], 2, "argument --quality: invalid choice: 'ultra'"),
         (["--clear", "colour"], 2, "argument --clear: invalid choice: 'colour'"),
         (["--fps", "2", "--clear", "fps"], 2, "fps: both set and cleared"),
         ([], 2, "nothing to change"),

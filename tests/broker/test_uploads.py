@@ -173,3 +173,31 @@ def test_a_new_recording_closes_the_one_a_dead_run_of_the_device_left_open(
     assert info(fresh, device)["state"] == "recording"
     assert info(fresh, device)["gaps"] == []
     assert info(elsewhere, other_device)["state"] == "recording"  # another device's run
+
+
+def test_the_declared_codec_is_kept_with_the_segment_and_an_older_agents_has_none(
+    api: Api, device: Device
+) -> None:
+    recording_id = start_recording(api, device)
+    av1, older = random_segment(), random_segment()
+    grant(api, device, recording_id, 0, av1.declaration(codec="av01.0.08M.08"))
+    grant(api, device, recording_id, 1, older.declaration())  # an agent that says nothing
+    info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
+    assert info.status == 200, info.body
+    assert [(s["seq"], s["codec"]) for s in info.body["segments"]] == [
+        (0, "av01.0.08M.08"), (1, None),
+    ]
+
+
+def test_a_codec_that_is_not_an_rfc_6381_name_is_refused(api: Api, device: Device) -> None:
+    recording_id = start_recording(api, device)
+    for bad in ('avc1.640028"; x', "av01 0 08M", "a" * 70, "", 7):
+        reply = api.call(
+            "POST", f"/api/v1/recordings/{recording_id}/segments/0/upload",
+            random_segment().declaration(codec=bad), token=device.access_token,
+        )
+        assert reply.status == 400, (bad, reply.body)
+        assert reply.body["error"] == "invalid_field"
+        assert reply.body["message"].startswith("codec: "), reply.body
+    info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
+    assert info.body["segments"] == []

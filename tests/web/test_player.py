@@ -45,15 +45,14 @@ class Scene:
 
 
 def record_real_screen(
-    broker: BrokerProcess, tenant: Tenant, user_id: str, home: Path, display: str
+    broker: BrokerProcess, tenant: Tenant, user_id: str, home: Path, display: str,
+    run: tuple[str, ...] = ("--fps", "4", "--segment-seconds", "1.5", "--duration", "5"),
 ) -> str:
+    """Enroll a real agent for `user_id` and record `display` with it (`run`: its flags)."""
     code = off_thread(enrollment_code, broker, tenant, user_id)
     enrolled = agent("enroll", "--broker", broker.url, "--code", code, home=home, display=display)
     assert enrolled.returncode == 0, enrolled.stderr
-    done = agent(
-        "run", "--fps", "4", "--segment-seconds", "1.5", "--duration", "5",
-        home=home, display=display,
-    )
+    done = agent("run", *run, home=home, display=display)
     assert done.returncode == 0, done.stderr + broker.log_tail()
     started = agentlog.events(done.stderr, "recording_started")[0]
     return str(started["recording_id"])

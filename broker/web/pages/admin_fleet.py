@@ -23,7 +23,7 @@ from broker.web.pages.html import page, top_bar
 from broker.web.pages.signin import see_other
 from shared.api import CODE_TTL_MAX, CODE_TTL_MIN, MAX_CODE_USES, CreateEnrollmentCode
 from shared.model import WireError
-from shared.wire import POLICY_KEYS, POLICY_RANGES, PolicyPatch
+from shared.wire import POLICY_KEYS, POLICY_RANGES, QUALITY_LEVELS, PolicyPatch
 
 PAUSES = {"idle": "idle", "locked": "screen locked", "capture_blocked": "capture blocked"}
 # The fields' names on the pages, for a refusal's message.
@@ -31,6 +31,15 @@ LABELS = {
     "user_id": "Person", "max_uses": "Devices (uses)", "hours": "Valid for (hours)",
     "expires_in": "Valid for", "label": "Label", "fps": "Frames per second",
     "segment_seconds": "Segment length (seconds)", "idle_seconds": "Idle timeout (seconds)",
+    "quality": "Quality",
+}
+# The quality levels as the policy form offers them (shared.wire.QualityLevel).
+QUALITY_CHOICES = {
+    "high": "High: H.264, crisper text, larger files",
+    "standard": "Standard: H.264, plays in every browser (the agents' default)",
+    "compact": "Compact: H.264, smaller files, softer text",
+    "storage-saving": "Storage-saving: AV1, several times the CPU on the workstation; plays "
+    "in Chrome, Edge and Firefox, in Safari only on devices with AV1 hardware",
 }
 
 
@@ -186,13 +195,16 @@ async def revoke_code(request: web.Request, principal: Principal) -> web.Respons
 
 # --- Recording policy
 
-def _policy_values(form: dict[str, str]) -> dict[str, float | int | None]:
+def _policy_values(form: dict[str, str]) -> dict[str, float | int | str | None]:
     """The form's fields as a policy: an empty field clears the key (the agents decide)."""
-    values: dict[str, float | int | None] = {}
+    values: dict[str, float | int | str | None] = {}
     for key in POLICY_KEYS:
         raw = form.get(key, "").strip()
         if not raw:
             values[key] = None
+            continue
+        if key not in POLICY_RANGES:  # the quality level: a name, checked by PolicyPatch
+            values[key] = raw
             continue
         whole = POLICY_RANGES[key].kind is int
         try:
@@ -213,7 +225,7 @@ async def _policy(
     status: int = 200,
 ) -> web.Response:
     current = await request.app[SERVICES].devices.describe_policy(principal.tenant_id)
-    shown = form or {k: "" if current[k] is None else f"{current[k]:g}" for k in POLICY_KEYS}
+    shown = form or {k: _shown(current[k]) for k in POLICY_KEYS}
     cost = costs.estimate(current["fps"], current["segment_seconds"], current["idle_seconds"])
     return page(
         request, "admin_fleet_policy.html", title="Recording policy",
@@ -222,7 +234,15 @@ async def _policy(
         ranges=POLICY_RANGES, defaults=costs.AGENT_DEFAULTS, basis=costs.BASIS,
         fps_table=[(f, costs.mb_per_hour(f)) for f in costs.FPS_CHOICES],
         workday=costs.WORKDAY_HOURS, updated=_at(current["updated_at"]),
+        qualities=[(level, QUALITY_CHOICES[level]) for level in QUALITY_LEVELS],
     )
+
+
+def _shown(value: float | str | None) -> str:
+    """A policy value as its form field shows it."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else f"{value:g}"
 
 
 async def policy_page(request: web.Request, principal: Principal) -> web.Response:

@@ -87,7 +87,8 @@ def day_data(day: timeline.Day) -> dict[str, Any]:
     by_recording: dict[str, list[dict[str, Any]]] = {}
     for s in day.playable:
         by_recording.setdefault(s.recording_id, []).append(
-            {"seq": s.seq, "started_at": stamp(s.start), "duration_ms": s.duration_ms}
+            {"seq": s.seq, "started_at": stamp(s.start), "duration_ms": s.duration_ms,
+             "codec": s.codec}
         )
     return {
         "user_id": day.user_id, "email": day.email, "day": day.day.isoformat(),

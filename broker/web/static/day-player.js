@@ -80,7 +80,7 @@
       for (const s of r.segments) {
         list.push({
           rec: r.recording_id, seq: s.seq, start: Date.parse(s.started_at), ms: s.duration_ms,
-          key: r.recording_id + "/" + s.seq,
+          key: r.recording_id + "/" + s.seq, codec: s.codec || "",
         });
       }
     }
@@ -136,20 +136,25 @@
   async function load(index, within, note) {
     const ticket = ++loads;
     const segment = segs[index];
+    if (!viewer.playable(video, segment.codec)) { // no view minted for what cannot play
+      if (wantPlaying) pause();
+      root.dataset.unplayable = segment.codec;
+      throw new Error(viewer.cannotPlay(segment.codec));
+    }
     say("Loading " + hms(segment.start) + "…");
     const url = await viewUrl(segment);
     if (ticket !== loads) return;
     current = index;
     root.dataset.recording = segment.rec;
     root.dataset.seq = String(segment.seq);
-    const ready = viewer.loaded(video, "loadeddata");
+    if (note) root.dataset.note = note; // with the segment it belongs to, not after its load
+    const ready = viewer.loaded(video, "loadeddata", segment.codec);
     video.src = url;
     await ready;
     if (ticket !== loads) return;
     video.currentTime = Math.max(0, Math.min(within, video.duration - 0.05));
     video.playbackRate = rate;
     say(note || "");
-    if (note) root.dataset.note = note;
     show();
     if (wantPlaying) await video.play();
   }

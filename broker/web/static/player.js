@@ -21,6 +21,7 @@
       seq: Number(li.dataset.seq),
       start: Date.parse(li.dataset.start),
       ms: Number(li.dataset.durationMs),
+      codec: li.dataset.codec || "",
     })
   );
   let total = 0;
@@ -45,12 +46,17 @@
   async function load(index, within) {
     const ticket = ++loads;
     const segment = segments[index];
+    if (!viewer.playable(video, segment.codec)) { // no view minted for what cannot play
+      pause();
+      root.dataset.unplayable = segment.codec;
+      throw new Error(viewer.cannotPlay(segment.codec));
+    }
     say("Loading segment " + (index + 1) + " of " + segments.length + "…");
     const url = await viewer.viewUrl(recording, segment.seq, csrf);
     if (ticket !== loads) return;
     current = index;
     root.dataset.seq = String(segment.seq);
-    const ready = viewer.loaded(video, "loadedmetadata");
+    const ready = viewer.loaded(video, "loadedmetadata", segment.codec);
     video.src = url;
     await ready;
     if (ticket !== loads) return;

@@ -49,11 +49,46 @@ window.bucketreelViewer = (function () {
     return body.url;
   }
 
-  // Resolves once `video` has fired `ready` for its new src, rejects on its error.
-  function loaded(video, ready) {
+  // A segment's codec (RFC 6381, as its agent declared it; "" from an older agent, whose
+  // segments are all H.264) in words, and whether this browser says it plays it.
+  const CODEC_NAMES = { avc1: "H.264", av01: "AV1", hvc1: "HEVC", hev1: "HEVC", vp09: "VP9" };
+
+  function codecName(codec) {
+    return CODEC_NAMES[(codec || "avc1").slice(0, 4)] || codec;
+  }
+
+  function playable(video, codec) {
+    if (!codec) return true; // H.264: every browser the pages support plays it
+    return video.canPlayType('video/mp4; codecs="' + codec + '"') !== "";
+  }
+
+  // What a viewer whose browser cannot play a segment is told to do instead.
+  function cannotPlay(codec) {
+    const name = codecName(codec);
+    const advice = name === "AV1"
+      ? "open it in Chrome, Edge or Firefox (Safari plays AV1 only on devices with AV1 " +
+        "hardware), or ask your admin to set the recording quality to standard (H.264, which " +
+        "every browser plays) for new recordings."
+      : "open it in Chrome, Edge or Firefox, or ask your admin.";
+    return "This recording uses " + name + ", which this browser cannot play: " + advice;
+  }
+
+  // Resolves once `video` has fired `ready` for its new src, rejects on its error (a picture
+  // the browser cannot decode is said so, with what to do, never left as a black box).
+  function loaded(video, ready, codec) {
     return new Promise((resolve, reject) => {
       const ok = () => { done(); resolve(); };
-      const bad = () => { done(); reject(new Error("the segment could not be loaded")); };
+      const bad = () => {
+        done();
+        const code = video.error ? video.error.code : 0;
+        const undecodable = code === MediaError.MEDIA_ERR_DECODE ||
+          code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED;
+        const advice = codec ? " " + cannotPlay(codec)
+          : ": open it in Chrome, Edge or Firefox, or ask your admin.";
+        reject(new Error(undecodable
+          ? "This segment could not be played in this browser" + (codec ? "." : "") + advice
+          : "the segment could not be loaded"));
+      };
       const done = () => {
         video.removeEventListener(ready, ok);
         video.removeEventListener("error", bad);
@@ -87,5 +122,5 @@ window.bucketreelViewer = (function () {
     });
   }
 
-  return { zone, utc, local, api, viewUrl, loaded, keys };
+  return { zone, utc, local, api, viewUrl, loaded, keys, playable, cannotPlay };
 })();
