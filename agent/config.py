@@ -7,7 +7,7 @@ names (it must exist). It is flat, one key per setting, the flag's name with und
     segment_seconds = 60
     monitor = 1
     crf = 28
-    quality = "standard"      # high, standard, compact or storage-saving (AV1)
+    quality = "standard"      # high, standard, compact or av1 (SVT-AV1)
     idle_seconds = 300
     spool_limit = "2G"        # or a number of bytes
     heartbeat_seconds = 60
@@ -83,11 +83,11 @@ SETTINGS: dict[str, Setting] = {
         Range(int, 0, 51), None,
         "H.264 quality, lower is better and larger (default: the quality level's: "
         + ", ".join(f"{e.crf} {name}" for name, e in QUALITY.items() if e.codec == "h264")
-        + "); not used by storage-saving (AV1)",
+        + "); not used by av1 (SVT-AV1)",
     ),
     "quality": Setting(
         Range(str), DEFAULT_QUALITY,
-        "picture quality and size: high, standard (default), compact, or storage-saving (AV1: "
+        "picture quality and size: high, standard (default), compact, or av1 (SVT-AV1: "
         "several times the CPU; plays in Chrome, Edge and Firefox, in Safari only with AV1 "
         "hardware); the broker's policy may set it", "LEVEL", QUALITY_LEVELS,
     ),

@@ -62,7 +62,7 @@ DEFAULT_CRF = 28
 DEFAULT_X264_PARAMS = (
     "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256"
 )
-# The storage-saving level: SVT-AV1 (`libsvtav1` in the PyAV wheel), chosen by measurement
+# The av1 level: SVT-AV1 (`libsvtav1` in the PyAV wheel), chosen by measurement
 # (README "Packaging and figures"; a decode-and-compare test in tests/agent):
 # - preset 8: presets 10 and 12 of this build wrote blocks of solid grey or black into a
 #   screen picture (a 16x16 block off by 15 levels on average; preset 8: under 9);
@@ -81,7 +81,7 @@ CODECS = {"h264": "libx264", "av1": "libsvtav1"}
 
 
 # The policy's quality levels (shared.wire.QualityLevel) as codec and CRF. The H.264 levels
-# keep every other setting above; "storage-saving" is AV1 (SVT-AV1 in the PyAV wheel, see
+# keep every other setting above; "av1" is AV1 (SVT-AV1 in the PyAV wheel, see
 # AV1_* below). An agent's own `crf` (file or flag) replaces an H.264 level's CRF; it does
 # not apply to AV1, whose CRF scale (0-63) is another.
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ QUALITY: dict[str, Encoding] = {
     "high": Encoding("h264", 24),
     "standard": Encoding("h264", DEFAULT_CRF),
     "compact": Encoding("h264", 32),
-    "storage-saving": Encoding("av1", 42),
+    "av1": Encoding("av1", 42),
 }
 DEFAULT_QUALITY = "standard"
 

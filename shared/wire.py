@@ -290,9 +290,9 @@ NonNegative = Annotated[float, Meta(ge=0)]
 # The quality level: a name an admin chooses from, not a codec setting (the agent maps each
 # to its encoder and CRF, agent.encode.QUALITY): "high" (H.264, larger files, crisper text),
 # "standard" (H.264, the agent's default), "compact" (H.264, smaller files, softer text),
-# "storage-saving" (AV1: several times the CPU; plays in Chrome, Edge and Firefox but in
+# "av1" (AV1: several times the CPU; plays in Chrome, Edge and Firefox but in
 # Safari only with hardware AV1 decoding; what it saves depends on the screen, README).
-QualityLevel = Literal["high", "standard", "compact", "storage-saving"]
+QualityLevel = Literal["high", "standard", "compact", "av1"]
 QUALITY_LEVELS: tuple[str, ...] = get_args(QualityLevel)
 
 

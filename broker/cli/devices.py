@@ -188,7 +188,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--quality", choices=QUALITY_LEVELS, metavar="LEVEL",
         help="picture quality and size: high (H.264, larger files, crisper text), standard "
         "(H.264, the agents' default), compact (H.264, smaller, softer text) or "
-        "storage-saving (AV1: several times the CPU on the workstation, and measured it "
+        "av1 (SVT-AV1: several times the CPU on the workstation, and measured it "
         "does not reliably beat standard's bytes, README; plays in Chrome, Edge and "
         "Firefox, in Safari only with hardware AV1 decoding)",
     )

@@ -412,7 +412,7 @@ def test_the_shipped_settings_decode_to_the_picture_block_by_block(quality: str)
         assert blocks.max() < 10, f"frame {i}: block {worst} off by {blocks.max():.1f} on average"
 
 
-@pytest.mark.parametrize("quality", ["standard", "storage-saving"])
+@pytest.mark.parametrize("quality", ["standard", "av1"])
 def test_ffprobe_decodes_every_segment_of_the_shipped_settings(
     tmp_path: Path, quality: str
 ) -> None:
@@ -441,7 +441,7 @@ def test_each_segment_declares_its_codec_as_a_browser_names_it() -> None:
     own decoder configuration (avcC, av1C), matches what the decoder finds in it."""
     shots = screen_session(640, 368)[:2]
     h264 = segments_of(shots, 10.0)[0]
-    av1 = segments_of(shots, 10.0, "storage-saving")[0]
+    av1 = segments_of(shots, 10.0, "av1")[0]
     assert h264.codec is not None
     assert re.fullmatch(r"avc1\.64[0-9A-F]{2}[0-9A-F]{2}", h264.codec)  # High profile
     with av.open(io.BytesIO(h264.data)) as container:

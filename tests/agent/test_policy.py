@@ -132,10 +132,10 @@ def test_the_policys_quality_level_reaches_the_encoder_from_the_next_segment_and
                  "--heartbeat-seconds", "1", "--duration", "60") as agent:
         rid = agent.recording_id
         agent.wait_uploaded(2, timeout=20)
-        set_policy(place, quality="storage-saving")
+        set_policy(place, quality="av1")
         agent.wait_for(
             "the quality change",
-            lambda lines: any("policy changed: now" in line and "quality storage-saving" in line
+            lambda lines: any("policy changed: now" in line and "quality av1" in line
                               for line in lines),
             timeout=10,
         )

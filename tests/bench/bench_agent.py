@@ -79,7 +79,7 @@ TARGET_BYTES = {"office": 0.9, "desktop": 0.9, "motion": 1.0}  # at equal SSIM-Y
 TARGET_STEADY_CPU = {"office": 0.7, "desktop": 0.7, "motion": 0.8}
 TARGET_STEADY_RSS = 150 * MB
 TARGET_RSS_GROWTH = 0.05
-TARGET_AV1_BYTES = 0.8  # the opt-in storage-saving mode, on office
+TARGET_AV1_BYTES = 0.8  # the opt-in av1 mode, on office
 
 # Encoder settings to draw the frontier with (--variants): (tune, libx264 params, preset)
 VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -111,7 +111,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "la10-b3-hex": ("stillimage", "threads=1:rc-lookahead=10:sync-lookahead=0:bframes=3",
                     "veryfast"),
 }
-# the storage-saving level (AV1, agent.encode.AV1_*): its CRF scale is SVT-AV1's (0-63)
+# the av1 level (AV1, agent.encode.AV1_*): its CRF scale is SVT-AV1's (0-63)
 AV1_VARIANT = "av1"
 AV1_CRFS = (34, 38, 42, 46, 50)
 AGENT_CRFS = (24, 26, 28, 30, 32)
@@ -229,7 +229,7 @@ class WorkloadResult:
     agent_curves: list[Curve]
     agent: Run | None = None
     ffmpeg: Run | None = None
-    agent_av1: Run | None = None  # the agent at the storage-saving level (--av1)
+    agent_av1: Run | None = None  # the agent at the av1 level (--av1)
 
     @property
     def shipped(self) -> Curve:
@@ -321,7 +321,7 @@ class Settings:
     curves: bool
     live: bool = True
     soak: bool = False  # --soak: the agent alone on the desktop, its RSS every --interval
-    av1: bool = False  # --av1: the storage-saving level too (its curve and a live run)
+    av1: bool = False  # --av1: the av1 level too (its curve and a live run)
 
     @property
     def seconds(self) -> float:
@@ -579,11 +579,11 @@ def stages_table(agent: Run) -> list[str]:
 
 
 def av1_table(result: WorkloadResult, curve: Curve) -> list[str]:
-    """The storage-saving level (AV1) against the plain command, as the main table."""
+    """The av1 level (AV1) against the plain command, as the main table."""
     hour = 3600 / result.seconds
     at_ssim = curve.bytes_at(result.reference.quality.ssim_db)
     ratio_bytes = result.equal_ssim_ratio(curve)
-    crf = QUALITY["storage-saving"].crf
+    crf = QUALITY["av1"].crf
     at_crf = next((p for p in curve.points if p.crf == crf), curve.points[0])
     rows: list[tuple[str, ...]] = [
         ("MB / recorded hour at equal SSIM-Y",
@@ -609,7 +609,7 @@ def av1_table(result: WorkloadResult, curve: Curve) -> list[str]:
             rows.append((label, format(figure(mine), fmt),
                          "—" if other is None else format(other, fmt),
                          "" if other is None else ratio(figure(mine), other), ""))
-    return grid(("storage-saving (AV1)", "agent AV1", "ffmpeg", "AV1/ffmpeg", "target"), rows)
+    return grid(("av1 (SVT-AV1)", "agent AV1", "ffmpeg", "AV1/ffmpeg", "target"), rows)
 
 
 def table(result: WorkloadResult, settings: Settings) -> str:
@@ -730,8 +730,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-live", action="store_true",
                         help="the reference and the rate-quality curves only, no live runs")
     parser.add_argument("--av1", action="store_true",
-                        help="also the storage-saving level (AV1): its rate-quality curve, and "
-                        "a live run of the agent at --quality storage-saving")
+                        help="also the av1 level (AV1): its rate-quality curve, and "
+                        "a live run of the agent at --quality av1")
     parser.add_argument("--agent-only", action="store_true",
                         help="live: the agent alone (a soak: its RSS growth), no ffmpeg")
     parser.add_argument("--soak", type=float, metavar="SECONDS", default=None,
@@ -758,13 +758,13 @@ def run_workload(name: str, settings: Settings, workdir: Path,
         curves = [agent_curve(reference, "shipped", settings, 0, (DEFAULT_CRF,))]
         if settings.av1:
             curves.append(agent_curve(reference, AV1_VARIANT, settings, 0,
-                                      (QUALITY["storage-saving"].crf,)))
+                                      (QUALITY["av1"].crf,)))
     ref_point = next(p for p in ff.points if p.crf == REFERENCE_CRF)
     result = WorkloadResult(name, settings.seconds, ref_point, ff, curves)
     if agent_recorder is not None:
         result.agent = live(agent_recorder, name, settings, workdir)
         if settings.av1:
-            result.agent_av1 = live(agent_recorder.at_quality("storage-saving", "agent-av1"),
+            result.agent_av1 = live(agent_recorder.at_quality("av1", "agent-av1"),
                                     name, settings, workdir)
         if not settings.agent_only:
             result.ffmpeg = live(FfmpegRecorder(settings), name, settings, workdir)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", default=DEFAULT_TUNE or "")
     parser.add_argument("--x264-params", default=DEFAULT_X264_PARAMS)
     parser.add_argument("--codec", default="h264", choices=("h264", "av1"),
-                        help="av1: the storage-saving level's encoder")
+                        help="av1: the av1 level's encoder")
     parser.add_argument("--av1-preset", default=AV1_PRESET)
     parser.add_argument("--av1-params", default=AV1_PARAMS)
     parser.add_argument("--fps", type=float, default=1.0)

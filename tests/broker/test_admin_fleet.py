@@ -443,13 +443,13 @@ def test_the_policy_page_saves_and_shows_what_it_costs(fleet: Fleet) -> None:
 def test_the_policy_page_sets_and_clears_the_quality_level(fleet: Fleet) -> None:
     page = fleet.api.call("GET", "/admin/policy", token=fleet.admin.access_token)
     assert b'<option value="" selected>agents decide</option>' in page.raw
-    assert b'<option value="storage-saving">Storage-saving: AV1' in page.raw
+    assert b'<option value="av1">AV1 (SVT-AV1): no smaller than standard' in page.raw
 
-    saved = form_post(fleet, "/admin/policy", {"quality": "storage-saving"})
+    saved = form_post(fleet, "/admin/policy", {"quality": "av1"})
     assert saved.status == 200
-    assert b'<option value="storage-saving" selected>' in saved.raw
+    assert b'<option value="av1" selected>' in saved.raw
     policy = fleet.api.call("GET", "/api/v1/admin/policy", token=fleet.admin.access_token).body
-    assert policy["quality"] == "storage-saving"
+    assert policy["quality"] == "av1"
 
     refused = form_post(fleet, "/admin/policy", {"quality": "ultra"})
     assert refused.status == 400

@@ -101,8 +101,8 @@ def test_an_admin_sets_changes_and_clears_the_policy_and_each_change_is_audited(
         ({"idle_seconds": -1}, "idle_seconds: must be at least 0 and at most 86400"),
         ({"idle_seconds": 2.5}, "idle_seconds: must be an integer"),
         ({"quality": "ultra"},
-         "quality: must be one of compact, high, standard, storage-saving"),
-        ({"quality": 28}, "quality: must be one of compact, high, standard, storage-saving"),
+         "quality: must be one of av1, compact, high, standard"),
+        ({"quality": 28}, "quality: must be one of av1, compact, high, standard"),
         ({"fps": 2, "segment_second": 10}, "segment_second: not a policy key"),
         ({}, "name at least one of fps, segment_seconds, idle_seconds"),
         ([{"fps": 2}], "body: must be a JSON object"),
@@ -131,10 +131,10 @@ def test_an_admin_sets_the_quality_level_it_is_audited_and_reaches_the_devices(
     device = enroll(api, broker, tenant)
     boss = admin_of(tenant)
 
-    put = api.call("PATCH", POLICY, {"quality": "storage-saving"}, token=boss.access_token)
+    put = api.call("PATCH", POLICY, {"quality": "av1"}, token=boss.access_token)
     assert put.status == 200, put.body
-    assert {k: put.body[k] for k in UNSET} == {**UNSET, "quality": "storage-saving"}
-    assert beat(api, device) == {"quality": "storage-saving"}
+    assert {k: put.body[k] for k in UNSET} == {**UNSET, "quality": "av1"}
+    assert beat(api, device) == {"quality": "av1"}
     put = api.call("PATCH", POLICY, {"quality": "compact", "fps": 2}, token=boss.access_token)
     assert put.status == 200, put.body
     assert beat(api, device) == {"quality": "compact", "fps": 2}
@@ -144,8 +144,8 @@ def test_an_admin_sets_the_quality_level_it_is_audited_and_reaches_the_devices(
     changes = [e.details for e in audit_entries(broker, tenant.tenant_id)
                if e.action == "policy.set"]
     assert changes == [
-        {"old": UNSET, "new": {**UNSET, "quality": "storage-saving"}},
-        {"old": {**UNSET, "quality": "storage-saving"},
+        {"old": UNSET, "new": {**UNSET, "quality": "av1"}},
+        {"old": {**UNSET, "quality": "av1"},
          "new": {**UNSET, "quality": "compact", "fps": 2}},
         {"old": {**UNSET, "quality": "compact", "fps": 2}, "new": {**UNSET, "fps": 2}},
     ]

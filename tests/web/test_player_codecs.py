@@ -1,5 +1,5 @@
 """The players and a segment's codec, in Debian's headless Chromium: an AV1 recording the real
-agent made at the storage-saving level plays (pixels on the screen), and a segment this
+agent made at the av1 level plays (pixels on the screen), and a segment this
 browser cannot decode (HEVC: Debian's Chromium has no decoder for it) is met with a message
 saying what to do instead of a black box: before any view URL is minted when the segment's
 codec is declared, and on the media error when an agent declared none."""
@@ -98,7 +98,7 @@ def scene(
     av1 = record_real_screen(
         broker, tenant, employee.user_id, tmp_path_factory.mktemp("agent"), xvfb.display,
         ("--fps", "2", "--segment-seconds", "2", "--duration", "4.5",
-         "--quality", "storage-saving"),
+         "--quality", "av1"),
     )
     client = Client(broker.url)
     device = off_thread(enroll, client, broker, tenant, employee.user_id)

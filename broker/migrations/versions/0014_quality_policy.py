@@ -1,7 +1,7 @@
 """the recording policy's quality level, and each segment's codec (issue 19)
 
 `device_policies.quality`: a named level (shared.wire.QualityLevel: high, standard, compact,
-storage-saving), NULL where the tenant leaves it to each agent. `segments.codec`: the codec
+av1), NULL where the tenant leaves it to each agent. `segments.codec`: the codec
 the agent declared for the segment (RFC 6381, e.g. avc1.640028 or av01.0.08M.08), so a
 player can ask the browser whether it plays it; NULL for an older agent's (H.264).
 

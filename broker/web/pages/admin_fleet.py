@@ -38,8 +38,9 @@ QUALITY_CHOICES = {
     "high": "High: H.264, crisper text, larger files",
     "standard": "Standard: H.264, plays in every browser (the agents' default)",
     "compact": "Compact: H.264, smaller files, softer text",
-    "storage-saving": "Storage-saving: AV1, several times the CPU on the workstation; plays "
-    "in Chrome, Edge and Firefox, in Safari only on devices with AV1 hardware",
+    "av1": "AV1 (SVT-AV1): no smaller than standard on office screens, several times the CPU "
+    "on the workstation; plays in Chrome, Edge and Firefox, in Safari only on devices with AV1 "
+    "hardware",
 }
 
 
