@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.bench.broker import fleet as fleets
+from tests.bench.broker import profile as profiling
 from tests.bench.broker.anchor import KEY_VAR, TIMING_HEADER, token
 from tests.bench.broker.load import (
     ANCHOR,
@@ -94,6 +95,7 @@ class Target:
     name: str
     description: str
     steps: list[Step] = field(default_factory=list)
+    profile: tuple[float, list[str]] | None = None  # the step's rate, py-spy's summary
 
     def best(self) -> Step | None:
         sustained = [s for s in self.steps if s.sustained]
@@ -101,7 +103,7 @@ class Target:
 
 
 def _rates(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    return [rate for x in text.split(",") if x.strip() and (rate := float(x)) > 0]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,10 +125,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each step")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every step even after one was not sustained")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="sample each target with py-spy during one step, keep the stacks "
+                        "in DIR and print the busiest functions (needs py-spy in the venv)")
+    parser.add_argument("--profile-rate", type=float, default=None,
+                        help="the step to profile (default: each target's first)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="keep the servers' logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.profile is not None:
+        profiling.py_spy()  # fails now, saying what is missing, rather than after the setup
     for backend in args.backends:
         if backend not in TARGETS:
             parser.error(f"unknown backend {backend!r}: use postgresql and/or sqlite")
@@ -140,18 +149,27 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def _steps(
-    target: Target, rates: list[float], seconds: float, keep_going: bool, pid: int,
+    target: Target, rates: list[float], args: argparse.Namespace, pid: int,
     send: Send, log: AccessLog | None, pg: PgWatch | None,
 ) -> None:
+    seconds = args.seconds
     await open_loop(WARMUP[0], WARMUP[1], send)  # not reported
     for rate in rates:
         if log is not None:
             log.skip()
         if pg is not None:
             await pg.begin()
+        sampler = None
+        if args.profile is not None and rate == (args.profile_rate or rates[0]):
+            args.profile.mkdir(parents=True, exist_ok=True)
+            out = args.profile / f"{target.name}-{rate:g}.txt"
+            sampler = (profiling.record(pid, seconds, out), out)
         cpu = cpu_seconds(pid)
         run = await open_loop(rate, seconds, send)
         cpu = cpu_seconds(pid) - cpu
+        if sampler is not None:
+            await asyncio.to_thread(sampler[0].wait, 30)
+            target.profile = (rate, profiling.summarize(sampler[1]))
         counters = await pg.end() if pg is not None else None
         server = log.server_ms() if log is not None else {}
         if not server:
@@ -162,7 +180,7 @@ async def _steps(
                     cpu * 1000 / max(1, len(run.results)), counters, run.late_ms)
         target.steps.append(step)
         print_step(target, step)
-        if not step.sustained and not keep_going:
+        if not step.sustained and not args.keep_going:
             print(f"  ({target.name}: {rate:g}/s not sustained; higher steps skipped)")
             break
 
@@ -182,8 +200,7 @@ async def _drive_broker(
     try:
         async with _session() as session:
             mix = DeviceMix(fleet, broker.url, session)
-            await _steps(target, rates, args.seconds, args.keep_going, broker.pid, mix.send,
-                         log, pg)
+            await _steps(target, rates, args, broker.pid, mix.send, log, pg)
     finally:
         if pg is not None:
             await pg.close()
@@ -247,8 +264,8 @@ def run_anchor(
                         tokens[next(turn) % len(tokens)], due, timing_header=TIMING_HEADER,
                     )
 
-                await _steps(target, _rates(args.anchor_rates), args.seconds, args.keep_going,
-                             process.pid, send, None, None)
+                await _steps(target, _rates(args.anchor_rates), args, process.pid, send, None,
+                             None)
 
         asyncio.run(drive())
     return target
@@ -292,7 +309,13 @@ def print_step(target: Target, step: Step) -> None:
 
 
 def summary(targets: list[Target], commit: str) -> list[str]:
-    lines = [f"\nSummary ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}):"]
+    lines = []
+    for target in targets:
+        if target.profile is not None:
+            lines.append(f"\nProfile of the {target.description} at {target.profile[0]:g}/s "
+                         "(py-spy):")
+            lines += target.profile[1]
+    lines.append(f"\nSummary ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}):")
     anchor = next((t for t in targets if t.name == ANCHOR), None)
     anchor_best = anchor.best() if anchor else None
     for target in targets:
