@@ -1,11 +1,19 @@
 """The database handle the app holds: an engine and short transactions over it.
 
 Write transactions run as `attempts()`: a deadlock or serialization failure the database
-still reports (the lock order in README's design notes should leave none) rolls the
-transaction back and runs it again, a few times, after a short random pause; then the
-request is answered 503 with `Retry-After`, never 500, as is SQLite still busy after its
-busy_timeout. A retried body must do nothing but
+still reports (the lock order in README's design notes should leave none), a connection
+found dead at its first use (no pre-ping: `broker.db.engine`), or a body's own
+`RerunTransaction` rolls the transaction back and runs it again, a few times, after a short
+random pause; then the request is answered 503 with `Retry-After`, never 500, as is SQLite
+still busy after its busy_timeout. A retried body must do nothing but
 database work (it may run more than once): no network, no thread, no process-wide state.
+
+`read()` is a transaction that only reads: on SQLite a deferred one (`BEGIN`), which takes
+no write lock and runs beside the writer (WAL). Every other transaction writes: on SQLite it
+takes the write lock at `BEGIN IMMEDIATE`, and the writers of this process queue for it in
+order on an asyncio lock first, so they wait in the event loop rather than in SQLite's busy
+handler, which polls. Work registered with `before_commit` runs as the body's last
+statements, just before the commit (the audit chain links its entries there).
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import asyncio
 import logging
 import random
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +46,51 @@ ATTEMPTS = 5
 _FIRST_PAUSE = 0.01  # seconds, doubled per attempt, with jitter
 # Where `broker.audit.log` finds the audit keys: on every connection this handle hands out.
 AUDIT_KEYS_INFO = "bucketreel.audit_keys"
+_STATE_INFO = "bucketreel.transaction"  # the open transaction's `TransactionState`
+_READ_OPTION = "bucketreel_read"  # execution option: SQLite begins deferred
+
+
+class RerunTransaction(Exception):
+    """Raised by a body of `attempts()` that met a concurrent change (a row another
+    transaction inserted first): the attempt is rolled back and run again, and sees it."""
+
+
+BeforeCommit = Callable[[AsyncConnection], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class TransactionState:
+    """What the open transaction carries until it ends: work to run just before its commit,
+    and the values that work collects (`broker.audit.log`'s pending entries)."""
+
+    before_commit: list[BeforeCommit] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def transaction_state(conn: AsyncConnection) -> TransactionState:
+    state = conn.info.get(_STATE_INFO)
+    if not isinstance(state, TransactionState):
+        raise RuntimeError("this connection is not in a transaction of `Database`")
+    return state
+
+
+def before_commit(conn: AsyncConnection, work: BeforeCommit) -> None:
+    """Run `work(conn)` as the transaction's last statements, once, if the body succeeds."""
+    hooks = transaction_state(conn).before_commit
+    if work not in hooks:
+        hooks.append(work)
 
 
 def _rerunnable(exc: BaseException) -> bool:
-    """A deadlock or serialization failure (PostgreSQL): rerunning the transaction may pass."""
+    """A deadlock or serialization failure (PostgreSQL), a connection that turned out dead
+    before anything was decided on it, or the body's own `RerunTransaction`: rerunning the
+    transaction may pass."""
+    if isinstance(exc, RerunTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
+    if exc.connection_invalidated:
+        return True
     orig = exc.orig
     return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in (
         RETRYABLE_SQLSTATES
@@ -53,6 +101,8 @@ def is_contention(exc: BaseException) -> bool:
     """A deadlock or serialization failure (PostgreSQL), or SQLite still busy after its
     busy_timeout (which has waited already, so it is not rerun): nothing was decided, and
     the same transaction may pass later."""
+    if isinstance(exc, RerunTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if _rerunnable(exc):
@@ -76,6 +126,9 @@ class Database:
         # The audit chain's MAC keys (derived from the master keys, never stored in the
         # database); `build_services` sets them from the settings.
         self.audit_keys = audit_keys
+        # SQLite: this process's writers take turns here before BEGIN IMMEDIATE (None on
+        # PostgreSQL, whose writers lock rows, not the database)
+        self._writer: asyncio.Lock | None = asyncio.Lock() if is_sqlite(engine) else None
         if is_sqlite(engine):
             # SQLite takes the write lock at BEGIN IMMEDIATE, so two writers queue on
             # busy_timeout instead of one failing halfway through (the audit chain needs it).
@@ -91,26 +144,49 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
+    async def _begin(self, *, read: bool = False) -> AsyncIterator[AsyncConnection]:
+        async with AsyncExitStack() as stack:
+            if self._writer is not None and not read:
+                await stack.enter_async_context(self._writer)
+            conn = await stack.enter_async_context(self.engine.connect())
+            if read:
+                conn = await conn.execution_options(**{_READ_OPTION: True})
+            await stack.enter_async_context(conn.begin())
             conn.info[AUDIT_KEYS_INFO] = self.audit_keys
-            yield conn
+            state = conn.info[_STATE_INFO] = TransactionState()
+            try:
+                yield conn
+                for work in state.before_commit:
+                    await work(conn)
+            finally:
+                conn.info.pop(_STATE_INFO, None)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, run once (reads; writes that cannot be rerun). A deadlock or
-        serialization failure is answered 503, never 500."""
+        """One transaction, run once (writes that cannot be rerun). A deadlock, serialization
+        failure or dead connection is answered 503, never 500."""
+        async with self._once(read=False) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that only reads (deferred on SQLite: no write lock), run once."""
+        async with self._once(read=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _once(self, *, read: bool) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._begin() as conn:
+            async with self._begin(read=read) as conn:
                 yield conn
         except DBAPIError as exc:
-            if is_contention(exc):
+            if is_contention(exc) or exc.connection_invalidated:
                 raise _busy() from None
             raise
 
     async def ping(self) -> None:
         """One round trip (`SELECT 1`): raises when the database cannot be reached."""
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
 
     def attempts(self, tries: int = ATTEMPTS) -> Attempts:
@@ -127,7 +203,7 @@ class Database:
         BYPASSRLS role: the second tenant wall of migration 0007 does not hold); else None."""
         if self.dialect != "postgresql":
             return None
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             row = (await conn.execute(text(
                 "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles"
                 " WHERE rolname = current_user"
@@ -222,4 +298,5 @@ def _sqlite_manual_begin(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    read = conn.get_execution_options().get(_READ_OPTION, False)
+    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
