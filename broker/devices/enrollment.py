@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 
 from broker.accounts.people import PersonState
 from broker.audit import log as audit
@@ -33,6 +33,21 @@ from shared.wire import PolicyUpdate, TokenPair
 
 CODE_PURPOSE = "enrollment-code"
 REFRESH_PURPOSE = "device-refresh"
+_DEVICE = select(devices).where(
+    devices.c.tenant_id == bindparam("tenant"), devices.c.id == bindparam("device")
+)
+
+
+async def enrolled_device(scope: TenantScope, principal: Principal) -> Row[Any]:
+    """The calling device's row, read in the caller's transaction; 401 `invalid_token` when
+    it is revoked or gone (its access token works only while the device is enrolled). The
+    device routes whose service calls this skip the guard's own read (`Route.checks_device`)."""
+    device = (await scope.execute(
+        _DEVICE, {"tenant": scope.tenant_id, "device": principal.subject}
+    )).first()
+    if device is None or device.revoked_at is not None or device.user_id != principal.user_id:
+        raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+    return device
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +340,7 @@ class DeviceAuth:
 
     async def verify_device(self, principal: Principal) -> None:
         """`check_device` in a read transaction of its own (the request guard's call)."""
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             await self.check_device(TenantScope(conn, principal.tenant_id), principal)
 
     async def describe_policy(self, tenant_id: str) -> dict[str, Any]:
@@ -346,9 +361,7 @@ class DeviceAuth:
 
     async def check_device(self, scope: TenantScope, principal: Principal) -> None:
         """A device's access token works only while the device is not revoked."""
-        device = await scope.one(devices, devices.c.id == principal.subject)
-        if device is None or device.revoked_at is not None or device.user_id != principal.user_id:
-            raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+        await enrolled_device(scope, principal)
 
     async def _new_refresh(
         self, scope: TenantScope, device_id: str, family_id: str, now: datetime

@@ -11,7 +11,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, bindparam, func, select
 
 from broker.clock import Clock
 from broker.db.database import Database
@@ -21,6 +21,7 @@ from broker.errors import NotFound
 from broker.identity import Principal
 from broker.recordings import bounds
 from broker.settings import MasterKeys
+from broker.storage import config as storage_config
 from broker.storage.s3 import BucketClients
 from broker.storage.service import StorageAccess
 from shared.wire import GapInfo, RecordingInfo, SegmentInfo, format_timestamp
@@ -46,6 +47,8 @@ class RecordingParts:
         storage: StorageAccess | None = None,
         clock_skew: int = bounds.DEFAULT_CLOCK_SKEW,
     ) -> None:
+        # unsealed storage configurations, each valid for its row (`storage.config`)
+        self._configs = storage_config.ConfigCache()
         self._storage = storage  # revocation checks (DESIGN G6)
         self._skew = timedelta(seconds=clock_skew)  # declared times: broker.recordings.bounds
         self._db = db
@@ -60,18 +63,35 @@ def actor(principal: Principal) -> str:
     return f"{principal.kind}:{principal.subject}"
 
 
+# The device path's reads, built once (bound per call: no statement rebuilt per request).
+_RECORDING = select(recordings).where(
+    recordings.c.tenant_id == bindparam("tenant"), recordings.c.id == bindparam("recording")
+)
+_SEGMENT = select(segments).where(
+    segments.c.tenant_id == bindparam("tenant"),
+    segments.c.recording_id == bindparam("recording"),
+    segments.c.seq == bindparam("seq"),
+)
+
+
 async def own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:
     """The recording, if the calling device made it; otherwise it does not exist for them."""
-    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    recording = (await scope.execute(
+        _RECORDING, {"tenant": scope.tenant_id, "recording": recording_id}
+    )).first()
     if recording is None or recording.device_id != principal.subject:
         raise NotFound("no such recording")
     return recording
 
 
+async def find_segment(scope: TenantScope, recording_id: str, seq: int) -> Row[Any] | None:
+    return (await scope.execute(
+        _SEGMENT, {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq}
+    )).first()
+
+
 async def segment_row(scope: TenantScope, recording_id: str, seq: int) -> Row[Any]:
-    segment = await scope.one(
-        segments, segments.c.recording_id == recording_id, segments.c.seq == seq
-    )
+    segment = await find_segment(scope, recording_id, seq)
     if segment is None:
         raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
     return segment

@@ -305,6 +305,9 @@ def print_step(target: Target, step: Step) -> None:
                  f"{step.pg.statements / n:.1f} statements (BEGIN/COMMIT included), "
                  f"{step.pg.lock_wait_ms / n:.2f} ms waiting on locks (sampled; at most "
                  f"{step.pg.max_waiting} backends waiting at once)")
+        if step.pg.by_kind:
+            line += "; waits by lock: " + ", ".join(
+                f"{kind} {ms / n:.2f} ms" for kind, ms in sorted(step.pg.by_kind.items()))
     print(line, flush=True)
 
 

@@ -73,6 +73,9 @@ class PgCounters:
     statements: int = 0  # pg_stat_statements calls (BEGIN/COMMIT included)
     lock_wait_ms: float = 0.0  # backend-milliseconds spent waiting on a lock (sampled)
     max_waiting: int = 0
+    # the waits by what was waited for: "advisory" (the audit chain, a writer turn),
+    # "transactionid" (a row another transaction holds), "relation", …
+    by_kind: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -115,12 +118,20 @@ class PgWatch:
         sampler = await asyncpg.connect(self.dsn)
         try:
             while True:
-                waiting = await sampler.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
-                    " AND wait_event_type = 'Lock'", self.database,
+                rows = await sampler.fetch(
+                    "SELECT l.locktype, count(*) AS n FROM pg_locks l JOIN pg_stat_activity a"
+                    " ON a.pid = l.pid WHERE NOT l.granted AND a.datname = $1 GROUP BY 1",
+                    self.database,
                 )
-                self._counters.lock_wait_ms += waiting * LOCK_SAMPLE_SECONDS * 1000
-                self._counters.max_waiting = max(self._counters.max_waiting, waiting)
+                waiting = sum(int(r["n"]) for r in rows)
+                counters = self._counters
+                counters.lock_wait_ms += waiting * LOCK_SAMPLE_SECONDS * 1000
+                counters.max_waiting = max(counters.max_waiting, waiting)
+                for r in rows:
+                    counters.by_kind[r["locktype"]] = (
+                        counters.by_kind.get(r["locktype"], 0.0)
+                        + int(r["n"]) * LOCK_SAMPLE_SECONDS * 1000
+                    )
                 await asyncio.sleep(LOCK_SAMPLE_SECONDS)
         finally:
             await sampler.close()
