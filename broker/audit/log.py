@@ -53,6 +53,8 @@ _PENDING = "audit.pending"  # this transaction's entries, not linked yet
 _CHAIN_LOCK_CLASS = 0x4252616C
 _TURN_LOCK_CLASS = 0x42527774
 _ADVISORY = text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant))")
+# PostgreSQL: the chain lock and then the head, in one round trip (migration 0016).
+_LOCKED_HEAD = text("SELECT seq, hash FROM bucketreel_audit_chain_head(:cls, :tenant)")
 _HEAD = (
     select(audit_log.c.seq, audit_log.c.hash)
     .where(audit_log.c.tenant_id == bindparam("tenant"))
@@ -211,8 +213,9 @@ async def record(
 
 
 async def _link(conn: AsyncConnection) -> None:
-    """The transaction's last statements: per tenant, take the chain lock, read the head and
-    insert the queued entries after it, hashed and MACed."""
+    """The transaction's last statements: per tenant, take the chain lock and read the head
+    (one round trip), insert the queued entries after it, hashed and MACed; then the
+    commit releases the lock."""
     pending: list[_Pending] = transaction_state(conn).values.pop(_PENDING, [])
     tenants: dict[str, list[_Pending]] = {}
     for entry in pending:
@@ -220,8 +223,12 @@ async def _link(conn: AsyncConnection) -> None:
     for tenant_id, entries in tenants.items():
         scope = entries[0].scope
         keys = _keys(scope)
-        await _lock_links(scope)
-        last = (await scope.execute(_HEAD, {"tenant": tenant_id})).first()
+        if scope.conn.dialect.name == "postgresql":
+            last = (await scope.execute(
+                _LOCKED_HEAD, {"cls": _CHAIN_LOCK_CLASS, "tenant": tenant_id}
+            )).first()
+        else:  # SQLite: the writer holds the database's write lock already
+            last = (await scope.execute(_HEAD, {"tenant": tenant_id})).first()
         seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS)
         version = keys.current
         rows = []
