@@ -29,7 +29,6 @@ from broker.recordings.common import (
     VERIFIED,
     RecordingParts,
     actor,
-    find_segment,
     own_recording,
     segment_row,
 )
@@ -49,12 +48,15 @@ _NEAREST_BELOW = (
     .order_by(segments.c.seq.desc())
     .limit(1)
 )
-_NEAREST_ABOVE = (
+# From the segment before `seq` up: in order, the common case (segments declared in seq
+# order) gives the one before, `seq` itself and the nearest above in one read.
+_AROUND = (
     select(segments)
     .where(segments.c.tenant_id == bindparam("tenant"),
-           segments.c.recording_id == bindparam("recording"), segments.c.seq > bindparam("seq"))
+           segments.c.recording_id == bindparam("recording"),
+           segments.c.seq >= bindparam("lowest"))
     .order_by(segments.c.seq)
-    .limit(1)
+    .limit(3)
 )
 _NEW_SEGMENT = insert(segments).returning(*segments.c)
 _NEW_GRANT = insert(upload_grants)
@@ -128,15 +130,22 @@ class Uploads(RecordingParts):
         device = await enrolled_device(scope, principal)  # the route's `checks_device`
         recording = await own_recording(scope, principal, recording_id)
         config = await storage_config.load(scope, self._keys, self._configs)
-        segment = await find_segment(scope, recording_id, seq)
+        where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq,
+                 "lowest": seq - 1}
+        around = {r.seq: r for r in (await scope.execute(_AROUND, where)).all()}
+        segment = around.get(seq)
         if segment is None:
             if recording.state != RECORDING:
                 raise Conflict(
                     "the recording is finished; it takes no new segments",
                     code=ErrorCode.RECORDING_FINISHED,
                 )
+            below = around.get(seq - 1)
+            if below is None and seq > 0:  # a gap below: the nearest is further down
+                below = (await scope.execute(_NEAREST_BELOW, where)).first()
+            above = next((around[n] for n in sorted(around) if n > seq), None)
             segment = await self._declare(scope, recording, seq, declared, now, config,
-                                          device.public_key)
+                                          device.public_key, below, above)
             return _Decision(segment, config, regrant=False)
         if segment.state == VERIFIED:
             raise Conflict(f"segment {seq} is complete already")
@@ -219,11 +228,12 @@ class Uploads(RecordingParts):
         now: datetime,
         config: StorageConfig,
         public_key: str | None,
+        below: Row[Any] | None,
+        above: Row[Any] | None,
     ) -> Row[Any]:
+        """A new segment row, after its time and custody checks against `below` and `above`,
+        the recording's declared segments nearest below and above `seq`."""
         key = segment_key(config.prefix, scope.tenant_id, recording.user_id, recording.id, seq)
-        where = {"tenant": scope.tenant_id, "recording": recording.id, "seq": seq}
-        below = (await scope.execute(_NEAREST_BELOW, where)).first()
-        above = (await scope.execute(_NEAREST_ABOVE, where)).first()
         self._check_time(recording, seq, declared, now, below, above)
         record = custody.admit(recording, seq, declared, public_key, before=below, after=above)
         try:
