@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may pass if rerun.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 ATTEMPTS = 5
+SQLITE_WRITER_WAIT = 30.0  # seconds, as SQLite's busy_timeout (`broker.db.engine`)
 _FIRST_PAUSE = 0.01  # seconds, doubled per attempt, with jitter
 # Where `broker.audit.log` finds the audit keys: on every connection this handle hands out.
 AUDIT_KEYS_INFO = "bucketreel.audit_keys"
@@ -147,7 +148,8 @@ class Database:
     async def _begin(self, *, read: bool = False) -> AsyncIterator[AsyncConnection]:
         async with AsyncExitStack() as stack:
             if self._writer is not None and not read:
-                await stack.enter_async_context(self._writer)
+                await self._writer_turn(self._writer)
+                stack.callback(self._writer.release)
             conn = await stack.enter_async_context(self.engine.connect())
             if read:
                 conn = await conn.execution_options(**{_READ_OPTION: True})
@@ -160,6 +162,15 @@ class Database:
                     await work(conn)
             finally:
                 conn.info.pop(_STATE_INFO, None)
+
+    @staticmethod
+    async def _writer_turn(writer: asyncio.Lock) -> None:
+        """This process's turn to write on SQLite, waiting as long as SQLite's busy_timeout
+        would (a write transaction opened inside another would wait forever: 503 instead)."""
+        try:
+            await asyncio.wait_for(writer.acquire(), SQLITE_WRITER_WAIT)
+        except TimeoutError:
+            raise _busy() from None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
