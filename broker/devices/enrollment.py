@@ -45,9 +45,19 @@ async def enrolled_device(scope: TenantScope, principal: Principal) -> Row[Any]:
     device = (await scope.execute(
         _DEVICE, {"tenant": scope.tenant_id, "device": principal.subject}
     )).first()
-    if device is None or device.revoked_at is not None or device.user_id != principal.user_id:
+    return check_enrolled(principal, device, device_user="user_id")
+
+
+def check_enrolled(
+    principal: Principal, row: Row[Any] | None, *, device_user: str
+) -> Row[Any]:
+    """`row`, if it (the device's columns, its person's id under `device_user`) is the
+    calling device, enrolled and not revoked; 401 `invalid_token` else."""
+    if row is None or row.revoked_at is not None or (
+        getattr(row, device_user) != principal.user_id
+    ):
         raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
-    return device
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,12 +11,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import Row, and_, bindparam, func, select
 
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import recording_gaps, recordings, segments, upload_grants
+from broker.db.schema import devices, recording_gaps, recordings, segments, upload_grants
 from broker.db.scope import TenantScope
+from broker.devices.enrollment import check_enrolled
 from broker.errors import NotFound
 from broker.identity import Principal
 from broker.recordings import bounds
@@ -72,6 +73,39 @@ _SEGMENT = select(segments).where(
     segments.c.recording_id == bindparam("recording"),
     segments.c.seq == bindparam("seq"),
 )
+
+
+# The calling device's row and, when it made it, the recording (all NULL else): one read.
+_DEVICE_AND_RECORDING = (
+    select(
+        devices.c.public_key.label("device_public_key"),
+        devices.c.revoked_at,
+        devices.c.user_id.label("device_user_id"),
+        *recordings.c,
+    )
+    .select_from(devices.outerjoin(recordings, and_(
+        recordings.c.tenant_id == devices.c.tenant_id,
+        recordings.c.id == bindparam("recording"),
+        recordings.c.device_id == devices.c.id,
+    )))
+    .where(devices.c.tenant_id == bindparam("tenant"), devices.c.id == bindparam("device"))
+)
+
+
+async def device_recording(
+    scope: TenantScope, principal: Principal, recording_id: str
+) -> Row[Any]:
+    """`enrolled_device` and `own_recording` in one read (the device path's routes check
+    the device themselves: `Route.checks_device`): 401 unless the calling device is
+    enrolled, 404 unless it made the recording. The row has the recording's columns, and
+    the device's custody key as `device_public_key`."""
+    row = (await scope.execute(_DEVICE_AND_RECORDING, {
+        "tenant": scope.tenant_id, "device": principal.subject, "recording": recording_id,
+    })).first()
+    row = check_enrolled(principal, row, device_user="device_user_id")
+    if row.id is None:
+        raise NotFound("no such recording")
+    return row
 
 
 async def own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:

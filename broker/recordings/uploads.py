@@ -19,7 +19,6 @@ from broker.audit import log as audit
 from broker.db.database import RerunTransaction
 from broker.db.schema import segments, upload_grants
 from broker.db.scope import TenantScope
-from broker.devices.enrollment import enrolled_device
 from broker.errors import Conflict
 from broker.identity import Principal
 from broker.recordings import bounds, custody
@@ -29,7 +28,7 @@ from broker.recordings.common import (
     VERIFIED,
     RecordingParts,
     actor,
-    own_recording,
+    device_recording,
     segment_row,
 )
 from broker.storage import config as storage_config
@@ -127,8 +126,7 @@ class Uploads(RecordingParts):
         self, scope: TenantScope, principal: Principal, recording_id: str, seq: int,
         declared: UploadRequest, now: datetime,
     ) -> _Decision:
-        device = await enrolled_device(scope, principal)  # the route's `checks_device`
-        recording = await own_recording(scope, principal, recording_id)
+        recording = await device_recording(scope, principal, recording_id)
         config = await storage_config.load(scope, self._keys, self._configs)
         where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq,
                  "lowest": seq - 1}
@@ -145,7 +143,7 @@ class Uploads(RecordingParts):
                 below = (await scope.execute(_NEAREST_BELOW, where)).first()
             above = next((around[n] for n in sorted(around) if n > seq), None)
             segment = await self._declare(scope, recording, seq, declared, now, config,
-                                          device.public_key, below, above)
+                                          recording.device_public_key, below, above)
             return _Decision(segment, config, regrant=False)
         if segment.state == VERIFIED:
             raise Conflict(f"segment {seq} is complete already")
@@ -173,12 +171,11 @@ class Uploads(RecordingParts):
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
         async with self._db.read() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            device = await enrolled_device(scope, principal)  # the route's `checks_device`
-            recording = await own_recording(scope, principal, recording_id)
+            recording = await device_recording(scope, principal, recording_id)
             segment = await segment_row(scope, recording_id, seq)
             if segment.state == VERIFIED:
                 return VERIFIED
-            custody.check_stored(recording, segment, device.public_key)
+            custody.check_stored(recording, segment, recording.device_public_key)
             config = await storage_config.load(scope, self._keys, self._configs)
         bucket = await self._buckets.client(config)
         try:
