@@ -30,17 +30,18 @@ path's hot routes do not take it. This module is the chain's one home.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.db.database import AUDIT_KEYS_INFO, before_commit, transaction_state
+from broker.db.database import AUDIT_KEYS_INFO, LOCAL_INFO, before_commit, transaction_state
 from broker.db.schema import audit_log
 from broker.db.scope import TenantScope
 from broker.sealing import ChainKeys
@@ -53,8 +54,14 @@ _PENDING = "audit.pending"  # this transaction's entries, not linked yet
 _CHAIN_LOCK_CLASS = 0x4252616C
 _TURN_LOCK_CLASS = 0x42527774
 _ADVISORY = text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant))")
-# PostgreSQL: the chain lock and then the head, in one round trip (migration 0016).
+# PostgreSQL: the chain lock and then the head, in one round trip; the same and the insert,
+# when the head is the one expected (migration 0016).
 _LOCKED_HEAD = text("SELECT seq, hash FROM bucketreel_audit_chain_head(:cls, :tenant)")
+_LINK = text(
+    "SELECT linked, seq, hash FROM"
+    " bucketreel_audit_link(:cls, :tenant, :seq, :hash, CAST(:entries AS jsonb))"
+)
+_HEADS = "audit.heads"  # `Database.local`: this process's `_Heads`
 _HEAD = (
     select(audit_log.c.seq, audit_log.c.hash)
     .where(audit_log.c.tenant_id == bindparam("tenant"))
@@ -212,44 +219,103 @@ async def record(
     before_commit(scope.conn, _link)
 
 
+@dataclass(slots=True)
+class _Heads:
+    """Per tenant, in this process: the head its last link left (what its next link
+    expects to find), and the turn for sending links, so that each expects the one before."""
+
+    turns: dict[str, asyncio.Lock] = field(default_factory=dict)
+    expected: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def _heads(conn: AsyncConnection) -> _Heads:
+    local = conn.info[LOCAL_INFO]
+    heads = local.get(_HEADS)
+    if not isinstance(heads, _Heads):
+        heads = local[_HEADS] = _Heads()
+    return heads
+
+
+def _chained(
+    tenant_id: str, entries: list[_Pending], keys: ChainKeys, seq: int, prev_hash: str
+) -> list[dict[str, Any]]:
+    """The entries' rows after the head (`seq`, `prev_hash`): hashed, chained, MACed."""
+    version = keys.current
+    rows = []
+    for entry in entries:
+        seq += 1
+        digest = entry_hash(
+            tenant_id=tenant_id, seq=seq, at=entry.at, actor=entry.actor,
+            action=entry.action, target=entry.target, details=entry.details,
+            prev_hash=prev_hash,
+        )
+        rows.append({
+            "tenant_id": tenant_id, "seq": seq, "at": entry.at, "actor": entry.actor,
+            "action": entry.action, "target": entry.target, "details": entry.details,
+            "prev_hash": prev_hash, "hash": digest, "mac_key": version,
+            "mac": entry_mac(
+                keys.keys[version], tenant_id=tenant_id, seq=seq, digest=digest,
+                version=version,
+            ),
+        })
+        prev_hash = digest
+    return rows
+
+
 async def _link(conn: AsyncConnection) -> None:
-    """The transaction's last statements: per tenant, take the chain lock and read the head
-    (one round trip), insert the queued entries after it, hashed and MACed; then the
-    commit releases the lock."""
+    """The transaction's last statements: per tenant, the queued entries inserted after the
+    chain's head under the chain lock, which the commit then releases."""
     pending: list[_Pending] = transaction_state(conn).values.pop(_PENDING, [])
     tenants: dict[str, list[_Pending]] = {}
     for entry in pending:
         tenants.setdefault(entry.scope.tenant_id, []).append(entry)
     for tenant_id, entries in tenants.items():
         scope = entries[0].scope
-        keys = _keys(scope)
         if scope.conn.dialect.name == "postgresql":
+            await _link_postgresql(scope, entries)
+            continue
+        # SQLite: the writer holds the database's write lock already
+        last = (await scope.execute(_HEAD, {"tenant": tenant_id})).first()
+        head = (last.seq, last.hash) if last else (0, GENESIS)
+        rows = _chained(tenant_id, entries, _keys(scope), *head)
+        await scope.execute(insert(audit_log), rows)
+
+
+async def _link_postgresql(scope: TenantScope, entries: list[_Pending]) -> None:
+    """One round trip when the head is the one this process's last link left (migration
+    0016's `bucketreel_audit_link`); else lock and head, then the insert."""
+    tenant_id, keys = scope.tenant_id, _keys(scope)
+    heads = _heads(scope.conn)
+    turn = heads.turns.setdefault(tenant_id, asyncio.Lock())
+    # Held until the link statement answers, not until the commit. A transaction has one
+    # tenant on PostgreSQL (`TenantScope` refuses a second), so it waits for one turn and
+    # one chain lock, in that order, and no cycle of them can form.
+    async with turn:
+        expected = heads.expected.pop(tenant_id, None)
+        rows: list[dict[str, Any]] = []
+        linked = False
+        if expected is not None:
+            rows = _chained(tenant_id, entries, keys, *expected)
+            answer = (await scope.execute(_LINK, {
+                "cls": _CHAIN_LOCK_CLASS, "tenant": tenant_id, "seq": expected[0],
+                "hash": expected[1], "entries": json.dumps(rows, default=_iso),
+            })).one()
+            linked, head = bool(answer.linked), (answer.seq, answer.hash)
+        else:
             last = (await scope.execute(
                 _LOCKED_HEAD, {"cls": _CHAIN_LOCK_CLASS, "tenant": tenant_id}
             )).first()
-        else:  # SQLite: the writer holds the database's write lock already
-            last = (await scope.execute(_HEAD, {"tenant": tenant_id})).first()
-        seq, prev_hash = (last.seq, last.hash) if last else (0, GENESIS)
-        version = keys.current
-        rows = []
-        for entry in entries:
-            seq += 1
-            digest = entry_hash(
-                tenant_id=tenant_id, seq=seq, at=entry.at, actor=entry.actor,
-                action=entry.action, target=entry.target, details=entry.details,
-                prev_hash=prev_hash,
-            )
-            rows.append({
-                "tenant_id": tenant_id, "seq": seq, "at": entry.at, "actor": entry.actor,
-                "action": entry.action, "target": entry.target, "details": entry.details,
-                "prev_hash": prev_hash, "hash": digest, "mac_key": version,
-                "mac": entry_mac(
-                    keys.keys[version], tenant_id=tenant_id, seq=seq, digest=digest,
-                    version=version,
-                ),
-            })
-            prev_hash = digest
-        await scope.execute(insert(audit_log), rows)
+            head = (last.seq, last.hash) if last else (0, GENESIS)
+        if not linked:  # the lock is held by now: link after the head as it is
+            rows = _chained(tenant_id, entries, keys, *head)
+            await scope.execute(insert(audit_log), rows)
+        heads.expected[tenant_id] = (rows[-1]["seq"], rows[-1]["hash"])
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in an audit entry")
 
 
 def _entry(r: Any) -> Entry:

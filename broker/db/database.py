@@ -48,6 +48,8 @@ _FIRST_PAUSE = 0.01  # seconds, doubled per attempt, with jitter
 # Where `broker.audit.log` finds the audit keys: on every connection this handle hands out.
 AUDIT_KEYS_INFO = "bucketreel.audit_keys"
 _STATE_INFO = "bucketreel.transaction"  # the open transaction's `TransactionState`
+# Where a transaction finds `Database.local`: what its handle keeps across transactions.
+LOCAL_INFO = "bucketreel.local"
 _READ_OPTION = "bucketreel_read"  # execution option: SQLite begins deferred
 
 
@@ -127,6 +129,9 @@ class Database:
         # The audit chain's MAC keys (derived from the master keys, never stored in the
         # database); `build_services` sets them from the settings.
         self.audit_keys = audit_keys
+        # What the layers above keep for this handle across transactions, in this process
+        # (`broker.audit.log`: the chain head each tenant's next link expects).
+        self.local: dict[str, Any] = {}
         # SQLite: this process's writers take turns here before BEGIN IMMEDIATE (None on
         # PostgreSQL, whose writers lock rows, not the database)
         self._writer: asyncio.Lock | None = asyncio.Lock() if is_sqlite(engine) else None
@@ -155,6 +160,7 @@ class Database:
                 conn = await conn.execution_options(**{_READ_OPTION: True})
             await stack.enter_async_context(conn.begin())
             conn.info[AUDIT_KEYS_INFO] = self.audit_keys
+            conn.info[LOCAL_INFO] = self.local
             state = conn.info[_STATE_INFO] = TransactionState()
             try:
                 yield conn

@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> list[Target]:
         if "postgresql" in args.backends or _rates(args.anchor_rates):
             pg = stack.enter_context(run_postgres(log_dir=log_dir, settings={
                 "shared_preload_libraries": "pg_stat_statements",
-                "pg_stat_statements.track": "all",
+                "pg_stat_statements.track": "top",  # what the broker sends, not what functions run
             }))
             pg.create_role(ROLE)
             pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", database="postgres")
