@@ -12,22 +12,36 @@ Entries written before migration 0011 had no MAC; the migration gives them one
 the broker and its `migrate` command run it. After a master-key
 rotation `remac` moves every entry to the newest key; the hash chain itself never changes.
 
-Writers of one tenant's chain take turns (`lock_chain`), before any other write of their
-transaction: the lock order of README's design notes. This module is the chain's one home.
+`record` appends nothing at once: it queues the entry, and the transaction links its
+entries just before it commits (`broker.db.database.before_commit`) under the tenant's chain
+lock — on PostgreSQL a per-tenant advisory transaction lock taken as the transaction's last
+statements (read the chain's head, insert the entries, commit), on SQLite the database's
+write lock every writer holds — so the lock is held for a few milliseconds, never across a
+request's other work, and its holder waits for nothing but its own inserts (it can be part
+of no deadlock). Entries are in the same transaction as the change they record: both
+commit, or neither (a process dying between them loses neither). Their order is the order
+in which transactions commit, total per tenant, across any number of broker processes.
+
+`lock_chain` is something else: a per-tenant *writer turn* (its own advisory lock class)
+that the few paths which read and then write a tenant's shared rows (settings, people,
+enrollment, recording start) take first, so that two of them never interleave. The device
+path's hot routes do not take it. This module is the chain's one home.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, text, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.db.database import AUDIT_KEYS_INFO
+from broker.db.database import AUDIT_KEYS_INFO, LOCAL_INFO, before_commit, transaction_state
 from broker.db.schema import audit_log
 from broker.db.scope import TenantScope
 from broker.sealing import ChainKeys
@@ -35,13 +49,42 @@ from shared import auditchain
 
 GENESIS = auditchain.GENESIS
 _LOCKED_INFO = "bucketreel.audit_chain_locked"
-# pg_advisory_xact_lock(class, key): this class is the tenant's audit chain ("BRal").
+_PENDING = "audit.pending"  # this transaction's entries, not linked yet
+# pg_advisory_xact_lock(class, key): the tenant's audit chain ("BRal"), and the tenant's
+# writer turn ("BRwt").
 _CHAIN_LOCK_CLASS = 0x4252616C
+_TURN_LOCK_CLASS = 0x42527774
+_ADVISORY = text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant))")
+# PostgreSQL: the chain lock and then the head, in one round trip; the same and the insert,
+# when the head is the one expected (migration 0016).
+_LOCKED_HEAD = text("SELECT seq, hash FROM bucketreel_audit_chain_head(:cls, :tenant)")
+_LINK = text(
+    "SELECT linked, seq, hash FROM"
+    " bucketreel_audit_link(:cls, :tenant, :seq, :hash, CAST(:entries AS jsonb))"
+)
+_HEADS = "audit.heads"  # `Database.local`: this process's `_Heads`
+_HEAD = (
+    select(audit_log.c.seq, audit_log.c.hash)
+    .where(audit_log.c.tenant_id == bindparam("tenant"))
+    .order_by(audit_log.c.seq.desc())
+    .limit(1)
+)
 
 
 class ChainLockOrder(RuntimeError):
-    """A transaction asked for the chain lock after it had written or locked rows: a bug
-    (it could deadlock), never user input. See the lock order in README's design notes."""
+    """A transaction asked for the tenant's writer turn after it had written or locked rows:
+    a bug (it could deadlock), never user input. See the lock order in README's design
+    notes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    scope: TenantScope
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: str
 
 
 class AuditKeyMissing(RuntimeError):
@@ -124,12 +167,14 @@ def _keys(scope: TenantScope) -> ChainKeys:
 
 
 async def lock_chain(scope: TenantScope) -> None:
-    """Take the tenant's chain lock for the rest of the transaction; idempotent.
+    """Take the tenant's writer turn for the rest of the transaction; idempotent.
 
-    It must come before the transaction writes or locks any row (PostgreSQL: a per-tenant
-    advisory transaction lock; it conflicts with nothing but itself, so foreign keys' KEY
-    SHARE locks on the tenant row never meet it). On SQLite every write transaction holds
-    the database's write lock from `BEGIN IMMEDIATE` on, which serializes the chain.
+    For paths that read a tenant's shared rows and write on what they read (two first saves
+    of a setting must not both insert). It must come before the transaction writes or locks
+    any row (PostgreSQL: a per-tenant advisory transaction lock, which conflicts with
+    nothing but itself, so foreign keys' KEY SHARE locks never meet it; the chain itself is
+    linked at commit under a lock of its own). On SQLite every write transaction holds the
+    database's write lock from `BEGIN IMMEDIATE` on, which serializes writers anyway.
     """
     sync = scope.conn.sync_connection
     transaction = sync.get_transaction() if sync is not None else None
@@ -142,14 +187,17 @@ async def lock_chain(scope: TenantScope) -> None:
         )).scalar_one()
         if wrote:
             raise ChainLockOrder(
-                "the audit chain lock must be taken before the transaction's first write"
+                "the tenant's writer turn must be taken before the transaction's first write"
             )
-        await scope.execute(
-            text("SELECT pg_advisory_xact_lock(:cls, hashtext(:tenant))").bindparams(
-                cls=_CHAIN_LOCK_CLASS, tenant=scope.tenant_id
-            )
-        )
+        await scope.execute(_ADVISORY.bindparams(cls=_TURN_LOCK_CLASS, tenant=scope.tenant_id))
     scope.conn.info[_LOCKED_INFO] = (transaction, scope.tenant_id)
+
+
+async def _lock_links(scope: TenantScope) -> None:
+    """The tenant's chain lock, until the transaction ends (PostgreSQL; SQLite's writers
+    hold the database's write lock already)."""
+    if scope.conn.dialect.name == "postgresql":
+        await scope.execute(_ADVISORY.bindparams(cls=_CHAIN_LOCK_CLASS, tenant=scope.tenant_id))
 
 
 async def record(
@@ -161,50 +209,114 @@ async def record(
     target: str,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append one entry in the caller's transaction (it commits or rolls back with the change).
-
-    The transaction must have taken `lock_chain` first if it wrote anything before.
-    """
-    keys = _keys(scope)
-    await lock_chain(scope)
-    last = (
-        await scope.execute(
-            select(audit_log.c.seq, audit_log.c.hash)
-            .where(audit_log.c.tenant_id == scope.tenant_id)
-            .order_by(audit_log.c.seq.desc())
-            .limit(1)
-        )
-    ).first()
-    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    """Queue one entry in the caller's transaction: it is linked into the chain just before
+    that transaction commits (and is gone with it if it rolls back)."""
+    _keys(scope)  # a handle without keys fails here, not at the commit
+    state = transaction_state(scope.conn)
+    pending: list[_Pending] = state.values.setdefault(_PENDING, [])
     details_json = json.dumps(details or {}, sort_keys=True, separators=(",", ":"))
     at = at.replace(microsecond=(at.microsecond // 1000) * 1000)  # same on every backend
-    digest = entry_hash(
-        tenant_id=scope.tenant_id,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        details=details_json,
-        prev_hash=prev_hash,
-    )
+    pending.append(_Pending(scope, at, actor, action, target, details_json))
+    before_commit(scope.conn, _link)
+
+
+@dataclass(slots=True)
+class _Heads:
+    """Per tenant, in this process: the head its last link left (what its next link
+    expects to find), and the turn for sending links, so that each expects the one before."""
+
+    turns: dict[str, asyncio.Lock] = field(default_factory=dict)
+    expected: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def _heads(conn: AsyncConnection) -> _Heads:
+    local = conn.info[LOCAL_INFO]
+    heads = local.get(_HEADS)
+    if not isinstance(heads, _Heads):
+        heads = local[_HEADS] = _Heads()
+    return heads
+
+
+def _chained(
+    tenant_id: str, entries: list[_Pending], keys: ChainKeys, seq: int, prev_hash: str
+) -> list[dict[str, Any]]:
+    """The entries' rows after the head (`seq`, `prev_hash`): hashed, chained, MACed."""
     version = keys.current
-    mac = entry_mac(
-        keys.keys[version], tenant_id=scope.tenant_id, seq=seq, digest=digest, version=version
-    )
-    await scope.insert(
-        audit_log,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        details=details_json,
-        prev_hash=prev_hash,
-        hash=digest,
-        mac=mac,
-        mac_key=version,
-    )
+    rows = []
+    for entry in entries:
+        seq += 1
+        digest = entry_hash(
+            tenant_id=tenant_id, seq=seq, at=entry.at, actor=entry.actor,
+            action=entry.action, target=entry.target, details=entry.details,
+            prev_hash=prev_hash,
+        )
+        rows.append({
+            "tenant_id": tenant_id, "seq": seq, "at": entry.at, "actor": entry.actor,
+            "action": entry.action, "target": entry.target, "details": entry.details,
+            "prev_hash": prev_hash, "hash": digest, "mac_key": version,
+            "mac": entry_mac(
+                keys.keys[version], tenant_id=tenant_id, seq=seq, digest=digest,
+                version=version,
+            ),
+        })
+        prev_hash = digest
+    return rows
+
+
+async def _link(conn: AsyncConnection) -> None:
+    """The transaction's last statements: per tenant, the queued entries inserted after the
+    chain's head under the chain lock, which the commit then releases."""
+    pending: list[_Pending] = transaction_state(conn).values.pop(_PENDING, [])
+    tenants: dict[str, list[_Pending]] = {}
+    for entry in pending:
+        tenants.setdefault(entry.scope.tenant_id, []).append(entry)
+    for tenant_id, entries in tenants.items():
+        scope = entries[0].scope
+        if scope.conn.dialect.name == "postgresql":
+            await _link_postgresql(scope, entries)
+            continue
+        # SQLite: the writer holds the database's write lock already
+        last = (await scope.execute(_HEAD, {"tenant": tenant_id})).first()
+        head = (last.seq, last.hash) if last else (0, GENESIS)
+        rows = _chained(tenant_id, entries, _keys(scope), *head)
+        await scope.execute(insert(audit_log), rows)
+
+
+async def _link_postgresql(scope: TenantScope, entries: list[_Pending]) -> None:
+    """One round trip when the head is the one this process's last link left (migration
+    0016's `bucketreel_audit_link`); else lock and head, then the insert."""
+    tenant_id, keys = scope.tenant_id, _keys(scope)
+    heads = _heads(scope.conn)
+    turn = heads.turns.setdefault(tenant_id, asyncio.Lock())
+    # Held until the link statement answers, not until the commit. A transaction has one
+    # tenant on PostgreSQL (`TenantScope` refuses a second), so it waits for one turn and
+    # one chain lock, in that order, and no cycle of them can form.
+    async with turn:
+        expected = heads.expected.pop(tenant_id, None)
+        rows: list[dict[str, Any]] = []
+        linked = False
+        if expected is not None:
+            rows = _chained(tenant_id, entries, keys, *expected)
+            answer = (await scope.execute(_LINK, {
+                "cls": _CHAIN_LOCK_CLASS, "tenant": tenant_id, "seq": expected[0],
+                "hash": expected[1], "entries": json.dumps(rows, default=_iso),
+            })).one()
+            linked, head = bool(answer.linked), (answer.seq, answer.hash)
+        else:
+            last = (await scope.execute(
+                _LOCKED_HEAD, {"cls": _CHAIN_LOCK_CLASS, "tenant": tenant_id}
+            )).first()
+            head = (last.seq, last.hash) if last else (0, GENESIS)
+        if not linked:  # the lock is held by now: link after the head as it is
+            rows = _chained(tenant_id, entries, keys, *head)
+            await scope.execute(insert(audit_log), rows)
+        heads.expected[tenant_id] = (rows[-1]["seq"], rows[-1]["hash"])
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in an audit entry")
 
 
 def _entry(r: Any) -> Entry:
@@ -286,7 +398,7 @@ async def remac(scope: TenantScope) -> int:
     entries changed; raises `ChainBroken`, changing nothing, when the chain does not verify.
     Only `mac` and `mac_key` change: the hash chain, and so each entry's hash, stays."""
     keys = _keys(scope)
-    await lock_chain(scope)
+    await _lock_links(scope)  # no entry is linked meanwhile (it writes audit rows only)
     rows = await scope.all(audit_log, order_by=[audit_log.c.seq])
     problems, _ = _check(scope.tenant_id, rows, keys)
     if problems:

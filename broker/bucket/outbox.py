@@ -15,7 +15,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.database import before_commit
 from broker.db.schema import audit_log, bucket_outbox
 from broker.db.scope import TenantScope
 
@@ -33,12 +35,21 @@ async def enqueue(scope: TenantScope, kind: str, ref: str, now: datetime) -> Non
 
 
 async def enqueue_anchor(scope: TenantScope, now: datetime) -> None:
-    """Queue an anchor of the tenant's audit chain as it stands in this transaction."""
-    head = (await scope.execute(
-        select(func.max(audit_log.c.seq)).where(audit_log.c.tenant_id == scope.tenant_id)
-    )).scalar()
-    if head is not None:
-        await enqueue(scope, ANCHOR, str(head), now)
+    """Queue an anchor of the tenant's audit chain as this transaction leaves it.
+
+    The audit entries a transaction records are linked into the chain only just before it
+    commits (`broker.audit.log.record`), so the head is read then, after them: call this
+    after the transaction's `audit.record` (whose link is registered first, and so runs
+    first)."""
+
+    async def anchor(_conn: AsyncConnection) -> None:
+        head = (await scope.execute(
+            select(func.max(audit_log.c.seq)).where(audit_log.c.tenant_id == scope.tenant_id)
+        )).scalar()
+        if head is not None:
+            await enqueue(scope, ANCHOR, str(head), now)
+
+    before_commit(scope.conn, anchor)
 
 
 class Wake:

@@ -1,11 +1,19 @@
 """The database handle the app holds: an engine and short transactions over it.
 
 Write transactions run as `attempts()`: a deadlock or serialization failure the database
-still reports (the lock order in README's design notes should leave none) rolls the
-transaction back and runs it again, a few times, after a short random pause; then the
-request is answered 503 with `Retry-After`, never 500, as is SQLite still busy after its
-busy_timeout. A retried body must do nothing but
+still reports (the lock order in README's design notes should leave none), a connection
+found dead at its first use (no pre-ping: `broker.db.engine`), or a body's own
+`RerunTransaction` rolls the transaction back and runs it again, a few times, after a short
+random pause; then the request is answered 503 with `Retry-After`, never 500, as is SQLite
+still busy after its busy_timeout. A retried body must do nothing but
 database work (it may run more than once): no network, no thread, no process-wide state.
+
+`read()` is a transaction that only reads: on SQLite a deferred one (`BEGIN`), which takes
+no write lock and runs beside the writer (WAL). Every other transaction writes: on SQLite it
+takes the write lock at `BEGIN IMMEDIATE`, and the writers of this process queue for it in
+order on an asyncio lock first, so they wait in the event loop rather than in SQLite's busy
+handler, which polls. Work registered with `before_commit` runs as the body's last
+statements, just before the commit (the audit chain links its entries there).
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import asyncio
 import logging
 import random
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +44,57 @@ log = logging.getLogger(__name__)
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction may pass if rerun.
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 ATTEMPTS = 5
+SQLITE_WRITER_WAIT = 30.0  # seconds, as SQLite's busy_timeout (`broker.db.engine`)
 _FIRST_PAUSE = 0.01  # seconds, doubled per attempt, with jitter
 # Where `broker.audit.log` finds the audit keys: on every connection this handle hands out.
 AUDIT_KEYS_INFO = "bucketreel.audit_keys"
+_STATE_INFO = "bucketreel.transaction"  # the open transaction's `TransactionState`
+# Where a transaction finds `Database.local`: what its handle keeps across transactions.
+LOCAL_INFO = "bucketreel.local"
+_READ_OPTION = "bucketreel_read"  # execution option: SQLite begins deferred
+
+
+class RerunTransaction(Exception):
+    """Raised by a body of `attempts()` that met a concurrent change (a row another
+    transaction inserted first): the attempt is rolled back and run again, and sees it."""
+
+
+BeforeCommit = Callable[[AsyncConnection], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class TransactionState:
+    """What the open transaction carries until it ends: work to run just before its commit,
+    and the values that work collects (`broker.audit.log`'s pending entries)."""
+
+    before_commit: list[BeforeCommit] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def transaction_state(conn: AsyncConnection) -> TransactionState:
+    state = conn.info.get(_STATE_INFO)
+    if not isinstance(state, TransactionState):
+        raise RuntimeError("this connection is not in a transaction of `Database`")
+    return state
+
+
+def before_commit(conn: AsyncConnection, work: BeforeCommit) -> None:
+    """Run `work(conn)` as the transaction's last statements, once, if the body succeeds."""
+    hooks = transaction_state(conn).before_commit
+    if work not in hooks:
+        hooks.append(work)
 
 
 def _rerunnable(exc: BaseException) -> bool:
-    """A deadlock or serialization failure (PostgreSQL): rerunning the transaction may pass."""
+    """A deadlock or serialization failure (PostgreSQL), a connection that turned out dead
+    before anything was decided on it, or the body's own `RerunTransaction`: rerunning the
+    transaction may pass."""
+    if isinstance(exc, RerunTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
+    if exc.connection_invalidated:
+        return True
     orig = exc.orig
     return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in (
         RETRYABLE_SQLSTATES
@@ -54,6 +105,8 @@ def is_contention(exc: BaseException) -> bool:
     """A deadlock or serialization failure (PostgreSQL), or SQLite still busy after its
     busy_timeout (which has waited already, so it is not rerun): nothing was decided, and
     the same transaction may pass later."""
+    if isinstance(exc, RerunTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if _rerunnable(exc):
@@ -80,6 +133,12 @@ class Database:
         # Invalidations this process hears (`broker.db.notify`): its own at each commit, other
         # replicas' through PostgreSQL (`listen`).
         self.notices = notify.Notices()
+        # What the layers above keep for this handle across transactions, in this process
+        # (`broker.audit.log`: the chain head each tenant's next link expects).
+        self.local: dict[str, Any] = {}
+        # SQLite: this process's writers take turns here before BEGIN IMMEDIATE (None on
+        # PostgreSQL, whose writers lock rows, not the database)
+        self._writer: asyncio.Lock | None = asyncio.Lock() if is_sqlite(engine) else None
         if is_sqlite(engine):
             # SQLite takes the write lock at BEGIN IMMEDIATE, so two writers queue on
             # busy_timeout instead of one failing halfway through (the audit chain needs it).
@@ -95,34 +154,66 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _begin(self, *, read: bool = False) -> AsyncIterator[AsyncConnection]:
         pending = notify.Pending(self.notices.origin)
-        async with self.engine.begin() as conn:
+        async with AsyncExitStack() as stack:
+            if self._writer is not None and not read:
+                await self._writer_turn(self._writer)
+                stack.callback(self._writer.release)
+            conn = await stack.enter_async_context(self.engine.connect())
+            if read:
+                conn = await conn.execution_options(**{_READ_OPTION: True})
+            await stack.enter_async_context(conn.begin())
             conn.info[AUDIT_KEYS_INFO] = self.audit_keys
+            conn.info[LOCAL_INFO] = self.local
             conn.info[notify.PENDING_INFO] = pending
+            state = conn.info[_STATE_INFO] = TransactionState()
             try:
                 yield conn
+                for work in state.before_commit:
+                    await work(conn)
             finally:
-                del conn.info[notify.PENDING_INFO]
+                conn.info.pop(_STATE_INFO, None)
+                conn.info.pop(notify.PENDING_INFO, None)
         # Committed (a failed or rolled-back transaction raised above): this process's
         # subscribers hear what it published; other replicas hear it from PostgreSQL.
         self.notices.deliver(pending.notes, source="commit")
 
+    @staticmethod
+    async def _writer_turn(writer: asyncio.Lock) -> None:
+        """This process's turn to write on SQLite, waiting as long as SQLite's busy_timeout
+        would (a write transaction opened inside another would wait forever: 503 instead)."""
+        try:
+            await asyncio.wait_for(writer.acquire(), SQLITE_WRITER_WAIT)
+        except TimeoutError:
+            raise _busy() from None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction, run once (reads; writes that cannot be rerun). A deadlock or
-        serialization failure is answered 503, never 500."""
+        """One transaction, run once (writes that cannot be rerun). A deadlock, serialization
+        failure or dead connection is answered 503, never 500."""
+        async with self._once(read=False) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that only reads (deferred on SQLite: no write lock), run once."""
+        async with self._once(read=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _once(self, *, read: bool) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._begin() as conn:
+            async with self._begin(read=read) as conn:
                 yield conn
         except DBAPIError as exc:
-            if is_contention(exc):
+            if is_contention(exc) or exc.connection_invalidated:
                 raise _busy() from None
             raise
 
     async def ping(self) -> None:
         """One round trip (`SELECT 1`): raises when the database cannot be reached."""
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def unready(self) -> str | None:
@@ -130,7 +221,7 @@ class Database:
         and its schema is not behind the migration this code ships (readiness, `/healthz`;
         a newer schema, during a rolling upgrade, is fine: `migrate.is_behind`)."""
         try:
-            async with self.transaction() as conn:
+            async with self.read() as conn:
                 revision = (
                     await conn.execute(text("SELECT version_num FROM alembic_version"))
                 ).scalar()
@@ -157,7 +248,7 @@ class Database:
         BYPASSRLS role: the second tenant wall of migration 0007 does not hold); else None."""
         if self.dialect != "postgresql":
             return None
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             row = (await conn.execute(text(
                 "SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles"
                 " WHERE rolname = current_user"
@@ -256,4 +347,5 @@ def _sqlite_manual_begin(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    read = conn.get_execution_options().get(_READ_OPTION, False)
+    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from broker.errors import ConfigError
 
 SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+# A pooled connection idle this long may have been closed by the server or a proxy: it is
+# pinged at checkout (and replaced if dead). A busy pool's connections are not pinged (no
+# round trip per request); one that still dies is found at its first statement and the
+# transaction is run again (`broker.db.database`).
+PING_AFTER_IDLE = 30.0  # seconds
+_CHECKED_IN = "bucketreel.checked_in_at"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -25,9 +33,26 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # hide_parameters: a failing statement's values (hashes, sealed secrets) never reach a log.
-    return create_async_engine(
-        parsed, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True
+    engine = create_async_engine(
+        parsed, pool_size=10, max_overflow=10, pool_pre_ping=False, hide_parameters=True
     )
+    dialect = engine.sync_engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the pool replaces the connection
+            raise DisconnectionError("an idle pooled connection is gone") from exc
+
+    event.listen(engine.sync_engine, "checkin", checked_in)
+    event.listen(engine.sync_engine, "checkout", checkout)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

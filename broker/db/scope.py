@@ -12,7 +12,7 @@ tenant is known) runs without a scope and so declares none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVarTuple, overload
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 _Ts = TypeVarTuple("_Ts")
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 TENANT_SETTING = "bucketreel.tenant"
 
@@ -72,16 +73,24 @@ class TenantScope:
         return (sync.get_transaction(), sync.get_nested_transaction())
 
     @overload
-    async def execute(self, statement: TypedReturnsRows[*_Ts]) -> CursorResult[*_Ts]: ...
+    async def execute(
+        self, statement: TypedReturnsRows[*_Ts], params: Params | None = None
+    ) -> CursorResult[*_Ts]: ...
 
     @overload
-    async def execute(self, statement: Executable) -> CursorResult[*tuple[Any, ...]]: ...
+    async def execute(
+        self, statement: Executable, params: Params | None = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
 
-    async def execute(self, statement: Executable) -> CursorResult[*tuple[Any, ...]]:
+    async def execute(
+        self, statement: Executable, params: Params | None = None
+    ) -> CursorResult[*tuple[Any, ...]]:
         """Run a statement of the caller's own in this tenant's declared transaction.
-        The caller filters by tenant itself; on PostgreSQL the wall catches what it forgets."""
+        The caller filters by tenant itself; on PostgreSQL the wall catches what it forgets.
+        `params` binds a statement built once with `bindparam`s (its compiled form is then
+        reused: no statement is rebuilt per call); a list of them runs it for each."""
         await self._declare()
-        return await self.conn.execute(statement)
+        return await self.conn.execute(statement, params)
 
     def _where(self, table: Table, criteria: Sequence[ColumnElement[bool]]) -> list[Any]:
         return [table.c.tenant_id == self.tenant_id, *criteria]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 
 from broker.accounts.people import PersonState
 from broker.audit import log as audit
@@ -36,6 +36,31 @@ from shared.wire import PolicyUpdate, TokenPair
 
 CODE_PURPOSE = "enrollment-code"
 REFRESH_PURPOSE = "device-refresh"
+_DEVICE = select(devices).where(
+    devices.c.tenant_id == bindparam("tenant"), devices.c.id == bindparam("device")
+)
+
+
+async def enrolled_device(scope: TenantScope, principal: Principal) -> Row[Any]:
+    """The calling device's row, read in the caller's transaction; 401 `invalid_token` when
+    it is revoked or gone (its access token works only while the device is enrolled). The
+    device routes whose service calls this skip the guard's own read (`Route.checks_device`)."""
+    device = (await scope.execute(
+        _DEVICE, {"tenant": scope.tenant_id, "device": principal.subject}
+    )).first()
+    return check_enrolled(principal, device, device_user="user_id")
+
+
+def check_enrolled(
+    principal: Principal, row: Row[Any] | None, *, device_user: str
+) -> Row[Any]:
+    """`row`, if it (the device's columns, its person's id under `device_user`) is the
+    calling device, enrolled and not revoked; 401 `invalid_token` else."""
+    if row is None or row.revoked_at is not None or (
+        getattr(row, device_user) != principal.user_id
+    ):
+        raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +355,7 @@ class DeviceAuth:
 
     async def verify_device(self, principal: Principal) -> None:
         """`check_device` in a read transaction of its own (the request guard's call)."""
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             await self.check_device(TenantScope(conn, principal.tenant_id), principal)
 
     async def describe_policy(self, tenant_id: str) -> dict[str, Any]:
@@ -351,9 +376,7 @@ class DeviceAuth:
 
     async def check_device(self, scope: TenantScope, principal: Principal) -> None:
         """A device's access token works only while the device is not revoked."""
-        device = await scope.one(devices, devices.c.id == principal.subject)
-        if device is None or device.revoked_at is not None or device.user_id != principal.user_id:
-            raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+        await enrolled_device(scope, principal)
 
     async def _new_refresh(
         self, scope: TenantScope, device_id: str, family_id: str, now: datetime

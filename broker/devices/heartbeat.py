@@ -19,40 +19,56 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, bindparam, update
 
 from broker.clock import Clock
 from broker.db.database import Database
 from broker.db.schema import devices
 from broker.db.scope import TenantScope
 from broker.devices import policy
-from broker.errors import NotFound
+from broker.errors import Unauthenticated
 from broker.identity import Principal
+from shared.errors import ErrorCode
 from shared.wire import CaptureState, Heartbeat, WireError, format_timestamp
 
 SILENT_AFTER = 3  # intervals
 DEFAULT_INTERVAL = 60  # seconds, until a device has told its own
+# The device's own row, while it is enrolled (the check the guard would make: the route's
+# `checks_device`), built once.
+_BEAT = (
+    update(devices)
+    .where(
+        devices.c.tenant_id == bindparam("tenant"),
+        devices.c.id == bindparam("device"),
+        devices.c.user_id == bindparam("user"),
+        devices.c.revoked_at.is_(None),
+    )
+    .values(
+        last_seen_at=bindparam("seen"),
+        last_status=bindparam("status"),
+        heartbeat_interval=bindparam("every"),
+    )
+)
 
 
 async def record(
     db: Database, clock: Clock, principal: Principal, beat: Heartbeat
 ) -> dict[str, Any]:
-    """Store the calling device's heartbeat (its own row only: the id comes from its token);
-    the reply carries its tenant's policy."""
+    """Store the calling device's heartbeat (its own row only: the id comes from its token,
+    and a revoked device's token is refused here, in the one transaction); the reply carries
+    its tenant's policy."""
     now = clock()
+    status = json.dumps(beat.to_json(), sort_keys=True)
     async for txn in db.attempts():
         async with txn as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            changed = await scope.update(
-                devices,
-                devices.c.id == principal.subject,
-                devices.c.revoked_at.is_(None),
-                last_seen_at=now,
-                last_status=json.dumps(beat.to_json(), sort_keys=True),
-                heartbeat_interval=beat.interval,
-            )
+            changed = (await scope.execute(_BEAT, {
+                "tenant": principal.tenant_id, "device": principal.subject,
+                "user": principal.user_id, "seen": now, "status": status,
+                "every": beat.interval,
+            })).rowcount
             if changed != 1:
-                raise NotFound("no such device")
+                raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
             pushed = await policy.current(scope)
     return {
         "received_at": format_timestamp(now),

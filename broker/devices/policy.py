@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, bindparam, select
 
 from broker.audit import log as audit
 from broker.db import notify
@@ -31,9 +31,12 @@ def _policy(row: Row[Any] | None) -> Policy:
     )
 
 
+_CURRENT = select(device_policies).where(device_policies.c.tenant_id == bindparam("tenant"))
+
+
 async def current(scope: TenantScope) -> Policy:
     """The tenant's policy (nothing set when it never had one)."""
-    return _policy(await scope.one(device_policies))
+    return _policy((await scope.execute(_CURRENT, {"tenant": scope.tenant_id})).first())
 
 
 async def describe(scope: TenantScope) -> dict[str, Any]:
@@ -47,8 +50,8 @@ async def update(
     scope: TenantScope, change: PolicyUpdate, *, now: datetime, actor: str
 ) -> dict[str, Any]:
     """Apply `change` in the caller's transaction and audit it; returns `describe`'s view."""
-    # one writer per tenant at a time, so two first saves cannot both insert: the audit
-    # chain's lock, taken first (README's lock order)
+    # one writer per tenant at a time, so two first saves cannot both insert: the tenant's
+    # writer turn, taken first (README's lock order)
     await audit.lock_chain(scope)
     row = await scope.one(device_policies)
     old = _policy(row)

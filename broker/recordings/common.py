@@ -11,17 +11,19 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, and_, bindparam, func, select
 
 from broker.bucket import outbox
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import recording_gaps, recordings, segments, upload_grants
+from broker.db.schema import devices, recording_gaps, recordings, segments, upload_grants
 from broker.db.scope import TenantScope
+from broker.devices.enrollment import check_enrolled
 from broker.errors import NotFound
 from broker.identity import Principal
 from broker.recordings import bounds
 from broker.settings import MasterKeys
+from broker.storage import config as storage_config
 from broker.storage.s3 import BucketClients
 from broker.storage.service import StorageAccess
 from shared.wire import GapInfo, RecordingInfo, SegmentInfo, format_timestamp
@@ -49,6 +51,8 @@ class RecordingParts:
         wake: outbox.Wake | None = None,
     ) -> None:
         self._wake = wake  # the bucket outbox's flusher (`broker.bucket`)
+        # unsealed storage configurations, each valid for its row (`storage.config`)
+        self._configs = storage_config.ConfigCache()
         self._storage = storage  # revocation checks (DESIGN G6)
         self._skew = timedelta(seconds=clock_skew)  # declared times: broker.recordings.bounds
         self._db = db
@@ -63,18 +67,68 @@ def actor(principal: Principal) -> str:
     return f"{principal.kind}:{principal.subject}"
 
 
+# The device path's reads, built once (bound per call: no statement rebuilt per request).
+_RECORDING = select(recordings).where(
+    recordings.c.tenant_id == bindparam("tenant"), recordings.c.id == bindparam("recording")
+)
+_SEGMENT = select(segments).where(
+    segments.c.tenant_id == bindparam("tenant"),
+    segments.c.recording_id == bindparam("recording"),
+    segments.c.seq == bindparam("seq"),
+)
+
+
+# The calling device's row and, when it made it, the recording (all NULL else): one read.
+_DEVICE_AND_RECORDING = (
+    select(
+        devices.c.public_key.label("device_public_key"),
+        devices.c.revoked_at,
+        devices.c.user_id.label("device_user_id"),
+        *recordings.c,
+    )
+    .select_from(devices.outerjoin(recordings, and_(
+        recordings.c.tenant_id == devices.c.tenant_id,
+        recordings.c.id == bindparam("recording"),
+        recordings.c.device_id == devices.c.id,
+    )))
+    .where(devices.c.tenant_id == bindparam("tenant"), devices.c.id == bindparam("device"))
+)
+
+
+async def device_recording(
+    scope: TenantScope, principal: Principal, recording_id: str
+) -> Row[Any]:
+    """`enrolled_device` and `own_recording` in one read (the device path's routes check
+    the device themselves: `Route.checks_device`): 401 unless the calling device is
+    enrolled, 404 unless it made the recording. The row has the recording's columns, and
+    the device's custody key as `device_public_key`."""
+    row = (await scope.execute(_DEVICE_AND_RECORDING, {
+        "tenant": scope.tenant_id, "device": principal.subject, "recording": recording_id,
+    })).first()
+    row = check_enrolled(principal, row, device_user="device_user_id")
+    if row.id is None:
+        raise NotFound("no such recording")
+    return row
+
+
 async def own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:
     """The recording, if the calling device made it; otherwise it does not exist for them."""
-    recording = await scope.one(recordings, recordings.c.id == recording_id)
+    recording = (await scope.execute(
+        _RECORDING, {"tenant": scope.tenant_id, "recording": recording_id}
+    )).first()
     if recording is None or recording.device_id != principal.subject:
         raise NotFound("no such recording")
     return recording
 
 
+async def find_segment(scope: TenantScope, recording_id: str, seq: int) -> Row[Any] | None:
+    return (await scope.execute(
+        _SEGMENT, {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq}
+    )).first()
+
+
 async def segment_row(scope: TenantScope, recording_id: str, seq: int) -> Row[Any]:
-    segment = await scope.one(
-        segments, segments.c.recording_id == recording_id, segments.c.seq == seq
-    )
+    segment = await find_segment(scope, recording_id, seq)
     if segment is None:
         raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
     return segment

@@ -82,14 +82,17 @@ def gap_record(recording_id: str, gap: Row[Any]) -> GapRecord:
     )
 
 
-async def admit(
-    scope: TenantScope, recording: Row[Any], seq: int, declared: UploadRequest
+def admit(
+    recording: Row[Any], seq: int, declared: UploadRequest, public_key: str | None, *,
+    before: Row[Any] | None, after: Row[Any] | None,
 ) -> dict[str, Any]:
-    """The custody columns of a newly declared segment, after checking its record.
+    """The custody columns of a newly declared segment, after checking its record with
+    `public_key`, the one stored on the recording's device row, and its chain links with
+    `before` and `after`, the recording's declared segments nearest below and above `seq`
+    (the caller read all three in this transaction).
 
     Raises a 409 `custody_rejected` naming what is wrong.
     """
-    public_key = await device_key(scope, recording.device_id)
     proof = declared.custody
     if public_key is None:
         if proof is not None:
@@ -114,19 +117,12 @@ async def admit(
     if seq == 0:
         if proof.prev != GENESIS:
             raise _refuse("the first segment's record must start the chain")
-    else:
-        before = await scope.one(
-            segments, segments.c.recording_id == recording.id, segments.c.seq == seq - 1
+    elif before is not None and before.seq == seq - 1 and before.record_hash != proof.prev:
+        raise _refuse(
+            f"the custody record of segment {seq} does not follow segment {seq - 1}'s "
+            "(broken chain link)"
         )
-        if before is not None and before.record_hash != proof.prev:
-            raise _refuse(
-                f"the custody record of segment {seq} does not follow segment {seq - 1}'s "
-                "(broken chain link)"
-            )
-    after = await scope.one(
-        segments, segments.c.recording_id == recording.id, segments.c.seq == seq + 1
-    )
-    if after is not None and after.record_prev != digest:
+    if after is not None and after.seq == seq + 1 and after.record_prev != digest:
         raise _refuse(
             f"segment {seq + 1}'s custody record does not follow this one (broken chain link)"
         )
@@ -167,9 +163,9 @@ def check_regrant(segment: Row[Any], declared: UploadRequest) -> None:
         raise _refuse(f"segment {segment.seq} was declared with another custody record before")
 
 
-async def check_stored(scope: TenantScope, recording: Row[Any], segment: Row[Any]) -> None:
-    """At completion: the stored record still verifies with the device's stored key."""
-    public_key = await device_key(scope, recording.device_id)
+def check_stored(recording: Row[Any], segment: Row[Any], public_key: str | None) -> None:
+    """At completion: the stored record still verifies with the device's stored key (read by
+    the caller from the recording's device row in this transaction)."""
     if public_key is None:
         return
     if segment.record_signature is None or segment.record_prev is None:

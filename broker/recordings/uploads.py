@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from broker.audit import log as audit
 from broker.bucket import metadata as bucket_metadata
+from broker.db.database import RerunTransaction
 from broker.db.schema import segments, upload_grants
 from broker.db.scope import TenantScope
 from broker.errors import Conflict
@@ -26,101 +29,160 @@ from broker.recordings.common import (
     VERIFIED,
     RecordingParts,
     actor,
-    own_recording,
+    device_recording,
     segment_row,
 )
 from broker.storage import config as storage_config
+from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
-from broker.storage.s3 import ObjectHead
+from broker.storage.s3 import ObjectHead, PresignedPut
 from shared.errors import ErrorCode
 from shared.keys import segment_key
 from shared.wire import UploadGrant, UploadRequest, format_timestamp
+
+# Built once (bound per call: no statement rebuilt per request).
+_NEAREST_BELOW = (
+    select(segments)
+    .where(segments.c.tenant_id == bindparam("tenant"),
+           segments.c.recording_id == bindparam("recording"), segments.c.seq < bindparam("seq"))
+    .order_by(segments.c.seq.desc())
+    .limit(1)
+)
+# From the segment before `seq` up: in order, the common case (segments declared in seq
+# order) gives the one before, `seq` itself and the nearest above in one read.
+_AROUND = (
+    select(segments)
+    .where(segments.c.tenant_id == bindparam("tenant"),
+           segments.c.recording_id == bindparam("recording"),
+           segments.c.seq >= bindparam("lowest"))
+    .order_by(segments.c.seq)
+    .limit(3)
+)
+_NEW_SEGMENT = insert(segments).returning(*segments.c)
+_NEW_GRANT = insert(upload_grants)
+_VERIFY = (
+    update(segments)
+    .where(segments.c.tenant_id == bindparam("tenant"), segments.c.id == bindparam("segment"),
+           segments.c.state != VERIFIED)
+    .values(state=VERIFIED, verified_at=bindparam("when"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What a grant's transaction decided: the segment (declared now or before) and where
+    it goes."""
+
+    segment: Row[Any]
+    config: StorageConfig
+    regrant: bool  # declared by an earlier request (whose PUT may have failed)
+    metadata: dict[str, str]  # the segment's own proof, signed into the PUT (`shared.bucket`)
 
 
 class Uploads(RecordingParts):
     async def grant_upload(
         self, principal: Principal, recording_id: str, seq: int, declared: UploadRequest
     ) -> UploadGrant:
-        """Decide in one transaction, sign with none open (the storage pool may wait on STS),
-        record the grant in a second: no request holds a database lock while it waits."""
+        """One transaction: check the device, decide, sign and record the grant with its
+        audit entry. Signing is local computation with the tenant's static keys once its
+        client is made; when it may need the network (the first grant after a start or a
+        storage change makes the client; an assumed role's session may need STS), it runs on
+        the storage pool between the deciding transaction and a second that records the
+        grant: no request holds a database lock while it waits."""
         now = self._clock()
+        put: PresignedPut | None = None
         async for txn in self._db.attempts():
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
-                recording = await own_recording(scope, principal, recording_id)
-                segment = await scope.one(
-                    segments, segments.c.recording_id == recording_id, segments.c.seq == seq
-                )
-                regrant = segment is not None
-                if segment is None:
-                    if recording.state != RECORDING:
-                        raise Conflict(
-                            "the recording is finished; it takes no new segments",
-                            code=ErrorCode.RECORDING_FINISHED,
-                        )
-                    segment = await self._declare(scope, recording, seq, declared, now)
-                elif segment.state == VERIFIED:
-                    raise Conflict(f"segment {seq} is complete already")
-                elif (segment.size, segment.sha256, segment.md5) != (
-                    declared.size,
-                    declared.sha256,
-                    declared.md5,
-                ):
-                    raise Conflict(f"segment {seq} was declared with other content before")
-                else:
-                    custody.check_regrant(segment, declared)
-                config = await storage_config.load(scope, self._keys)
-                decided: Row[Any] = segment
-                metadata = bucket_metadata.for_segment(principal.tenant_id, recording, segment)
-        segment = decided
-        # A declared segment without a grant is simply granted again on the next request.
-        bucket, put = await self._buckets.presign_put(
-            config,
-            segment.object_key,
-            size=segment.size,
-            sha256_b64=segment.sha256,
-            md5_b64=segment.md5,
-            ttl=self._upload_ttl,
-            metadata=metadata,  # the segment's own proof, signed in (`shared.bucket`)
-        )
-        now = self._clock()
-        expires_at = now + timedelta(seconds=self._upload_ttl)
-        async for txn in self._db.attempts():
-            async with txn as conn:
-                scope = TenantScope(conn, principal.tenant_id)
-                await audit.lock_chain(scope)  # first (README's lock order)
-                await scope.insert(
-                    upload_grants,
-                    id=str(uuid.uuid4()),
-                    segment_id=segment.id,
-                    credential_version=config.credential_version,
-                    issued_at=now,
-                    expires_at=expires_at,
-                )
-                await audit.record(
-                    scope,
-                    at=now,
-                    actor=actor(principal),
-                    action="segment.grant",
-                    target=segment.object_key,
-                    details={"size": segment.size},
-                )
-        if regrant and self._storage is not None:
+                decided = await self._decide(scope, principal, recording_id, seq, declared, now)
+                bucket = self._buckets.local_signer(decided.config)
+                if bucket is not None:
+                    put = bucket.presign_put(**self._signed(decided))
+                    await self._record_grant(scope, principal, decided, now)
+        if put is None:
+            # A declared segment without a grant is simply granted again on the next request.
+            bucket, put = await self._buckets.presign_put(
+                decided.config, **self._signed(decided)
+            )
+            now = self._clock()
+            async for txn in self._db.attempts():
+                async with txn as conn:
+                    scope = TenantScope(conn, principal.tenant_id)
+                    await self._record_grant(scope, principal, decided, now)
+        if decided.regrant and self._storage is not None and bucket is not None:
             # An earlier PUT of this segment failed: were the credentials revoked? (G6)
             await self._storage.confirm_access(principal.tenant_id, bucket)
+        expires_at = now + timedelta(seconds=self._upload_ttl)
         return UploadGrant(
             url=put.url, method="PUT", headers=put.headers, expires_at=format_timestamp(expires_at)
         )
 
+    def _signed(self, decided: _Decision) -> dict[str, Any]:
+        """What the presigned PUT signs: exactly this object and these bytes, with the
+        segment's custody record as its metadata."""
+        segment = decided.segment
+        return {
+            "key": segment.object_key, "size": segment.size, "sha256_b64": segment.sha256,
+            "md5_b64": segment.md5, "ttl": self._upload_ttl, "metadata": decided.metadata,
+        }
+
+    async def _decide(
+        self, scope: TenantScope, principal: Principal, recording_id: str, seq: int,
+        declared: UploadRequest, now: datetime,
+    ) -> _Decision:
+        recording = await device_recording(scope, principal, recording_id)
+        config = await storage_config.load(scope, self._keys, self._configs)
+        where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq,
+                 "lowest": seq - 1}
+        around = {r.seq: r for r in (await scope.execute(_AROUND, where)).all()}
+        segment = around.get(seq)
+        if segment is None:
+            if recording.state != RECORDING:
+                raise Conflict(
+                    "the recording is finished; it takes no new segments",
+                    code=ErrorCode.RECORDING_FINISHED,
+                )
+            below = around.get(seq - 1)
+            if below is None and seq > 0:  # a gap below: the nearest is further down
+                below = (await scope.execute(_NEAREST_BELOW, where)).first()
+            above = next((around[n] for n in sorted(around) if n > seq), None)
+            segment = await self._declare(scope, recording, seq, declared, now, config,
+                                          recording.device_public_key, below, above)
+            metadata = bucket_metadata.for_segment(scope.tenant_id, recording, segment)
+            return _Decision(segment, config, regrant=False, metadata=metadata)
+        if segment.state == VERIFIED:
+            raise Conflict(f"segment {seq} is complete already")
+        if (segment.size, segment.sha256, segment.md5) != (
+            declared.size, declared.sha256, declared.md5
+        ):
+            raise Conflict(f"segment {seq} was declared with other content before")
+        custody.check_regrant(segment, declared)
+        metadata = bucket_metadata.for_segment(scope.tenant_id, recording, segment)
+        return _Decision(segment, config, regrant=True, metadata=metadata)
+
+    async def _record_grant(
+        self, scope: TenantScope, principal: Principal, decided: _Decision, now: datetime
+    ) -> None:
+        segment = decided.segment
+        await scope.execute(_NEW_GRANT, {
+            "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id, "segment_id": segment.id,
+            "credential_version": decided.config.credential_version, "issued_at": now,
+            "expires_at": now + timedelta(seconds=self._upload_ttl),
+        })
+        await audit.record(
+            scope, at=now, actor=actor(principal), action="segment.grant",
+            target=segment.object_key, details={"size": segment.size},
+        )
+
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            recording = await own_recording(scope, principal, recording_id)
+            recording = await device_recording(scope, principal, recording_id)
             segment = await segment_row(scope, recording_id, seq)
             if segment.state == VERIFIED:
                 return VERIFIED
-            await custody.check_stored(scope, recording, segment)
-            config = await storage_config.load(scope, self._keys)
+            custody.check_stored(recording, segment, recording.device_public_key)
+            config = await storage_config.load(scope, self._keys, self._configs)
         bucket = await self._buckets.client(config)
         try:
             head = await self._buckets.head(bucket, segment.object_key)
@@ -131,37 +193,27 @@ class Uploads(RecordingParts):
             ):
                 raise
             head = None
+        if head is None:
+            raise Conflict(
+                f"the bucket has no object for segment {seq}: upload it first",
+                code=ErrorCode.SEGMENT_NOT_UPLOADED,
+            )
+        problem = _mismatch(segment, head)
         now = self._clock()
+        action, details = (
+            ("segment.mismatch", {"problem": problem}) if problem
+            else ("segment.verified", {"size": head.size})
+        )
         async for txn in self._db.attempts():
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
-                await audit.lock_chain(scope)  # first (README's lock order)
-                if head is None:
-                    raise Conflict(
-                        f"the bucket has no object for segment {seq}: upload it first",
-                        code=ErrorCode.SEGMENT_NOT_UPLOADED,
-                    )
-                problem = _mismatch(segment, head)
-                if problem:
+                # a concurrent completion of the same segment verifies and audits it once
+                if problem or (await scope.execute(
+                    _VERIFY, {"tenant": scope.tenant_id, "segment": segment.id, "when": now}
+                )).rowcount:
                     await audit.record(
-                        scope,
-                        at=now,
-                        actor=actor(principal),
-                        action="segment.mismatch",
-                        target=segment.object_key,
-                        details={"problem": problem},
-                    )
-                else:
-                    await scope.update(
-                        segments, segments.c.id == segment.id, state=VERIFIED, verified_at=now
-                    )
-                    await audit.record(
-                        scope,
-                        at=now,
-                        actor=actor(principal),
-                        action="segment.verified",
-                        target=segment.object_key,
-                        details={"size": head.size},
+                        scope, at=now, actor=actor(principal), action=action,
+                        target=segment.object_key, details=details,
                     )
         if problem:  # raised after the audit entry has committed
             raise Conflict(
@@ -177,59 +229,48 @@ class Uploads(RecordingParts):
         seq: int,
         declared: UploadRequest,
         now: datetime,
+        config: StorageConfig,
+        public_key: str | None,
+        below: Row[Any] | None,
+        above: Row[Any] | None,
     ) -> Row[Any]:
-        config_prefix = (await storage_config.load(scope, self._keys)).prefix
-        key = segment_key(config_prefix, scope.tenant_id, recording.user_id, recording.id, seq)
-        await self._check_time(scope, recording, seq, declared, now)
-        record = await custody.admit(scope, recording, seq, declared)
-        segment_id = str(uuid.uuid4())
-        await scope.insert(
-            segments,
-            id=segment_id,
-            recording_id=recording.id,
-            seq=seq,
-            object_key=key,
-            state=PENDING,
-            size=declared.size,
-            sha256=declared.sha256,
-            md5=declared.md5,
-            started_at=declared.started_at,
-            duration_ms=declared.duration_ms,
-            created_at=now,
-            codec=declared.codec,
-            **record,
-        )
-        return await segment_row(scope, recording.id, seq)
+        """A new segment row, after its time and custody checks against `below` and `above`,
+        the recording's declared segments nearest below and above `seq`."""
+        key = segment_key(config.prefix, scope.tenant_id, recording.user_id, recording.id, seq)
+        self._check_time(recording, seq, declared, now, below, above)
+        record = custody.admit(recording, seq, declared, public_key, before=below, after=above)
+        try:
+            inserted = await scope.execute(_NEW_SEGMENT, {
+                "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id,
+                "recording_id": recording.id, "seq": seq, "object_key": key, "state": PENDING,
+                "size": declared.size, "sha256": declared.sha256, "md5": declared.md5,
+                "started_at": declared.started_at, "duration_ms": declared.duration_ms,
+                "created_at": now, "codec": declared.codec, **record,
+            })
+        except IntegrityError:
+            # A concurrent request declared this seq first (PostgreSQL; SQLite's writers
+            # take turns): run again, and this is a grant again of that declaration.
+            raise RerunTransaction from None
+        return inserted.one()
 
-    async def _check_time(
+    def _check_time(
         self,
-        scope: TenantScope,
         recording: Row[Any],
         seq: int,
         declared: UploadRequest,
         now: datetime,
+        below: Row[Any] | None,
+        above: Row[Any] | None,
     ) -> None:
-        """The declared time is plausible and in seq order (`broker.recordings.bounds`)."""
-
-        async def neighbour(*criteria: Any, order: Any) -> tuple[datetime, int] | None:
-            row = (
-                await scope.execute(
-                    select(segments.c.started_at, segments.c.duration_ms)
-                    .where(segments.c.tenant_id == scope.tenant_id, *criteria)
-                    .order_by(order)
-                    .limit(1)
-                )
-            ).first()
-            return None if row is None else (row.started_at, row.duration_ms)
-
-        in_recording = segments.c.recording_id == recording.id
+        """The declared time is plausible and in seq order (`broker.recordings.bounds`), given
+        the recording's declared segments nearest below and above `seq`."""
         bounds.check_segment(
             seq=seq,
             started_at=declared.started_at,
             duration_ms=declared.duration_ms,
             recording_start=recording.started_at,
-            before=await neighbour(in_recording, segments.c.seq < seq, order=segments.c.seq.desc()),
-            after=await neighbour(in_recording, segments.c.seq > seq, order=segments.c.seq),
+            before=None if below is None else (below.started_at, below.duration_ms),
+            after=None if above is None else (above.started_at, above.duration_ms),
             now=now,
             skew=self._skew,
         )

@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import Row, bindparam, select
+
 from broker.audit import log as audit
 from broker.db import notify
 from broker.db.notify import Note, Topic
@@ -195,10 +197,46 @@ async def save(
     return version
 
 
-async def load(scope: TenantScope, keys: MasterKeys) -> StorageConfig:
-    row = await scope.one(storage_configs)
+_ROW = select(storage_configs).where(storage_configs.c.tenant_id == bindparam("tenant"))
+
+
+class ConfigCache:
+    """Unsealed configurations by tenant, each valid for exactly the row it was made from.
+
+    The row is still read in every transaction that needs the configuration (one indexed
+    read of a small row); only the unsealing (HKDF and AES-GCM) and the external ID's read
+    are skipped while the row is unchanged. A new credential version, a re-sealed secret or
+    any other change to the row is a different row: the next transaction unseals it, so a
+    rotation or revocation is in force from the transaction that commits it."""
+
+    def __init__(self) -> None:
+        self._by_tenant: dict[str, tuple[tuple[Any, ...], StorageConfig]] = {}
+
+    def get(self, tenant_id: str, row: Row[Any]) -> StorageConfig | None:
+        found = self._by_tenant.get(tenant_id)
+        return found[1] if found is not None and found[0] == tuple(row) else None
+
+    def put(self, row: Row[Any], config: StorageConfig) -> None:
+        self._by_tenant[config.tenant_id] = (tuple(row), config)
+
+
+async def load(
+    scope: TenantScope, keys: MasterKeys, cache: ConfigCache | None = None
+) -> StorageConfig:
+    row = (await scope.execute(_ROW, {"tenant": scope.tenant_id})).first()
     if row is None:
         raise StorageNotConfigured("no bucket is configured for this tenant")
+    if cache is not None and row.auth_mode != ROLE:
+        cached = cache.get(scope.tenant_id, row)
+        if cached is not None:
+            return cached
+    config = await _unsealed(scope, keys, row)
+    if cache is not None and row.auth_mode != ROLE:  # a role's external ID is another row
+        cache.put(row, config)
+    return config
+
+
+async def _unsealed(scope: TenantScope, keys: MasterKeys, row: Row[Any]) -> StorageConfig:
     secret = None
     if row.secret_sealed is not None:
         secret = unseal(

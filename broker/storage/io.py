@@ -13,7 +13,8 @@ threads, and never a database lock; the others go on.
 - A call past a tenant's `per_tenant` waits for one of its slots, up to `QUEUE_WAIT` seconds
   (a burst of grants from a tenant's many devices is served in turn, not refused); a tenant
   still over its share after that gets 429 with `Retry-After`. The wait is asleep on the event
-  loop, never on a thread.
+  loop, never on a thread: a returning call wakes the tenant's first waiter at once (and
+  the waiters look again on a short, doubling period besides, in case a wake-up missed).
 - Self-checks: one per tenant at a time and `selfchecks` across tenants (429 otherwise),
   each under one overall deadline (`broker.storage.service`).
 
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import functools
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -61,6 +62,9 @@ class StorageIO:
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()  # tenant -> calls whose thread has not returned
         self._checking: set[str] = set()
+        # tenant -> calls waiting for a slot, first come first woken
+        self._waiting: dict[str, deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]]
+        self._waiting = {}
 
     async def run(
         self, tenant_id: str, fn: Callable[..., T], /, *args: object, deadline: float
@@ -74,6 +78,11 @@ class StorageIO:
                 self._calls[tenant_id] -= 1
                 if self._calls[tenant_id] <= 0:
                     del self._calls[tenant_id]
+                waiters = self._waiting.get(tenant_id)
+                woken = waiters.popleft() if waiters else None
+            if woken is not None:
+                with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                    woken[0].call_soon_threadsafe(_wake, woken[1])
 
         try:
             future = self._pool.submit(functools.partial(fn, *args))
@@ -91,24 +100,38 @@ class StorageIO:
     async def _take_slot(self, tenant_id: str, wait: float) -> None:
         """One of the tenant's `per_tenant` slots, waiting up to `wait` s; StorageBusy else.
 
-        Slots free when a worker thread returns (a done callback on that thread), so the wait
-        looks again on a short, doubling period instead of being woken.
+        Slots free when a worker thread returns (a done callback on that thread), which wakes
+        the first waiter through its loop; a waiter also looks again on a short, doubling
+        period, so a wake-up that went to a waiter who had given up delays no one for long.
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait
         pause = _POLL_FIRST
         while True:
+            woken: asyncio.Future[None] = loop.create_future()
             with self._lock:
                 if self._calls[tenant_id] < self._per_tenant:
                     self._calls[tenant_id] += 1
                     return
+                self._waiting.setdefault(tenant_id, deque()).append((loop, woken))
             left = give_up - loop.time()
-            if left <= 0:
-                raise StorageBusy(
-                    "too many requests to this tenant's bucket are under way; try again shortly",
-                    retry_after=RETRY_AFTER,
-                )
-            await asyncio.sleep(min(pause, left))
+            try:
+                if left <= 0:
+                    raise StorageBusy(
+                        "too many requests to this tenant's bucket are under way; try again "
+                        "shortly",
+                        retry_after=RETRY_AFTER,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken, min(pause, left))
+            finally:
+                with self._lock:
+                    waiters = self._waiting.get(tenant_id)
+                    if waiters is not None:
+                        with contextlib.suppress(ValueError):
+                            waiters.remove((loop, woken))
+                        if not waiters:
+                            del self._waiting[tenant_id]
             pause = min(pause * 2, _POLL_MAX)
 
     @contextlib.asynccontextmanager
@@ -136,3 +159,8 @@ class StorageIO:
     def close(self) -> None:
         """Stop taking work; threads still waiting on a bucket end with botocore's timeouts."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from broker.db.notify import Note, Topic
 from broker.errors import StorageUnavailable
-from broker.storage.config import StorageConfig
+from broker.storage.config import KEYS, StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
 from broker.storage.endpoint import EndpointPolicy, PinnedEndpoint, pin
 from broker.storage.io import StorageIO
@@ -275,12 +275,36 @@ class BucketClients:
         """Notes may have been missed: every client goes (each is made again on first use)."""
         with self._lock:
             self._clients.clear()
+    def cached(self, config: StorageConfig) -> BucketClient | None:
+        """The tenant's client for exactly `config` when it is made already and current (no
+        re-pin due), else None; never blocks. A made client signs with static keys locally,
+        so its presigns may run inline, even inside a transaction (`local_signer`)."""
+        with self._lock:
+            client = self._clients.get(config.tenant_id)
+        if client is None or client.config != config or (
+            client.pinned is not None and time.monotonic() - client.created > REPIN_SECONDS
+        ):
+            return None
+        return client
+
+    def local_signer(self, config: StorageConfig) -> BucketClient | None:
+        """The cached client when presigning with it is pure computation: static keys (an
+        assumed role's session may have to be refreshed from STS first). None: sign on the
+        storage pool, outside any transaction (`presign_put`)."""
+        if config.auth_mode != KEYS or config.secret_access_key is None:
+            return None
+        return self.cached(config)
 
     def fresh(self, config: StorageConfig) -> BucketClient:
         """A self-check's client, never cached (the configuration may not be saved yet)."""
         return BucketClient(config, self.identity, self.policy, selfcheck=True)
 
     async def client(self, config: StorageConfig) -> BucketClient:
+        """The tenant's client; made on the storage pool only when it is not cached (no
+        thread hop for a dictionary lookup)."""
+        cached = self.cached(config)
+        if cached is not None:
+            return cached
         return await self.io.run(config.tenant_id, self.get, config, deadline=CLIENT_DEADLINE)
 
     async def presign_put(

@@ -44,7 +44,12 @@ from broker.web.api import recordings as recording_handlers
 from broker.web.api import storage as storage_handlers
 from broker.web.appkeys import PRINCIPAL, SERVICES
 from broker.web.cookies import REFRESH_PATH
-from broker.web.guard import device_or_user_principal, device_principal, user_principal
+from broker.web.guard import (
+    device_or_user_principal,
+    device_principal,
+    device_token_principal,
+    user_principal,
+)
 from broker.web.http import read_body
 from broker.web.pages import admin_fleet as page_fleet
 from broker.web.pages import admin_organisation as page_organisation
@@ -144,6 +149,10 @@ class Route:
     # Each call adds rows nothing else bounds (a recording, a gap report): a device caller
     # spends its stricter budget too (`broker.devices.ratelimit`).
     creates: bool = False
+    # A "device" route whose service reads the device row itself, in the request's one
+    # transaction (`broker.devices.enrollment.enrolled_device`): the guard verifies the
+    # token and spends the budget, and opens no transaction of its own.
+    checks_device: bool = False
 
 
 RECORDING = "/api/v1/recordings/{recording_id}"
@@ -241,6 +250,7 @@ ROUTES: tuple[Route, ...] = (
         summary="The calling agent's status, every minute and at start and stop",
         request=Heartbeat,
         responses={200: HeartbeatReceived},
+        checks_device=True,
     ),
     Route(
         method="POST",
@@ -250,6 +260,7 @@ ROUTES: tuple[Route, ...] = (
         summary="Declare a segment and get a single-use presigned PUT for it",
         request=UploadRequest,
         responses={200: UploadGrant},
+        checks_device=True,
     ),
     Route(
         method="POST",
@@ -258,6 +269,7 @@ ROUTES: tuple[Route, ...] = (
         handler=recording_handlers.complete,
         summary="Have the broker verify the uploaded object (HeadObject)",
         responses={200: SegmentState},
+        checks_device=True,
     ),
     Route(
         method="POST",
@@ -1004,6 +1016,10 @@ def _bind(route: Route) -> PublicHandler:
     ids = _IDS.findall(route.path)
     model = route.request
     principal_of = _PRINCIPALS.get(route.auth)
+    if route.checks_device:
+        if route.auth != "device":
+            raise ValueError(f"{route.path}: only a device route can check the device itself")
+        principal_of = device_token_principal
     roles = route.roles
     call = f"{route.method} {route.path}"  # the template: no ids in logs or audit details
 

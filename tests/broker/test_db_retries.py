@@ -121,9 +121,12 @@ async def answered_by_the_error_middleware(failure: ServiceUnavailable) -> None:
 
 
 @POSTGRESQL
-def test_the_chain_lock_after_a_write_is_refused(empty_database: str) -> None:
-    """The old order (write, then lock the chain) is a bug the layer names, not a deadlock
-    waiting to happen under load."""
+def test_the_writer_turn_after_a_write_is_refused_and_entries_link_at_commit(
+    empty_database: str,
+) -> None:
+    """The tenant's writer turn taken after a write is a bug the layer names, not a deadlock
+    waiting to happen under load; an audit entry after a write is fine: the chain links it
+    as the transaction's last statements, under its own short lock."""
 
     async def go() -> None:
         keys = ChainKeys.from_master(MasterKeys(keys={"v1": b"k" * 32}, current="v1"))
@@ -138,15 +141,18 @@ def test_the_chain_lock_after_a_write_is_refused(empty_database: str) -> None:
                 scope = TenantScope(conn, "t")
                 await scope.execute(rename)
                 with pytest.raises(audit.ChainLockOrder):
-                    await audit.record(scope, at=now, actor="operator", action="x", target="y")
+                    await audit.lock_chain(scope)
                 await conn.rollback()
-            async with db.transaction() as conn:  # lock first, then write: fine
+            async with db.transaction() as conn:  # write, then audit: linked at commit
                 scope = TenantScope(conn, "t")
-                await audit.lock_chain(scope)
                 await scope.execute(rename)
                 await audit.record(scope, at=now, actor="operator", action="x", target="y")
-                report = await audit.verify_chain(scope)
+                await audit.record(scope, at=now, actor="operator", action="x", target="z")
+                assert await audit.head(scope) is None  # not linked before the commit
+            async with db.read() as conn:
+                report = await audit.verify_chain(TenantScope(conn, "t"))
             assert report.intact, report.problems
+            assert report.entries == 2
         finally:
             await db.close()
 

@@ -8,8 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import urllib3
 
 from broker.identity import Role
+from broker.web.routes import ROUTES
 from tests.identity.people import Org, make_person, sign_in, verified_recording
-from tests.support.api import enroll, now_iso
+from tests.support.api import enroll, now_iso, random_segment, start_recording
 from tests.support.broker import BrokerProcess
 
 
@@ -145,6 +146,35 @@ def test_a_revoked_device_stops_at_once(org: Org, broker: BrokerProcess) -> None
                         token=device.access_token).status == 401
     assert org.api.call("POST", "/api/v1/devices/token",
                         {"refresh_token": device.refresh_token}).status == 401
+
+
+def test_a_revoked_device_is_refused_where_the_service_checks_it_in_its_transaction(
+    org: Org, broker: BrokerProcess
+) -> None:
+    """Upload grant, completion and heartbeat read the device row in the request's own
+    transaction, not in the guard (`Route.checks_device`): revocation holds there at once."""
+    device = enroll(org.api, broker, org.tenant, org.employee.user_id)
+    recording_id = start_recording(org.api, device)
+    segments = f"/api/v1/recordings/{recording_id}/segments"
+    granted = org.api.call("POST", f"{segments}/0/upload", random_segment().declaration(),
+                           token=device.access_token)
+    assert granted.status == 200, granted.body
+    assert org.api.call("POST", f"/api/v1/admin/devices/{device.device_id}/revoke",
+                        token=org.admin.access_token).status == 200
+
+    beat = {"state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0}
+    refused = {
+        "upload": org.api.call("POST", f"{segments}/1/upload", random_segment().declaration(),
+                               token=device.access_token),
+        "complete": org.api.call("POST", f"{segments}/0/complete", token=device.access_token),
+        "heartbeat": org.api.call("POST", "/api/v1/devices/heartbeat", beat,
+                                  token=device.access_token),
+    }
+    assert {k: (r.status, r.body["error"]) for k, r in refused.items()} == {
+        k: (401, "invalid_token") for k in refused
+    }
+    checked_by_service = {r.path.rsplit("/", 1)[-1] for r in ROUTES if r.checks_device}
+    assert checked_by_service == set(refused)  # a new such route needs its case here
 
 
 def test_a_person_enrolls_their_own_workstation_by_login(org: Org) -> None:

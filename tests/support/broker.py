@@ -231,6 +231,13 @@ class BrokerProcess:
             )
         return value
 
+    @property
+    def log_path(self) -> Path:
+        """The file the broker's output goes to (its JSON log lines)."""
+        if self._process is None:
+            raise RuntimeError("the broker is not running")
+        return self._process.log_path
+
     def log_text(self) -> str:
         """Everything the broker process logged so far."""
         return self._process.log_text() if self._process is not None else ""

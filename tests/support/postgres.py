@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +141,15 @@ def _prepare_dir(base: Path) -> None:
 
 @contextmanager
 def run_postgres(
-    *, log_dir: str | os.PathLike[str] | None = None, timeout: float = 60.0
+    *,
+    log_dir: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[PostgresServer]:
-    """Run a fresh PostgreSQL cluster with database `bucketreel` until the block ends."""
+    """Run a fresh PostgreSQL cluster with database `bucketreel` until the block ends.
+    `settings` adds server settings (`-c NAME=VALUE`), e.g. the benchmark's
+    `shared_preload_libraries=pg_stat_statements`."""
+    extra = [arg for name, value in (settings or {}).items() for arg in ("-c", f"{name}={value}")]
     bin_dir = find_bin_dir()
     base = Path(tempfile.mkdtemp(prefix="bucketreel-pg-"))
     try:
@@ -170,6 +176,7 @@ def run_postgres(
                     "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off",
                     "-c", "max_connections=200",
+                    *extra,
                 ]),
                 env=_clean_env(), cwd=base, log_dir=log_dir,
                 stop_signal=signal.SIGINT, stop_timeout=30.0,

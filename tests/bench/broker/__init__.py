@@ -1,0 +1,1 @@
+"""The broker's device-path benchmark (`python -m tests.bench.broker`, scripts/bench_broker.sh)."""
