@@ -55,6 +55,9 @@ def become(platform: str) -> None:
                 delattr(signal, name)
 
 
+VAULT = "shared.vault"
+
+
 def import_everything() -> list[str]:
     import agent
     import shared
@@ -62,6 +65,8 @@ def import_everything() -> list[str]:
     names: list[str] = []
     for package in (agent, shared):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name == VAULT or info.name.startswith(VAULT + "."):
+                continue  # the customer's vault: no part of the agent (its build leaves it out)
             importlib.import_module(info.name)
             names.append(info.name)
     return names

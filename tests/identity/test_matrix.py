@@ -18,7 +18,7 @@ from broker.db.engine import create_engine
 from broker.db.schema import metadata
 from broker.web.routes import ROUTES, Route
 from tests.identity.people import Org
-from tests.support.api import Reply, now_iso, random_segment
+from tests.support.api import Reply, now_iso, random_segment, settled
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
 
@@ -153,7 +153,7 @@ def tenant_rows(database_url: str, tenant_id: str) -> dict[str, list[tuple[Any, 
                 return {
                     t.name: sorted(
                         (tuple(r) for r in (await conn.execute(
-                            select(t).where(t.c.tenant_id == tenant_id)
+                            select(*settled(t)).where(t.c.tenant_id == tenant_id)
                         )).all()),
                         key=repr,
                     )

@@ -46,7 +46,8 @@ def test_the_agent_reports_its_status_and_falls_silent_when_gone(
     assert live["last_status"]["interval"] == 1
     # what it records with (no policy set: its flags over its defaults)
     assert live["last_status"]["settings"] == {
-        "fps": 2, "segment_seconds": 1, "idle_seconds": DEFAULT_IDLE_SECONDS
+        "fps": 2, "segment_seconds": 1, "idle_seconds": DEFAULT_IDLE_SECONDS,
+        "quality": "standard",
     }
 
     final = place.device()

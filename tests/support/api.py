@@ -200,7 +200,8 @@ BACKGROUND_COLUMNS = {
 }
 
 
-def _settled(table: Any) -> list[Any]:
+def settled(table: Any) -> list[Any]:
+    """The table's columns but those a background task changes on its own."""
     moving = BACKGROUND_COLUMNS.get(table.name, set())
     return [column for column in table.columns if column.name not in moving]
 
@@ -216,7 +217,7 @@ def snapshot(database_url: str) -> dict[str, list[tuple[Any, ...]]]:
         found.reflect(sync, only=[name for name in metadata.tables if name in present])
         return {
             table.name: sorted(
-                (tuple(r) for r in sync.execute(select(*_settled(table))).all()), key=repr
+                (tuple(r) for r in sync.execute(select(*settled(table))).all()), key=repr
             )
             for table in found.sorted_tables
         }
