@@ -35,7 +35,7 @@ class Reads(RecordingParts):
         """Re-check a recording's chain of custody against the bucket (operator command)."""
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, tenant_id)
-            config = await storage_config.load(scope, self._keys)
+            config = await storage_config.load(scope, self._keys, self._configs)
             state = await custody.load_state(scope, recording_id)
         report = await custody.verify_recording(state, self._buckets, config)
         async for txn in self._db.attempts():
@@ -87,7 +87,7 @@ class Reads(RecordingParts):
                 segment = await segment_row(scope, recording_id, seq)
                 if segment.state != VERIFIED:
                     raise Conflict(f"segment {seq} has not been verified in the bucket yet")
-                config = await storage_config.load(scope, self._keys)
+                config = await storage_config.load(scope, self._keys, self._configs)
         url = await self._buckets.presign_get(config, segment.object_key, ttl=self._view_ttl)
         now = self._clock()
         async for txn in self._db.attempts():
