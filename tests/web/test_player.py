@@ -7,6 +7,8 @@ segments back to back, and fetches their bytes from the bucket, never from the b
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,10 @@ def test_a_manager_plays_a_real_recording_from_the_bucket(
         "items => items.map(li => ({seq: +li.dataset.seq, ms: +li.dataset.durationMs}))"
     )
     assert len(segments) >= 3, segments
+    listed = page.locator("#segments li").all_inner_texts()
+    assert all(re.fullmatch(r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d · [\d.]+ s", t)
+               for t in listed), f"each segment's start as people read it, not ISO: {listed}"
+    assert page.locator("#segments li time[datetime]").count() == len(segments), "UTC on hover"
     views = lambda: [r for r in responses if r.url.endswith("/view")]  # noqa: E731
     assert views() == [], "no view URL is minted before playback needs it"
 

@@ -39,7 +39,8 @@ async def player(request: web.Request, principal: Principal) -> web.Response:
         day=_started(info.started_at).astimezone(current_zone()).date().isoformat(),
         csrf=request.app[SERVICES].sessions.csrf_token(principal.session_id), speeds=range(1, 9),
         segments=[
-            {"seq": s.seq, "start": s.started_at, "duration_ms": s.duration_ms,
+            {"seq": s.seq, "start": s.started_at, "at": _started(s.started_at),
+             "duration_ms": s.duration_ms,
              "seconds": round(s.duration_ms / 1000, 1), "codec": s.codec or ""}
             for s in info.segments if s.state == "verified"
         ],
