@@ -8,7 +8,6 @@ segments back to back, and fetches their bytes from the bucket, never from the b
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
