@@ -134,10 +134,11 @@ async def resolve_user(scope: TenantScope, ref: str) -> str:
     return str(row.id)
 
 
-async def email_of(scope: TenantScope, user_id: str) -> str:
-    """A user's email, or "" when this tenant has no such user."""
+async def email_and_name_of(scope: TenantScope, user_id: str) -> tuple[str, str | None]:
+    """A user's email and the name they go by, or ("", None) when this tenant has no such
+    user."""
     row = await scope.one(users, users.c.id == user_id)
-    return str(row.email) if row else ""
+    return (str(row.email), row.display_name) if row else ("", None)
 
 
 async def pair_of(

@@ -29,6 +29,7 @@ from shared.wire import RecordingInfo, format_timestamp
 @dataclass(frozen=True, slots=True)
 class Me:
     email: str
+    display_name: str | None
     tenant_zone: str | None
 
 
@@ -39,12 +40,13 @@ class ViewingService:
         self._clock = clock
 
     async def me(self, principal: Principal) -> Me:
-        """The signed-in person's own email ("" if the row is gone) and their tenant's time
-        zone, for the pages' top bar and times."""
+        """The signed-in person's own email ("" if the row is gone), the name they go by
+        and their tenant's time zone, for the pages' top bar and times."""
         async with self._db.transaction() as conn:
             scope = TenantScope(conn, principal.tenant_id)
+            email, name = await accounts.email_and_name_of(scope, principal.user_id)
             return Me(
-                email=await accounts.email_of(scope, principal.user_id),
+                email=email, display_name=name,
                 tenant_zone=await organisation.tenant_zone(scope),
             )
 

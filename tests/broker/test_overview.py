@@ -172,6 +172,11 @@ def test_names_are_set_by_the_operator_the_api_and_the_page_and_are_audited(
     ]
     page = get(scene, "/admin/people", scene.admin).raw.decode()
     assert '<span class="name">Otto Other</span>' in page
+    own = get(scene, "/", scene.employee).raw.decode()
+    assert (f'<span class="who" title="{scene.employee.email}">Ann Example (employee)</span>'
+            in own), "the top bar names the person, the email on hover"
+    nameless = get(scene, "/", scene.outsider).raw.decode()
+    assert f'<span class="who">{scene.outsider.email} (admin)</span>' in nameless
     employees = ok(get(scene, "/api/v1/employees", scene.manager))["employees"]
     assert [(e["user_id"], e["display_name"]) for e in employees] == [
         (scene.employee.user_id, "Ann Example")

@@ -43,10 +43,12 @@ class Top:
     """The signed-in pages' top bar; it also tells `session.js` the session's CSRF token and
     how many seconds the access cookie has left (relative, so the browser's clock may be off)."""
 
-    who: str
+    who: str  # the email (the user id if the row is gone)
     role: str
     csrf: str
     expires_in: int
+    # The name the person goes by, shown instead of the email when set (the email on hover).
+    name: str = ""
     # Admins only: when the broker found the tenant's storage access revoked (base.html's
     # banner on every page); "" while access works.
     storage_revoked_since: str = ""
@@ -54,11 +56,11 @@ class Top:
 
 def nav(
     principal: Principal, csrf: str, email: str = "", expires_in: int = 0,
-    storage_revoked_since: str = "",
+    storage_revoked_since: str = "", name: str | None = None,
 ) -> Top:
     return Top(
         who=email or principal.user_id, role=principal.role, csrf=csrf, expires_in=expires_in,
-        storage_revoked_since=storage_revoked_since,
+        name=name or "", storage_revoked_since=storage_revoked_since,
     )
 
 
@@ -77,6 +79,7 @@ async def top_bar(request: web.Request, principal: Principal) -> Top:
     return nav(
         principal, services.sessions.csrf_token(principal.session_id), me.email, max(0, left),
         storage_revoked_since=f"{when(revoked)} ({zone_name()})" if revoked else "",
+        name=me.display_name,
     )
 
 
