@@ -59,6 +59,10 @@ class LoginStep(Model, omit_defaults=True):
     provisioning_uri: Annotated[str, Meta(description="otpauth:// URI (enroll only)")] | None = (
         None
     )
+    mfa_reset: Annotated[bool, Meta(
+        description="enroll only: an admin reset this person's 2FA, so the codes of their old "
+        "authenticator entry no longer work (present only when true)"
+    )] = False
 
 
 class MfaRequest(Model):

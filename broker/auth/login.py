@@ -82,6 +82,8 @@ class LoginStep:
         }
         if self.provisioning_uri is not None:
             data["provisioning_uri"] = self.provisioning_uri
+        if self.mfa_reset:
+            data["mfa_reset"] = True
         return data
 
 

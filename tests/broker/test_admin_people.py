@@ -346,6 +346,7 @@ def test_a_2fa_reset_forces_enrolment_and_the_old_totp_no_longer_works(
     step = login(api, person)
     assert step.status == 200, step.body
     assert step.body["mfa"] == "enroll", step.body
+    assert step.body["mfa_reset"] is True, "an app is told why, as the sign-in page says"
     new_secret = re.search(r"secret=([A-Z2-7]+)", step.body["provisioning_uri"])
     assert new_secret
     assert new_secret[1] != old_secret
@@ -367,6 +368,7 @@ def test_a_2fa_reset_forces_enrolment_and_the_old_totp_no_longer_works(
     after = person_of(api, admin, person.user_id)
     assert after["mfa_reset_pending"] is False
     assert after["totp_enrolled_at"] is not None
+    assert "mfa_reset" not in login(api, person).body, "the next sign-in is a plain one"
     enrolled = [e for e in audit_entries(broker, tenant.tenant_id)
                 if e.action == "auth.mfa_enroll" and e.target == person.user_id]
     assert enrolled[-1].details.get("after_reset") is True
