@@ -606,7 +606,8 @@ class DeviceGap(Model):
 class StoragePolicies(Model):
     """The IAM documents for the tenant's bucket, to install in the customer's AWS account:
     the identity policy (for the broker's IAM user or role), the bucket policy (explicit denies
-    for that principal) and the role option's trust policy (with the tenant's external ID).
+    for that principal), the role option's trust policy (with the tenant's external ID) and
+    the vault policy (read and list for the customer's own `bucketreel-vault` credentials).
     Upper-case names in `placeholders` stand for what the broker cannot know: replace them."""
 
     bucket: str
@@ -618,6 +619,7 @@ class StoragePolicies(Model):
     identity_policy: dict[str, Any]
     bucket_policy: dict[str, Any]
     trust_policy: dict[str, Any]
+    vault_policy: dict[str, Any]
 #
 # (end of storage)
 

@@ -38,6 +38,7 @@ from broker.storage.config import StorageConfig
 from broker.storage.credentials import StorageAccessDenied
 from broker.storage.io import StorageTimeout
 from broker.storage.s3 import CLIENT_DEADLINE, BucketClient, BucketClients
+from shared.bucket.policy import vault_policy
 from shared.wire import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,8 @@ class StorageAccess:
         self, tenant_id: str, *, bucket: str | None = None, prefix: str | None = None,
         principal_arn: str | None = None,
     ) -> dict[str, Any]:
-        """The identity, bucket and trust policies for the tenant's storage (or for `bucket`
+        """The identity, bucket and trust policies for the tenant's storage, and the customer's
+        read policy for the vault (or for `bucket`
         and `prefix`, before any is saved), with the tenant's external ID in the trust policy.
         The bucket policy's principal is the role in the role option, else `principal_arn`;
         what is not known stays an upper-case placeholder, listed in `placeholders`."""
@@ -241,6 +243,8 @@ class StorageAccess:
         documents = policy.policies(
             bucket, prefix or "", principal_arn=principal_arn, external_id=external_id
         )
+        # The customer's own read access for `bucketreel-vault` (never the broker's)
+        documents["vault_policy"] = vault_policy(bucket, prefix or "")
         principal = principal_arn or policy.PRINCIPAL_PLACEHOLDER
         placeholders = ["ACCOUNT_ID"] if principal == policy.PRINCIPAL_PLACEHOLDER else []
         placeholders.append("BROKER_ACCOUNT_ID")  # the broker's own identity (its operator's)

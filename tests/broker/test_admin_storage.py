@@ -118,6 +118,12 @@ def test_the_policies_route_gives_the_documents_for_this_tenants_bucket(
         "--external-id", external_id,
     ))
     assert printed == {name: body[name] for name in DOCUMENTS}
+    with_vault = json.loads(broker.cli(
+        "iam-policy", "--bucket", tenant.bucket, "--prefix", tenant.prefix, "--vault",
+    ))
+    assert body["vault_policy"] == with_vault["vault_policy"], "the customer's read policy too"
+    assert not any("Put" in action or "Delete" in action
+                   for s in body["vault_policy"]["Statement"] for action in s["Action"])
 
     principal = "arn:aws:iam::123456789012:user/bucketreel-broker"
     named = api.call("GET", "/api/v1/admin/storage/policies?" + urlencode(
@@ -227,7 +233,7 @@ def test_the_page_saves_through_the_self_check_and_never_shows_the_secret(
         assert value in html, value
     assert status_of(api, boss)["external_id"] in html
     assert 'name="secret_access_key" type="password" maxlength="256" value=""' in html
-    for pre in ("identity-policy", "bucket-policy", "trust-policy"):
+    for pre in ("identity-policy", "bucket-policy", "trust-policy", "vault-policy"):
         assert f'<pre id="{pre}" class="policy">' in html
     # every right too many, in plain words, with what to remove
     assert "can list what the bucket holds" in html

@@ -144,6 +144,7 @@ def test_an_admin_rotates_the_key_on_the_storage_page(
     page.fill("form.filters input[name=prefix]", PREFIX)
     page.click("text=Show the policies")
     assert f"arn:aws:s3:::{bucket}/{PREFIX}/*" in page.locator("pre#identity-policy").inner_text()
+    assert '"s3:ListBucket"' in page.locator("pre#vault-policy").inner_text(), "the vault's"
 
     # without accepting the risk: refused, the findings in plain words, nothing saved
     fill_storage(page, gate, bucket, old_key, accept=False)

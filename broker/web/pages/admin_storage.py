@@ -88,6 +88,11 @@ POLICY_TITLES = (
     ("trust_policy", "Trust policy (role option)",
      "The role's trust policy: only the broker may assume the role, and only with this "
      "tenant's external ID."),
+    ("vault_policy", "Vault policy (your own read access)",
+     "For your own IAM user that runs bucketreel-vault, never the broker's: it may list and "
+     "read under the prefix, nothing else, so you can list, verify and export recordings "
+     "without the broker. Retention (a lifecycle rule, Object Lock): the operator's "
+     "iam-policy --retention-days N prints both."),
 )
 
 
