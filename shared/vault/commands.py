@@ -43,6 +43,20 @@ class Context:
         self.inventory: Inventory = scan(self.store, *only)
         pinned = frozenset(args.trust_keys) if args.trust_keys else None
         self.trust = Trust(self.store, self.inventory, pinned=pinned)
+        if pinned is None and len(self.trust.published) > 1:
+            warn_several_keys(self.trust.published)
+
+
+def warn_several_keys(published: list[str]) -> None:
+    """Several broker keys and none pinned: each is believed. A rotation of the broker's
+    signing key publishes a second one, but so could anyone who may write the prefix."""
+    print(
+        f"warning: {len(published)} broker keys are published under _bucketreel/keys/ "
+        f"({', '.join(sorted(published))}) and every one of them is believed. If the broker's "
+        "signing key was not rotated, one may be someone else's: pin the right ones with "
+        "--trust-key (its operator's `admin signing-key` prints the current one).",
+        file=sys.stderr,
+    )
 
 
 def emit(args: argparse.Namespace, doc: dict[str, Any], lines: Iterable[str]) -> None:

@@ -138,6 +138,7 @@ def test_a_rogue_key_published_beside_the_brokers_is_not_trusted_when_pinned(
 ) -> None:
     writer = vault_bucket.writer()
     written = writer.record(writer.enroll(), segments=2, manifest=False)
+    assert "warning" not in vault_bucket.vault("list").stderr, "one key: nothing to warn of"
     rogue = BrokerSigner(Ed25519PrivateKey.generate())
     vault_bucket.owner.put_object(
         Bucket=vault_bucket.bucket, Key=keys.broker_key_key(vault_bucket.prefix, rogue.key_id),
@@ -146,11 +147,16 @@ def test_a_rogue_key_published_beside_the_brokers_is_not_trusted_when_pinned(
     key = writer.manifest(written, [], [], signer=rogue)
     assert vault_bucket.json("verify", written.recording_id, expect=1)["problems"][0]["kind"] \
         == "forged"  # the rogue manifest lists no segment: every segment is "not in it"
+    unpinned = vault_bucket.vault("list")
+    assert "warning: 2 broker keys are published" in unpinned.stderr, unpinned.stderr
+    assert rogue.key_id in unpinned.stderr and "--trust-key" in unpinned.stderr
     pinned = vault_bucket.json(
         "--trust-key", writer.signer.key_id, "verify", written.recording_id, expect=1
     )
     assert problems_of(pinned) == [("forged", key)]
     assert "not among the keys trusted with --trust-key" in pinned["problems"][0]["message"]
+    assert "warning" not in vault_bucket.vault(
+        "--trust-key", writer.signer.key_id, "list").stderr, "pinned: nothing to warn of"
 
 
 def test_a_swapped_device_key_is_forged(vault_bucket: VaultBucket, recorded: Any) -> None:
