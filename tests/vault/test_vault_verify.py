@@ -149,7 +149,8 @@ def test_a_rogue_key_published_beside_the_brokers_is_not_trusted_when_pinned(
         == "forged"  # the rogue manifest lists no segment: every segment is "not in it"
     unpinned = vault_bucket.vault("list")
     assert "warning: 2 broker keys are published" in unpinned.stderr, unpinned.stderr
-    assert rogue.key_id in unpinned.stderr and "--trust-key" in unpinned.stderr
+    assert rogue.key_id in unpinned.stderr
+    assert "--trust-key" in unpinned.stderr
     pinned = vault_bucket.json(
         "--trust-key", writer.signer.key_id, "verify", written.recording_id, expect=1
     )
