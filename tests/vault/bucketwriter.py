@@ -63,26 +63,31 @@ class Written:
         return datetime.fromtimestamp(self.segments[0].started_at_ms / 1000, UTC)
 
 
-def frames(count: int, start: datetime, pause: tuple[int, float] | None = None) -> list[Frame]:
+def frames(count: int, start: datetime, pause: tuple[int, float] | None = None,
+           resize_after: int | None = None) -> list[Frame]:
     """`count` frames of noise (every one different), a tick each, from `start`; `pause`
-    (after segment k, seconds): the screen was not recorded for that long after segment k."""
+    (after segment k, seconds): the screen was not recorded for that long after segment k;
+    `resize_after` (segment k): the screen's resolution changes after segment k."""
     after, skipped = (count, 0) if pause is None else (
         (pause[0] + 1) * FPS * SEGMENT_SECONDS, round(pause[1] * FPS)
     )
+    resized = count if resize_after is None else (resize_after + 1) * FPS * SEGMENT_SECONDS
     made = []
     for t in range(count):
         skip = skipped if t >= after else 0
+        width, height = (WIDTH, HEIGHT) if t < resized else (WIDTH * 2, HEIGHT * 2)
         made.append(Frame(
-            raw=secrets.token_bytes(WIDTH * HEIGHT * 4), width=WIDTH, height=HEIGHT,
+            raw=secrets.token_bytes(width * height * 4), width=width, height=height,
             tick=t + skip, captured_at=start + timedelta(seconds=(t + skip) / FPS),
         ))
     return made
 
 
-def encode(count: int, start: datetime, pause: tuple[int, float] | None = None) -> list[Segment]:
+def encode(count: int, start: datetime, pause: tuple[int, float] | None = None,
+           resize_after: int | None = None) -> list[Segment]:
     segmenter = Segmenter(fps=FPS, segment_seconds=SEGMENT_SECONDS)
     done: list[Segment] = []
-    for frame in frames(count * FPS * SEGMENT_SECONDS, start, pause):
+    for frame in frames(count * FPS * SEGMENT_SECONDS, start, pause, resize_after):
         done += segmenter.push(frame)
     last = segmenter.flush()
     if last is not None:
@@ -127,6 +132,7 @@ class BucketWriter:
         self, person: tuple[str, str, str, DeviceKey], *, segments: int = 3,
         start: datetime | None = None, manifest: bool = True, drop: tuple[int, ...] = (),
         gap_signed: bool = True, pause: tuple[int, float] | None = None,
+        resize_after: int | None = None,
     ) -> Written:
         """A recording of `segments` segments; `drop`: seqs sealed but never uploaded, reported
         as a gap (signed by the device unless `gap_signed` is False)."""
@@ -137,7 +143,7 @@ class BucketWriter:
         written = Written(self.tenant_id, user_id, email, device_id, recording_id, [], [], None)
         entries: list[ManifestSegment] = []
         keyless = device_id in self.keyless
-        for segment in encode(segments, start, pause):
+        for segment in encode(segments, start, pause, resize_after):
             proof = None if keyless else chain.seal(segment).custody
             meta = SegmentMetadata(
                 tenant_id=self.tenant_id, user_id=user_id, device_id=device_id,

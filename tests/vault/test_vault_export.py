@@ -201,3 +201,29 @@ def test_an_output_that_cannot_be_written_is_exit_2(vault_bucket: VaultBucket, t
     assert done.returncode == 2, done.stdout + done.stderr
     assert "cannot write" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_resolution_change_in_the_range_is_refused_with_a_way_out(
+    vault_bucket: VaultBucket, tmp_path: Path
+) -> None:
+    """One MP4 track has one set of codec parameters: a range across a resolution change is
+    refused, naming the segment, and leaves no file; the ranges on either side export."""
+    writer = vault_bucket.writer()
+    ann = writer.enroll()
+    written = writer.record(ann, segments=3, start=MONDAY, resize_after=0)
+    out = tmp_path / "a.mp4"
+    done = vault_bucket.vault("export", "--person", ann[1], "--from", "2026-03-02T09:00",
+                              "--to", "2026-03-02T09:10", "-o", str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the screen's resolution changed" in done.stderr, done.stderr
+    assert "export the ranges before and after it separately" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [], "no partial file left behind"
+
+    second = written.segments[1].started_at_ms
+    after = datetime.fromtimestamp(second / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    done = vault_bucket.vault("export", "--person", ann[1], "--from", after,
+                              "--to", "2026-03-02T09:10", "-o", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert out.stat().st_size > 0
