@@ -362,6 +362,30 @@ class InviteRequest(Model):
     name: DisplayName | None = None  # the name they go by, shown beside the email
 
 
+DeviceCapValue = Annotated[int, Meta(ge=0, le=10_000)]
+
+
+class DeviceCapChange(Model, forbid_unknown_fields=True):
+    """`POST /api/v1/admin/people/{id}/device-cap`: how many devices not revoked the person may
+    have (null: the organisation's cap applies)."""
+
+    unknown_field = "not a field of a device cap change (known: device_cap)"
+
+    device_cap: DeviceCapValue | None
+
+
+class DeviceCap(Model):
+    """A person's device cap: their own (null: none), the organisation's (null: none), the
+    broker's default, the one in force, and their devices not revoked."""
+
+    user_id: Id
+    device_cap: int | None
+    tenant_device_cap: int | None
+    default: int
+    effective: int
+    active_devices: int
+
+
 class NameChange(Model, forbid_unknown_fields=True):
     """`POST /api/v1/admin/people/{id}/name`: the name the person goes by (null or blank:
     none, the email alone)."""

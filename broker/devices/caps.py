@@ -4,7 +4,8 @@ Why: every device has its own request budgets (`broker.devices.ratelimit`), so a
 could register devices without end could multiply them (200 devices in 2 s, then thousands of
 recordings and audit entries). The cap is the person's own (`users.device_cap`), else the
 tenant's (`tenants.device_cap`), else `BUCKETREEL_DEVICE_CAP` (3: a desktop, a laptop and a
-spare). An admin raises it with `bucketreel-broker admin set-device-cap`. Revoked devices do
+spare). An admin raises it on the person's page (`POST /api/v1/admin/people/{id}/device-cap`) or
+with `bucketreel-broker admin set-device-cap`. Revoked devices do
 not count. It holds for both ways in: a person's own login (`POST /api/v1/devices/register`)
 and an admin's one-time enrollment code (a code names its person; a fleet install enrolls one
 device per person, so the cap does not stand in its way; one person's code beyond the cap is
@@ -46,6 +47,30 @@ async def effective_cap(scope: TenantScope, user_id: str, default: int) -> int:
     return default if tenant_cap is None else int(tenant_cap)
 
 
+async def describe(scope: TenantScope, user_id: str, default: int) -> dict[str, Any]:
+    """The person's own cap, the tenant's, the default, the one in force and their devices
+    not revoked (`shared.api.DeviceCap`); 404 when the tenant has no such person."""
+    own = (await scope.execute(
+        select(users.c.id, users.c.device_cap)
+        .where(users.c.tenant_id == scope.tenant_id, users.c.id == user_id)
+    )).first()
+    if own is None:
+        raise NotFound("no such user in this tenant")
+    tenant_cap = (
+        await scope.execute(select(tenants.c.device_cap).where(tenants.c.id == scope.tenant_id))
+    ).scalar_one_or_none()
+    active = await scope.count(
+        devices, devices.c.user_id == user_id, devices.c.revoked_at.is_(None)
+    )
+    effective = own.device_cap if own.device_cap is not None else (
+        default if tenant_cap is None else tenant_cap
+    )
+    return {
+        "user_id": user_id, "device_cap": own.device_cap, "tenant_device_cap": tenant_cap,
+        "default": default, "effective": int(effective), "active_devices": active,
+    }
+
+
 async def require_room(scope: TenantScope, user_id: str, default: int) -> None:
     """Raise Conflict (409 `device_limit`) when the person has their cap of active devices."""
     cap = await effective_cap(scope, user_id, default)
@@ -55,7 +80,8 @@ async def require_room(scope: TenantScope, user_id: str, default: int) -> None:
     if active >= cap:
         raise Conflict(
             f"this person has {active} active device(s), their cap is {cap}: revoke one, or "
-            "ask an admin to raise the cap (bucketreel-broker admin set-device-cap)",
+            "ask an admin to raise the cap (on the person's page, or "
+            "bucketreel-broker admin set-device-cap)",
             code=ErrorCode.DEVICE_LIMIT,
         )
 

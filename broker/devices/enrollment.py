@@ -319,6 +319,11 @@ class DeviceAuth:
                 )
         return {**state, "default": self._device_cap}
 
+    async def cap_of(self, tenant_id: str, user_id: str) -> dict[str, Any]:
+        """A person's device cap as `shared.api.DeviceCap` gives it."""
+        async with self._db.read() as conn:
+            return await caps.describe(TenantScope(conn, tenant_id), user_id, self._device_cap)
+
     async def list_devices(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every device with its person, state, agent, backlog, last upload, recent gaps."""
         async with self._db.transaction() as conn:

@@ -70,6 +70,8 @@ from shared.api import (
     Assignments,
     AuditPage,
     CreateEnrollmentCode,
+    DeviceCap,
+    DeviceCapChange,
     DeviceRevoked,
     Devices,
     EmployeeDay,
@@ -707,6 +709,27 @@ ROUTES: tuple[Route, ...] = (
         responses={200: Person},
     ),
     Route(
+        method="GET",
+        path=PERSON + "/device-cap",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.device_cap,
+        summary="A person's device cap: their own, the organisation's, the default, the one in "
+        "force, and their devices not revoked",
+        responses={200: DeviceCap},
+    ),
+    Route(
+        method="POST",
+        path=PERSON + "/device-cap",
+        auth="user",
+        roles=ADMIN,
+        handler=people_handlers.set_device_cap,
+        summary="Set how many devices not revoked a person may have (null: the organisation's "
+        "cap) (audited)",
+        request=DeviceCapChange,
+        responses={200: DeviceCap},
+    ),
+    Route(
         method="POST",
         path=PERSON + "/deactivate",
         auth="user",
@@ -828,6 +851,8 @@ ROUTES: tuple[Route, ...] = (
         for action, handler, summary in (
             ("role", page_people.set_role, "The role form (field `role`)"),
             ("name", page_people.set_name, "The name form (field `name`)"),
+            ("device-cap", page_people.set_device_cap,
+             "The device cap form (field `device_cap`, empty: the organisation's cap)"),
             ("deactivate", page_people.deactivate, "The deactivation form"),
             ("reactivate", page_people.reactivate, "The reactivation form"),
             ("reset-2fa", page_people.reset_mfa, "The 2FA reset form"),

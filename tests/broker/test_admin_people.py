@@ -500,6 +500,7 @@ def bodies(target: str, other: str) -> dict[str, Any]:
         "InviteRequest": {"email": new_email(), "role": "employee"},
         "RoleChange": {"role": "admin"},
         "NameChange": {"name": "Someone Else"},
+        "DeviceCapChange": {"device_cap": 7},
         "Assignment": {"manager_id": other, "employee_id": target},
     }
 
@@ -550,6 +551,9 @@ def test_another_tenants_people_are_not_found(
         checked += 1
     assert checked >= 12
     assert person_of(api, other_admin, theirs.user_id) == before
+    cap = api.call("GET", f"/api/v1/admin/people/{theirs.user_id}/device-cap",
+                   token=other_admin.access_token)
+    assert cap.body["device_cap"] is None, "their device cap was not set from outside"
     assert login_again(api, theirs).status == 200, "nothing of theirs changed"
 
 

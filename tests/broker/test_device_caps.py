@@ -91,6 +91,61 @@ def test_an_admin_raises_the_cap_per_person_or_per_tenant(
     assert [e.details["device_cap"] for e in changes] == [4, 1, None]
 
 
+def test_an_admin_sets_a_persons_cap_over_http_and_on_their_page(
+    api: Api, broker: BrokerProcess, s3_endpoint: S3Endpoint
+) -> None:
+    tenant = make_tenant(broker, s3_endpoint)
+    boss = person(Client(broker.url), broker, tenant, "admin")
+    ann = person(Client(broker.url), broker, tenant)
+    path = f"/api/v1/admin/people/{ann.user_id}/device-cap"
+    shown = api.call("GET", path, token=boss.access_token)
+    assert shown.status == 200, shown.body
+    assert shown.body == {"user_id": ann.user_id, "device_cap": None, "tenant_device_cap": None,
+                          "default": 3, "effective": 3, "active_devices": 0}
+
+    raised = api.call("POST", path, {"device_cap": 4}, token=boss.access_token)
+    assert raised.status == 200, raised.body
+    assert (raised.body["device_cap"], raised.body["effective"]) == (4, 4)
+    for _ in range(4):
+        enroll(api, broker, tenant, ann.user_id)
+    assert capped(register(api, ann)), "four, then no more"
+    assert api.call("GET", path, token=boss.access_token).body["active_devices"] == 4
+
+    for bad in ({"device_cap": -1}, {"device_cap": 10_001}, {"device_cap": "4"}, {"cap": 4}):
+        refused = api.call("POST", path, bad, token=boss.access_token)
+        assert refused.status == 400, (bad, refused.body)
+    assert api.call("POST", path, {"device_cap": 9}, token=ann.access_token).status == 403
+    elsewhere = make_tenant(broker, s3_endpoint)
+    outsider = person(Client(broker.url), broker, elsewhere, "admin")
+    assert api.call("GET", path, token=outsider.access_token).status == 404
+    assert api.call("GET", f"/api/v1/admin/people/{boss.user_id}-x/device-cap",
+                    token=boss.access_token).status == 404
+
+    page = f"/admin/people/{ann.user_id}"
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
+    html = api.call("GET", page, token=boss.access_token, headers={"Accept": "text/html"})
+    text = html.raw.decode()
+    assert "4 not revoked; they may have <strong>4</strong> (their own cap)" in text
+    cleared = api.call("POST", page + "/device-cap", body=b"device_cap=",
+                       headers=form, token=boss.access_token)
+    assert cleared.status == 303, cleared.body
+    again = api.call("GET", page + "?done=device_cap", token=boss.access_token,
+                     headers={"Accept": "text/html"}).raw.decode()
+    assert "The device cap is changed." in again
+    assert "they may have <strong>3</strong> (the broker's default)" in again
+    wrong = api.call("POST", page + "/device-cap", body=b"device_cap=lots",
+                     headers=form, token=boss.access_token)
+    assert wrong.status == 400
+    assert "device_cap must be a whole number from 0 to 10000" in wrong.raw.decode()
+
+    changes = [(e.actor, e.details) for e in audit_entries(broker, tenant.tenant_id)
+               if e.action == "device.cap_set"]
+    assert changes == [
+        (f"user:{boss.user_id}", {"device_cap": 4, "scope": "person"}),
+        (f"user:{boss.user_id}", {"device_cap": None, "scope": "person"}),
+    ]
+
+
 def test_enrollment_codes_respect_the_cap_and_stay_usable(
     api: Api, broker: BrokerProcess, tenant: Tenant
 ) -> None:

@@ -76,6 +76,7 @@ FORMS: dict[str, dict[str, str]] = {
     "/admin/people/invite": {"email": "matrix-invitee@example.test", "role": "employee"},
     "/admin/people/{user_id}/role": {"role": "manager"},
     "/admin/people/{user_id}/name": {"name": "Matrix Name"},
+    "/admin/people/{user_id}/device-cap": {"device_cap": "5"},
     "/admin/people/{user_id}/deactivate": {},
     "/admin/people/{user_id}/reactivate": {},
     "/admin/people/{user_id}/reset-2fa": {},
@@ -139,6 +140,7 @@ def body_of(route: Route, org: Org, s3: S3Endpoint) -> Any:
         "InviteRequest": {"email": "matrix-invited@example.test", "role": "employee"},
         "RoleChange": {"role": "manager"},
         "NameChange": {"name": "Matrix Name"},
+        "DeviceCapChange": {"device_cap": 5},
     }
     if model not in bodies:
         pytest.fail(f"{route.path}: give the matrix a body for {model}")

@@ -18,6 +18,8 @@ from shared.api import (
     AcceptInvitation,
     Assignment,
     Assignments,
+    DeviceCap,
+    DeviceCapChange,
     Invitation,
     InvitationAccepted,
     InviteRequest,
@@ -80,6 +82,23 @@ async def set_name(request: web.Request, principal: Principal, body: NameChange)
         principal.tenant_id, request.match_info["user_id"], body.name, actor=_actor(principal)
     )
     return reply(shape(Person, changed))
+
+
+async def device_cap(request: web.Request, principal: Principal) -> web.Response:
+    cap = await request.app[SERVICES].devices.cap_of(
+        principal.tenant_id, request.match_info["user_id"]
+    )
+    return reply(shape(DeviceCap, cap))
+
+
+async def set_device_cap(
+    request: web.Request, principal: Principal, body: DeviceCapChange
+) -> web.Response:
+    devices, user_id = request.app[SERVICES].devices, request.match_info["user_id"]
+    await devices.set_cap(
+        principal.tenant_id, user_id=user_id, cap=body.device_cap, actor=_actor(principal)
+    )
+    return reply(shape(DeviceCap, await devices.cap_of(principal.tenant_id, user_id)))
 
 
 # The person's own state changes: (tenant, user id, *, actor) → the person as they are now.

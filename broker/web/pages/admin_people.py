@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker.devices.caps import MAX_DEVICE_CAP
 from broker.errors import BrokerError, InvalidInput
 from broker.identity import Principal, Role
 from broker.services import Services
@@ -32,6 +33,7 @@ ROLES = [r.value for r in Role]
 DONE = {
     "role": "The role is changed.",
     "name": "The name is changed.",
+    "device_cap": "The device cap is changed.",
     "deactivated": "Deactivated: their sessions and devices have ended.",
     "reactivated": "Reactivated.",
     "mfa_reset": "Two-factor authentication is reset: they set it up again at their next "
@@ -139,6 +141,7 @@ async def _person_page(
         top=await top_bar(request, principal), status=status, person=person, roles=ROLES,
         error=error, done=DONE.get(request.query.get("done", ""), ""), choices=choices,
         is_self=user_id == principal.user_id,
+        cap=await services.devices.cap_of(principal.tenant_id, user_id),
     )
 
 
@@ -178,6 +181,20 @@ async def _set_role(services: Services, tenant: str, user_id: str, form: Form, a
 async def _set_name(services: Services, tenant: str, user_id: str, form: Form, actor: str) -> str:
     await services.people.set_name(tenant, user_id, form.get("name", ""), actor=actor)
     return "name"
+
+
+async def _set_device_cap(
+    services: Services, tenant: str, user_id: str, form: Form, actor: str
+) -> str:
+    raw = form.get("device_cap", "").strip()
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 5
+                    and int(raw) <= MAX_DEVICE_CAP):
+        raise InvalidInput(f"device_cap must be a whole number from 0 to {MAX_DEVICE_CAP}, "
+                           "or empty for the organisation's cap")
+    await services.devices.set_cap(
+        tenant, user_id=user_id, cap=int(raw) if raw else None, actor=actor
+    )
+    return "device_cap"
 
 
 async def _deactivate(services: Services, tenant: str, user_id: str, form: Form, actor: str) -> str:
@@ -226,6 +243,7 @@ def _handler(action: Action) -> Callable[[web.Request, Principal], Awaitable[web
 # The forms' routes (`broker.web.routes`), one an action
 set_role = _handler(_set_role)
 set_name = _handler(_set_name)
+set_device_cap = _handler(_set_device_cap)
 deactivate = _handler(_deactivate)
 reactivate = _handler(_reactivate)
 reset_mfa = _handler(_reset_mfa)
