@@ -86,7 +86,10 @@ def build_services(settings: Settings, db: Database, clock: Clock) -> Services:
         ),
     )
     db.notices.subscribe(buckets.invalidate, buckets.forget_all)
-    storage = StorageAccess(db=db, keys=settings.master_keys, buckets=buckets, clock=clock)
+    storage = StorageAccess(
+        db=db, keys=settings.master_keys, buckets=buckets, clock=clock,
+        broker_arn=settings.broker_arn,
+    )
     wake = Wake()
     recordings = RecordingService(
         wake=wake,

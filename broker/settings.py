@@ -142,7 +142,7 @@ OTHER_VARIABLES = (
     "DATABASE_URL", "SECRET_KEY", "SECRET_KEY_PREVIOUS", "HMAC_KEY", "MASTER_KEYS",
     "MIGRATE_ON_START", "LOG_LEVEL", "CLIENT_ADDRESS_HEADER", "BEHIND_TLS", "DEV_MODE",
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STS_ENDPOINT_URL", "ALLOWED_ENDPOINT_HOSTS",
-    "SIGNING_KEY",
+    "SIGNING_KEY", "BROKER_ARN",
 )
 
 
@@ -201,6 +201,9 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: Secret | None = None
     sts_endpoint_url: str | None = None
+    # The ARN of the broker's own AWS identity, the one that assumes tenants' roles: the
+    # trust policy the Storage page and `iam-policy` show names it (None: a placeholder).
+    broker_arn: str | None = None
     # Tenants' custom S3 endpoints the operator allows although they are plain http or resolve
     # to a non-public address (`broker.storage.endpoint`): "host" or "host:port" entries.
     allowed_endpoint_hosts: str = ""
@@ -288,6 +291,15 @@ class Settings:
             Secret(aws_secret_raw) if aws_secret_raw else None
         )
         settings_kwargs["sts_endpoint_url"] = env.get(PREFIX + "STS_ENDPOINT_URL") or None
+        broker_arn = env.get(PREFIX + "BROKER_ARN", "").strip() or None
+        if broker_arn is not None and not _BROKER_ARN_RE.match(broker_arn):
+            problems.append(
+                f"{PREFIX}BROKER_ARN must be an IAM user, role or account ARN "
+                "(arn:aws:iam::123456789012:role/bucketreel-broker), not "
+                f"{broker_arn[:100]!r}"
+            )
+            broker_arn = None
+        settings_kwargs["broker_arn"] = broker_arn
         allowed_hosts = env.get(PREFIX + "ALLOWED_ENDPOINT_HOSTS", "")
         bad_hosts = _bad_host_entries(allowed_hosts)
         if bad_hosts:
@@ -312,6 +324,10 @@ class Settings:
             master_keys=master_keys,
             **settings_kwargs,  # type: ignore[arg-type]
         )
+
+
+# An IAM user, role or account (or an STS assumed role) of a real account: 12 digits.
+_BROKER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[\w+=,.@/-]{1,1900}$")
 
 
 def parse_allowed_hosts(raw: str) -> frozenset[str]:

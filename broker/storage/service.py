@@ -63,12 +63,15 @@ class StorageRisk(Conflict):
 
 class StorageAccess:
     def __init__(
-        self, *, db: Database, keys: MasterKeys, buckets: BucketClients, clock: Clock
+        self, *, db: Database, keys: MasterKeys, buckets: BucketClients, clock: Clock,
+        broker_arn: str | None = None,
     ) -> None:
         self._db = db
         self._keys = keys
         self._buckets = buckets
         self._clock = clock
+        # The broker's own AWS identity (`BUCKETREEL_BROKER_ARN`), for the trust policy
+        self._broker_arn = broker_arn
 
     def close(self) -> None:
         self._buckets.io.close()
@@ -241,16 +244,19 @@ class StorageAccess:
         if principal_arn is None and config is not None and config.auth_mode == storage_config.ROLE:
             principal_arn = config.role_arn
         documents = policy.policies(
-            bucket, prefix or "", principal_arn=principal_arn, external_id=external_id
+            bucket, prefix or "", principal_arn=principal_arn, assumer_arn=self._broker_arn,
+            external_id=external_id,
         )
         # The customer's own read access for `bucketreel-vault` (never the broker's)
         documents["vault_policy"] = vault_policy(bucket, prefix or "")
         principal = principal_arn or policy.PRINCIPAL_PLACEHOLDER
         placeholders = ["ACCOUNT_ID"] if principal == policy.PRINCIPAL_PLACEHOLDER else []
-        placeholders.append("BROKER_ACCOUNT_ID")  # the broker's own identity (its operator's)
+        if self._broker_arn is None:  # the broker's own identity: its operator knows it
+            placeholders.append("BROKER_ACCOUNT_ID")
         return {
             "bucket": bucket, "prefix": (prefix or "").strip("/"), "external_id": external_id,
-            "principal_arn": principal, "assumer_arn": policy.ASSUMER_PLACEHOLDER,
+            "principal_arn": principal,
+            "assumer_arn": self._broker_arn or policy.ASSUMER_PLACEHOLDER,
             "placeholders": placeholders, **documents,
         }
 

@@ -47,6 +47,7 @@ HTML = {"Accept": "text/html"}
 DOCUMENTS = ("identity_policy", "bucket_policy", "trust_policy")
 BANNER = "Storage access revoked since"
 WATCH_INTERVAL = 2  # seconds, the lowest BUCKETREEL_STORAGE_CHECK_INTERVAL allows
+BROKER_ARN = "arn:aws:iam::210987654321:role/bucketreel-broker"
 
 
 def new_tenant(broker: BrokerProcess) -> Tenant:
@@ -355,7 +356,8 @@ def test_every_admin_page_shows_access_revoked_until_a_new_key_is_saved(
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def watching(request: pytest.FixtureRequest, session_tmp: Path) -> Iterator[BrokerProcess]:
-    """A broker of its own database that checks every tenant's storage every 2 s."""
+    """A broker of its own database that checks every tenant's storage every 2 s, and knows
+    its own AWS identity (`BUCKETREEL_BROKER_ARN`)."""
     if request.param == "sqlite":
         directory = session_tmp / f"watch-{secrets.token_hex(4)}"
         directory.mkdir()
@@ -365,7 +367,8 @@ def watching(request: pytest.FixtureRequest, session_tmp: Path) -> Iterator[Brok
         from tests.conftest import BROKER_DB_ROLE
 
         url = server.create_database(f"watch_{secrets.token_hex(4)}", owner=BROKER_DB_ROLE)
-    env = {"BUCKETREEL_STORAGE_CHECK_INTERVAL": str(WATCH_INTERVAL)}
+    env = {"BUCKETREEL_STORAGE_CHECK_INTERVAL": str(WATCH_INTERVAL),
+           "BUCKETREEL_BROKER_ARN": BROKER_ARN}
     with BrokerProcess(url, extra_env=env, log_dir=session_tmp / "logs") as process:
         yield process
 
@@ -427,3 +430,21 @@ def rotate(broker: BrokerProcess, gate: S3Gate, tenant: GateTenant) -> AccessKey
         secret_access_key=new_key.secret, accept_risk=True,  # moto has no IAM behind the gate
     )
     return new_key
+
+
+def test_a_broker_that_knows_its_own_identity_names_it_in_the_trust_policy(
+    watching: BrokerProcess,
+) -> None:
+    api = Api(watching.url)
+    tenant = new_tenant(watching)
+    boss = person(api, watching, tenant, "admin")
+    reply = api.call("GET", "/api/v1/admin/storage/policies?bucket=acme-recordings",
+                     token=boss.access_token)
+    assert reply.status == 200, reply.body
+    assert reply.body["assumer_arn"] == BROKER_ARN
+    [trust] = reply.body["trust_policy"]["Statement"]
+    assert trust["Principal"] == {"AWS": BROKER_ARN}
+    assert reply.body["placeholders"] == ["ACCOUNT_ID"], "nothing to ask the operator for"
+    html = page(api, "/admin/storage?bucket=acme-recordings", boss).raw.decode()
+    assert "ACCOUNT_ID: your AWS account" in html
+    assert "BROKER_ACCOUNT_ID" not in html

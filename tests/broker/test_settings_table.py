@@ -59,3 +59,15 @@ def test_from_env_holds_each_number_to_its_range(name: str) -> None:
     for wrong in (spec.lo - 1, spec.hi + 1):
         with pytest.raises(ConfigError, match=f"{PREFIX}{name.upper()} must be between"):
             Settings.from_env({**env, PREFIX + name.upper(): str(wrong)})
+
+
+@pytest.mark.parametrize("bad", [
+    "arn:aws:iam::BROKER_ACCOUNT_ID:root", "arn:aws:iam::12345:role/x", "bucketreel-broker",
+    "arn:aws:iam::123456789012:role/x y",
+])
+def test_the_brokers_own_arn_must_be_a_real_one(bad: str) -> None:
+    env = generate_secrets()
+    assert Settings.from_env({**env, f"{PREFIX}BROKER_ARN": "arn:aws:iam::123456789012:root"}
+                             ).broker_arn == "arn:aws:iam::123456789012:root"
+    with pytest.raises(ConfigError, match="BUCKETREEL_BROKER_ARN must be an IAM user, role"):
+        Settings.from_env({**env, f"{PREFIX}BROKER_ARN": bad})

@@ -179,6 +179,11 @@ async def _policies(
          "text": json.dumps(documents[key], indent=2)}
         for key, title, help_text in POLICY_TITLES
     ]
+    words = {"ACCOUNT_ID": "ACCOUNT_ID: your AWS account",
+             "BROKER_ACCOUNT_ID": "BROKER_ACCOUNT_ID: the broker operator's identity, which "
+             "they tell you"}
+    if documents["placeholders"]:
+        shown[0]["replace"] = "; ".join(words.get(p, p) for p in documents["placeholders"])
     return shown, ""
 
 
