@@ -693,7 +693,8 @@ class DayRecording(Model):
 
 class EmployeeDay(Model):
     """`day` cut in `zone` as [`start`, `end`); `days` every day with recordings, newest
-    first; `live`: a recording of the day is still in progress."""
+    first; `live`: a recording of the day is still in progress and its agent is heard from
+    (not silent, not revoked)."""
 
     user_id: Id
     email: str

@@ -100,8 +100,10 @@ class Day:
 
     @property
     def live(self) -> bool:
-        """A recording of the day is still in progress (its agent has not finished it)."""
-        return any(r["state"] == "recording" for r in self.recordings)
+        """A recording of the day is still in progress: its agent has not finished it and is
+        still heard from (a device gone silent or revoked leaves its recording open, not
+        live: nothing more will join it until its agent is back)."""
+        return any(r["state"] == "recording" and r["heard"] for r in self.recordings)
 
     def explained_gaps(self) -> list[Gap]:
         """The gaps between recorded spans, each with the reasons the agent reported for it,
@@ -220,6 +222,8 @@ async def day_of(
     counts: dict[str, int] = {}
     for p in todays:
         counts[p.recording_id] = counts.get(p.recording_id, 0) + 1
+    now = datetime.now(UTC)
+    heard = {d.id for d in owned if not heartbeat.is_silent(d, now)}
     listed = [
         {
             "recording_id": r.id,
@@ -227,6 +231,7 @@ async def day_of(
             "started_at": r.started_at,
             "finished_at": r.finished_at,
             "segments": counts.get(r.id, 0),
+            "heard": r.device_id in heard,  # its device is not revoked and not silent
         }
         for r in recs
         if r.id in on_day or start <= r.started_at < end

@@ -11,6 +11,7 @@ hour ago, views minutes apart).
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -408,3 +409,30 @@ def test_another_persons_data_never_shows(scene: Scene) -> None:
     outside = ok(get(scene, "/api/v1/admin/audit", scene.outsider))["rows"]
     assert scene.employee.user_id not in str(outside)
     assert scene.employee.user_id not in str(ok(get(scene, "/api/v1/me", scene.outsider)))
+
+
+# --- A day's "live"
+
+
+def test_a_recording_is_live_only_while_its_agent_is_heard_from(scene: Scene) -> None:
+    """An agent gone for good leaves its recording open: the day stops calling it live (and
+    the day player stops waiting for more) once its device is silent or revoked."""
+    device = enroll(scene.api, scene.broker, scene.tenant, scene.other.user_id)
+    recording_id = recorded(scene, device, [2.0])
+    path = f"/api/v1/employees/{scene.other.user_id}/days/{datetime.now(UTC).date()}?zone=UTC"
+
+    def day() -> dict[str, Any]:
+        body: dict[str, Any] = ok(get(scene, path, scene.admin))
+        [rec] = [r for r in body["recordings"] if r["recording_id"] == recording_id]
+        assert rec["state"] == "recording", "still open: nothing finished it"
+        return body
+
+    beat(scene, device, "recording", interval=2)  # silent after 3 intervals
+    assert day()["live"] is True
+    time.sleep(3 * 2 + 0.5)
+    assert day()["live"] is False, "silent for three heartbeat intervals: not live"
+    beat(scene, device, "recording", interval=2)
+    assert day()["live"] is True, "heard from again"
+    Operator(scene.broker).run(operator.revoke_device, tenant=scene.tenant.tenant_id,
+                               device=device.device_id)
+    assert day()["live"] is False, "a revoked device records nothing more"
