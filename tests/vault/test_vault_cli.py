@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from shared.bucket.policy import vault_policy
+from shared.keys import segment_key
 from tests.storage.iam import IamMoto, Principal
 from tests.vault.conftest import VAULT, Credential, VaultBucket
 
@@ -134,3 +135,23 @@ def test_an_unreachable_endpoint_is_exit_2_after_bounded_retries(vault_bucket: V
     assert done.returncode == 2
     assert "cannot reach the bucket" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_a_listing_longer_than_one_page_is_read_to_its_end(vault_bucket: VaultBucket) -> None:
+    """ListObjectsV2 returns at most 1,000 keys a page: a recording of 1,200 segments (20
+    hours of one-minute segments) is listed whole, with the manifest past the first page."""
+    writer = vault_bucket.writer()
+    ann = writer.enroll("ann@example.test")
+    written = writer.record(ann, segments=1, start=MONDAY, manifest=False)
+    source = {"Bucket": vault_bucket.bucket, "Key": written.keys[0]}
+    for seq in range(1, 1200):  # the same bytes under later keys: what a listing sees
+        vault_bucket.owner.copy_object(
+            Bucket=vault_bucket.bucket, CopySource=source,
+            Key=segment_key(vault_bucket.prefix, written.tenant_id, written.user_id,
+                            written.recording_id, seq),
+        )
+    writer.manifest(written, [], [])
+    [found] = vault_bucket.json("list")["recordings"]
+    assert found["recording_id"] == written.recording_id
+    assert found["segments"] == 1200
+    assert found["closed"] is True, "the manifest sorts after the segments: on the 2nd page"
