@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from broker.db import pgbegin
 from broker.errors import ConfigError
 
 SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
@@ -33,8 +34,10 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # hide_parameters: a failing statement's values (hashes, sealed secrets) never reach a log.
+    # module: asyncpg connections that can declare a tenant with their BEGIN (`pgbegin`).
     engine = create_async_engine(
-        parsed, pool_size=10, max_overflow=10, pool_pre_ping=False, hide_parameters=True
+        parsed, pool_size=10, max_overflow=10, pool_pre_ping=False, hide_parameters=True,
+        module=pgbegin.dbapi(),
     )
     dialect = engine.sync_engine.dialect
 

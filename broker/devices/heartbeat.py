@@ -59,7 +59,7 @@ async def record(
     its tenant's policy."""
     now = clock()
     status = json.dumps(beat.to_json(), sort_keys=True)
-    async for txn in db.attempts():
+    async for txn in db.attempts(tenant=principal.tenant_id):
         async with txn as conn:
             scope = TenantScope(conn, principal.tenant_id)
             changed = (await scope.execute(_BEAT, {

@@ -91,7 +91,7 @@ class Uploads(RecordingParts):
         grant: no request holds a database lock while it waits."""
         now = self._clock()
         put: PresignedPut | None = None
-        async for txn in self._db.attempts():
+        async for txn in self._db.attempts(tenant=principal.tenant_id):
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
                 decided = await self._decide(scope, principal, recording_id, seq, declared, now)
@@ -105,7 +105,7 @@ class Uploads(RecordingParts):
                 decided.config, **self._signed(decided)
             )
             now = self._clock()
-            async for txn in self._db.attempts():
+            async for txn in self._db.attempts(tenant=principal.tenant_id):
                 async with txn as conn:
                     scope = TenantScope(conn, principal.tenant_id)
                     await self._record_grant(scope, principal, decided, now)
@@ -175,7 +175,7 @@ class Uploads(RecordingParts):
         )
 
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
-        async with self._db.read() as conn:
+        async with self._db.read(tenant=principal.tenant_id) as conn:
             scope = TenantScope(conn, principal.tenant_id)
             recording = await device_recording(scope, principal, recording_id)
             segment = await segment_row(scope, recording_id, seq)
@@ -204,7 +204,7 @@ class Uploads(RecordingParts):
             ("segment.mismatch", {"problem": problem}) if problem
             else ("segment.verified", {"size": head.size})
         )
-        async for txn in self._db.attempts():
+        async for txn in self._db.attempts(tenant=principal.tenant_id):
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
                 # a concurrent completion of the same segment verifies and audits it once
