@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from broker.db import pgbegin
+from broker.db import pgbegin, sqlitehop
 from broker.errors import ConfigError
 
 SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
@@ -30,7 +30,10 @@ def create_engine(url: str) -> AsyncEngine:
             + ", ".join(sorted(SUPPORTED_DRIVERS))
         )
     if parsed.drivername.startswith("sqlite"):
-        engine = create_async_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
+        # module: a statement in one hop to aiosqlite's thread, not four (`sqlitehop`).
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": 30}, hide_parameters=True, module=sqlitehop.dbapi()
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # hide_parameters: a failing statement's values (hashes, sealed secrets) never reach a log.
