@@ -32,8 +32,9 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.db import migrate, notify
+from broker.db import migrate, notify, pgbegin
 from broker.db.engine import create_engine, is_sqlite
+from broker.db.scope import DECLARED_INFO
 from broker.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -154,7 +155,9 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def _begin(self, *, read: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _begin(
+        self, *, read: bool = False, tenant: str | None = None
+    ) -> AsyncIterator[AsyncConnection]:
         pending = notify.Pending(self.notices.origin)
         async with AsyncExitStack() as stack:
             if self._writer is not None and not read:
@@ -164,6 +167,8 @@ class Database:
             if read:
                 conn = await conn.execution_options(**{_READ_OPTION: True})
             await stack.enter_async_context(conn.begin())
+            if tenant is not None:
+                _declare_with_begin(conn, tenant, stack)
             conn.info[AUDIT_KEYS_INFO] = self.audit_keys
             conn.info[LOCAL_INFO] = self.local
             conn.info[notify.PENDING_INFO] = pending
@@ -189,22 +194,24 @@ class Database:
             raise _busy() from None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, *, tenant: str | None = None) -> AsyncIterator[AsyncConnection]:
         """One transaction, run once (writes that cannot be rerun). A deadlock, serialization
-        failure or dead connection is answered 503, never 500."""
-        async with self._once(read=False) as conn:
+        failure or dead connection is answered 503, never 500. `tenant`: the one tenant its
+        `TenantScope`s will name, declared with its BEGIN (PostgreSQL: no round trip of its
+        own; a scope of another tenant is refused)."""
+        async with self._once(read=False, tenant=tenant) as conn:
             yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, *, tenant: str | None = None) -> AsyncIterator[AsyncConnection]:
         """A transaction that only reads (deferred on SQLite: no write lock), run once."""
-        async with self._once(read=True) as conn:
+        async with self._once(read=True, tenant=tenant) as conn:
             yield conn
 
     @asynccontextmanager
-    async def _once(self, *, read: bool) -> AsyncIterator[AsyncConnection]:
+    async def _once(self, *, read: bool, tenant: str | None) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self._begin(read=read) as conn:
+            async with self._begin(read=read, tenant=tenant) as conn:
                 yield conn
         except DBAPIError as exc:
             if is_contention(exc) or exc.connection_invalidated:
@@ -234,14 +241,16 @@ class Database:
             )
         return None
 
-    def attempts(self, tries: int = ATTEMPTS) -> Attempts:
+    def attempts(self, tries: int = ATTEMPTS, *, tenant: str | None = None) -> Attempts:
         """A write transaction that is rerun on a deadlock or serialization failure:
 
             async for txn in db.attempts():
                 async with txn as conn:
                     ...  # database work only: it may run more than once
+
+        `tenant`: as for `transaction`.
         """
-        return Attempts(self, tries)
+        return Attempts(self, tries, tenant)
 
     async def bypasses_row_security(self) -> str | None:
         """On PostgreSQL, the role's name when it skips row-level security (a superuser or a
@@ -266,8 +275,9 @@ class Database:
 class Attempts:
     """The attempts of one write transaction (`Database.attempts`)."""
 
-    def __init__(self, db: Database, tries: int) -> None:
+    def __init__(self, db: Database, tries: int, tenant: str | None = None) -> None:
         self._db = db
+        self._tenant = tenant
         self._left = max(1, tries)
         self._done = False
         self.retries = 0
@@ -278,7 +288,7 @@ class Attempts:
     async def __anext__(self) -> Attempt:
         if self._done:
             raise StopAsyncIteration
-        return Attempt(self, self._db._begin())
+        return Attempt(self, self._db._begin(tenant=self._tenant))
 
     async def _failed(self, exc: BaseException) -> None:
         """After a rolled-back attempt: pause and go on, or give up with a 503."""
@@ -335,6 +345,25 @@ class Attempt:
             return False
         await self._attempts._failed(exc)
         return True  # rolled back: the loop runs the next attempt
+
+
+def _declare_with_begin(conn: AsyncConnection, tenant: str, stack: AsyncExitStack) -> None:
+    """Have the transaction's BEGIN declare `tenant` (PostgreSQL, `broker.db.pgbegin`), so
+    that its `TenantScope`s need no round trip of their own; until it ends. Elsewhere (SQLite,
+    or a tenant id not sent as a literal) the scopes declare as usual."""
+    sync = conn.sync_connection
+    driver: Any = None if sync is None else sync.connection.dbapi_connection
+    literal = pgbegin.literal_tenant(tenant)
+    if not isinstance(driver, pgbegin.DeclaringConnection) or literal is None:
+        return
+    driver.declare = literal
+    conn.info[DECLARED_INFO] = literal
+
+    def done() -> None:
+        driver.declare = None  # never carried to the connection's next transaction
+        conn.info.pop(DECLARED_INFO, None)
+
+    stack.callback(done)
 
 
 def _state(exc: BaseException) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from broker.db import pgbegin, sqlitehop
 from broker.errors import ConfigError
 
 SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
@@ -19,6 +20,7 @@ SUPPORTED_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
 # transaction is run again (`broker.db.database`).
 PING_AFTER_IDLE = 30.0  # seconds
 _CHECKED_IN = "bucketreel.checked_in_at"
+POOL_SIZE = 20  # PostgreSQL connections per broker process, at most (as 10 + 10 overflow were)
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -29,12 +31,19 @@ def create_engine(url: str) -> AsyncEngine:
             + ", ".join(sorted(SUPPORTED_DRIVERS))
         )
     if parsed.drivername.startswith("sqlite"):
-        engine = create_async_engine(parsed, connect_args={"timeout": 30}, hide_parameters=True)
+        # module: a statement in one hop to aiosqlite's thread, not four (`sqlitehop`).
+        engine = create_async_engine(
+            parsed, connect_args={"timeout": 30}, hide_parameters=True, module=sqlitehop.dbapi()
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # hide_parameters: a failing statement's values (hashes, sealed secrets) never reach a log.
+    # module: asyncpg connections that can declare a tenant with their BEGIN (`pgbegin`).
+    # Up to POOL_SIZE connections, all kept: a burst that opened overflow connections and
+    # closed them again paid a connection and a prepare of each statement every time.
     engine = create_async_engine(
-        parsed, pool_size=10, max_overflow=10, pool_pre_ping=False, hide_parameters=True
+        parsed, pool_size=POOL_SIZE, max_overflow=0, pool_pre_ping=False, hide_parameters=True,
+        module=pgbegin.dbapi(),
     )
     dialect = engine.sync_engine.dialect
 

@@ -34,6 +34,9 @@ _Ts = TypeVarTuple("_Ts")
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 TENANT_SETTING = "bucketreel.tenant"
+# `conn.info`: the tenant the open transaction declared with its BEGIN (`broker.db.pgbegin`,
+# set and cleared by `Database`), when it did.
+DECLARED_INFO = "bucketreel.declared_tenant"
 
 # Sets the tenant only if the transaction has declared none or this same one (no row else).
 _DECLARE = text(
@@ -58,6 +61,14 @@ class TenantScope:
         """Declare the tenant once per transaction (and again after a savepoint, whose
         rollback would undo it). Nothing to do on SQLite, which has no row-level security."""
         if self.conn.dialect.name != "postgresql" or self._declared_in == self._transaction():
+            return
+        declared = self.conn.info.get(DECLARED_INFO)
+        if declared is not None:  # with the BEGIN, before any statement: no savepoint undoes it
+            if declared != self.tenant_id:
+                raise TenantConflict(
+                    f"this transaction is declared for another tenant than {self.tenant_id}"
+                )
+            self._declared_in = self._transaction()
             return
         result = await self.conn.execute(_DECLARE, {"tenant": self.tenant_id})
         if result.first() is None:

@@ -34,7 +34,7 @@ from shared.wire import CaptureState, Heartbeat, WireError, format_timestamp
 SILENT_AFTER = 3  # intervals
 DEFAULT_INTERVAL = 60  # seconds, until a device has told its own
 # The device's own row, while it is enrolled (the check the guard would make: the route's
-# `checks_device`), built once.
+# `checks_device`), built once; it returns the tenant's policy (one round trip in all).
 _BEAT = (
     update(devices)
     .where(
@@ -48,6 +48,7 @@ _BEAT = (
         last_status=bindparam("status"),
         heartbeat_interval=bindparam("every"),
     )
+    .returning(*policy.returned())
 )
 
 
@@ -59,17 +60,17 @@ async def record(
     its tenant's policy."""
     now = clock()
     status = json.dumps(beat.to_json(), sort_keys=True)
-    async for txn in db.attempts():
+    async for txn in db.attempts(tenant=principal.tenant_id):
         async with txn as conn:
             scope = TenantScope(conn, principal.tenant_id)
             changed = (await scope.execute(_BEAT, {
                 "tenant": principal.tenant_id, "device": principal.subject,
                 "user": principal.user_id, "seen": now, "status": status,
                 "every": beat.interval,
-            })).rowcount
-            if changed != 1:
+            })).first()
+            if changed is None:
                 raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
-            pushed = await policy.current(scope)
+            pushed = policy.of_returned(changed)
     return {
         "received_at": format_timestamp(now),
         "interval": beat.interval,

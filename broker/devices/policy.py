@@ -31,12 +31,28 @@ def _policy(row: Row[Any] | None) -> Policy:
     )
 
 
-_CURRENT = select(device_policies).where(device_policies.c.tenant_id == bindparam("tenant"))
+_KEYS = ("fps", "segment_seconds", "idle_seconds", "quality")
 
 
-async def current(scope: TenantScope) -> Policy:
-    """The tenant's policy (nothing set when it never had one)."""
-    return _policy((await scope.execute(_CURRENT, {"tenant": scope.tenant_id})).first())
+def returned() -> list[Any]:
+    """The tenant's policy keys as columns of another statement (one scalar subquery each,
+    NULL where unset or without a policy; the tenant bound as `tenant`): a statement on the
+    device path returns the policy with its own answer, with no read of its own."""
+    return [
+        select(device_policies.c[key])
+        .where(device_policies.c.tenant_id == bindparam("tenant"))
+        .scalar_subquery()
+        .label(f"policy_{key}")
+        for key in _KEYS
+    ]
+
+
+def of_returned(row: Row[Any]) -> Policy:
+    """The policy in a row with `returned()`'s columns."""
+    return Policy(
+        fps=row.policy_fps, segment_seconds=row.policy_segment_seconds,
+        idle_seconds=row.policy_idle_seconds, quality=row.policy_quality,
+    )
 
 
 async def describe(scope: TenantScope) -> dict[str, Any]:

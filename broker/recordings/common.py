@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, func, select
@@ -95,20 +96,76 @@ _DEVICE_AND_RECORDING = (
 )
 
 
-async def device_recording(
-    scope: TenantScope, principal: Principal, recording_id: str
-) -> Row[Any]:
+def _with_segments(on: Any) -> Any:
+    """`_DEVICE_AND_RECORDING` and the recording's segments where `on` holds, outer-joined
+    (their columns as `segment_<name>`, NULL when none): one read for a route that needs both."""
+    return _DEVICE_AND_RECORDING.add_columns(
+        *(column.label(f"segment_{column.name}") for column in _SEGMENT_ALIAS.c)
+    ).outerjoin_from(recordings, _SEGMENT_ALIAS, and_(
+        _SEGMENT_ALIAS.c.tenant_id == recordings.c.tenant_id,
+        _SEGMENT_ALIAS.c.recording_id == recordings.c.id,
+        on,
+    ))
+
+
+_SEGMENT_ALIAS = segments.alias("segment")
+# What a completion reads: the device, the recording and its segment `seq`.
+_DEVICE_RECORDING_SEGMENT = _with_segments(_SEGMENT_ALIAS.c.seq == bindparam("seq"))
+# What a grant reads: the same with the recording's segments from `lowest` (the one below
+# the granted seq) up, the first three in order: in the common case (segments declared in
+# seq order) the one before, `seq` itself and the nearest above.
+_DEVICE_RECORDING_AROUND = (
+    _with_segments(_SEGMENT_ALIAS.c.seq >= bindparam("lowest"))
+    .order_by(_SEGMENT_ALIAS.c.seq)
+    .limit(3)
+)
+
+
+def _segment_of(row: Row[Any]) -> Any:
+    """The segment columns of a `_with_segments` row, with a segment row's attributes."""
+    fields = row._mapping
+    return SimpleNamespace(**{c.name: fields[f"segment_{c.name}"] for c in segments.c})
+
+
+async def _device_recording_rows(
+    scope: TenantScope, principal: Principal, statement: Any, params: dict[str, Any]
+) -> list[Row[Any]]:
     """`enrolled_device` and `own_recording` in one read (the device path's routes check
     the device themselves: `Route.checks_device`): 401 unless the calling device is
-    enrolled, 404 unless it made the recording. The row has the recording's columns, and
-    the device's custody key as `device_public_key`."""
-    row = (await scope.execute(_DEVICE_AND_RECORDING, {
-        "tenant": scope.tenant_id, "device": principal.subject, "recording": recording_id,
-    })).first()
-    row = check_enrolled(principal, row, device_user="device_user_id")
-    if row.id is None:
+    enrolled, 404 unless it made the recording. Each row has the recording's columns, the
+    device's custody key as `device_public_key`, and `_with_segments`' segment columns."""
+    rows = list((await scope.execute(statement, {
+        "tenant": scope.tenant_id, "device": principal.subject, **params,
+    })).all())
+    check_enrolled(principal, rows[0] if rows else None, device_user="device_user_id")
+    if rows[0].id is None:
         raise NotFound("no such recording")
-    return row
+    return rows
+
+
+async def device_recording_segment(
+    scope: TenantScope, principal: Principal, recording_id: str, seq: int
+) -> tuple[Row[Any], Any]:
+    """The recording's row (`_device_recording_rows`) and its segment `seq` (with a segment
+    row's attributes), in one read; 404 when the segment was never declared."""
+    row, = await _device_recording_rows(
+        scope, principal, _DEVICE_RECORDING_SEGMENT, {"recording": recording_id, "seq": seq}
+    )
+    if row.segment_id is None:
+        raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
+    return row, _segment_of(row)
+
+
+async def device_recording_around(
+    scope: TenantScope, principal: Principal, recording_id: str, seq: int
+) -> tuple[Row[Any], dict[int, Any]]:
+    """The recording's row (`_device_recording_rows`) and, by seq, its first three segments
+    from `seq - 1` up (with a segment row's attributes), in one read."""
+    rows = await _device_recording_rows(
+        scope, principal, _DEVICE_RECORDING_AROUND, {"recording": recording_id, "lowest": seq - 1}
+    )
+    around = {r.segment_seq: _segment_of(r) for r in rows if r.segment_id is not None}
+    return rows[0], around
 
 
 async def own_recording(scope: TenantScope, principal: Principal, recording_id: str) -> Row[Any]:

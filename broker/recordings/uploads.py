@@ -29,8 +29,8 @@ from broker.recordings.common import (
     VERIFIED,
     RecordingParts,
     actor,
-    device_recording,
-    segment_row,
+    device_recording_around,
+    device_recording_segment,
 )
 from broker.storage import config as storage_config
 from broker.storage.config import StorageConfig
@@ -47,16 +47,6 @@ _NEAREST_BELOW = (
            segments.c.recording_id == bindparam("recording"), segments.c.seq < bindparam("seq"))
     .order_by(segments.c.seq.desc())
     .limit(1)
-)
-# From the segment before `seq` up: in order, the common case (segments declared in seq
-# order) gives the one before, `seq` itself and the nearest above in one read.
-_AROUND = (
-    select(segments)
-    .where(segments.c.tenant_id == bindparam("tenant"),
-           segments.c.recording_id == bindparam("recording"),
-           segments.c.seq >= bindparam("lowest"))
-    .order_by(segments.c.seq)
-    .limit(3)
 )
 _NEW_SEGMENT = insert(segments).returning(*segments.c)
 _NEW_GRANT = insert(upload_grants)
@@ -91,7 +81,7 @@ class Uploads(RecordingParts):
         grant: no request holds a database lock while it waits."""
         now = self._clock()
         put: PresignedPut | None = None
-        async for txn in self._db.attempts():
+        async for txn in self._db.attempts(tenant=principal.tenant_id):
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
                 decided = await self._decide(scope, principal, recording_id, seq, declared, now)
@@ -105,7 +95,7 @@ class Uploads(RecordingParts):
                 decided.config, **self._signed(decided)
             )
             now = self._clock()
-            async for txn in self._db.attempts():
+            async for txn in self._db.attempts(tenant=principal.tenant_id):
                 async with txn as conn:
                     scope = TenantScope(conn, principal.tenant_id)
                     await self._record_grant(scope, principal, decided, now)
@@ -130,11 +120,9 @@ class Uploads(RecordingParts):
         self, scope: TenantScope, principal: Principal, recording_id: str, seq: int,
         declared: UploadRequest, now: datetime,
     ) -> _Decision:
-        recording = await device_recording(scope, principal, recording_id)
+        recording, around = await device_recording_around(scope, principal, recording_id, seq)
         config = await storage_config.load(scope, self._keys, self._configs)
-        where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq,
-                 "lowest": seq - 1}
-        around = {r.seq: r for r in (await scope.execute(_AROUND, where)).all()}
+        where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq}
         segment = around.get(seq)
         if segment is None:
             if recording.state != RECORDING:
@@ -175,10 +163,11 @@ class Uploads(RecordingParts):
         )
 
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
-        async with self._db.read() as conn:
+        async with self._db.read(tenant=principal.tenant_id) as conn:
             scope = TenantScope(conn, principal.tenant_id)
-            recording = await device_recording(scope, principal, recording_id)
-            segment = await segment_row(scope, recording_id, seq)
+            recording, segment = await device_recording_segment(
+                scope, principal, recording_id, seq
+            )
             if segment.state == VERIFIED:
                 return VERIFIED
             custody.check_stored(recording, segment, recording.device_public_key)
@@ -204,7 +193,7 @@ class Uploads(RecordingParts):
             ("segment.mismatch", {"problem": problem}) if problem
             else ("segment.verified", {"size": head.size})
         )
-        async for txn in self._db.attempts():
+        async for txn in self._db.attempts(tenant=principal.tenant_id):
             async with txn as conn:
                 scope = TenantScope(conn, principal.tenant_id)
                 # a concurrent completion of the same segment verifies and audits it once

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from broker.db import migrate
+from broker.db.database import Database
 from broker.db.engine import create_engine
 from broker.db.schema import metadata, recordings, tenants, users
 from broker.db.scope import TenantConflict, TenantScope
@@ -193,6 +194,37 @@ def test_the_declaration_lasts_one_transaction_and_one_tenant(two: Tenants) -> N
             assert await scope.count(users) == 2
             assert len((await conn.execute(select(users))).all()) == 2
             await conn.rollback()
+
+    on(two.url, use)
+
+
+def test_a_tenant_declared_with_the_begin_holds_like_a_scope(two: Tenants) -> None:
+    """`Database.transaction(tenant=…)` declares the tenant with its BEGIN (one round trip):
+    the wall holds for a query that forgets the filter, writes, and savepoints; another
+    tenant's scope is refused; the connection's next transaction declares nothing."""
+
+    async def use(engine: AsyncEngine) -> None:
+        db = Database(engine)
+        async with db.transaction(tenant=two.a) as conn:
+            assert (await conn.execute(text(
+                "SELECT current_setting('bucketreel.tenant', true)"
+            ))).scalar_one() == two.a
+            rows = list((await conn.execute(select(users))).all())  # no filter, no scope
+            assert tenant_ids(rows) == {two.a}
+            assert await TenantScope(conn, two.a).count(users) == 2
+            with pytest.raises(TenantConflict):
+                await TenantScope(conn, two.b).count(users)
+            savepoint = await conn.begin_nested()
+            await conn.execute(select(users))
+            await savepoint.rollback()
+            assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.a}
+        with pytest.raises(DBAPIError, match="row-level security"):
+            async with db.transaction(tenant=two.a) as conn:
+                await conn.execute(update(recordings).values(tenant_id=two.b))
+        async with db.transaction() as conn:  # the same connection, undeclared: every row
+            assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.a, two.b}
+        async with db.read(tenant=two.b) as conn:
+            assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.b}
 
     on(two.url, use)
 
