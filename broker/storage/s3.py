@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from botocore.auth import S3SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -152,21 +152,6 @@ class BucketClient:
     ) -> PresignedPut:
         """A PUT for exactly these bytes, once: every header below is part of the signature,
         the user metadata (`x-amz-meta-<name>`, `shared.bucket.metadata`) included."""
-        params: dict[str, Any] = {
-            "Bucket": self.config.bucket,
-            "Key": key,
-            "IfNoneMatch": "*",
-            "ContentLength": size,
-            "ContentMD5": md5_b64,
-            "ChecksumAlgorithm": "SHA256",
-            "ChecksumSHA256": sha256_b64,
-            "ContentType": SEGMENT_CONTENT_TYPE,
-        }
-        if metadata:
-            params["Metadata"] = dict(metadata)
-        url = self._client.generate_presigned_url(
-            "put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT"
-        )
         headers = {
             "Content-Length": str(size),
             "Content-MD5": md5_b64,
@@ -177,7 +162,14 @@ class BucketClient:
         }
         for name, value in (metadata or {}).items():
             headers[META_HEADER + name] = value
-        return PresignedPut(url=url, headers=headers)
+        # Signed here (SigV4 in the query, every header above signed), as botocore's
+        # `generate_presigned_url("put_object", …)` signs it, without its request pipeline.
+        _log_s3("presign", "PutObject", self.config.bucket, key=key, write_once=True)
+        request = AWSRequest(method="PUT", url=self._object_url(key), headers=dict(headers))
+        S3SigV4QueryAuth(
+            self._credentials.get_frozen_credentials(), "s3", self.config.region, expires=ttl
+        ).add_auth(request)
+        return PresignedPut(url=request.url, headers=headers)
 
     def presign_get(self, key: str, *, ttl: int) -> str:
         params = {
@@ -234,6 +226,17 @@ class BucketClient:
         URL (botocore's endpoint and addressing style, found once) with the key encoded as
         botocore encodes it. Local for static keys; an assumed role's session may have to be
         refreshed from STS first (then on the storage pool)."""
+        request = AWSRequest(
+            method="HEAD", url=self._object_url(key), headers={"x-amz-checksum-mode": "ENABLED"}
+        )
+        S3SigV4Auth(
+            self._credentials.get_frozen_credentials(), "s3", self.config.region
+        ).add_auth(request)
+        return request.url, dict(request.headers.items())
+
+    def _object_url(self, key: str) -> str:
+        """The URL of `key` as botocore addresses it (its endpoint, addressing style and key
+        encoding), without a query."""
         if self._object_base is None:
             # the client's URL for an object "k", presigned once (nothing sent, nothing
             # logged): everything before that "k" is every object's
@@ -242,14 +245,7 @@ class BucketClient:
                 ExpiresIn=HEAD_URL_TTL, HttpMethod="HEAD",
             ))
             self._object_base = f"{probe.scheme}://{probe.netloc}{probe.path[:-1]}"
-        request = AWSRequest(
-            method="HEAD", url=self._object_base + quote(key, safe="/~"),
-            headers={"x-amz-checksum-mode": "ENABLED"},
-        )
-        S3SigV4Auth(
-            self._credentials.get_frozen_credentials(), "s3", self.config.region
-        ).add_auth(request)
-        return request.url, dict(request.headers.items())
+        return self._object_base + quote(key, safe="/~")
 
     def read_head(self, status: int, headers: Mapping[str, str]) -> ObjectHead | None:
         """The object's size and stored checksum from a HEAD reply, None for 404 (no such
