@@ -77,7 +77,8 @@ async def _services(
             )
         app[keys.SERVICES] = build_services(settings, db, clock)
         try:
-            yield
+            async with app[keys.SERVICES].storage.connections():  # HeadObject's keep-alive
+                yield
         finally:
             app[keys.SERVICES].storage.close()  # the storage pool: no new calls to buckets
     finally:

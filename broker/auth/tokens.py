@@ -21,6 +21,7 @@ from shared.errors import ErrorCode
 ALGORITHM = "HS256"
 ISSUER = "bucketreel"
 LEEWAY = 5  # seconds of clock skew allowed between replicas, on every time rule below
+VERIFIED = 32_768  # tokens remembered as verified (a fleet's live access tokens)
 
 
 def key_id(key: Secret) -> str:
@@ -35,6 +36,8 @@ class TokenSigner:
             self._keys[key_id(previous)] = previous
         self.ttl = ttl
         self._clock = clock
+        # (token, audience) -> its principal and `iat`, once verified (`verify`)
+        self._verified: dict[tuple[str, str], tuple[Principal, float]] = {}
 
     def issue(self, principal: Principal, *, ttl: int | None = None) -> str:
         """A signed token for `principal`, living `ttl` seconds (never more than the setting)."""
@@ -80,13 +83,41 @@ class TokenSigner:
         for value in (issued, expires):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise jwt.InvalidTokenError("iat and exp must be numbers")
+        self._check_times(issued, expires)
+
+    def _check_times(self, issued: float, expires: float) -> None:
         now = self._clock().timestamp()
+        if expires <= now - LEEWAY:  # as jwt.decode checks `exp`, for a remembered token
+            raise jwt.InvalidTokenError("the token has expired")
         if expires - issued > self.ttl + LEEWAY:
             raise jwt.InvalidTokenError("the token claims a longer life than any issued")
         if now - issued > self.ttl + LEEWAY or issued > now + LEEWAY:
             raise jwt.InvalidTokenError("the token is older than any issued token lives")
 
     def verify(self, token: str, audience: Audience) -> Principal:
+        """The token's principal when its signature, claims and times hold. A token verified
+        before (these very bytes, for this audience) is not decoded again: its principal is
+        remembered (`VERIFIED`, bounded) and only its times are checked again, now. What
+        can end a token early (a revoked device, a session signed out) is checked by the
+        caller on every request, never remembered here."""
+        remembered = self._verified.get((token, audience))
+        if remembered is not None:
+            principal, issued = remembered
+            try:
+                self._check_times(issued, principal.expires_at)
+            except jwt.InvalidTokenError:
+                self._verified.pop((token, audience), None)
+                raise Unauthenticated(
+                    "access token is invalid or expired", code=ErrorCode.INVALID_TOKEN
+                ) from None
+            return principal
+        principal, issued = self._decode(token, audience)
+        if len(self._verified) >= VERIFIED:
+            self._verified.clear()  # simple and bounded: the live tokens come back at once
+        self._verified[(token, audience)] = (principal, issued)
+        return principal
+
+    def _decode(self, token: str, audience: Audience) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(str(header.get("kid")))
@@ -114,7 +145,7 @@ class TokenSigner:
                 session_id=str(claims["sid"]) if audience == "user" else "",
                 session_version=session_version,
                 expires_at=int(claims["exp"]),
-            )
+            ), claims["iat"]
         except (jwt.InvalidTokenError, KeyError):
             raise Unauthenticated(
                 "access token is invalid or expired", code=ErrorCode.INVALID_TOKEN

@@ -15,6 +15,8 @@ threads, and never a database lock; the others go on.
   still over its share after that gets 429 with `Retry-After`. The wait is asleep on the event
   loop, never on a thread: a returning call wakes the tenant's first waiter at once (and
   the waiters look again on a short, doubling period besides, in case a wake-up missed).
+- A call that runs on the event loop itself (`slot`: the completion's HeadObject, sent with
+  aiohttp) holds one of the same slots while it is under way.
 - Self-checks: one per tenant at a time and `selfchecks` across tenants (429 otherwise),
   each under one overall deadline (`broker.storage.service`).
 
@@ -74,15 +76,7 @@ class StorageIO:
         await self._take_slot(tenant_id, min(deadline, QUEUE_WAIT))
 
         def release(_: object) -> None:  # when the thread returns, or the call never ran
-            with self._lock:
-                self._calls[tenant_id] -= 1
-                if self._calls[tenant_id] <= 0:
-                    del self._calls[tenant_id]
-                waiters = self._waiting.get(tenant_id)
-                woken = waiters.popleft() if waiters else None
-            if woken is not None:
-                with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
-                    woken[0].call_soon_threadsafe(_wake, woken[1])
+            self._release(tenant_id)
 
         try:
             future = self._pool.submit(functools.partial(fn, *args))
@@ -96,6 +90,29 @@ class StorageIO:
             raise StorageTimeout(
                 f"the tenant's bucket did not answer within {deadline:g} s"
             ) from None
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant_id: str, *, deadline: float) -> AsyncIterator[None]:
+        """One of the tenant's `per_tenant` slots held while the body runs on the event loop
+        (a call that needs no thread: the completion's HeadObject, `broker.storage.http`),
+        waiting for it as `run` does; the body bounds itself by its own deadline."""
+        await self._take_slot(tenant_id, min(deadline, QUEUE_WAIT))
+        try:
+            yield
+        finally:
+            self._release(tenant_id)
+
+    def _release(self, tenant_id: str) -> None:
+        """A call of the tenant's has ended: its slot frees, its first waiter wakes."""
+        with self._lock:
+            self._calls[tenant_id] -= 1
+            if self._calls[tenant_id] <= 0:
+                del self._calls[tenant_id]
+            waiters = self._waiting.get(tenant_id)
+            woken = waiters.popleft() if waiters else None
+        if woken is not None:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                woken[0].call_soon_threadsafe(_wake, woken[1])
 
     async def _take_slot(self, tenant_id: str, wait: float) -> None:
         """One of the tenant's `per_tenant` slots, waiting up to `wait` s; StorageBusy else.

@@ -10,6 +10,7 @@ refused. botocore's errors are translated here (and in `credentials`, `selfcheck
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -18,7 +19,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,7 +31,8 @@ from broker.errors import StorageUnavailable
 from broker.storage.config import KEYS, StorageConfig
 from broker.storage.credentials import BrokerIdentity, StorageAccessDenied, boto_session
 from broker.storage.endpoint import EndpointPolicy, PinnedEndpoint, pin
-from broker.storage.io import StorageIO
+from broker.storage.http import BucketHTTP, NoAnswer, Reply
+from broker.storage.io import StorageIO, StorageTimeout
 from shared.bucket.metadata import HEADER_PREFIX as META_HEADER
 from shared.keys import SEGMENT_CONTENT_TYPE
 
@@ -44,7 +49,9 @@ CLIENT_DEADLINE = 15.0  # making a client: DNS, and STS AssumeRole for a role
 HEAD_DEADLINE = 2 * (CONNECT_TIMEOUT + READ_TIMEOUT) + 2.0
 PUT_DEADLINE = 2 * (CONNECT_TIMEOUT + READ_TIMEOUT) + 2.0
 PRESIGN_DEADLINE = 15.0  # local, unless an assumed role's session must be refreshed (STS)
+HEAD_URL_TTL = 60  # the one presign that finds a client's object URL (`sign_head`)
 JSON = "application/json"
+_RETRIED = frozenset({429, 500, 502, 503, 504})  # botocore's standard mode retries these
 REPIN_SECONDS = 300  # a custom endpoint's host is resolved (and checked) again this often
 
 
@@ -52,19 +59,30 @@ def _log_operation(params: dict[str, Any], model: Any, context: dict[str, Any], 
     """Every S3 operation the broker calls or signs, by name, bucket and key or prefix (never
     a credential or a signature): operators can hold it against CloudTrail, and the test suite
     asserts the whole set (nothing lists or deletes outside the self-check)."""
-    kind = "presign" if context.get("is_presign_request") else "call"
-    where = params.get("Key") or params.get("Prefix") or ""
+    presign = bool(context.get("is_presign_request"))
+    if presign and model.name == "HeadObject":
+        return  # signed only to be sent by the broker itself: logged as a call (`_head`)
+    _log_s3(
+        "presign" if presign else "call", model.name, params.get("Bucket"),
+        key=params.get("Key"), prefix=params.get("Prefix"),
+        write_once=params.get("IfNoneMatch") == "*",
+    )
+
+
+def _log_s3(
+    kind: str, operation: str, bucket: object, *, key: object, prefix: object = None,
+    write_once: bool = False,
+) -> None:
     fields = {
         "s3": kind,
-        "s3_operation": model.name,
-        "bucket": params.get("Bucket"),
-        "key": params.get("Key"),
-        "prefix": params.get("Prefix"),
-        "write_once": params.get("IfNoneMatch") == "*",
+        "s3_operation": operation,
+        "bucket": bucket,
+        "key": key,
+        "prefix": prefix,
+        "write_once": write_once,
     }
-    log.info(
-        "s3 %s %s %s/%s", kind, model.name, params.get("Bucket"), where, extra={"fields": fields}
-    )
+    log.info("s3 %s %s %s/%s", kind, operation, bucket, key or prefix or "",
+             extra={"fields": fields})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +134,8 @@ class BucketClient:
             **({"proxies": {}} if self.pinned is not None else {}),
         )
         session = boto_session(config, identity or BrokerIdentity())
+        self._credentials: Any = session.get_credentials()  # static, or refreshed from STS
+        self._object_base: str | None = None  # the URL of an object, less its key (`sign_head`)
         self._client: Any = session.client(
             "s3",
             region_name=config.region,
@@ -132,21 +152,6 @@ class BucketClient:
     ) -> PresignedPut:
         """A PUT for exactly these bytes, once: every header below is part of the signature,
         the user metadata (`x-amz-meta-<name>`, `shared.bucket.metadata`) included."""
-        params: dict[str, Any] = {
-            "Bucket": self.config.bucket,
-            "Key": key,
-            "IfNoneMatch": "*",
-            "ContentLength": size,
-            "ContentMD5": md5_b64,
-            "ChecksumAlgorithm": "SHA256",
-            "ChecksumSHA256": sha256_b64,
-            "ContentType": SEGMENT_CONTENT_TYPE,
-        }
-        if metadata:
-            params["Metadata"] = dict(metadata)
-        url = self._client.generate_presigned_url(
-            "put_object", Params=params, ExpiresIn=ttl, HttpMethod="PUT"
-        )
         headers = {
             "Content-Length": str(size),
             "Content-MD5": md5_b64,
@@ -157,7 +162,14 @@ class BucketClient:
         }
         for name, value in (metadata or {}).items():
             headers[META_HEADER + name] = value
-        return PresignedPut(url=url, headers=headers)
+        # Signed here (SigV4 in the query, every header above signed), as botocore's
+        # `generate_presigned_url("put_object", …)` signs it, without its request pipeline.
+        _log_s3("presign", "PutObject", self.config.bucket, key=key, write_once=True)
+        request = AWSRequest(method="PUT", url=self._object_url(key), headers=dict(headers))
+        S3SigV4QueryAuth(
+            self._credentials.get_frozen_credentials(), "s3", self.config.region, expires=ttl
+        ).add_auth(request)
+        return PresignedPut(url=request.url, headers=headers)
 
     def presign_get(self, key: str, *, ttl: int) -> str:
         params = {
@@ -201,36 +213,64 @@ class BucketClient:
         return StorageUnavailable(f"the bucket refused {operation}{detail}{hint}")
 
     def _silence(self, exc: BotoCoreError) -> StorageUnavailable:
-        detail = "" if self.coarse else f": {type(exc).__name__}"
-        return StorageUnavailable(f"the bucket did not answer{detail}")
+        return self.silence(type(exc).__name__)
 
     def _raw(self) -> Any:
         """The boto3 client, for the self-check's probes only (`broker.storage.selfcheck`)."""
         return self._client
 
-    def head(self, key: str) -> ObjectHead | None:
-        """The object's size and stored checksum, or None when there is no such object."""
-        try:
-            reply = self._client.head_object(
-                Bucket=self.config.bucket, Key=key, ChecksumMode="ENABLED"
-            )
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404:
-                return None
+    def sign_head(self, key: str) -> tuple[str, dict[str, str]]:
+        """URL and headers of `HEAD key` asking for the stored checksum (`x-amz-checksum-mode:
+        ENABLED`), signed in the headers (SigV4) as botocore's `head_object` signs: the
+        broker sends it at once (`BucketClients.head`). The URL is the client's own object
+        URL (botocore's endpoint and addressing style, found once) with the key encoded as
+        botocore encodes it. Local for static keys; an assumed role's session may have to be
+        refreshed from STS first (then on the storage pool)."""
+        request = AWSRequest(
+            method="HEAD", url=self._object_url(key), headers={"x-amz-checksum-mode": "ENABLED"}
+        )
+        S3SigV4Auth(
+            self._credentials.get_frozen_credentials(), "s3", self.config.region
+        ).add_auth(request)
+        return request.url, dict(request.headers.items())
+
+    def _object_url(self, key: str) -> str:
+        """The URL of `key` as botocore addresses it (its endpoint, addressing style and key
+        encoding), without a query."""
+        if self._object_base is None:
+            # the client's URL for an object "k", presigned once (nothing sent, nothing
+            # logged): everything before that "k" is every object's
+            probe = urlsplit(self._client.generate_presigned_url(
+                "head_object", Params={"Bucket": self.config.bucket, "Key": "k"},
+                ExpiresIn=HEAD_URL_TTL, HttpMethod="HEAD",
+            ))
+            self._object_base = f"{probe.scheme}://{probe.netloc}{probe.path[:-1]}"
+        return self._object_base + quote(key, safe="/~")
+
+    def read_head(self, status: int, headers: Mapping[str, str]) -> ObjectHead | None:
+        """The object's size and stored checksum from a HEAD reply, None for 404 (no such
+        object); a refusal raises as botocore's would have been translated."""
+        if status == 404:
+            return None
+        if status != 200:
             # 403: a revoked key, or (on S3, without a list right) a missing object: HEAD
             # replies carry no error code to tell them apart; see StorageAccess.
-            raise self._refusal(
-                "HeadObject", status, hint="; check the broker's credentials"
-            ) from None
-        except BotoCoreError as exc:
-            raise self._silence(exc) from None
+            raise self._refusal("HeadObject", status, hint="; check the broker's credentials")
+        try:
+            size = int(headers["Content-Length"])
+        except (KeyError, ValueError):
+            raise self._refusal("HeadObject", "200 without a Content-Length") from None
         return ObjectHead(
-            size=int(reply["ContentLength"]),
-            sha256=reply.get("ChecksumSHA256"),
-            etag=reply.get("ETag"),
-            server_side_encryption=reply.get("ServerSideEncryption"),
+            size=size,
+            sha256=headers.get("x-amz-checksum-sha256"),
+            etag=headers.get("ETag"),
+            server_side_encryption=headers.get("x-amz-server-side-encryption"),
         )
+
+    def silence(self, what: str) -> StorageUnavailable:
+        """The bucket did not answer (`what`: the failure's class name, unless coarse)."""
+        detail = "" if self.coarse else f": {what}"
+        return StorageUnavailable(f"the bucket did not answer{detail}")
 
 
 class BucketClients:
@@ -249,6 +289,7 @@ class BucketClients:
         self.identity = identity or BrokerIdentity()
         self.policy = policy or EndpointPolicy()
         self.io = io or StorageIO()
+        self.http = BucketHTTP()  # its shared session: opened by the app (`opened`)
         self._lock = threading.Lock()
         self._clients: dict[str, BucketClient] = {}
 
@@ -336,6 +377,46 @@ class BucketClients:
         )
 
     async def head(self, bucket: BucketClient, key: str) -> ObjectHead | None:
-        return await self.io.run(
-            bucket.config.tenant_id, bucket.head, key, deadline=HEAD_DEADLINE
-        )
+        """The object's size and stored checksum, or None when there is no such object:
+        signed by the tenant's client, sent on the event loop (`broker.storage.http`) within
+        `HEAD_DEADLINE`, holding one of the tenant's storage slots; tried twice when the
+        bucket does not answer or answers 5xx/429 (`ATTEMPTS`, as botocore's standard mode
+        did)."""
+        tenant_id = bucket.config.tenant_id
+        if bucket.config.auth_mode == KEYS:
+            url, headers = bucket.sign_head(key)  # static keys: pure computation
+        else:  # an assumed role's session may be refreshed from STS first
+            url, headers = await self.io.run(
+                tenant_id, bucket.sign_head, key, deadline=PRESIGN_DEADLINE
+            )
+        pinned = bucket.pinned
+        https = url.startswith("https:")
+
+        async def send() -> Reply:
+            return await self.http.head(
+                url, headers,
+                connect_to=None if pinned is None else pinned.address,
+                server_hostname=pinned.host if pinned is not None and https else None,
+                connect=CONNECT_TIMEOUT, read=READ_TIMEOUT,
+            )
+
+        _log_s3("call", "HeadObject", bucket.config.bucket, key=key)
+        try:
+            async with self.io.slot(tenant_id, deadline=HEAD_DEADLINE), asyncio.timeout(
+                HEAD_DEADLINE
+            ):
+                try:
+                    reply = await send()
+                    retry = reply.status in _RETRIED
+                except NoAnswer:
+                    retry = True
+                if retry:
+                    try:
+                        reply = await send()
+                    except NoAnswer as exc:
+                        raise bucket.silence(exc.reason) from None
+        except TimeoutError:
+            raise StorageTimeout(
+                f"the tenant's bucket did not answer within {HEAD_DEADLINE:g} s"
+            ) from None
+        return bucket.read_head(reply.status, reply.headers)

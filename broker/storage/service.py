@@ -15,6 +15,7 @@ runs every `storage_check_interval` seconds for every tenant whose access works
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -75,6 +76,10 @@ class StorageAccess:
 
     def close(self) -> None:
         self._buckets.io.close()
+
+    def connections(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The buckets' shared HTTP session (HeadObject), for the app's life (`broker.app`)."""
+        return self._buckets.http.opened()
 
     # -- external ID ----------------------------------------------------------------------
 

@@ -237,3 +237,27 @@ def test_a_token_under_the_previous_key_cannot_outlive_the_access_token_ttl() ->
     ]:
         with pytest.raises(Exception, match="invalid or expired"):
             rotated.verify(under_old_key(iat, exp), "user")
+
+
+def test_a_remembered_token_still_expires_and_another_audience_is_still_refused() -> None:
+    """A verified token is not decoded again (the device path's CPU), but its times are
+    checked on every use: once past `exp` (and the leeway) it is refused, remembered or not;
+    and it is remembered for the audience it was verified for only."""
+    now = [datetime.now(UTC)]
+    signer = TokenSigner(current=Secret("c" * 48), previous=None, ttl=900, clock=lambda: now[0])
+    device = Principal(kind="device", subject="d", tenant_id="t", user_id="u", role="member")
+    token = signer.issue(device)
+    assert signer.verify(token, "device").subject == "d"
+    assert signer.verify(token, "device").subject == "d"  # remembered
+    with pytest.raises(Exception, match="invalid or expired"):
+        signer.verify(token, "user")
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(Exception, match="invalid or expired"):
+        signer.verify(tampered, "device")
+    now[0] += timedelta(seconds=890)
+    assert signer.verify(token, "device").subject == "d"  # within its life and the leeway
+    now[0] += timedelta(seconds=20)
+    with pytest.raises(Exception, match="invalid or expired"):
+        signer.verify(token, "device")
+    with pytest.raises(Exception, match="invalid or expired"):
+        signer.verify(token, "device")  # forgotten, and refused by a full decode as well

@@ -12,6 +12,7 @@ without the suite's allowance for moto on 127.0.0.1 (`tests/support/broker.py`).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 import socket
@@ -28,13 +29,18 @@ from broker.errors import BrokerError
 from broker.storage import selfcheck
 from broker.storage.config import candidate
 from broker.storage.endpoint import EndpointPolicy, EndpointRefused, why_not_public
-from broker.storage.s3 import BucketClient
+from broker.storage.s3 import BucketClient, BucketClients, ObjectHead
 from tests.identity.people import Client, Person, make_person, sign_in
 from tests.support.api import Operator, Tenant
 from tests.support.broker import ALLOWED_ENDPOINT_HOSTS_VAR, BrokerCommandError, BrokerProcess
 from tests.support.procs import MissingDependencyError, ProcessStartError
 from tests.support.s3 import S3Endpoint
 from tests.support.tarpit import Tarpit
+
+
+def _head(client: BucketClient, key: str) -> ObjectHead | None:
+    """The broker's HeadObject with `client` (signed by it, sent on an event loop)."""
+    return asyncio.run(BucketClients().head(client, key))
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +170,7 @@ def test_a_changed_dns_answer_is_never_used_the_connection_is_pinned(
     assert client.pinned is not None
     assert client.pinned.address == "127.0.0.1"
     for _ in range(3):
-        assert client.head("rec/none-such") is None  # 404 from moto, through the pin
+        assert _head(client, "rec/none-such") is None  # 404 from moto, through the pin
     assert asked == ["moto.rebind.invalid"]
     # Without the operator's allowance, the internal answer is refused when it is checked.
     strict = EndpointPolicy(resolver=rebinding)
@@ -205,5 +211,5 @@ def test_an_endpoint_the_operator_did_not_name_gets_only_coarse_outcomes(
         policy=policy,
     )
     with pytest.raises(BrokerError) as refused:
-        nobody.head("rec/x")
+        _head(nobody, "rec/x")
     assert refused.value.message == "the bucket did not answer"
