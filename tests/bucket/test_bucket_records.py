@@ -314,12 +314,12 @@ def test_delivered_rows_are_pruned_and_a_record_queued_again_is_found_written(
         await services.bucket.anchor_round()
         # after the prune every tenant of this session's database is anchored anew, and a
         # round delivers at most BATCH rows: deliver until this tenant's row is, or none is
-        while True:
-            row = await outbox_row(db, tenant.tenant_id, str(head.seq))
-            if (row is not None and row.delivered_at is not None) or not await (
-                services.bucket.deliver_due()
-            ):
-                return await outbox_row(db, tenant.tenant_id, str(head.seq))
+        while (row := await outbox_row(db, tenant.tenant_id, str(head.seq))) is None or (
+            row.delivered_at is None
+        ):
+            if not await services.bucket.deliver_due():
+                break
+        return row
 
     first = on_database(broker, anchored)
     assert first.delivered_at is not None
