@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -77,6 +78,16 @@ def sign_in(
         page.click("text=Continue")
     page.wait_for_url(base_url + "/")
     return page
+
+
+def day_page(user_id: str) -> re.Pattern[str]:
+    """The address of an employee's day page, whatever its script adds after loading.
+
+    The page's script writes its day (`?day=`) and its window (`#view=`) into the address
+    with `history.replaceState`, which may happen before `wait_for_url` first looks: a
+    glob for the bare path would then wait for a navigation that never comes.
+    """
+    return re.compile(rf"/employees/{re.escape(user_id)}(\?day=[0-9-]+)?(#view=[0-9-]+)?$")
 
 
 def wait_until(page: Page, expression: str, *, timeout: float = 20.0) -> None:

@@ -18,7 +18,7 @@ from tests.identity.people import Person, make_person
 from tests.support.api import PASSWORD, Tenant, make_tenant
 from tests.support.broker import BrokerProcess
 from tests.support.s3 import S3Endpoint
-from tests.web.browser import code_for, off_thread, sign_in
+from tests.web.browser import code_for, day_page, off_thread, sign_in
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -122,7 +122,7 @@ def test_an_admin_invites_a_manager_who_joins_and_watches_an_assigned_employee(
 
     manager_page.reload()
     manager_page.click(f"text={scene.employee.email}")
-    manager_page.wait_for_url(f"**/employees/{scene.employee.user_id}")
+    manager_page.wait_for_url(day_page(scene.employee.user_id))
 
     admin.goto(f"/admin/people/{scene.employee.user_id}")
     assert email in admin.inner_text("ul.assigned"), "the employee's page lists the manager"

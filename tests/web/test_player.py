@@ -24,7 +24,7 @@ from tests.support.api import Operator, Tenant, enroll, enrollment_code, make_te
 from tests.support.broker import BrokerProcess
 from tests.support.display import XDisplay
 from tests.support.s3 import S3Endpoint
-from tests.web.browser import off_thread, pixels, sign_in, wait_until
+from tests.web.browser import day_page, off_thread, pixels, sign_in, wait_until
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -106,7 +106,7 @@ def test_a_manager_plays_a_real_recording_from_the_bucket(
     page.on("response", lambda reply: responses.append(reply))
 
     page.click(f"text={scene.employee.email}")
-    page.wait_for_url(f"**/employees/{scene.employee.user_id}")
+    page.wait_for_url(day_page(scene.employee.user_id))
     assert page.locator("svg.day rect.rec").count() >= 1, "the day bar shows recorded time"
     page.click(f"a[href='/recordings/{scene.recording_id}']")
     page.wait_for_selector("#player")
@@ -206,7 +206,7 @@ def test_the_employee_sees_who_viewed_their_recording(
     # They watch their own recording: the same player, the same audited view URLs.
     page.goto("/")
     page.click(f"main a[href='/employees/{scene.employee.user_id}']")
-    page.wait_for_url(f"**/employees/{scene.employee.user_id}")
+    page.wait_for_url(day_page(scene.employee.user_id))
     assert f"times in {ZONE}" in page.content()
     page.click(f"a[href='/recordings/{scene.recording_id}']")
     page.wait_for_selector("#player")
