@@ -17,7 +17,14 @@ from sqlalchemy import Row, and_, bindparam, func, select
 from broker.bucket import outbox
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import devices, recording_gaps, recordings, segments, upload_grants
+from broker.db.schema import (
+    devices,
+    recording_gaps,
+    recordings,
+    segments,
+    storage_configs,
+    upload_grants,
+)
 from broker.db.scope import TenantScope
 from broker.devices.enrollment import check_enrolled
 from broker.errors import NotFound
@@ -79,19 +86,25 @@ _SEGMENT = select(segments).where(
 )
 
 
-# The calling device's row and, when it made it, the recording (all NULL else): one read.
+# The calling device's row and, when it made it, the recording (all NULL else), with the
+# tenant's storage configuration row (its columns as `storage_<name>`, NULL when there is
+# none; at most one: `tenant_id` is its key): one read, in the request's transaction, so the
+# configuration is exactly what a read of its own there would have returned.
 _DEVICE_AND_RECORDING = (
     select(
         devices.c.public_key.label("device_public_key"),
         devices.c.revoked_at,
         devices.c.user_id.label("device_user_id"),
         *recordings.c,
+        *(column.label(f"storage_{column.name}") for column in storage_configs.c),
     )
-    .select_from(devices.outerjoin(recordings, and_(
-        recordings.c.tenant_id == devices.c.tenant_id,
-        recordings.c.id == bindparam("recording"),
-        recordings.c.device_id == devices.c.id,
-    )))
+    .select_from(
+        devices.outerjoin(recordings, and_(
+            recordings.c.tenant_id == devices.c.tenant_id,
+            recordings.c.id == bindparam("recording"),
+            recordings.c.device_id == devices.c.id,
+        )).outerjoin(storage_configs, storage_configs.c.tenant_id == devices.c.tenant_id)
+    )
     .where(devices.c.tenant_id == bindparam("tenant"), devices.c.id == bindparam("device"))
 )
 
@@ -127,6 +140,17 @@ def _segment_of(row: Row[Any]) -> Any:
     return SimpleNamespace(**{c.name: fields[f"segment_{c.name}"] for c in segments.c})
 
 
+def storage_row_of(row: Row[Any]) -> storage_config.ConfigRow | None:
+    """The tenant's storage configuration row read with the device (`_DEVICE_AND_RECORDING`),
+    as `storage.config.resolve` takes it; None when the tenant has none."""
+    fields = row._mapping
+    if fields["storage_tenant_id"] is None:
+        return None
+    return storage_config.ConfigRow(
+        tuple(fields[f"storage_{c.name}"] for c in storage_configs.c)
+    )
+
+
 async def _device_recording_rows(
     scope: TenantScope, principal: Principal, statement: Any, params: dict[str, Any]
 ) -> list[Row[Any]]:
@@ -146,8 +170,9 @@ async def _device_recording_rows(
 async def device_recording_segment(
     scope: TenantScope, principal: Principal, recording_id: str, seq: int
 ) -> tuple[Row[Any], Any]:
-    """The recording's row (`_device_recording_rows`) and its segment `seq` (with a segment
-    row's attributes), in one read; 404 when the segment was never declared."""
+    """The recording's row (`_device_recording_rows`, `storage_row_of` gives the tenant's
+    storage row from it) and its segment `seq` (with a segment row's attributes), in one
+    read; 404 when the segment was never declared."""
     row, = await _device_recording_rows(
         scope, principal, _DEVICE_RECORDING_SEGMENT, {"recording": recording_id, "seq": seq}
     )
@@ -159,8 +184,9 @@ async def device_recording_segment(
 async def device_recording_around(
     scope: TenantScope, principal: Principal, recording_id: str, seq: int
 ) -> tuple[Row[Any], dict[int, Any]]:
-    """The recording's row (`_device_recording_rows`) and, by seq, its first three segments
-    from `seq - 1` up (with a segment row's attributes), in one read."""
+    """The recording's row (`_device_recording_rows`, `storage_row_of` gives the tenant's
+    storage row from it) and, by seq, its first three segments from `seq - 1` up (with a
+    segment row's attributes), in one read."""
     rows = await _device_recording_rows(
         scope, principal, _DEVICE_RECORDING_AROUND, {"recording": recording_id, "lowest": seq - 1}
     )

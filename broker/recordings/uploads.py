@@ -31,6 +31,7 @@ from broker.recordings.common import (
     actor,
     device_recording_around,
     device_recording_segment,
+    storage_row_of,
 )
 from broker.storage import config as storage_config
 from broker.storage.config import StorageConfig
@@ -121,7 +122,9 @@ class Uploads(RecordingParts):
         declared: UploadRequest, now: datetime,
     ) -> _Decision:
         recording, around = await device_recording_around(scope, principal, recording_id, seq)
-        config = await storage_config.load(scope, self._keys, self._configs)
+        config = await storage_config.resolve(
+            scope, self._keys, storage_row_of(recording), self._configs
+        )
         where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq}
         segment = around.get(seq)
         if segment is None:
@@ -171,7 +174,9 @@ class Uploads(RecordingParts):
             if segment.state == VERIFIED:
                 return VERIFIED
             custody.check_stored(recording, segment, recording.device_public_key)
-            config = await storage_config.load(scope, self._keys, self._configs)
+            config = await storage_config.resolve(
+                scope, self._keys, storage_row_of(recording), self._configs
+            )
         bucket = await self._buckets.client(config)
         try:
             head = await self._buckets.head(bucket, segment.object_key)

@@ -198,25 +198,41 @@ async def save(
 
 
 _ROW = select(storage_configs).where(storage_configs.c.tenant_id == bindparam("tenant"))
+_COLUMNS = {column.name: index for index, column in enumerate(storage_configs.c)}
+
+
+class ConfigRow(tuple[Any, ...]):
+    """A `storage_configs` row's values in the table's column order, also by column name:
+    the row as another statement read it (`broker.recordings.common` reads it with the
+    device, in the same transaction). Equal to the `Row` that `load` reads for it."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[_COLUMNS[name]]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class ConfigCache:
     """Unsealed configurations by tenant, each valid for exactly the row it was made from.
 
     The row is still read in every transaction that needs the configuration (one indexed
-    read of a small row); only the unsealing (HKDF and AES-GCM) and the external ID's read
-    are skipped while the row is unchanged. A new credential version, a re-sealed secret or
-    any other change to the row is a different row: the next transaction unseals it, so a
-    rotation or revocation is in force from the transaction that commits it."""
+    read of a small row, or its columns in a read the request makes anyway); only the
+    unsealing (HKDF and AES-GCM) and the external ID's read are skipped while the row is
+    unchanged. A new credential version, a re-sealed secret or any other change to the row
+    is a different row: the next transaction unseals it, so a rotation or revocation is in
+    force from the transaction that commits it."""
 
     def __init__(self) -> None:
         self._by_tenant: dict[str, tuple[tuple[Any, ...], StorageConfig]] = {}
 
-    def get(self, tenant_id: str, row: Row[Any]) -> StorageConfig | None:
+    def get(self, tenant_id: str, row: Row[Any] | ConfigRow) -> StorageConfig | None:
         found = self._by_tenant.get(tenant_id)
         return found[1] if found is not None and found[0] == tuple(row) else None
 
-    def put(self, row: Row[Any], config: StorageConfig) -> None:
+    def put(self, row: Row[Any] | ConfigRow, config: StorageConfig) -> None:
         self._by_tenant[config.tenant_id] = (tuple(row), config)
 
 
@@ -224,8 +240,21 @@ async def load(
     scope: TenantScope, keys: MasterKeys, cache: ConfigCache | None = None
 ) -> StorageConfig:
     row = (await scope.execute(_ROW, {"tenant": scope.tenant_id})).first()
+    return await resolve(scope, keys, row, cache)
+
+
+async def resolve(
+    scope: TenantScope,
+    keys: MasterKeys,
+    row: Row[Any] | ConfigRow | None,
+    cache: ConfigCache | None = None,
+) -> StorageConfig:
+    """The configuration of `row`, the tenant's `storage_configs` row read in this
+    transaction (None: the tenant has none, and this raises `StorageNotConfigured`)."""
     if row is None:
         raise StorageNotConfigured("no bucket is configured for this tenant")
+    if row.tenant_id != scope.tenant_id:
+        raise ValueError("a storage configuration row of another tenant")
     if cache is not None and row.auth_mode != ROLE:
         cached = cache.get(scope.tenant_id, row)
         if cached is not None:
@@ -236,7 +265,9 @@ async def load(
     return config
 
 
-async def _unsealed(scope: TenantScope, keys: MasterKeys, row: Row[Any]) -> StorageConfig:
+async def _unsealed(
+    scope: TenantScope, keys: MasterKeys, row: Row[Any] | ConfigRow
+) -> StorageConfig:
     secret = None
     if row.secret_sealed is not None:
         secret = unseal(
