@@ -7,6 +7,7 @@ it signs a PUT for the agent and later checks the object's metadata with `HeadOb
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +52,25 @@ _NEAREST_BELOW = (
 )
 _NEW_SEGMENT = insert(segments).returning(*segments.c)
 _NEW_GRANT = insert(upload_grants)
+
+
+@functools.cache
+def _new_segment_and_grant(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: a new segment (its `columns`, bound as `s_<name>`) and its first grant
+    (bound as `g_<name>`, the segment's id as `s_id`) in one statement, the segment row
+    returned. Both inserts are a data-modifying WITH of one statement: both happen, or
+    neither; the grant's tenant link to the segment is checked at the statement's end, when
+    the segment is there. Built once per set of columns (with or without custody)."""
+    segment = insert(segments).values(
+        {name: bindparam(f"s_{name}", type_=segments.c[name].type) for name in columns}
+    ).returning(*segments.c).cte("declared")
+    grant = insert(upload_grants).values({
+        column.name: bindparam(
+            "s_id" if column.name == "segment_id" else f"g_{column.name}", type_=column.type
+        )
+        for column in upload_grants.c
+    }).cte("granted")
+    return select(segment).add_cte(grant)
 _VERIFY = (
     update(segments)
     .where(segments.c.tenant_id == bindparam("tenant"), segments.c.id == bindparam("segment"),
@@ -68,6 +88,7 @@ class _Decision:
     config: StorageConfig
     regrant: bool  # declared by an earlier request (whose PUT may have failed)
     metadata: dict[str, str]  # the segment's own proof, signed into the PUT (`shared.bucket`)
+    granted: bool = False  # its grant row is inserted already (with the segment's)
 
 
 class Uploads(RecordingParts):
@@ -125,6 +146,14 @@ class Uploads(RecordingParts):
         config = await storage_config.resolve(
             scope, self._keys, storage_row_of(recording), self._configs
         )
+        # Signed in this transaction (`grant_upload`), a new segment's grant row goes in
+        # with it: one statement on PostgreSQL.
+        grant = (
+            self._grant_row(scope, config, now)
+            if scope.conn.dialect.name == "postgresql"
+            and self._buckets.local_signer(config) is not None
+            else None
+        )
         where = {"tenant": scope.tenant_id, "recording": recording_id, "seq": seq}
         segment = around.get(seq)
         if segment is None:
@@ -138,9 +167,10 @@ class Uploads(RecordingParts):
                 below = (await scope.execute(_NEAREST_BELOW, where)).first()
             above = next((around[n] for n in sorted(around) if n > seq), None)
             segment = await self._declare(scope, recording, seq, declared, now, config,
-                                          recording.device_public_key, below, above)
+                                          recording.device_public_key, below, above, grant)
             metadata = bucket_metadata.for_segment(scope.tenant_id, recording, segment)
-            return _Decision(segment, config, regrant=False, metadata=metadata)
+            return _Decision(segment, config, regrant=False, metadata=metadata,
+                             granted=grant is not None)
         if segment.state == VERIFIED:
             raise Conflict(f"segment {seq} is complete already")
         if (segment.size, segment.sha256, segment.md5) != (
@@ -155,11 +185,10 @@ class Uploads(RecordingParts):
         self, scope: TenantScope, principal: Principal, decided: _Decision, now: datetime
     ) -> None:
         segment = decided.segment
-        await scope.execute(_NEW_GRANT, {
-            "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id, "segment_id": segment.id,
-            "credential_version": decided.config.credential_version, "issued_at": now,
-            "expires_at": now + timedelta(seconds=self._upload_ttl),
-        })
+        if not decided.granted:
+            await scope.execute(_NEW_GRANT, {
+                **self._grant_row(scope, decided.config, now), "segment_id": segment.id,
+            })
         await audit.record(
             scope, at=now, actor=actor(principal), action="segment.grant",
             target=segment.object_key, details={"size": segment.size},
@@ -216,6 +245,16 @@ class Uploads(RecordingParts):
             )
         return VERIFIED
 
+    def _grant_row(
+        self, scope: TenantScope, config: StorageConfig, now: datetime
+    ) -> dict[str, Any]:
+        """An `upload_grants` row but its segment: issued now, for the upload TTL."""
+        return {
+            "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id,
+            "credential_version": config.credential_version, "issued_at": now,
+            "expires_at": now + timedelta(seconds=self._upload_ttl),
+        }
+
     async def _declare(
         self,
         scope: TenantScope,
@@ -227,20 +266,30 @@ class Uploads(RecordingParts):
         public_key: str | None,
         below: Row[Any] | None,
         above: Row[Any] | None,
+        grant: dict[str, Any] | None = None,
     ) -> Row[Any]:
         """A new segment row, after its time and custody checks against `below` and `above`,
-        the recording's declared segments nearest below and above `seq`."""
+        the recording's declared segments nearest below and above `seq`; with `grant` (an
+        upload grant's row but its segment, PostgreSQL only), its grant row in the same
+        statement."""
         key = segment_key(config.prefix, scope.tenant_id, recording.user_id, recording.id, seq)
         self._check_time(recording, seq, declared, now, below, above)
         record = custody.admit(recording, seq, declared, public_key, before=below, after=above)
+        row = {
+            "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id,
+            "recording_id": recording.id, "seq": seq, "object_key": key, "state": PENDING,
+            "size": declared.size, "sha256": declared.sha256, "md5": declared.md5,
+            "started_at": declared.started_at, "duration_ms": declared.duration_ms,
+            "created_at": now, "codec": declared.codec, **record,
+        }
         try:
-            inserted = await scope.execute(_NEW_SEGMENT, {
-                "id": str(uuid.uuid4()), "tenant_id": scope.tenant_id,
-                "recording_id": recording.id, "seq": seq, "object_key": key, "state": PENDING,
-                "size": declared.size, "sha256": declared.sha256, "md5": declared.md5,
-                "started_at": declared.started_at, "duration_ms": declared.duration_ms,
-                "created_at": now, "codec": declared.codec, **record,
-            })
+            if grant is None:
+                inserted = await scope.execute(_NEW_SEGMENT, row)
+            else:
+                inserted = await scope.execute(_new_segment_and_grant(tuple(row)), {
+                    **{f"s_{name}": value for name, value in row.items()},
+                    **{f"g_{name}": value for name, value in grant.items()},
+                })
         except IntegrityError:
             # A concurrent request declared this seq first (PostgreSQL; SQLite's writers
             # take turns): run again, and this is a grant again of that declaration.
