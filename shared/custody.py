@@ -146,10 +146,16 @@ def sign(key: Ed25519PrivateKey, record: CustodyRecord | GapRecord) -> str:
 
 def verify(public_key: str, record: CustodyRecord | GapRecord, signature: str) -> bool:
     """Whether `signature` is the device's signature of `record` (False on any malformed input)."""
+    return verify_canonical(public_key, record.canonical(), signature)
+
+
+def verify_canonical(public_key: str, canonical: bytes, signature: str) -> bool:
+    """`verify` of a record given as its canonical bytes: a pure function of its three
+    arguments (so a caller may remember its answers)."""
     try:
         key = decode_public_key(public_key)
         raw = _b64(signature, SIGNATURE_BYTES, "signature")
-        key.verify(raw, record.canonical())
+        key.verify(raw, canonical)
     except (CustodyFormatError, InvalidSignature):
         return False
     return True

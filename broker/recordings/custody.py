@@ -21,6 +21,7 @@ record format the recording's segments carry (`v1` records cover no times).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,9 +34,29 @@ from broker.db.scope import TenantScope
 from broker.errors import Conflict, NotFound
 from broker.storage.config import StorageConfig
 from broker.storage.s3 import BucketClients, ObjectHead
-from shared.custody import GENESIS, V1, V2, CustodyRecord, GapRecord, timestamp_ms, verify
+from shared.custody import (
+    GENESIS,
+    V1,
+    V2,
+    CustodyRecord,
+    GapRecord,
+    timestamp_ms,
+    verify,
+    verify_canonical,
+)
 from shared.errors import ErrorCode
 from shared.wire import GapReport, UploadRequest
+
+# The device path's signature checks, remembered: a completion checks the very record its
+# grant verified moments before (Ed25519 verification is a pure function of key, record and
+# signature, so a remembered answer is the answer; a stored record altered since is other
+# bytes, checked afresh). Bounded: about 0.5 kB an entry.
+_verifies = functools.lru_cache(maxsize=4096)(verify_canonical)
+
+
+def _device_path_verify(public_key: str, record: CustodyRecord, signature: str) -> bool:
+    return _verifies(public_key, record.canonical(), signature)
+
 
 HEAD_LANES = 2  # HeadObject calls at once per verification (the tenant may have 4 in all)
 
@@ -106,7 +127,7 @@ def admit(
             recording.id, seq, declared.size, declared.sha256, proof.prev, version=version,
             started_at=declared.started_at, duration_ms=declared.duration_ms,
         )
-        if verify(public_key, record, proof.signature):
+        if _device_path_verify(public_key, record, proof.signature):
             break
     else:
         raise _refuse(
@@ -171,7 +192,7 @@ def check_stored(recording: Row[Any], segment: Row[Any], public_key: str | None)
     if segment.record_signature is None or segment.record_prev is None:
         raise _refuse(f"segment {segment.seq} has no custody record")
     record = stored_record(recording.id, segment)
-    if record.digest() != segment.record_hash or not verify(
+    if record.digest() != segment.record_hash or not _device_path_verify(
         public_key, record, segment.record_signature
     ):
         raise _refuse(f"the stored custody record of segment {segment.seq} does not verify")

@@ -167,3 +167,38 @@ def test_gap_reports_are_signed_checked_at_the_broker_and_in_verification(
     in_database(broker, tenant.tenant_id, stretch)
     report = verify(broker, tenant, recording_id)
     assert {(-1, "forged_gap"), (4, "unsigned_gap")} <= findings(report)
+
+
+def test_a_record_altered_in_the_database_after_its_grant_is_refused_at_completion(
+    api: Api, broker: BrokerProcess, tenant: Tenant, signer: Signer
+) -> None:
+    """The completion checks the stored record again (the broker remembers the signature
+    checks it made moments before, by key, record and signature: a record altered since
+    is other bytes, and its check is made afresh)."""
+    recording_id = start_recording(api, signer.device)
+    segment = random_segment(2048)
+    declared = segment.declaration(duration_ms=1000)
+    signed = record(recording_id, 0, segment, declared, GENESIS, V2)
+    declared["custody"] = {"prev": GENESIS, "signature": sign(signer.key, signed)}
+    grant = api.call("POST", f"/api/v1/recordings/{recording_id}/segments/0/upload",
+                     declared, token=signer.device.access_token)
+    assert grant.status == 200, grant.body
+    assert put_with_grant(grant.body, segment.data).status == 200
+
+    # Re-timed with its record's hash made to match (anyone can hash; only the device signs):
+    # only the signature check can tell.
+    retimed = record(recording_id, 0, segment, {**declared, "duration_ms": 1500}, GENESIS, V2)
+
+    async def retime(scope: TenantScope) -> None:
+        row, = await scope.all(segments, segments.c.recording_id == recording_id)
+        await scope.execute(
+            update(segments).where(segments.c.id == row.id)
+            .values(duration_ms=1500, record_hash=retimed.digest())
+        )
+
+    in_database(broker, tenant.tenant_id, retime)
+    done = api.call("POST", f"/api/v1/recordings/{recording_id}/segments/0/complete",
+                    token=signer.device.access_token)
+    assert done.status == 409, done.body
+    assert done.body["error"] == "custody_rejected"
+    assert "does not verify" in done.body["message"], done.body
