@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Row, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -213,6 +213,23 @@ class Database:
         try:
             async with self._begin(read=read, tenant=tenant) as conn:
                 yield conn
+        except DBAPIError as exc:
+            if is_contention(exc) or exc.connection_invalidated:
+                raise _busy() from None
+            raise
+
+    async def call(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        """PostgreSQL: one statement as a transaction of its own (autocommit: no BEGIN and
+        no COMMIT round trip), its first row. For a function that declares its tenant itself
+        (migration 0017's `bucketreel_heartbeat`): the statement must name no tenant row
+        otherwise, since nothing declares one for it. A dead connection or contention is
+        answered 503, as for a transaction run once."""
+        if self.dialect != "postgresql":
+            raise RuntimeError("Database.call is for PostgreSQL's tenant-declaring functions")
+        try:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return (await conn.execute(statement, params)).first()
         except DBAPIError as exc:
             if is_contention(exc) or exc.connection_invalidated:
                 raise _busy() from None

@@ -19,11 +19,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import Row, bindparam, text, update
 
 from broker.clock import Clock
 from broker.db.database import Database
-from broker.db.schema import devices
+from broker.db.schema import UTCDateTime, devices
 from broker.db.scope import TenantScope
 from broker.devices import policy
 from broker.errors import Unauthenticated
@@ -50,6 +50,10 @@ _BEAT = (
     )
     .returning(*policy.returned())
 )
+# PostgreSQL: the same as one call, a transaction of its own (migration 0017).
+_BEAT_CALL = text(
+    "SELECT * FROM bucketreel_heartbeat(:tenant, :device, :user, :seen, :status, :every)"
+).bindparams(bindparam("seen", type_=UTCDateTime()))
 
 
 async def record(
@@ -59,18 +63,23 @@ async def record(
     and a revoked device's token is refused here, in the one transaction); the reply carries
     its tenant's policy."""
     now = clock()
-    status = json.dumps(beat.to_json(), sort_keys=True)
-    async for txn in db.attempts(tenant=principal.tenant_id):
-        async with txn as conn:
-            scope = TenantScope(conn, principal.tenant_id)
-            changed = (await scope.execute(_BEAT, {
-                "tenant": principal.tenant_id, "device": principal.subject,
-                "user": principal.user_id, "seen": now, "status": status,
-                "every": beat.interval,
-            })).first()
-            if changed is None:
-                raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
-            pushed = policy.of_returned(changed)
+    params = {
+        "tenant": principal.tenant_id, "device": principal.subject, "user": principal.user_id,
+        "seen": now, "status": json.dumps(beat.to_json(), sort_keys=True),
+        "every": beat.interval,
+    }
+    changed: Row[Any] | None
+    if db.dialect == "postgresql":
+        changed = await db.call(_BEAT_CALL, params)  # one round trip, its own transaction
+    else:
+        async for txn in db.attempts(tenant=principal.tenant_id):
+            async with txn as conn:
+                changed = (await TenantScope(conn, principal.tenant_id).execute(
+                    _BEAT, params
+                )).first()
+    if changed is None:
+        raise Unauthenticated("this device is not enrolled", code=ErrorCode.INVALID_TOKEN)
+    pushed = policy.of_returned(changed)
     return {
         "received_at": format_timestamp(now),
         "interval": beat.interval,

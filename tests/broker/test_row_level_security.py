@@ -25,8 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from broker.db import migrate
 from broker.db.database import Database
 from broker.db.engine import create_engine
-from broker.db.schema import metadata, recordings, tenants, users
+from broker.db.schema import devices, metadata, recordings, tenants, users
 from broker.db.scope import TenantConflict, TenantScope
+from broker.devices import heartbeat
 from tests.conftest import BROKER_DB_ROLE
 from tests.support import migrations
 from tests.support.broker import BrokerProcess
@@ -225,6 +226,51 @@ def test_a_tenant_declared_with_the_begin_holds_like_a_scope(two: Tenants) -> No
             assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.a, two.b}
         async with db.read(tenant=two.b) as conn:
             assert tenant_ids(list((await conn.execute(select(users))).all())) == {two.b}
+
+    on(two.url, use)
+
+
+def test_the_heartbeat_call_declares_its_tenant_for_itself_alone(two: Tenants) -> None:
+    """Migration 0017's `bucketreel_heartbeat`, run as a transaction of its own
+    (`Database.call`): it writes its own tenant's device row only, its declaration ends with
+    it (the pooled connection's next transaction sees every tenant), and inside a
+    transaction declared for another tenant it is refused."""
+
+    async def use(engine: AsyncEngine) -> None:
+        db = Database(engine)
+        async with engine.begin() as conn:  # undeclared, as enrollment by the CLI
+            owners = {
+                tenant: (await conn.execute(
+                    select(users.c.id).where(users.c.tenant_id == tenant).limit(1)
+                )).scalar_one()
+                for tenant in (two.a, two.b)
+            }
+            ids = {tenant: str(uuid.uuid4()) for tenant in (two.a, two.b)}
+            for tenant, device in ids.items():
+                await conn.execute(insert(devices).values(
+                    id=device, tenant_id=tenant, user_id=owners[tenant], name="beat",
+                    created_at=NOW,
+                ))
+
+        def beat(tenant: str, device: str, owner: str) -> dict[str, Any]:
+            return {"tenant": tenant, "device": device, "user": owner, "seen": NOW,
+                    "status": '{"state":"recording"}', "every": 60}
+
+        mine = await db.call(heartbeat._BEAT_CALL, beat(two.a, ids[two.a], owners[two.a]))
+        assert mine is not None
+        assert mine.policy_fps is None  # no policy set: NULL keys
+        # another tenant's device, named with this tenant: no row, no write
+        other = beat(two.a, ids[two.b], owners[two.b])
+        assert await db.call(heartbeat._BEAT_CALL, other) is None
+        async with db.transaction() as conn:  # undeclared again: every tenant's rows
+            rows = (await conn.execute(
+                select(devices.c.tenant_id, devices.c.heartbeat_interval)
+                .where(devices.c.id.in_(list(ids.values())))
+            )).all()
+            assert sorted(rows) == sorted([(two.a, 60), (two.b, None)])
+        with pytest.raises(DBAPIError, match="declared for another tenant"):
+            async with db.transaction(tenant=two.b) as conn:
+                await conn.execute(heartbeat._BEAT_CALL, beat(two.a, ids[two.a], owners[two.a]))
 
     on(two.url, use)
 

@@ -1,0 +1,64 @@
+"""a device's heartbeat as one call in a transaction of its own (PostgreSQL)
+
+`bucketreel_heartbeat(tenant, device, owner, seen, status, every)` declares the tenant for
+row-level security (`bucketreel.tenant`, local to the transaction, refused when the
+transaction is declared for another) and stores the heartbeat on the device's own row while
+it is enrolled, answering the tenant's policy keys (NULL where unset); no row when the
+device is not enrolled (or is revoked). The broker calls it outside an explicit transaction,
+so the call is a transaction of its own: one round trip where BEGIN with the declaration,
+the UPDATE and COMMIT were three. It runs with the caller's rights, so row-level security
+still applies. SQLite gets nothing here (the broker runs the same UPDATE there).
+
+Revision ID: 0017
+Revises: 0016
+"""
+
+from alembic import op
+
+revision = "0017"
+down_revision = "0016"
+branch_labels = None
+depends_on = None
+
+CREATE = """
+CREATE FUNCTION bucketreel_heartbeat(
+    p_tenant varchar, p_device varchar, p_owner varchar, p_seen timestamptz,
+    p_status varchar, p_every integer
+)
+RETURNS TABLE (
+    policy_fps double precision, policy_segment_seconds double precision,
+    policy_idle_seconds integer, policy_quality varchar
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF coalesce(current_setting('bucketreel.tenant', true), '') NOT IN ('', p_tenant) THEN
+        RAISE EXCEPTION 'this transaction is declared for another tenant';
+    END IF;
+    PERFORM set_config('bucketreel.tenant', p_tenant, true);
+    RETURN QUERY
+    UPDATE devices d
+    SET last_seen_at = p_seen, last_status = p_status, heartbeat_interval = p_every
+    WHERE d.tenant_id = p_tenant AND d.id = p_device AND d.user_id = p_owner
+        AND d.revoked_at IS NULL
+    RETURNING
+        (SELECT p.fps FROM device_policies p WHERE p.tenant_id = p_tenant),
+        (SELECT p.segment_seconds FROM device_policies p WHERE p.tenant_id = p_tenant),
+        (SELECT p.idle_seconds FROM device_policies p WHERE p.tenant_id = p_tenant),
+        (SELECT p.quality::varchar FROM device_policies p WHERE p.tenant_id = p_tenant);
+END
+$$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(CREATE)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "DROP FUNCTION bucketreel_heartbeat(varchar, varchar, varchar, timestamptz, varchar,"
+            " integer)"
+        )
