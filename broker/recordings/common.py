@@ -12,7 +12,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, select
+from sqlalchemy import Row, and_, bindparam, func, select, text
 
 from broker.bucket import outbox
 from broker.clock import Clock
@@ -179,6 +179,52 @@ async def device_recording_segment(
     if row.segment_id is None:
         raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
     return row, _segment_of(row)
+
+
+# PostgreSQL: what a completion reads, as one call in a transaction of its own (0018).
+_COMPLETION_READ = text(
+    "SELECT * FROM bucketreel_completion_read(:tenant, :device, :recording, :seq)"
+)
+
+
+def _fields(whole_row: Any) -> dict[str, Any] | None:
+    """A table's whole row as the call returns it (asyncpg: a record), by column name; None
+    for the NULL row of an outer join."""
+    if whole_row is None:
+        return None
+    fields = dict(whole_row.items())
+    return None if all(value is None for value in fields.values()) else fields
+
+
+async def completion_read(
+    db: Database, principal: Principal, recording_id: str, seq: int
+) -> tuple[Any, Any, storage_config.ConfigRow | None]:
+    """PostgreSQL: `device_recording_segment` and the tenant's storage row
+    (`storage_row_of`) in one call, its own transaction: the recording (with the device's
+    custody key as `device_public_key`), its segment `seq`, the storage row (None: none).
+    The same refusals: 401 unless the device is enrolled, 404 unless it made the recording
+    and declared the segment."""
+    row = await db.call(_COMPLETION_READ, {
+        "tenant": principal.tenant_id, "device": principal.subject,
+        "recording": recording_id, "seq": seq,
+    })
+    check_enrolled(principal, row, device_user="device_user_id")
+    assert row is not None  # checked
+    recording = _fields(row.recording)
+    if recording is None:
+        raise NotFound("no such recording")
+    segment = _fields(row.segment)
+    if segment is None:
+        raise NotFound(f"segment {seq} was never declared: ask for an upload grant first")
+    storage = _fields(row.storage)
+    stored = None if storage is None else storage_config.ConfigRow(
+        tuple(storage[column.name] for column in storage_configs.c)
+    )
+    return (
+        SimpleNamespace(**recording, device_public_key=row.device_public_key),
+        SimpleNamespace(**segment),
+        stored,
+    )
 
 
 async def device_recording_around(

@@ -30,6 +30,7 @@ from broker.recordings.common import (
     VERIFIED,
     RecordingParts,
     actor,
+    completion_read,
     device_recording_around,
     device_recording_segment,
     storage_row_of,
@@ -194,18 +195,42 @@ class Uploads(RecordingParts):
             target=segment.object_key, details={"size": segment.size},
         )
 
-    async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
+    async def _completion_read(
+        self, principal: Principal, recording_id: str, seq: int
+    ) -> tuple[Any, Any, StorageConfig] | None:
+        """The completion's checks before `HeadObject`, in a transaction of their own: the
+        device, its recording and segment `seq` (None: verified already), the stored custody
+        record, and the tenant's storage configuration. On PostgreSQL one call
+        (`completion_read`) when the configuration's row is one unsealed before; else (and
+        the first time) a read transaction, which unseals it."""
+        if self._db.dialect == "postgresql":
+            recording, segment, stored = await completion_read(
+                self._db, principal, recording_id, seq
+            )
+            if segment.state == VERIFIED:
+                return None
+            custody.check_stored(recording, segment, recording.device_public_key)
+            config = storage_config.remembered(principal.tenant_id, stored, self._configs)
+            if config is not None:
+                return recording, segment, config
         async with self._db.read(tenant=principal.tenant_id) as conn:
             scope = TenantScope(conn, principal.tenant_id)
             recording, segment = await device_recording_segment(
                 scope, principal, recording_id, seq
             )
             if segment.state == VERIFIED:
-                return VERIFIED
+                return None
             custody.check_stored(recording, segment, recording.device_public_key)
             config = await storage_config.resolve(
                 scope, self._keys, storage_row_of(recording), self._configs
             )
+        return recording, segment, config
+
+    async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
+        read = await self._completion_read(principal, recording_id, seq)
+        if read is None:
+            return VERIFIED
+        _recording, segment, config = read
         bucket = await self._buckets.client(config)
         try:
             head = await self._buckets.head(bucket, segment.object_key)

@@ -243,6 +243,20 @@ async def load(
     return await resolve(scope, keys, row, cache)
 
 
+def remembered(
+    tenant_id: str, row: ConfigRow | None, cache: ConfigCache
+) -> StorageConfig | None:
+    """The configuration of `row` (the tenant's row, read in this request's transaction)
+    when `cache` holds it unsealed already, so no statement is needed to make it; None
+    when it must be made (`resolve`, in a transaction: the first time, or an assumed role).
+    Raises `StorageNotConfigured` when there is no row, as `resolve` does."""
+    if row is None:
+        raise StorageNotConfigured("no bucket is configured for this tenant")
+    if row.tenant_id != tenant_id:
+        raise ValueError("a storage configuration row of another tenant")
+    return cache.get(tenant_id, row)
+
+
 async def resolve(
     scope: TenantScope,
     keys: MasterKeys,

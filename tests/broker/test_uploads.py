@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs, urlsplit
 
+from sqlalchemy import select
+
+from broker import admin
+from broker.db.engine import create_engine
+from broker.db.schema import segments
 from tests.support.api import (
     Api,
     Device,
+    Operator,
     enroll,
     put_with_grant,
     random_segment,
@@ -25,6 +32,23 @@ def grant(api: Api, device: Device, recording_id: str, seq: int, declared: dict)
     )
     assert reply.status == 200, reply.body
     return reply.body
+
+
+def segment_states(broker: BrokerProcess, recording_id: str) -> list[str]:
+    """The recording's segments' states as the database holds them, in seq order."""
+
+    async def read() -> list[str]:
+        engine = create_engine(broker.database_url)
+        try:
+            async with engine.connect() as conn:
+                return list((await conn.execute(
+                    select(segments.c.state).where(segments.c.recording_id == recording_id)
+                    .order_by(segments.c.seq)
+                )).scalars())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 def complete(api: Api, device: Device, recording_id: str, seq: int):
@@ -80,6 +104,31 @@ def test_completion_of_a_segment_never_uploaded_is_refused(api: Api, device: Dev
     assert reply.body["error"] == "segment_not_uploaded"
     info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
     assert [s["state"] for s in info.body["segments"]] == ["pending"]
+
+
+def test_a_completion_answers_verified_again_and_a_revoked_device_none(
+    api: Api, broker: BrokerProcess, device: Device
+) -> None:
+    """The completion's checks hold on each database's read (PostgreSQL: one call, migration
+    0018): completing a verified segment again answers verified; once the device is
+    revoked, its completion of an uploaded segment is refused and changes nothing."""
+    recording_id = start_recording(api, device)
+    uploaded = {}
+    for seq in (0, 1):
+        segment = random_segment()
+        assert put_with_grant(
+            grant(api, device, recording_id, seq, segment.declaration()), segment.data
+        ).status == 200
+        uploaded[seq] = segment
+    assert (complete(api, device, recording_id, 0).body) == {"state": "verified"}
+    again = complete(api, device, recording_id, 0)
+    assert (again.status, again.body) == (200, {"state": "verified"})
+
+    Operator(broker).run(admin.revoke_device, tenant=device.tenant.tenant_id,
+                         device=device.device_id)
+    refused = complete(api, device, recording_id, 1)
+    assert (refused.status, refused.body["error"]) == (401, "invalid_token")
+    assert segment_states(broker, recording_id) == ["verified", "pending"]
 
 
 def test_completion_of_an_undeclared_segment_is_refused(api: Api, device: Device) -> None:
