@@ -1,0 +1,225 @@
+"""Capture buffers reused from frame to frame, and the grab that fills them.
+
+mss 10.2's shared-memory backend (XShmGetImage) copies every frame out of its mmap into a
+fresh `bytearray`: at 1080p an 8 MB allocation per grab, whose pages the kernel faults in
+and zeroes each time. `Grabber` issues the same XShmGetImage request as mss does and copies
+from mss's mmap into a buffer from a `BufferPool` instead, one that no frame refers to any
+more. Anything else (another mss version, a backend that is not XShmGetImage, mss having
+fallen back to XGetImage, Windows, macOS) takes mss's own `sct.grab()`, unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import mss
+
+log = logging.getLogger(__name__)
+
+Region = dict[str, int]  # left, top, width, height
+# copies `region` of the screen into the buffer, which has exactly its size
+ShmCopy = Callable[[Region, bytearray], None]
+
+# the mss release whose internals the fast path reads (mss/linux/xshmgetimage.py)
+KNOWN_MSS = ("10.2.",)
+
+
+def _refs(buffers: list[bytearray], index: int) -> int:
+    """References to `buffers[index]`, as this very expression counts them."""
+    return sys.getrefcount(buffers[index])
+
+
+def _alone_count() -> int:
+    """What `_refs` answers for a buffer nothing but its list refers to (calibrated, so
+    the interpreter's own temporary references are counted the same way in both)."""
+    probe = [bytearray(1)]
+    return _refs(probe, 0)
+
+
+class BufferPool:
+    """Same-size `bytearray`s, handed out again once nothing else refers to them.
+
+    Why reuse is safe: a buffer is taken for a new frame only when `sys.getrefcount`
+    says the pool's own list is its only holder (`_alone`, measured at start through the
+    same function). Everything that can still read a frame holds a reference to its
+    buffer: a `Frame` (in the recorder's queue, the encoder's `Segmenter._last`,
+    `CaptureHealth._last`, a local variable in any thread), a `memoryview` of it, an array
+    built on it. A reference can only be copied from another reference, and the pool gives
+    its buffers out only from `take`, in the one capture thread; so once the count says
+    "only the pool", no other thread can come to hold that buffer before it is filled and
+    given out again. Other threads dropping references concurrently only lower the count:
+    at worst a buffer freed a moment too late is not reused this time. (What libx264 or
+    the colour conversion read was copied into the encoder's own frame by then: PyAV keeps
+    no pointer into the buffer once `add` returns.)
+
+    Bounded: the pool tracks at most `capacity` buffers, the most recently allocated. When
+    all of them are held, `take` allocates a new one and forgets the oldest (its holders
+    keep it; their last reference frees it, as with mss's own buffers), so a frame held for
+    long (the encoder's last one across an unchanged screen) never stops the reuse. After a
+    `take`, at most `spares` free buffers stay in the pool; the rest are dropped, so a burst
+    (a full frame queue) does not stay resident. Buffers of another size (the region
+    changed) are dropped at the next `take` of the new size.
+    """
+
+    def __init__(self, *, capacity: int = 4, spares: int = 1) -> None:
+        if capacity < 1 or spares < 0:
+            raise ValueError("a pool needs a capacity of 1 or more and spares of 0 or more")
+        self.capacity = capacity
+        self.spares = spares
+        self._buffers: list[bytearray] = []
+        self._alone = _alone_count()
+        self.reused = 0  # takes served by a free buffer
+        self.allocated = 0  # takes that allocated (tracked or not)
+
+    def __len__(self) -> int:
+        return len(self._buffers)
+
+    def _is_free(self, index: int) -> bool:
+        return _refs(self._buffers, index) <= self._alone
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of `size` bytes that nothing else refers to; its content is stale."""
+        self._buffers = [b for b in self._buffers if len(b) == size]
+        free = [i for i in range(len(self._buffers)) if self._is_free(i)]
+        if free:
+            chosen = self._buffers[free[0]]
+            extra = set(free[1 + self.spares:])
+            if extra:
+                self._buffers = [b for i, b in enumerate(self._buffers) if i not in extra]
+            self.reused += 1
+            return chosen
+        self.allocated += 1
+        buf = bytearray(size)
+        if len(self._buffers) >= self.capacity:
+            del self._buffers[0]  # the longest held: its holders keep it, the pool forgets it
+        self._buffers.append(buf)
+        return buf
+
+    def clear(self) -> None:
+        self._buffers = []
+
+
+class Grabber:
+    """Grabs a region into a pooled buffer on mss's XShmGetImage path, else with mss.
+
+    The path is chosen once, when the grabber is made for an open mss instance (logged at
+    debug); `pooled=False` forces mss's own grab. While mss has not yet seen a shared-memory
+    grab succeed, the grab is mss's own, so mss keeps deciding whether to fall back to
+    XGetImage; once it has fallen back, every grab is mss's.
+    """
+
+    def __init__(self, sct: mss.MSS, *, pooled: bool = True,
+                 pool: BufferPool | None = None) -> None:
+        self._sct = sct
+        self.pool = pool if pool is not None else BufferPool()
+        self._copy: ShmCopy | None = _shm_copy(sct) if pooled else None
+        self.path = "xshm-pooled" if self._copy is not None else "mss"
+        log.debug("screen capture path: %s (mss %s)", self.path, mss.__version__)
+
+    def grab(self, region: Region) -> tuple[bytes | bytearray, int, int]:
+        """The BGRA pixels of `region`, its width and its height."""
+        copy = self._copy
+        if copy is None or not _shm_proven(self._sct):
+            shot = self._sct.grab(region)
+            if copy is not None and _shm_given_up(self._sct):
+                log.debug("mss fell back to XGetImage: screen capture path now mss")
+                self._copy, self.path = None, "mss"
+                self.pool.clear()
+            return shot.raw, shot.width, shot.height
+        width, height = region["width"], region["height"]
+        if width <= 0 or height <= 0:
+            raise mss.ScreenShotError(f"Region has zero or negative size: {region!r}")
+        buf = self.pool.take(width * height * 4)
+        copy(region, buf)
+        return buf, width, height
+
+
+def _impl(sct: mss.MSS) -> Any:
+    return getattr(sct, "_impl", None)
+
+
+if sys.platform == "linux":
+    import threading
+
+    from mss.linux import xcbgen
+    from mss.linux.base import ALL_PLANES
+    from mss.linux.xshmgetimage import MSSImplXShmGetImage, ShmStatus
+
+    _LOCK_TYPE = type(threading.Lock())
+
+    def _shm_copy(sct: mss.MSS) -> ShmCopy | None:
+        """The pooled copy for this mss instance, or None when its internals are not the
+        ones this code was written against."""
+        impl = _impl(sct)
+        reason = None
+        if not mss.__version__.startswith(KNOWN_MSS):
+            reason = f"mss {mss.__version__} is not one of {KNOWN_MSS}"
+        elif not isinstance(impl, MSSImplXShmGetImage):
+            reason = f"the mss backend is {type(impl).__name__}, not XShmGetImage"
+        elif not isinstance(getattr(sct, "_lock", None), _LOCK_TYPE):
+            reason = "mss has no grab lock"
+        elif getattr(impl, "with_cursor", True):
+            reason = "mss draws the cursor"
+        elif getattr(impl, "shm_status", None) not in (ShmStatus.UNKNOWN, ShmStatus.AVAILABLE):
+            reason = "MIT-SHM is unavailable"
+        elif not all(hasattr(impl, name) for name in (
+            "_grab_xshmgetimage", "_buf", "_shmseg", "_bufsize", "conn", "drawable",
+            "drawable_depth", "drawable_visual_id",
+        )):
+            reason = "the XShmGetImage backend lacks the attributes this code reads"
+        if reason is not None:
+            log.debug("no pooled capture: %s", reason)
+            return None
+        lock: threading.Lock = sct._lock
+
+        def copy(region: Region, buf: bytearray) -> None:
+            with lock:
+                _xshm_into(impl, region, buf)
+
+        return copy
+
+    def _shm_proven(sct: mss.MSS) -> bool:
+        return bool(getattr(_impl(sct), "shm_status", None) is ShmStatus.AVAILABLE)
+
+    def _shm_given_up(sct: mss.MSS) -> bool:
+        return bool(getattr(_impl(sct), "shm_status", None) is ShmStatus.UNAVAILABLE)
+
+    def _xshm_into(impl: MSSImplXShmGetImage, monitor: Region, buf: bytearray) -> None:
+        """mss's `_grab_xshmgetimage`, with the copy going into `buf` (checks included)."""
+        if impl.conn is None:
+            raise mss.ScreenShotError("Cannot take screenshot while the connection is closed")
+        shm, shmseg = impl._buf, impl._shmseg
+        if shm is None or shmseg is None:
+            raise mss.ScreenShotError("the MIT-SHM segment is gone")
+        size = monitor["width"] * monitor["height"] * 4
+        if size > impl._bufsize or size != len(buf):
+            raise mss.ScreenShotError(
+                "Requested capture size exceeds the allocated buffer. If you have resized "
+                "the screen, please recreate your MSS object."
+            )
+        reply = xcbgen.shm_get_image(
+            impl.conn, impl.drawable, monitor["left"], monitor["top"], monitor["width"],
+            monitor["height"], ALL_PLANES, xcbgen.ImageFormat.ZPixmap, shmseg, 0,
+        )
+        if reply.depth != impl.drawable_depth or reply.visual != impl.drawable_visual_id:
+            raise mss.ScreenShotError(
+                "Server returned an image with a depth or visual different than it initially "
+                f"reported: expected {impl.drawable_depth}, got {reply.depth}"
+            )
+        with memoryview(shm) as src, memoryview(buf) as dst:
+            dst[:] = src[:size]
+
+else:
+
+    def _shm_copy(sct: mss.MSS) -> ShmCopy | None:
+        log.debug("no pooled capture: only mss's X11 shared-memory backend has one")
+        return None
+
+    def _shm_proven(sct: mss.MSS) -> bool:
+        return False
+
+    def _shm_given_up(sct: mss.MSS) -> bool:
+        return True
