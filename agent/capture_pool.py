@@ -60,11 +60,13 @@ class BufferPool:
     keep it; their last reference frees it, as with mss's own buffers), so a frame held for
     long (the encoder's last one across an unchanged screen) never stops the reuse. After a
     `take`, at most `spares` free buffers stay in the pool; the rest are dropped, so a burst
-    (a full frame queue) does not stay resident. Buffers of another size (the region
+    (a full frame queue) does not stay resident. The default is none: at 1 fps the buffer
+    the encoder let go of since the last grab is the one the next grab takes, and each
+    spare would keep 8 MB (1080p) resident for nothing. Buffers of another size (the region
     changed) are dropped at the next `take` of the new size.
     """
 
-    def __init__(self, *, capacity: int = 4, spares: int = 1) -> None:
+    def __init__(self, *, capacity: int = 4, spares: int = 0) -> None:
         if capacity < 1 or spares < 0:
             raise ValueError("a pool needs a capacity of 1 or more and spares of 0 or more")
         self.capacity = capacity
