@@ -8,6 +8,7 @@ last) and, for `ScreenCapture`, on the suite's animated display.
 from __future__ import annotations
 
 import ctypes
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -128,9 +129,13 @@ def test_a_new_size_drops_the_old_buffers() -> None:
 # -- pooled grabs on a real display -----------------------------------------------------
 
 
-def test_the_fast_path_is_taken_on_xshm_and_matches_mss(sct: mss.MSS, painter: Painter) -> None:
-    grabber = Grabber(sct)
+def test_the_fast_path_is_taken_on_xshm_and_matches_mss(
+    sct: mss.MSS, painter: Painter, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="agent.capture_pool"):
+        grabber = Grabber(sct)
     assert grabber.path == "xshm-pooled"
+    assert "screen capture path: xshm-pooled" in caplog.text
     for n, region in enumerate([FULL] * 4 + [PART] * 4):
         painter.paint(n)
         for _ in range(2):
@@ -189,10 +194,14 @@ def test_a_region_change_gets_buffers_of_the_new_size(sct: mss.MSS, painter: Pai
     assert bytes(held) == held_copy  # and the one still held kept its picture
 
 
-def test_xgetimage_takes_mss_own_grab(still: XDisplay, painter: Painter) -> None:
+def test_xgetimage_takes_mss_own_grab(
+    still: XDisplay, painter: Painter, caplog: pytest.LogCaptureFixture
+) -> None:
     with mss.MSS(display=still.display, backend="xgetimage") as plain:
-        grabber = Grabber(plain)
+        with caplog.at_level(logging.DEBUG, logger="agent.capture_pool"):
+            grabber = Grabber(plain)
         assert grabber.path == "mss"
+        assert "no pooled capture: the mss backend is MSSImplXGetImage" in caplog.text
         painter.paint(3)
         first = grabber.grab(PART)[0]
         second = grabber.grab(PART)[0]
