@@ -132,7 +132,7 @@ def test_a_new_size_drops_the_old_buffers() -> None:
 def test_the_fast_path_is_taken_on_xshm_and_matches_mss(
     sct: mss.MSS, painter: Painter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="agent.capture_pool"):
+    with caplog.at_level(logging.DEBUG, logger="agent"):
         grabber = Grabber(sct)
     assert grabber.path == "xshm-pooled"
     assert "screen capture path: xshm-pooled" in caplog.text
@@ -198,7 +198,7 @@ def test_xgetimage_takes_mss_own_grab(
     still: XDisplay, painter: Painter, caplog: pytest.LogCaptureFixture
 ) -> None:
     with mss.MSS(display=still.display, backend="xgetimage") as plain:
-        with caplog.at_level(logging.DEBUG, logger="agent.capture_pool"):
+        with caplog.at_level(logging.DEBUG, logger="agent"):
             grabber = Grabber(plain)
         assert grabber.path == "mss"
         assert "no pooled capture: the mss backend is MSSImplXGetImage" in caplog.text
