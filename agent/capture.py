@@ -28,6 +28,7 @@ from typing import Any
 
 import mss
 
+from agent.capture_pool import Grabber
 from agent.cpu import STAGES
 from agent.errors import CaptureError
 
@@ -49,8 +50,10 @@ def current_layout(sct: mss.MSS) -> Monitors:
 class Frame:
     """One captured image: BGRA pixels, `height` rows of `width * 4` bytes, no padding.
 
-    The bytes are mss's own buffer, not a copy (and no numpy: the agent does not load it,
-    which keeps about 12 MB off its resident memory).
+    The bytes are the capture's own buffer, not a copy (and no numpy: the agent does not load
+    it, which keeps about 12 MB off its resident memory). On mss's shared-memory path the
+    buffer comes from a pool (agent/capture_pool.py) and is filled again for a later frame
+    only once nothing refers to this one: a frame's pixels never change while it is held.
     """
 
     raw: bytes | bytearray = field(repr=False)
@@ -143,6 +146,7 @@ class ScreenCapture:
         clock: Clock = time.monotonic,
         refresh_ticks: int | None = None,
         layout: Layout = current_layout,
+        pooled: bool = True,
     ):
         if monitor < 0:
             raise CaptureError("the monitor number must be 0 (all) or more")
@@ -151,6 +155,7 @@ class ScreenCapture:
         self._clock = clock
         self.refresh_ticks = refresh_ticks  # re-read the monitor layout this often
         self._layout = layout
+        self.pooled = pooled  # False: always mss's own grab (a fresh buffer per frame)
         self.skipped = 0  # ticks skipped because a grab (or the consumer) ran late
         self.layout_changes = 0  # times the recorded region changed mid-recording
 
@@ -174,11 +179,13 @@ class ScreenCapture:
             )
         return region
 
-    def _grab(self, sct: mss.MSS, region: dict[str, int]) -> tuple[Any, dict[str, int]]:
+    def _grab(
+        self, sct: mss.MSS, grabber: Grabber, region: dict[str, int], tick: int
+    ) -> tuple[Frame, dict[str, int]]:
         """Grab `region`; when that fails, read the layout again and grab what is there now."""
         try:
             with STAGES.stage("capture"):
-                return sct.grab(region), region
+                return self._frame(grabber, region, tick), region
         except mss.ScreenShotError as exc:
             first = exc
         try:
@@ -189,9 +196,15 @@ class ScreenCapture:
             raise CaptureError(f"screen capture failed: {first}") from first
         try:
             with STAGES.stage("capture"):
-                return sct.grab(fresh), fresh
+                return self._frame(grabber, fresh, tick), fresh
         except mss.ScreenShotError as exc:
             raise CaptureError(f"screen capture failed: {exc}") from exc
+
+    @staticmethod
+    def _frame(grabber: Grabber, region: dict[str, int], tick: int) -> Frame:
+        raw, width, height = grabber.grab(region)
+        return Frame(raw=raw, width=width, height=height, tick=tick,
+                     captured_at=datetime.now(UTC))
 
     def frames(
         self,
@@ -209,6 +222,7 @@ class ScreenCapture:
         """
         sct = _open_mss()
         try:
+            grabber = Grabber(sct, pooled=self.pooled)
             region = self._region(sct, None)
             last_refresh = 0
             # tick 0 is now, after the (sometimes slow) connection to the display
@@ -230,12 +244,9 @@ class ScreenCapture:
                         region = self._region(sct, region)
                     except (CaptureError, mss.ScreenShotError) as exc:
                         log.warning("could not read the monitor layout: %s", exc)
-                shot, region = self._grab(sct, region)
-                captured_at = datetime.now(UTC)
-                yield Frame(
-                    raw=shot.raw, width=shot.width, height=shot.height, tick=tick,
-                    captured_at=captured_at,
-                )
+                frame, region = self._grab(sct, grabber, region, tick)
+                yield frame
+                del frame  # so its buffer is free for the next grab once the consumers drop it
                 tick += 1
         finally:
             sct.close()

@@ -5,6 +5,7 @@
 - `lock`: the exclusive file lock (`filelock`: `flock` / `msvcrt.locking`);
 - `dirs`: the agent's directory per OS (`platformdirs`);
 - `memory`: malloc tuning (glibc only);
+- `xshm`: mss's X11 shared-memory grab into a buffer of the caller's (agent/capture_pool.py);
 - `stop`, `winstop`: stop hooks (signals; the closed console window on Windows);
 - here, and `linux`, `windows`, `macos`: how long the user has been idle, and whether the
   screen is locked (X11's MIT-SCREEN-SAVER, `GetLastInputInfo`, `ioreg`'s HIDIdleTime).

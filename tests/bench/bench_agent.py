@@ -102,6 +102,12 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
                    "veryfast"),
     "la2-umh256-subme1": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0"
                           ":me=umh:merange=256:subme=1", "veryfast"),
+    # issue 19's CPU: a 1-frame lookahead (macroblock-tree still on), with and without subme=1
+    "la1-umh256": ("stillimage",
+                   "threads=1:rc-lookahead=1:sync-lookahead=0:bframes=0:me=umh:merange=256",
+                   "veryfast"),
+    "la1-umh256-subme1": ("stillimage", "threads=1:rc-lookahead=1:sync-lookahead=0:bframes=0"
+                          ":me=umh:merange=256:subme=1", "veryfast"),
     "la2-umh256": ("stillimage",
                    "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0:me=umh:merange=256",
                    "veryfast"),
