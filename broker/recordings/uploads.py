@@ -72,6 +72,8 @@ def _new_segment_and_grant(columns: tuple[str, ...]) -> Any:
         for column in upload_grants.c
     }).cte("granted")
     return select(segment).add_cte(grant)
+
+
 _VERIFY = (
     update(segments)
     .where(segments.c.tenant_id == bindparam("tenant"), segments.c.id == bindparam("segment"),
@@ -197,12 +199,12 @@ class Uploads(RecordingParts):
 
     async def _completion_read(
         self, principal: Principal, recording_id: str, seq: int
-    ) -> tuple[Any, Any, StorageConfig] | None:
-        """The completion's checks before `HeadObject`, in a transaction of their own: the
-        device, its recording and segment `seq` (None: verified already), the stored custody
-        record, and the tenant's storage configuration. On PostgreSQL one call
-        (`completion_read`) when the configuration's row is one unsealed before; else (and
-        the first time) a read transaction, which unseals it."""
+    ) -> tuple[Any, StorageConfig] | None:
+        """The completion's checks before `HeadObject`, in a transaction of their own (the
+        device, its recording, the stored custody record), and what they give: segment
+        `seq` and the tenant's storage configuration (None: the segment is verified
+        already). On PostgreSQL one call (`completion_read`) when the configuration's row is
+        one unsealed before; else (and the first time) a read transaction, which unseals it."""
         if self._db.dialect == "postgresql":
             recording, segment, stored = await completion_read(
                 self._db, principal, recording_id, seq
@@ -212,7 +214,7 @@ class Uploads(RecordingParts):
             custody.check_stored(recording, segment, recording.device_public_key)
             config = storage_config.remembered(principal.tenant_id, stored, self._configs)
             if config is not None:
-                return recording, segment, config
+                return segment, config
         async with self._db.read(tenant=principal.tenant_id) as conn:
             scope = TenantScope(conn, principal.tenant_id)
             recording, segment = await device_recording_segment(
@@ -224,13 +226,13 @@ class Uploads(RecordingParts):
             config = await storage_config.resolve(
                 scope, self._keys, storage_row_of(recording), self._configs
             )
-        return recording, segment, config
+        return segment, config
 
     async def complete(self, principal: Principal, recording_id: str, seq: int) -> str:
         read = await self._completion_read(principal, recording_id, seq)
         if read is None:
             return VERIFIED
-        _recording, segment, config = read
+        segment, config = read
         bucket = await self._buckets.client(config)
         try:
             head = await self._buckets.head(bucket, segment.object_key)
