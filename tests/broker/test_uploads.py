@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
@@ -14,6 +17,7 @@ from tests.support.api import (
     Api,
     Device,
     Operator,
+    Reply,
     enroll,
     put_with_grant,
     random_segment,
@@ -250,3 +254,45 @@ def test_a_codec_that_is_not_an_rfc_6381_name_is_refused(api: Api, device: Devic
         assert reply.body["message"].startswith("codec: "), reply.body
     info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
     assert info.body["segments"] == []
+
+
+def test_parallel_grants_completions_and_heartbeats_of_one_segment_each_succeed(
+    api: Api, broker: BrokerProcess, device: Device
+) -> None:
+    """Eight grants of one new seq at once (PostgreSQL: the segment and its grant in one
+    statement; the losers of its unique key run again and are granted the same object),
+    then eight completions at once, and eight heartbeats at once (PostgreSQL: one call
+    each): all succeed, one segment, verified, every grant counted."""
+    recording_id = start_recording(api, device)
+    segment = random_segment()
+    declared = segment.declaration()
+    path = f"/api/v1/recordings/{recording_id}/segments/0"
+    n = 8
+
+    def at_once(call: Callable[[], Reply]) -> list[Reply]:
+        barrier = threading.Barrier(n)
+
+        def run(_: int) -> Reply:
+            barrier.wait(timeout=60)
+            return call()
+
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(run, range(n)))
+
+    grants = at_once(lambda: api.call("POST", path + "/upload", declared,
+                                      token=device.access_token))
+    assert [g.status for g in grants] == [200] * n, [g.body for g in grants]
+    assert len({urlsplit(g.body["url"]).path for g in grants}) == 1, "one object key"
+    assert put_with_grant(grants[0].body, segment.data).status == 200
+
+    done = at_once(lambda: api.call("POST", path + "/complete", token=device.access_token))
+    assert [(d.status, d.body) for d in done] == [(200, {"state": "verified"})] * n
+    beats = at_once(lambda: api.call("POST", "/api/v1/devices/heartbeat", {
+        "state": "recording", "spool_bytes": 0, "spool_segments": 0, "errors": 0,
+    }, token=device.access_token))
+    assert [b.status for b in beats] == [200] * n, [b.body for b in beats]
+
+    info = api.call("GET", f"/api/v1/recordings/{recording_id}", token=device.access_token)
+    assert [(s["seq"], s["state"], s["grants"]) for s in info.body["segments"]] == [
+        (0, "verified", n)
+    ]
