@@ -208,8 +208,7 @@ async def completion_read(
         "tenant": principal.tenant_id, "device": principal.subject,
         "recording": recording_id, "seq": seq,
     })
-    check_enrolled(principal, row, device_user="device_user_id")
-    assert row is not None  # checked
+    row = check_enrolled(principal, row, device_user="device_user_id")
     recording = _fields(row.recording)
     if recording is None:
         raise NotFound("no such recording")

@@ -209,9 +209,8 @@ class Uploads(RecordingParts):
             recording, segment, stored = await completion_read(
                 self._db, principal, recording_id, seq
             )
-            if segment.state == VERIFIED:
+            if not _to_verify(recording, segment):
                 return None
-            custody.check_stored(recording, segment, recording.device_public_key)
             config = storage_config.remembered(principal.tenant_id, stored, self._configs)
             if config is not None:
                 return segment, config
@@ -220,9 +219,8 @@ class Uploads(RecordingParts):
             recording, segment = await device_recording_segment(
                 scope, principal, recording_id, seq
             )
-            if segment.state == VERIFIED:
+            if not _to_verify(recording, segment):
                 return None
-            custody.check_stored(recording, segment, recording.device_public_key)
             config = await storage_config.resolve(
                 scope, self._keys, storage_row_of(recording), self._configs
             )
@@ -344,6 +342,15 @@ class Uploads(RecordingParts):
             now=now,
             skew=self._skew,
         )
+
+
+def _to_verify(recording: Any, segment: Any) -> bool:
+    """Whether a completion has a segment to verify: False when it is verified already;
+    a 409 when its stored custody record no longer verifies (`custody.check_stored`)."""
+    if segment.state == VERIFIED:
+        return False
+    custody.check_stored(recording, segment, recording.device_public_key)
+    return True
 
 
 def _mismatch(segment: Row[Any], head: ObjectHead) -> str | None:

@@ -250,11 +250,16 @@ def remembered(
     when `cache` holds it unsealed already, so no statement is needed to make it; None
     when it must be made (`resolve`, in a transaction: the first time, or an assumed role).
     Raises `StorageNotConfigured` when there is no row, as `resolve` does."""
+    return cache.get(tenant_id, _present(tenant_id, row))
+
+
+def _present(tenant_id: str, row: Row[Any] | ConfigRow | None) -> Row[Any] | ConfigRow:
+    """`row`, the tenant's own; `StorageNotConfigured` when there is none."""
     if row is None:
         raise StorageNotConfigured("no bucket is configured for this tenant")
     if row.tenant_id != tenant_id:
         raise ValueError("a storage configuration row of another tenant")
-    return cache.get(tenant_id, row)
+    return row
 
 
 async def resolve(
@@ -265,10 +270,7 @@ async def resolve(
 ) -> StorageConfig:
     """The configuration of `row`, the tenant's `storage_configs` row read in this
     transaction (None: the tenant has none, and this raises `StorageNotConfigured`)."""
-    if row is None:
-        raise StorageNotConfigured("no bucket is configured for this tenant")
-    if row.tenant_id != scope.tenant_id:
-        raise ValueError("a storage configuration row of another tenant")
+    row = _present(scope.tenant_id, row)
     if cache is not None and row.auth_mode != ROLE:
         cached = cache.get(scope.tenant_id, row)
         if cached is not None:

@@ -1,8 +1,7 @@
 """what a completion reads, as one call in a transaction of its own (PostgreSQL)
 
 `bucketreel_completion_read(tenant, device, recording, seq)` declares the tenant for
-row-level security (local to the transaction, refused when the transaction is declared for
-another, as 0017's heartbeat) and reads, in one statement, the calling device's key, its
+row-level security (0017's `bucketreel_declare_tenant`) and reads, in one statement, the calling device's key, its
 revocation and its person, and — each as its table's whole row, NULL when there is none —
 the recording if this device made it, its segment `seq`, and the tenant's storage
 configuration. The broker calls it outside an explicit transaction (one round trip where
@@ -33,10 +32,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-    IF coalesce(current_setting('bucketreel.tenant', true), '') NOT IN ('', p_tenant) THEN
-        RAISE EXCEPTION 'this transaction is declared for another tenant';
-    END IF;
-    PERFORM set_config('bucketreel.tenant', p_tenant, true);
+    PERFORM bucketreel_declare_tenant(p_tenant);
     RETURN QUERY
     SELECT d.public_key::varchar, d.revoked_at, d.user_id::varchar, r, s, c
     FROM devices d
