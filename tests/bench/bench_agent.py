@@ -116,6 +116,16 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
                    "veryfast"),
     "la10-b3-hex": ("stillimage", "threads=1:rc-lookahead=10:sync-lookahead=0:bframes=3",
                     "veryfast"),
+    # issue 19's CPU, the cheaper presets with the wide search kept (it is what finds a
+    # scroll): superfast (subme=1, no macroblock-tree), with the 2-frame tree put back, and
+    # ultrafast (no CABAC, no deblocking, no AQ, subme=0, one partition size), with CABAC
+    # put back
+    "sf-umh256": ("stillimage", "threads=1:bframes=0:me=umh:merange=256", "superfast"),
+    "sf-la2-umh256": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:mbtree=1"
+                      ":bframes=0:me=umh:merange=256", "superfast"),
+    "uf-umh256": ("stillimage", "threads=1:bframes=0:me=umh:merange=256", "ultrafast"),
+    "uf-cabac-umh256": ("stillimage", "threads=1:bframes=0:cabac=1:me=umh:merange=256",
+                        "ultrafast"),
 }
 # the av1 level (AV1, agent.encode.AV1_*): its CRF scale is SVT-AV1's (0-63)
 AV1_VARIANT = "av1"
