@@ -123,6 +123,13 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     "sf-umh256": ("stillimage", "threads=1:bframes=0:me=umh:merange=256", "superfast"),
     "sf-la2-umh256": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:mbtree=1"
                       ":bframes=0:me=umh:merange=256", "superfast"),
+    "sf-la1-umh256": ("stillimage", "threads=1:rc-lookahead=1:sync-lookahead=0:mbtree=1"
+                      ":bframes=0:me=umh:merange=256", "superfast"),
+    "sf-la2-umh128": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:mbtree=1"
+                      ":bframes=0:me=umh:merange=128", "superfast"),
+    # veryfast without its inter partitions below 16x16 (superfast's), subme=2 kept
+    "la2-umh256-p16": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0"
+                       ":me=umh:merange=256:partitions=i8x8,i4x4", "veryfast"),
     "uf-umh256": ("stillimage", "threads=1:bframes=0:me=umh:merange=256", "ultrafast"),
     "uf-cabac-umh256": ("stillimage", "threads=1:bframes=0:cabac=1:me=umh:merange=256",
                         "ultrafast"),
