@@ -130,6 +130,11 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
     # veryfast without its inter partitions below 16x16 (superfast's), subme=2 kept
     "la2-umh256-p16": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0:bframes=0"
                        ":me=umh:merange=256:partitions=i8x8,i4x4", "veryfast"),
+    "la2-umh256-p16-subme3": ("stillimage", "threads=1:rc-lookahead=2:sync-lookahead=0"
+                              ":bframes=0:me=umh:merange=256:partitions=i8x8,i4x4:subme=3",
+                              "veryfast"),
+    "la4-umh256-p16": ("stillimage", "threads=1:rc-lookahead=4:sync-lookahead=0:bframes=0"
+                       ":me=umh:merange=256:partitions=i8x8,i4x4", "veryfast"),
     "uf-umh256": ("stillimage", "threads=1:bframes=0:me=umh:merange=256", "ultrafast"),
     "uf-cabac-umh256": ("stillimage", "threads=1:bframes=0:cabac=1:me=umh:merange=256",
                         "ultrafast"),
