@@ -273,7 +273,11 @@ class SegmentEncoder:
         try:
             with STAGES.stage("convert"):
                 self._fill(raw)
-                picture = self._canvas.reformat(format="yuv420p")
+                # threads=1: PyAV's default (0) lets libswscale start a worker per CPU for
+                # each segment's converter; at one frame a second they only cost their start
+                # and hand-offs (perf: 2 swscale threads per segment on 2 cores, more on a
+                # larger workstation), and their CPU fell outside this stage's clock.
+                picture = self._canvas.reformat(format="yuv420p", threads=1)
             picture.pts = tick - self.first_tick
             picture.time_base = self._time_base
             with STAGES.stage("encode"):

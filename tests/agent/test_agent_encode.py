@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import re
 import shutil
 import struct
@@ -307,6 +308,29 @@ def test_libx264_runs_with_the_shipped_settings() -> None:
     assert float(used["crf"]) == DEFAULT_CRF
     assert used["deblock"] == "1:-3:-3"  # tune stillimage
     assert used["aq"] == "1:1.20"
+
+
+def native_threads() -> int:
+    """This process's OS threads (Linux: /proc)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("quality", [q for q, level in QUALITY.items() if level.codec == "h264"])
+def test_an_h264_segment_is_converted_and_encoded_in_the_calling_thread(quality: str) -> None:
+    # libswscale started a worker per CPU for each segment's colour converter (PyAV's
+    # default, threads=0), and libx264 threads of its own unless told: at 1 fps they only
+    # cost their start and hand-offs, and their CPU escaped the stage clocks (agent/cpu.py).
+    if not Path("/proc/self/task").is_dir():
+        pytest.fail("this test counts threads in /proc/self/task (Linux)")
+    before = native_threads()
+    options = encoder_options(quality)
+    enc = SegmentEncoder(seq=0, fps=1.0, width=1920, height=1080, first_tick=0, started_at=T0,
+                         crf=options["crf"])
+    for tick in range(3):
+        enc.add(bgra(1920, 1080, 40 + 60 * tick), tick)
+        assert native_threads() == before, "the encoder started threads of its own"
+    enc.finish()
+    assert native_threads() == before
 
 
 # -- decode and compare: the shipped settings on a screen-like picture -----------------------
