@@ -10,6 +10,7 @@ import re
 import shutil
 import struct
 import subprocess
+import threading
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -310,9 +311,11 @@ def test_libx264_runs_with_the_shipped_settings() -> None:
     assert used["aq"] == "1:1.20"
 
 
-def native_threads() -> int:
-    """This process's OS threads (Linux: /proc)."""
-    return len(os.listdir("/proc/self/task"))
+def native_threads() -> set[int]:
+    """This process's OS threads (Linux: /proc) that are not Python's own threads: those a
+    library started (a Python thread of another fixture starting or ending is not counted)."""
+    python = {t.native_id for t in threading.enumerate()}
+    return {int(tid) for tid in os.listdir("/proc/self/task")} - python
 
 
 @pytest.mark.parametrize("quality", [q for q, level in QUALITY.items() if level.codec == "h264"])
@@ -328,9 +331,9 @@ def test_an_h264_segment_is_converted_and_encoded_in_the_calling_thread(quality:
                          crf=options["crf"])
     for tick in range(3):
         enc.add(bgra(1920, 1080, 40 + 60 * tick), tick)
-        assert native_threads() == before, "the encoder started threads of its own"
+        assert native_threads() <= before, "the encoder started threads of its own"
     enc.finish()
-    assert native_threads() == before
+    assert native_threads() <= before
 
 
 # -- decode and compare: the shipped settings on a screen-like picture -----------------------
