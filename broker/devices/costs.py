@@ -1,23 +1,25 @@
 """What a recording policy costs, roughly, per person: for the admin's policy page.
 
 The one measured figure: README "Packaging and figures", `scripts/bench.sh`, the agent
-recording a scripted 1920×1080 desktop (typing, scrolling, window switches, idle stretches)
-at 1 fps with its default quality: 42.9 MB per recorded hour. The estimate scales it linearly
-with fps; that is rough (frames identical to the previous one are skipped, so a still screen
-costs less, and H.264 spends fewer bytes on a frame the closer it follows the last one), and
-it holds for one 1080p monitor: more pixels cost more.
+recording its Chromium office workload (antialiased text, a table, a form typed into, scroll
+bursts) at 1920×1080 and 1 fps with its default quality: 27.4 MB per recorded hour (run of
+2026-12-04, commit c01c4a4; the scripted bitmap desktop took 11.9, so the busier page is the
+basis). The estimate scales it linearly with fps; that is rough (frames identical to the
+previous one are skipped, so a still screen costs less, and H.264 spends fewer bytes on a
+frame the closer it follows the last one), and it holds for one 1080p monitor: more pixels
+cost more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MEASURED_MB_PER_HOUR = 42.9
+MEASURED_MB_PER_HOUR = 27.4
 MEASURED_FPS = 1.0
 BASIS = (
     f"{MEASURED_MB_PER_HOUR:g} MB per recorded hour at {MEASURED_FPS:g} fps, measured with "
-    "scripts/bench.sh (a scripted 1920×1080 desktop: typing, scrolling, window switches, idle "
-    "stretches; README, \"Packaging and figures\"), scaled linearly by fps"
+    "scripts/bench.sh (a Chromium office page at 1920×1080: antialiased text, a table, a form "
+    "typed into, scrolling; README, \"Packaging and figures\"), scaled linearly by fps"
 )
 # What an agent records with when neither the policy nor its own configuration says
 # (agent.config's defaults; tests/broker/test_admin_fleet.py holds them equal).

@@ -426,15 +426,15 @@ def test_another_tenants_device_cannot_be_revoked_from_the_page(fleet: Fleet) ->
 def test_the_policy_page_saves_and_shows_what_it_costs(fleet: Fleet) -> None:
     page = fleet.api.call("GET", "/admin/policy", token=fleet.admin.access_token)
     assert page.status == 200
-    assert b"43 MB per recorded hour per person" in page.raw, "the agents' default 1 fps"
-    assert b"42.9 MB per recorded hour at 1 fps" in page.raw, "the basis is stated"
+    assert b"27 MB per recorded hour per person" in page.raw, "the agents' default 1 fps"
+    assert b"27.4 MB per recorded hour at 1 fps" in page.raw, "the basis is stated"
 
     saved = form_post(fleet, "/admin/policy", {
         "fps": "2", "segment_seconds": "30", "idle_seconds": "",
     })
     assert saved.status == 200
     assert b"Saved." in saved.raw
-    assert b"86 MB per recorded hour per person" in saved.raw
+    assert b"55 MB per recorded hour per person" in saved.raw
     assert b"120 objects" in saved.raw
     policy = fleet.api.call("GET", "/api/v1/admin/policy", token=fleet.admin.access_token).body
     assert (policy["fps"], policy["segment_seconds"], policy["idle_seconds"]) == (2, 30, None)

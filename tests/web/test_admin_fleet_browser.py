@@ -151,13 +151,13 @@ def test_the_admin_enrolls_watches_and_sets_the_policy_of_the_fleet(
 
     # The policy: saved, with what it costs.
     page.goto("/admin/policy")
-    assert "43 MB per recorded hour per person" in page.inner_text("form.card")
+    assert "27 MB per recorded hour per person" in page.inner_text("form.card")
     page.fill("input[name=fps]", "0.5")
     page.fill("input[name=segment_seconds]", "120")
     page.fill("input[name=idle_seconds]", "600")
     page.click("text=Save policy")
     assert page.locator("p.saved").is_visible()
-    assert "21 MB per recorded hour per person" in page.inner_text("form.card")
+    assert "14 MB per recorded hour per person" in page.inner_text("form.card")
     assert page.input_value("input[name=fps]") == "0.5"
     page.screenshot(path=str(DOCS / "admin-policy.png"), full_page=True)
 
