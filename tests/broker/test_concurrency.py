@@ -10,7 +10,6 @@ the same transactions' foreign keys had taken, and victims were answered 500.
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from tests.support.api import (
     enrollment_code,
     make_tenant,
     now_iso,
+    parallel,
     put_with_grant,
     random_segment,
 )
@@ -37,18 +37,6 @@ from tests.support.s3 import S3Endpoint
 N = 8  # parallel requests per tenant and write path (one tenant)
 N_EACH = 4  # per tenant, with several tenants at once
 TENANTS = 3
-
-
-def parallel(calls: list[Callable[[], Reply]]) -> list[Reply]:
-    """Run every call at once (released together by a barrier), each on its own client."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], Reply]) -> Reply:
-        barrier.wait(timeout=60)
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def expect(replies: list[Reply], status: int, what: str) -> None:

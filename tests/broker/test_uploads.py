@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import select
@@ -19,6 +17,7 @@ from tests.support.api import (
     Operator,
     Reply,
     enroll,
+    parallel,
     put_with_grant,
     random_segment,
     start_recording,
@@ -270,14 +269,7 @@ def test_parallel_grants_completions_and_heartbeats_of_one_segment_each_succeed(
     n = 8
 
     def at_once(call: Callable[[], Reply]) -> list[Reply]:
-        barrier = threading.Barrier(n)
-
-        def run(_: int) -> Reply:
-            barrier.wait(timeout=60)
-            return call()
-
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            return list(pool.map(run, range(n)))
+        return parallel([call] * n)
 
     grants = at_once(lambda: api.call("POST", path + "/upload", declared,
                                       token=device.access_token))

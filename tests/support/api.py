@@ -11,7 +11,9 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -198,6 +200,18 @@ BACKGROUND_COLUMNS = {
         "object_key", "body", "next_attempt_at", "attempts", "delivered_at", "last_error",
     },
 }
+
+
+def parallel(calls: list[Callable[[], Reply]]) -> list[Reply]:
+    """Run every call at once (released together by a barrier), each on its own client."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Reply]) -> Reply:
+        barrier.wait(timeout=60)
+        return call()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
 
 
 def settled(table: Any) -> list[Any]:
